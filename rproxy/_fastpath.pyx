@@ -1,0 +1,31 @@
+# cython: language_level=3
+"""rproxy's fast path: the worker event loop, HTTP/1.1 forwarding, pools.
+
+One extension module made of the includes below (one C translation unit, so
+the compiler can inline across them).  Import it through rproxy.fastpath,
+which first makes llhttp's C symbols visible to it.
+"""
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memmove, memset, memcmp, strlen, strerror
+from libc.stdio cimport snprintf
+from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, ECONNRESET, EPIPE, ETIMEDOUT,
+                         EMFILE, ENFILE, ENOBUFS, ENOMEM)
+from libc.signal cimport SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2
+
+from rproxy.includes.llhttp cimport *
+from rproxy.includes.linux cimport *
+
+cdef extern from "rp_util.h" nogil:
+    void rp_elog(int fd, int level, const char* fmt, ...)
+
+include "fastpath/defs.pxi"
+include "fastpath/globals.pxi"
+include "fastpath/buffers.pxi"
+include "fastpath/timers.pxi"
+include "fastpath/http.pxi"
+include "fastpath/routing.pxi"
+include "fastpath/balance.pxi"
+include "fastpath/upstream.pxi"
+include "fastpath/downstream.pxi"
+include "fastpath/loop.pxi"
+include "fastpath/worker.pxi"

@@ -1,0 +1,222 @@
+"""The configuration model: frozen dataclasses consumed by the master and workers.
+
+This is the contract between the config layer and everything else.  Both
+dialects of RProxy's language are normalised into this one (2.x) shape:
+a 1.x server without vhosts becomes one catch-all vhost whose rules are its
+`rewrite` blocks (or a single default rule) over all its downstreams.
+
+Units: durations are float seconds (None = "not set" where the distinction
+matters, e.g. per-rule overrides); sizes are int bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Position:
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class CRL:
+    file: Optional[str] = None
+    dir: Optional[str] = None
+    reload: float = 0.0              # seconds between reload checks, 0 = never
+
+
+@dataclass(frozen=True)
+class SSL:
+    enabled: bool = False
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    ca: Optional[str] = None
+    capath: Optional[str] = None
+    ciphers: Optional[str] = None    # None = rproxy's safe default list
+    protocols_on: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    protocols_off: tuple[str, ...] = ()
+    verify_peer: bool = False
+    enforce_peer_cert: bool = False
+    verify_depth: int = 9
+    context_timeout: float = 172800.0
+    cache_enabled: bool = True
+    cache_size: int = 20480
+    cache_timeout: float = 300.0
+    crl: Optional[CRL] = None
+
+
+@dataclass(frozen=True)
+class X509Extension:
+    name: str
+    oid: str
+
+
+@dataclass(frozen=True)
+class Headers:
+    """Request headers the proxy adds toward the downstream (RProxy `headers { }`)."""
+    x_forwarded_for: bool = True
+    x_forwarded_for_mode: str = "append"   # "append" (RFC 7239 chain) or "replace" (RProxy 2.x)
+    x_real_ip: bool = False
+    x_forwarded_proto: bool = False
+    x_forwarded_host: bool = False
+    x_forwarded_port: bool = False
+    forwarded: bool = False
+    via: bool = False
+    x_ssl_subject: bool = False
+    x_ssl_issuer: bool = False
+    x_ssl_notbefore: bool = False
+    x_ssl_notafter: bool = False
+    x_ssl_serial: bool = False
+    x_ssl_sha1: bool = False
+    x_ssl_cipher: bool = False
+    x_ssl_certificate: bool = True
+    x509_extensions: tuple[X509Extension, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogStream:
+    """One of a logging block's `request` / `error` sub-sections."""
+    enabled: bool = False
+    output: str = "file:/dev/stdout"    # file:PATH | syslog:FACILITY | stderr
+    level: str = "error"
+    format: str = "{SRC} {HOST} {URI} {HOST}"
+
+
+@dataclass(frozen=True)
+class Logging:
+    request: LogStream = field(default_factory=LogStream)
+    error: LogStream = field(default_factory=lambda: LogStream(output="stderr"))
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    path: str = "/"
+    interval: float = 5.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True)
+class Downstream:
+    name: str
+    addr: str
+    port: int
+    enabled: bool = True
+    connections: int = 1
+    high_watermark: int = 0
+    read_timeout: float = 60.0           # waiting for response bytes during an exchange
+    write_timeout: float = 60.0          # a stalled write toward the downstream
+    connect_timeout: float = 5.0
+    retry: float = 0.05                  # first reconnect delay; backs off with jitter
+    idle_timeout: float = 55.0           # pooled idle connections are refreshed after this
+    max_requests: int = 0                # per connection, 0 = unlimited
+    max_age: float = 0.0                 # per connection, 0 = unlimited
+    weight: int = 1
+    pipeline: int = 1                    # requests in flight per connection (idempotent only)
+    health_check: Optional[HealthCheck] = None
+    tls: bool = False
+    ssl: Optional[SSL] = None
+    pos: Optional[Position] = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: str                           # "exact" | "glob" | "regex" | "prefix" | "rewrite"
+    pattern: str
+    downstreams: tuple[str, ...] = ()
+    lb_method: str = "rtt"
+    rewrite_dst: Optional[str] = None    # 1.x rewrite { src dst }: the dst prefix
+    replace_path: Optional[str] = None   # 2.x path rewriting (prefix/regex replacement)
+    passthrough: bool = False
+    allow_redirect: bool = False
+    redirect_filter: tuple[str, ...] = ()
+    upstream_read_timeout: Optional[float] = None
+    upstream_write_timeout: Optional[float] = None
+    headers: Optional[Headers] = None
+    pos: Optional[Position] = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Vhost:
+    name: str                            # glob, matched case-insensitively against Host / SNI
+    aliases: tuple[str, ...] = ()
+    strip_headers: tuple[str, ...] = ()
+    ssl: Optional[SSL] = None
+    headers: Optional[Headers] = None
+    logging: Optional[Logging] = None
+    rules: tuple[Rule, ...] = ()
+    default: bool = False
+    https_redirect: bool = False
+    https_redirect_port: int = 443
+    pos: Optional[Position] = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Server:
+    addr: str = "127.0.0.1"
+    port: int = 8080
+    backlog: int = 1024
+    threads: Optional[int] = None
+    read_timeout: float = 60.0           # client idle while a request is being read
+    write_timeout: float = 60.0          # a stalled write toward the client
+    keepalive_timeout: float = 75.0      # client idle between requests
+    pending_timeout: float = 10.0
+    max_pending: int = 0
+    high_watermark: int = 0
+    disable_server_nagle: bool = False
+    disable_client_nagle: bool = False
+    disable_downstream_nagle: bool = False
+    max_request_line: int = 8192
+    max_header_size: int = 16384
+    max_headers: int = 100
+    client_max_body_size: int = 0        # 0 = unlimited
+    buffer_size: int = 32768
+    ssl: Optional[SSL] = None
+    logging: Optional[Logging] = None
+    downstreams: tuple[Downstream, ...] = ()
+    vhosts: tuple[Vhost, ...] = ()
+    pos: Optional[Position] = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        if self.addr.startswith("unix:"):
+            return self.addr
+        if ":" in self.addr:
+            return f"[{self.addr}]:{self.port}"
+        return f"{self.addr}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    servers: tuple[Server, ...] = ()
+    workers: Optional[int] = None
+    daemonize: bool = False
+    rootdir: str = "/"
+    user: Optional[str] = None
+    group: Optional[str] = None
+    max_nofile: int = 0                  # 0 = leave RLIMIT_NOFILE alone
+    memtrim_sz: int = 0
+    pidfile: Optional[str] = None
+    shutdown_timeout: float = 30.0
+    error_log: str = "stderr"
+    dialect: str = "2"
+
+    def worker_count(self) -> tuple[int, str]:
+        """How many workers to run, and which setting decided it (for `-t`)."""
+        if self.workers:
+            return self.workers, "workers"
+        threads = [s.threads for s in self.servers if s.threads]
+        if threads:
+            return max(threads), "threads"
+        import os
+
+        return os.cpu_count() or 1, "cpus"

@@ -1,0 +1,97 @@
+# Load balancing: pick an idle pooled connection for a rule.  State is per
+# worker.  Every method only considers enabled downstreams with an idle
+# connection; a pick takes that downstream's longest-idle connection (FIFO),
+# which keeps every pooled connection warm.
+
+cdef uint64_t g_rand_state = 0x9E3779B97F4A7C15ULL
+
+
+cdef inline uint64_t rand64() noexcept nogil:
+    # xorshift64*: cheap, good enough to spread load
+    global g_rand_state
+    g_rand_state ^= g_rand_state >> 12
+    g_rand_state ^= g_rand_state << 25
+    g_rand_state ^= g_rand_state >> 27
+    return g_rand_state * 0x2545F4914F6CDD1DULL
+
+
+cdef inline bint ds_usable(DownstreamRt* d) noexcept nogil:
+    return d.enabled and d.n_idle > 0
+
+
+cdef int lb_choose(RuleRt* r) noexcept nogil:
+    """Index (into r.dss) of the downstream to use, or -1 if none has an idle
+    connection."""
+    cdef int i, k, best = -1, n = r.nds
+    cdef DownstreamRt* d
+    cdef double score, best_score = 0
+    cdef uint64_t total, pick
+    if n == 0:
+        return -1
+    if r.lb == LB_NONE:
+        for i in range(n):
+            if ds_usable(r.dss[i]):
+                return i
+        return -1
+    if r.lb == LB_ROUNDROBIN:
+        for k in range(n):
+            i = (r.rr_next + k) % n
+            if ds_usable(r.dss[i]):
+                r.rr_next = (i + 1) % n
+                return i
+        return -1
+    if r.lb == LB_MOST_IDLE:
+        for i in range(n):
+            d = r.dss[i]
+            if ds_usable(d) and (best < 0 or d.n_idle * r.dss[best].weight > r.dss[best].n_idle * d.weight):
+                best = i
+        return best
+    if r.lb == LB_RANDOM:
+        total = 0
+        for i in range(n):
+            if ds_usable(r.dss[i]):
+                total += <uint64_t>r.dss[i].weight
+        if total == 0:
+            return -1
+        pick = rand64() % total
+        for i in range(n):
+            if ds_usable(r.dss[i]):
+                if pick < <uint64_t>r.dss[i].weight:
+                    return i
+                pick -= <uint64_t>r.dss[i].weight
+        return -1
+    if r.lb == LB_LEAST_PENDING:
+        for i in range(n):
+            d = r.dss[i]
+            if ds_usable(d):
+                score = (d.n_active + 1.0) / d.weight
+                if best < 0 or score < best_score:
+                    best = i
+                    best_score = score
+        return best
+    # LB_RTT: lowest EWMA of time to first byte, divided by weight.  A
+    # downstream with no sample yet scores 0, so each one is tried early and
+    # gets measured instead of being starved by a never-measured +inf.
+    for i in range(n):
+        d = r.dss[i]
+        if ds_usable(d):
+            score = (d.rtt_ms if d.rtt_samples else 0.0) / d.weight
+            if best < 0 or score < best_score:
+                best = i
+                best_score = score
+    return best
+
+
+cdef DConn* lb_pick(RuleRt* r) noexcept nogil:
+    cdef int i = lb_choose(r)
+    if i < 0:
+        return NULL
+    return idle_pop(r.dss[i])
+
+
+cdef void rtt_sample(DownstreamRt* d, double ms) noexcept nogil:
+    if d.rtt_samples == 0:
+        d.rtt_ms = ms
+    else:
+        d.rtt_ms = d.rtt_ms * 0.8 + ms * 0.2
+    d.rtt_samples += 1

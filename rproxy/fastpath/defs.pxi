@@ -1,0 +1,318 @@
+# Constants and C structures of the fast path.
+#
+# Everything a request touches is a C struct: connections, exchanges, buffers,
+# timers, pools.  Python objects exist only at the edges (the Worker class that
+# builds these tables from the Config, and rare events handed back to Python).
+#
+# Ownership rules (the few that matter):
+# - A connection's read buffer (`rbuf`) is taken from the per-worker buffer
+#   pool only while bytes are in flight and handed back when it is empty.
+# - Bytes read from one side are forwarded straight out of that side's read
+#   buffer: the consumer's `Out` points into the producer's buffer, and the
+#   producer does not read again until the consumer's `Out` has drained.  That
+#   is the backpressure: at most one buffer of unsent data per direction.
+# - An exchange (one request and its response) lives in a struct taken from a
+#   free list when a request begins and returned when it ends.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
+
+cdef enum:
+    # what an epoll registration points at (first field of every handle)
+    K_LISTENER = 1
+    K_UCONN = 2
+    K_DCONN = 3
+    K_SIGNAL = 4
+
+cdef enum:
+    # upstream (client) connection states
+    U_IDLE = 0          # between requests (keep-alive)
+    U_HEAD = 1          # reading a request head
+    U_PENDING = 2       # head parsed, waiting for a downstream connection
+    U_BODY = 3          # forwarding the request body
+    U_WAIT = 4          # request forwarded; the response is in progress
+    U_CLOSING = 5       # flushing the last bytes, then close
+    U_TUNNEL = 6        # upgraded: raw bytes both ways
+    U_LINGER = 7        # response sent, write side shut: discard input until EOF
+
+cdef enum:
+    # downstream (backend) connection states
+    D_DOWN = 0          # no socket; a retry timer may be armed
+    D_CONNECTING = 1
+    D_IDLE = 2          # in its downstream's idle list
+    D_ACTIVE = 3        # serving an exchange
+
+cdef enum:
+    # response phases of an active downstream connection
+    R_HEAD = 0
+    R_BODY = 1
+    R_DONE = 2
+
+cdef enum:
+    # UConn.flags
+    UF_READABLE = 0x01      # edge-triggered readiness we have not consumed yet
+    UF_WRITABLE = 0x02
+    UF_RDHUP = 0x04         # the client half-closed (or is gone)
+    UF_CLOSE_AFTER = 0x08   # close once the current response is out
+    UF_HEAD_DONE = 0x10     # parser paused at the end of a head
+    UF_MSG_DONE = 0x20      # parser paused at the end of a message
+    UF_IN_LIST = 0x40
+    UF_DEAD = 0x80          # closed; freed at the end of the loop turn
+    UF_READY = 0x100        # queued to continue at the end of the loop turn
+
+cdef enum:
+    # DConn.flags
+    DF_READABLE = 0x01
+    DF_WRITABLE = 0x02
+    DF_HEAD_DONE = 0x04
+    DF_MSG_DONE = 0x08
+    DF_NO_REUSE = 0x10      # do not put back in the pool after this exchange
+    DF_DECHUNK = 0x20       # strip chunk framing (HTTP/1.0 client)
+    DF_EOF_BODY = 0x40      # close-delimited response body
+    DF_GOT_BYTES = 0x80     # response bytes arrived for the current exchange
+
+cdef enum:
+    # Exchange.flags
+    XF_KEEPALIVE = 0x01     # the client wants the connection kept
+    XF_HEAD_REQ = 0x02      # HEAD request: the response has no body
+    XF_REQ_DONE = 0x04      # the whole request has been forwarded
+    XF_RESP_STARTED = 0x08  # response bytes were sent to the client
+    XF_HTTP10 = 0x10        # HTTP/1.0 client
+    XF_UPGRADE = 0x20       # Upgrade request (tunnel after 101)
+    XF_IDEMPOTENT = 0x40
+    XF_REQ_SENT_ANY = 0x80  # some request bytes reached the downstream
+    XF_PENDING = 0x100      # in the pending queue
+
+cdef enum:
+    HS_NONE = 0
+    HS_FIELD = 1
+    HS_VALUE = 2
+
+cdef enum:
+    # header names the proxy acts on
+    H_OTHER = 0
+    H_CONNECTION
+    H_KEEP_ALIVE
+    H_PROXY_CONNECTION
+    H_TE
+    H_TRAILER
+    H_TRANSFER_ENCODING
+    H_UPGRADE
+    H_CONTENT_LENGTH
+    H_HOST
+    H_X_FORWARDED_FOR
+    H_EXPECT
+
+cdef enum:
+    # rule match kinds
+    M_PREFIX = 0
+    M_EXACT = 1
+    M_GLOB = 2
+    M_REGEX = 3
+
+cdef enum:
+    # load-balancing methods
+    LB_RTT = 0
+    LB_ROUNDROBIN = 1
+    LB_MOST_IDLE = 2
+    LB_NONE = 3
+    LB_RANDOM = 4
+    LB_LEAST_PENDING = 5
+
+cdef enum:
+    # timer owners
+    TK_UCONN = 1
+    TK_DCONN = 2
+    TK_EXCH = 3
+    TK_WORKER = 4
+
+cdef enum:
+    HDR_CAP = 128           # header slots per message (max-headers is capped to this)
+    MAX_CONN_TOKENS = 8     # extra hop-by-hop names listed in a Connection header
+    MAX_EVENTS = 256
+
+cdef enum:
+    # run() results handed back to Python
+    RUN_STOPPED = 0         # fast stop (SIGTERM / SIGINT)
+    RUN_DRAINED = 1         # graceful stop finished (SIGQUIT)
+    RUN_REOPEN = 2          # SIGUSR1: Python reopens log files, then calls run() again
+    RUN_ERROR = 3
+
+
+cdef struct Span:
+    uint32_t off            # offset into the owning read buffer
+    uint32_t len
+
+cdef struct Header:
+    Span name
+    Span value
+
+cdef struct Buf:
+    Buf* next
+    uint32_t cap
+    # the data follows the struct (see bdata())
+
+cdef struct Out:
+    # Pending output of one direction: a head segment (owned buffer or static
+    # bytes) followed by a body segment (borrowed from the producer's read
+    # buffer, or owned once the producer has been let go).
+    const char* hptr
+    uint32_t hlen
+    Buf* hbuf
+    const char* bptr
+    uint32_t blen
+    Buf* bbuf
+
+cdef struct Timer:
+    int64_t when            # wanted deadline, ms; 0 = disarmed
+    int64_t key             # deadline it is filed under in the heap
+    int32_t idx             # heap index, -1 when not in the heap
+    uint8_t kind
+    void* owner
+
+cdef struct Handle:
+    uint8_t kind
+    int fd
+
+cdef struct Peer:
+    uint8_t family          # AF_INET / AF_INET6 / AF_UNIX
+    uint16_t port
+    uint8_t addr[16]
+
+cdef struct DownstreamRt
+cdef struct RuleRt
+cdef struct ServerRt
+cdef struct UConn
+cdef struct DConn
+cdef struct Exchange
+
+cdef struct Exchange:
+    Exchange* next          # free list / pending queue
+    Exchange* prev
+    UConn* uc
+    DConn* dc
+    RuleRt* rule
+    Timer ptimer            # pending-timeout
+    uint16_t flags
+    uint8_t hstate          # header parse state (request, then response)
+    uint8_t method
+    uint16_t status
+    int16_t err_status      # status to answer when the parser was stopped on purpose
+    Span method_sp
+    Span url_sp
+    Span reason_sp
+    uint16_t nreq
+    uint16_t nresp
+    int64_t t_start         # ms, request began
+    uint64_t body_in        # request body bytes forwarded
+    Header req[HDR_CAP]
+    Header resp[HDR_CAP]
+
+cdef struct UConn:
+    Handle h
+    uint8_t state
+    uint16_t flags
+    ServerRt* srv
+    UConn* prev             # all client connections of the worker
+    UConn* next
+    UConn* rnext            # ready list
+    Buf* rbuf
+    uint32_t rpos           # parsed up to here
+    uint32_t fpos           # forwarded (or skipped) up to here
+    uint32_t rend           # data ends here
+    uint32_t mstart         # the current message head starts here
+    Exchange* x
+    Out out
+    Timer timer
+    Peer peer
+    llhttp_t parser
+
+cdef struct DConn:
+    Handle h
+    uint8_t state
+    uint8_t flags
+    uint8_t phase
+    DownstreamRt* ds
+    DConn* iprev            # idle list of the downstream
+    DConn* inext
+    Exchange* x
+    Buf* rbuf
+    uint32_t rpos
+    uint32_t fpos
+    uint32_t fend           # forwardable end (differs from rpos when dechunking)
+    uint32_t rend
+    uint32_t hstart         # the current response head starts here
+    Out out
+    Timer timer
+    uint32_t nreq           # requests served on this connection
+    int32_t fails           # consecutive failures (reconnect backoff)
+    int64_t connected_at
+    int64_t assigned_at
+    uint16_t local_port
+    llhttp_t parser
+
+cdef struct DownstreamRt:
+    int index
+    char name[64]
+    char label[112]         # addr:port as configured, for logs
+    uint8_t addr[128]       # sockaddr_storage bytes
+    uint32_t addrlen
+    int family
+    int nconns
+    DConn* conns
+    DConn* idle_first
+    DConn* idle_last
+    int n_idle
+    int n_up
+    int n_active
+    int enabled
+    int weight
+    int64_t retry_ms
+    int64_t connect_timeout_ms
+    int64_t read_timeout_ms
+    int64_t write_timeout_ms
+    int64_t idle_timeout_ms
+    uint32_t max_requests
+    double rtt_ms           # EWMA of time to first response byte
+    uint32_t rtt_samples
+    uint8_t nodelay
+    uint8_t down_logged     # "is down" was logged; log "is up" on recovery
+
+cdef struct RuleRt:
+    char name[64]
+    int match
+    char* pattern
+    uint32_t plen
+    DownstreamRt** dss
+    int nds
+    int lb
+    int rr_next
+    uint8_t xff             # add X-Forwarded-For
+    regex_t* regex
+
+cdef struct VhostRt:
+    char** globs
+    uint32_t* glob_lens
+    int nglobs
+    RuleRt* rules
+    int nrules
+    int is_default
+
+cdef struct ServerRt:
+    int index
+    VhostRt* vhosts
+    int nvhosts
+    int64_t read_timeout_ms
+    int64_t write_timeout_ms
+    int64_t keepalive_timeout_ms
+    int64_t pending_timeout_ms
+    uint32_t max_request_line
+    uint32_t max_header_size
+    uint32_t max_headers
+    uint64_t client_max_body_size
+    int max_pending
+    uint8_t nodelay
+
+cdef struct Listener:
+    Handle h
+    ServerRt* srv
+    int registered

@@ -1,0 +1,535 @@
+# Downstream (backend) connections: the per-worker persistent pools, the
+# response side of an exchange, reconnects with backoff.
+#
+# Each downstream keeps `connections` sockets established.  An idle one sits
+# in its downstream's idle list (FIFO, so every pooled connection stays warm);
+# the balancer takes one for an exchange, and the reuse checklist in
+# dc_response_done decides whether it goes back.  A connection is never
+# reconnected synchronously: reconnects go through its timer, so events still
+# queued for the old socket in the same loop turn find it D_DOWN and are
+# ignored.
+
+# ---- idle list ----------------------------------------------------------------------
+
+cdef void idle_push(DConn* dc) noexcept nogil:
+    cdef DownstreamRt* ds = dc.ds
+    dc.state = D_IDLE
+    dc.inext = NULL
+    dc.iprev = ds.idle_last
+    if ds.idle_last != NULL:
+        ds.idle_last.inext = dc
+    else:
+        ds.idle_first = dc
+    ds.idle_last = dc
+    ds.n_idle += 1
+    timer_arm(&dc.timer, ds.idle_timeout_ms)
+
+
+cdef void idle_remove(DConn* dc) noexcept nogil:
+    cdef DownstreamRt* ds = dc.ds
+    if dc.iprev != NULL:
+        dc.iprev.inext = dc.inext
+    else:
+        ds.idle_first = dc.inext
+    if dc.inext != NULL:
+        dc.inext.iprev = dc.iprev
+    else:
+        ds.idle_last = dc.iprev
+    dc.iprev = NULL
+    dc.inext = NULL
+    ds.n_idle -= 1
+
+
+cdef DConn* idle_pop(DownstreamRt* ds) noexcept nogil:
+    cdef DConn* dc = ds.idle_first
+    if dc != NULL:
+        idle_remove(dc)
+        timer_stop(&dc.timer)
+    return dc
+
+
+# ---- connecting ------------------------------------------------------------------------
+
+cdef void dc_connect(DConn* dc) noexcept nogil:
+    global c_ds_connects
+    cdef DownstreamRt* ds = dc.ds
+    cdef int one = 1
+    cdef epoll_event ev
+    cdef int fd = socket(ds.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+    if fd < 0:
+        dc_failed(dc, errno)
+        return
+    if ds.family != AF_UNIX:
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
+    dc.h.fd = fd
+    dc.flags = 0
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+    ev.data.ptr = dc
+    epoll_ctl(g_epfd, EPOLL_CTL_ADD, fd, &ev)
+    c_ds_connects += 1
+    dc.state = D_CONNECTING
+    if connect(fd, <sockaddr*>ds.addr, ds.addrlen) == 0:
+        dc_connected(dc)
+    elif errno == EINPROGRESS or errno == EAGAIN:
+        timer_arm(&dc.timer, ds.connect_timeout_ms)
+    else:
+        dc_failed(dc, errno)
+
+
+cdef void dc_connected(DConn* dc) noexcept nogil:
+    cdef DownstreamRt* ds = dc.ds
+    cdef uint8_t ss[128]
+    cdef socklen_t sl = 128
+    dc.fails = 0
+    dc.nreq = 0
+    dc.connected_at = g_now
+    dc.local_port = 0
+    if ds.family != AF_UNIX and getsockname(dc.h.fd, <sockaddr*>ss, &sl) == 0:
+        dc.local_port = ntohs((<sockaddr_in*>ss).sin_port)
+    ds.n_up += 1
+    if ds.down_logged:
+        ds.down_logged = 0
+        rp_elog(g_errfd, 5, "downstream %s (%s) is up", ds.name, ds.label)
+    if llhttp_get_errno(&dc.parser) != HPE_OK:
+        llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
+        dc.parser.data = dc
+    idle_push(dc)
+    pend_serve()
+
+
+cdef void dc_teardown(DConn* dc) noexcept nogil:
+    """Close the socket and forget the connection's state (not its exchange:
+    callers detach that first)."""
+    cdef DownstreamRt* ds = dc.ds
+    if dc.state == D_IDLE:
+        idle_remove(dc)
+    if dc.state == D_IDLE or dc.state == D_ACTIVE:
+        ds.n_up -= 1
+    if dc.h.fd >= 0:
+        close(dc.h.fd)
+        dc.h.fd = -1
+    if dc.rbuf != NULL:
+        buf_put(dc.rbuf)
+        dc.rbuf = NULL
+    out_release(&dc.out)
+    timer_stop(&dc.timer)
+    dc.state = D_DOWN
+    dc.flags = 0
+    llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
+    dc.parser.data = dc
+
+
+cdef int64_t backoff_ms(DownstreamRt* ds, int fails) noexcept nogil:
+    """retry x 2^(fails-1), at most 30 s, then +-25 % jitter so the
+    connections of every worker do not knock on a dead downstream in step."""
+    cdef int64_t d = ds.retry_ms if ds.retry_ms > 0 else 1
+    cdef int i
+    for i in range(1, fails):
+        d *= 2
+        if d >= 30000:
+            d = 30000
+            break
+    cdef int64_t j = d // 4
+    if j > 0:
+        d = d - j + <int64_t>(rand64() % <uint64_t>(2 * j + 1))
+    return d if d > 0 else 1
+
+
+cdef void dc_failed(DConn* dc, int err) noexcept nogil:
+    """A connect failed or a connection broke: close, then reconnect after
+    the backoff delay."""
+    cdef DownstreamRt* ds = dc.ds
+    dc_teardown(dc)
+    dc.fails += 1
+    if ds.n_up == 0 and not ds.down_logged:
+        ds.down_logged = 1
+        rp_elog(g_errfd, 3, "downstream %s (%s) is down: %s", ds.name, ds.label, strerror(err))
+    timer_arm(&dc.timer, backoff_ms(ds, dc.fails))
+
+
+cdef void dc_recycle(DConn* dc) noexcept nogil:
+    """Close an orderly connection that cannot be reused and open a fresh one
+    at once (next timer run)."""
+    dc_teardown(dc)
+    timer_arm(&dc.timer, 1)
+
+
+# ---- exchange side ---------------------------------------------------------------------
+
+cdef void dc_detach(DConn* dc) noexcept nogil:
+    """Unlink a connection from its exchange.  Response bytes the client has
+    not taken yet still live in our read buffer: the client's output takes
+    that buffer over."""
+    cdef Exchange* x = dc.x
+    cdef UConn* uc
+    if x == NULL:
+        return
+    uc = x.uc
+    if dc.rbuf != NULL and uc.out.blen and uc.out.bbuf == NULL \
+            and uc.out.bptr >= bdata(dc.rbuf) and uc.out.bptr < bdata(dc.rbuf) + dc.rbuf.cap:
+        uc.out.bbuf = dc.rbuf
+        dc.rbuf = NULL
+    x.dc = NULL
+    dc.x = NULL
+    dc.ds.n_active -= 1
+    out_release(&dc.out)            # request bytes not sent: borrowed from the client, or our head
+    if dc.rbuf != NULL:
+        buf_put(dc.rbuf)
+        dc.rbuf = NULL
+    timer_stop(&dc.timer)
+
+
+cdef void dc_abandon(DConn* dc) noexcept nogil:
+    """The client side went away mid-exchange: this connection may carry the
+    rest of a response we will never read, so it is closed, not reused."""
+    dc_detach(dc)
+    dc_recycle(dc)
+
+
+cdef void dc_exchange_failed(DConn* dc, int status, const char* why) noexcept nogil:
+    """The downstream broke, timed out or sent garbage mid-exchange."""
+    cdef Exchange* x = dc.x
+    cdef UConn* uc = x.uc
+    cdef DownstreamRt* ds = dc.ds
+    c_errors_inc()
+    rp_elog(g_errfd, 3, "downstream %s (%s): %s -> %d", ds.name, ds.label, why, status)
+    dc_detach(dc)
+    if status == 502:
+        dc_failed(dc, ECONNRESET)
+    else:
+        dc_recycle(dc)
+    if x.flags & XF_RESP_STARTED:
+        uc_close(uc)
+    else:
+        uc_respond(uc, status, (x.flags & XF_REQ_DONE) != 0 and (x.flags & XF_KEEPALIVE) != 0)
+
+
+cdef int dc_send(DConn* dc) noexcept nogil:
+    """Write pending request bytes.  0: all out; 1: socket full; -1: failed
+    (the exchange has been answered with 502)."""
+    cdef int r = out_flush(&dc.out, dc.h.fd)
+    if r == 0:
+        dc.x.flags |= XF_REQ_SENT_ANY
+        return 0
+    if r > 0:
+        dc.x.flags |= XF_REQ_SENT_ANY
+        dc.flags &= ~DF_WRITABLE
+        timer_arm(&dc.timer, dc.ds.write_timeout_ms)
+        return 1
+    dc_exchange_failed(dc, 502, "write failed")
+    return -1
+
+
+cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
+    cdef int err = 0
+    cdef socklen_t sl = sizeof(int)
+    cdef uint8_t ss[128]
+    cdef socklen_t al = 128
+    cdef Exchange* x
+    cdef UConn* uc
+    if dc.state == D_DOWN:
+        return                      # stale event for a socket already closed
+    if dc.state == D_CONNECTING:
+        if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+            getsockopt(dc.h.fd, SOL_SOCKET, SO_ERROR, &err, &sl)
+            if err == 0 and getpeername(dc.h.fd, <sockaddr*>ss, &al) == 0:
+                dc.flags |= DF_WRITABLE
+                dc_connected(dc)
+            elif err != 0:
+                dc_failed(dc, err)
+        return
+    if ev & EPOLLOUT:
+        dc.flags |= DF_WRITABLE
+        if dc.state == D_ACTIVE and not out_empty(&dc.out):
+            x = dc.x
+            uc = x.uc
+            if dc_send(dc) != 0:
+                return
+            uc_forward_body(uc)
+            if uc.flags & UF_DEAD or uc.x != x:
+                return
+            uc_read(uc)
+            if dc.x != x:
+                return
+    if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+        dc.flags |= DF_READABLE
+        dc_read(dc)
+
+
+cdef void dc_read(DConn* dc) noexcept nogil:
+    cdef ssize_t n
+    cdef uint32_t room
+    cdef Exchange* x
+    cdef UConn* uc
+    cdef char c
+    while dc.flags & DF_READABLE:
+        if dc.state == D_IDLE:
+            # an idle pooled connection became readable: the downstream
+            # closed it (or broke protocol by talking out of turn)
+            n = recv(dc.h.fd, &c, 1, MSG_PEEK)
+            if n < 0 and errno == EAGAIN:
+                dc.flags &= ~DF_READABLE
+                return
+            if n > 0:
+                rp_elog(g_errfd, 4, "downstream %s sent bytes on an idle connection; closing it",
+                        dc.ds.name)
+            if dc.nreq == 0:
+                dc_failed(dc, ECONNRESET if n != 0 else EPIPE)   # accepted, then dropped us
+            else:
+                dc_recycle(dc)
+            return
+        if dc.state != D_ACTIVE:
+            return
+        x = dc.x
+        uc = x.uc
+        if not out_empty(&uc.out):
+            return                  # backpressure: the client has not taken the last bytes
+        if dc.rbuf == NULL:
+            dc.rbuf = buf_get()
+            if dc.rbuf == NULL:
+                dc_exchange_failed(dc, 502, "out of memory")
+                return
+            dc.rpos = 0
+            dc.fpos = 0
+            dc.fend = 0
+            dc.rend = 0
+            dc.hstart = 0
+        elif dc.rpos == dc.rend and dc.fpos == dc.fend:
+            dc.rpos = 0
+            dc.fpos = 0
+            dc.fend = 0
+            dc.rend = 0
+            dc.hstart = 0
+        room = dc.rbuf.cap - dc.rend
+        if room == 0:
+            if dc.phase == R_HEAD and dc.hstart > 0:
+                dc_shift(dc, dc.hstart)
+                room = dc.rbuf.cap - dc.rend
+            else:
+                dc_exchange_failed(dc, 502, "response head too large")
+                return
+        n = recv(dc.h.fd, bdata(dc.rbuf) + dc.rend, room, 0)
+        if n > 0:
+            if <uint32_t>n < room:
+                dc.flags &= ~DF_READABLE
+            dc.rend += <uint32_t>n
+            dc.flags |= DF_GOT_BYTES
+            timer_arm(&dc.timer, dc.ds.read_timeout_ms)
+            dc_process(dc)
+        elif n == 0:
+            dc.flags &= ~DF_READABLE
+            dc_on_eof(dc)
+            return
+        else:
+            if errno == EINTR:
+                continue
+            dc.flags &= ~DF_READABLE
+            if errno != EAGAIN:
+                dc_on_eof(dc)
+            return
+
+
+cdef void dc_shift(DConn* dc, uint32_t d) noexcept nogil:
+    cdef Exchange* x = dc.x
+    cdef char* base = bdata(dc.rbuf)
+    cdef int i
+    memmove(base, base + d, dc.rend - d)
+    dc.rend -= d
+    dc.rpos -= d
+    dc.fpos = dc.fpos - d if dc.fpos >= d else 0
+    dc.fend = dc.fend - d if dc.fend >= d else 0
+    dc.hstart = 0
+    if x.reason_sp.len:
+        x.reason_sp.off -= d
+    for i in range(x.nresp):
+        x.resp[i].name.off -= d
+        x.resp[i].value.off -= d
+
+
+cdef void dc_on_eof(DConn* dc) noexcept nogil:
+    cdef Exchange* x = dc.x
+    if dc.phase == R_BODY and (dc.flags & DF_EOF_BODY):
+        dc.phase = R_DONE           # a close-delimited body ends here
+        dc_response_done(dc)
+        return
+    if dc.flags & DF_GOT_BYTES:
+        dc_exchange_failed(dc, 502, "downstream closed the connection mid-response")
+    else:
+        dc_exchange_failed(dc, 502, "downstream closed the connection before responding")
+
+
+cdef void dc_process(DConn* dc) noexcept nogil:
+    """Parse response bytes, re-emit the head, hand the body to the client."""
+    cdef Exchange* x = dc.x
+    cdef UConn* uc = x.uc
+    cdef char* base = bdata(dc.rbuf)
+    cdef llhttp_errno_t err
+    cdef int r
+    while dc.phase != R_DONE:
+        if dc.phase == R_HEAD and dc.rpos == dc.rend:
+            break
+        if dc.phase == R_HEAD:
+            dc.hstart = dc.rpos
+        err = llhttp_execute(&dc.parser, base + dc.rpos, dc.rend - dc.rpos)
+        if err == HPE_OK:
+            dc.rpos = dc.rend
+            if dc.phase == R_BODY and not (dc.flags & DF_DECHUNK):
+                dc.fend = dc.rpos
+            break
+        if err == HPE_PAUSED:
+            dc.rpos = <uint32_t>(llhttp_get_error_pos(&dc.parser) - base)
+            llhttp_resume(&dc.parser)
+            if dc.flags & DF_HEAD_DONE:
+                dc.flags &= ~DF_HEAD_DONE
+                if dc_on_response_head(dc) < 0:
+                    return
+                continue
+            if dc.flags & DF_MSG_DONE:
+                dc.flags &= ~DF_MSG_DONE
+                if dc.phase == R_BODY and not (dc.flags & DF_DECHUNK):
+                    dc.fend = dc.rpos
+                if x.status >= 100 and x.status < 200 and x.status != 101:
+                    dc.phase = R_HEAD   # an interim response; the final one follows
+                    continue
+                dc.phase = R_DONE
+            continue
+        dc_exchange_failed(dc, 502, llhttp_get_error_reason(&dc.parser))
+        return
+    if dc.fend > dc.fpos:
+        uc.out.bptr = base + dc.fpos
+        uc.out.blen = dc.fend - dc.fpos
+        dc.fpos = dc.fend
+    if not out_empty(&uc.out):
+        r = uc_send(uc)
+        if r < 0:
+            return                  # client gone: uc_close abandoned this connection
+    if dc.phase == R_DONE:
+        dc_response_done(dc)
+
+
+cdef int dc_on_response_head(DConn* dc) noexcept nogil:
+    """The response head is complete in [hstart, rpos): build the client's."""
+    cdef Exchange* x = dc.x
+    cdef UConn* uc = x.uc
+    cdef llhttp_t* p = &dc.parser
+    cdef Buf* hb
+    cdef W w
+    cdef bint close_client
+    x.status = <uint16_t>p.status_code
+    if x.status == 101:
+        dc_exchange_failed(dc, 502, "unexpected 101 Switching Protocols")
+        return -1
+    if x.status >= 100 and x.status < 200:
+        dc.fpos = dc.rpos
+        dc.fend = dc.rpos
+        if x.flags & XF_HTTP10:
+            return 0                # HTTP/1.0 clients do not expect interim responses
+        if not out_empty(&uc.out):
+            return 0
+        hb = buf_get()
+        if hb == NULL:
+            return 0
+        w.p = bdata(hb)
+        w.end = w.p + hb.cap
+        w.overflow = 0
+        build_response_head(&w, dc, x, False)
+        uc.out.hptr = bdata(hb)
+        uc.out.hlen = <uint32_t>(w.p - bdata(hb))
+        uc.out.hbuf = hb
+        return 0
+    if x.flags & XF_HEAD_REQ:
+        p.flags |= F_SKIPBODY       # the response to HEAD has no body whatever it declares
+    if llhttp_message_needs_eof(p):
+        dc.flags |= DF_EOF_BODY | DF_NO_REUSE
+    if (p.flags & F_CHUNKED) and (x.flags & XF_HTTP10) and not (x.flags & XF_HEAD_REQ):
+        dc.flags |= DF_DECHUNK      # HTTP/1.0 cannot read chunked: strip it, end by closing
+    close_client = (not (x.flags & XF_KEEPALIVE)) or (uc.flags & UF_CLOSE_AFTER) or g_stop \
+        or (dc.flags & (DF_EOF_BODY | DF_DECHUNK)) or not (x.flags & XF_REQ_DONE)
+    if close_client:
+        uc.flags |= UF_CLOSE_AFTER
+    hb = buf_get()
+    if hb == NULL:
+        dc_exchange_failed(dc, 502, "out of memory")
+        return -1
+    w.p = bdata(hb)
+    w.end = w.p + hb.cap
+    w.overflow = 0
+    build_response_head(&w, dc, x, close_client)
+    if w.overflow:
+        buf_put(hb)
+        dc_exchange_failed(dc, 502, "response head too large")
+        return -1
+    uc.out.hptr = bdata(hb)
+    uc.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.out.hbuf = hb
+    x.flags |= XF_RESP_STARTED
+    dc.fpos = dc.rpos
+    dc.fend = dc.rpos
+    dc.phase = R_BODY
+    rtt_sample(dc.ds, (g_now_us - dc.assigned_at) / 1000.0)
+    return 0
+
+
+cdef void dc_response_done(DConn* dc) noexcept nogil:
+    """The response is complete.  Decide the downstream connection's fate
+    (the reuse checklist), then the client's."""
+    global c_requests
+    cdef Exchange* x = dc.x
+    cdef UConn* uc = x.uc
+    cdef DownstreamRt* ds = dc.ds
+    cdef bint reuse = True
+    c_requests += 1
+    if dc.flags & DF_NO_REUSE:
+        reuse = False               # close-delimited, or told not to
+    elif not llhttp_should_keep_alive(&dc.parser):
+        reuse = False               # the downstream said Connection: close
+    elif not (x.flags & XF_REQ_DONE) or not out_empty(&dc.out):
+        reuse = False               # it answered before taking the whole request
+    elif dc.rpos != dc.rend:
+        reuse = False               # bytes beyond the response: never let them leak
+        rp_elog(g_errfd, 4, "downstream %s sent %u bytes after its response; closing the connection",
+                ds.name, dc.rend - dc.rpos)
+    elif ds.max_requests and dc.nreq >= ds.max_requests:
+        reuse = False
+    elif g_stop:
+        reuse = False
+    if not (x.flags & XF_REQ_DONE):
+        uc.flags |= UF_CLOSE_AFTER  # the rest of the request body was never read
+    dc_detach(dc)
+    x_free(x)
+    uc.x = NULL
+    uc.state = U_WAIT
+    if reuse:
+        idle_push(dc)
+        pend_serve()
+    else:
+        dc_recycle(dc)
+    if uc.flags & UF_DEAD:
+        return
+    if out_empty(&uc.out):
+        uc_after_response(uc)
+    # else: uc_on_drained continues once the client has taken the rest
+
+
+cdef void dc_on_timer(DConn* dc) noexcept nogil:
+    cdef Exchange* x
+    cdef uint8_t st = dc.state
+    if st == D_DOWN:
+        if dc.ds.enabled:
+            dc_connect(dc)
+    elif st == D_CONNECTING:
+        dc_failed(dc, ETIMEDOUT)
+    elif st == D_IDLE:
+        dc_recycle(dc)              # refresh before the downstream's own idle timeout bites
+    elif st == D_ACTIVE:
+        x = dc.x
+        if not out_empty(&x.uc.out):
+            timer_arm(&dc.timer, dc.ds.read_timeout_ms)   # the client is slow, not the downstream
+            return
+        if not (x.flags & XF_REQ_DONE) and out_empty(&dc.out):
+            timer_arm(&dc.timer, dc.ds.read_timeout_ms)   # still waiting for the client's body
+            return
+        if not out_empty(&dc.out):
+            dc_exchange_failed(dc, 504, "write timeout")
+        else:
+            dc_exchange_failed(dc, 504, "read timeout")

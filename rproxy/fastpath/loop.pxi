@@ -1,0 +1,217 @@
+# The event loop: one epoll set per worker, edge-triggered for connections
+# (readiness is remembered in flags, so a paused direction costs no
+# epoll_ctl), level-triggered + EPOLLEXCLUSIVE for the shared listeners (one
+# worker wakes per incoming connection), a signalfd for signals.
+
+cdef inline void clock_update() noexcept nogil:
+    global g_now, g_now_us
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    g_now_us = <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
+    g_now = g_now_us // 1000
+
+
+cdef Timer g_worker_timer              # drain deadline / accept resume
+
+
+cdef void timer_fire(Timer* t) noexcept nogil:
+    if t.kind == TK_UCONN:
+        uc_on_timer(<UConn*>t.owner)
+    elif t.kind == TK_DCONN:
+        dc_on_timer(<DConn*>t.owner)
+    elif t.kind == TK_EXCH:
+        x_on_pending_timeout(<Exchange*>t.owner)
+    elif t.kind == TK_WORKER:
+        worker_on_timer()
+
+
+# ---- listeners -----------------------------------------------------------------------
+
+cdef int g_accept_paused = 0
+
+
+cdef void listeners_register(int on) noexcept nogil:
+    cdef int i
+    cdef epoll_event ev
+    cdef Listener* l
+    for i in range(g_nlisteners):
+        l = &g_listeners[i]
+        if l.h.fd < 0:
+            continue
+        if on and not l.registered:
+            ev.events = EPOLLIN | EPOLLEXCLUSIVE
+            ev.data.ptr = l
+            if epoll_ctl(g_epfd, EPOLL_CTL_ADD, l.h.fd, &ev) == 0:
+                l.registered = 1
+        elif not on and l.registered:
+            epoll_ctl(g_epfd, EPOLL_CTL_DEL, l.h.fd, NULL)
+            l.registered = 0
+
+
+cdef void listener_on_event(Listener* l) noexcept nogil:
+    global c_accepted, g_accept_paused
+    cdef uint8_t ss[128]
+    cdef socklen_t sl
+    cdef int fd, i, one = 1
+    cdef UConn* uc
+    cdef epoll_event ev
+    for i in range(64):
+        if g_stop:
+            return
+        sl = 128
+        fd = accept4(l.h.fd, <sockaddr*>ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if fd < 0:
+            if errno == EAGAIN or errno == EINTR:
+                return
+            if errno == EMFILE or errno == ENFILE or errno == ENOBUFS or errno == ENOMEM:
+                # out of descriptors: stop accepting for a moment instead of spinning
+                rp_elog(g_errfd, 2, "accept: %s; pausing accepts for 100 ms", strerror(errno))
+                listeners_register(0)
+                g_accept_paused = 1
+                timer_arm(&g_worker_timer, 100)
+                return
+            continue                # ECONNABORTED and friends: that client is gone
+        c_accepted += 1
+        uc = uc_new(fd, l.srv, ss)
+        if uc == NULL:
+            close(fd)
+            continue
+        if (<sockaddr*>ss).sa_family != AF_UNIX:
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+        ev.data.ptr = uc
+        if epoll_ctl(g_epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
+            uc_close(uc)
+            continue
+        timer_arm(&uc.timer, l.srv.read_timeout_ms)
+
+
+# ---- stopping --------------------------------------------------------------------------
+
+cdef void drain_start(int64_t timeout_ms) noexcept nogil:
+    """Graceful stop: accept nothing more, close idle clients, let the others
+    finish their current exchange (answered with Connection: close)."""
+    global g_stop
+    cdef UConn* uc = g_uconns
+    cdef UConn* nx
+    if g_stop:
+        return
+    g_stop = 1
+    listeners_register(0)
+    while uc != NULL:
+        nx = uc.next
+        if uc.state == U_IDLE and (uc.rbuf == NULL or uc.rpos == uc.rend) and out_empty(&uc.out):
+            uc_close(uc)
+        else:
+            uc.flags |= UF_CLOSE_AFTER
+        uc = nx
+    timer_arm(&g_worker_timer, timeout_ms if timeout_ms > 0 else 1)
+
+
+cdef void worker_on_timer() noexcept nogil:
+    global g_stop, g_accept_paused
+    if g_stop == 1:
+        rp_elog(g_errfd, 4, "shutdown timeout: closing %d connection(s) still busy", g_nuconns)
+        g_stop = 2
+    elif g_accept_paused:
+        g_accept_paused = 0
+        listeners_register(1)
+
+
+cdef int64_t g_shutdown_timeout_ms = 30000
+
+
+cdef void signals_read() noexcept nogil:
+    global g_stop, g_reopen
+    cdef signalfd_siginfo si
+    while read(g_sigfd, &si, sizeof(si)) == sizeof(si):
+        if si.ssi_signo == SIGTERM or si.ssi_signo == SIGINT:
+            g_stop = 2
+        elif si.ssi_signo == SIGQUIT:
+            drain_start(g_shutdown_timeout_ms)
+        elif si.ssi_signo == SIGUSR1:
+            g_reopen = 1
+        # SIGHUP: reloads are the master's business; a worker ignores it
+
+
+cdef void free_dead() noexcept nogil:
+    global g_dead
+    cdef UConn* uc
+    while g_dead != NULL:
+        uc = g_dead
+        g_dead = uc.next
+        free(uc)
+
+
+cdef void run_ready() noexcept nogil:
+    global g_ready
+    cdef UConn* uc
+    while g_ready != NULL:
+        uc = g_ready
+        g_ready = uc.rnext
+        uc.flags &= ~UF_READY
+        if uc.flags & UF_DEAD or uc.state != U_IDLE:
+            continue
+        uc_process(uc)
+        if not (uc.flags & UF_DEAD):
+            uc_read(uc)
+
+
+cdef int loop_run() noexcept nogil:
+    global g_reopen
+    cdef epoll_event evs[MAX_EVENTS]
+    cdef int n, i, timeout
+    cdef Handle* h
+    cdef uint32_t e
+    while True:
+        if g_stop == 2:
+            return RUN_STOPPED
+        if g_reopen:
+            g_reopen = 0
+            return RUN_REOPEN
+        if g_stop == 1 and g_nuconns == 0:
+            return RUN_DRAINED
+        timeout = timers_next_ms()
+        n = epoll_wait(g_epfd, evs, MAX_EVENTS, timeout)
+        clock_update()
+        if n < 0:
+            if errno == EINTR:
+                continue
+            rp_elog(g_errfd, 0, "epoll_wait: %s", strerror(errno))
+            return RUN_ERROR
+        for i in range(n):
+            h = <Handle*>evs[i].data.ptr
+            e = evs[i].events
+            if h.kind == K_UCONN:
+                if not ((<UConn*>h).flags & UF_DEAD):
+                    uc_on_event(<UConn*>h, e)
+            elif h.kind == K_DCONN:
+                dc_on_event(<DConn*>h, e)
+            elif h.kind == K_LISTENER:
+                listener_on_event(<Listener*>h)
+            elif h.kind == K_SIGNAL:
+                signals_read()
+        timers_run()
+        run_ready()
+        free_dead()
+
+
+cdef void close_everything() noexcept nogil:
+    """Fast stop: every socket closed, every buffer returned."""
+    global g_ready
+    cdef int i, j
+    cdef DownstreamRt* ds
+    cdef DConn* dc
+    while g_uconns != NULL:
+        uc_close(g_uconns)
+    g_ready = NULL
+    free_dead()
+    for i in range(g_ndownstreams):
+        ds = &g_downstreams[i]
+        for j in range(ds.nconns):
+            dc = &ds.conns[j]
+            if dc.x != NULL:
+                dc_detach(dc)
+            dc_teardown(dc)
+    listeners_register(0)
+    timer_stop(&g_worker_timer)

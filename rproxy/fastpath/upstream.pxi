@@ -1,0 +1,641 @@
+# Upstream (client) connections: accept, read, parse, route, forward the
+# request, write the response back, keep-alive and pipelining.
+#
+# Pipelined requests are answered in order by serving them one at a time:
+# the parser pauses at the end of each message and the bytes of the next
+# request wait in the read buffer until the current response has been
+# written out.  Memory stays bounded whatever the client sends.
+
+# ---- exchanges -----------------------------------------------------------------
+
+cdef Exchange* x_new(UConn* uc) noexcept nogil:
+    global g_free_x, g_nfree_x, c_x_out
+    cdef Exchange* x = g_free_x
+    if x != NULL:
+        g_free_x = x.next
+        g_nfree_x -= 1
+    else:
+        x = <Exchange*>malloc(sizeof(Exchange))
+        if x == NULL:
+            return NULL
+    x.next = NULL
+    x.prev = NULL
+    x.uc = uc
+    x.dc = NULL
+    x.rule = NULL
+    timer_init(&x.ptimer, TK_EXCH, x)
+    x.flags = 0
+    x.hstate = HS_NONE
+    x.method = 0
+    x.status = 0
+    x.err_status = 0
+    x.method_sp.off = 0
+    x.method_sp.len = 0
+    x.url_sp.off = 0
+    x.url_sp.len = 0
+    x.reason_sp.off = 0
+    x.reason_sp.len = 0
+    x.nreq = 0
+    x.nresp = 0
+    x.t_start = g_now
+    x.body_in = 0
+    c_x_out += 1
+    return x
+
+
+cdef void x_free(Exchange* x) noexcept nogil:
+    global g_free_x, g_nfree_x, c_x_out
+    timer_stop(&x.ptimer)
+    if x.flags & XF_PENDING:
+        pend_remove(x)
+    c_x_out -= 1
+    if g_nfree_x >= 1024:
+        free(x)
+        return
+    x.next = g_free_x
+    g_free_x = x
+    g_nfree_x += 1
+
+
+cdef void x_drop(UConn* uc) noexcept nogil:
+    """End the client's current exchange, whatever state it is in: a
+    downstream connection still attached cannot be trusted and is closed."""
+    cdef Exchange* x = uc.x
+    if x == NULL:
+        return
+    if x.dc != NULL:
+        dc_abandon(x.dc)
+    x_free(x)
+    uc.x = NULL
+
+
+# ---- pending queue ---------------------------------------------------------------
+
+cdef void pend_add(Exchange* x) noexcept nogil:
+    global g_pend_first, g_pend_last, g_npending
+    x.flags |= XF_PENDING
+    x.next = NULL
+    x.prev = g_pend_last
+    if g_pend_last != NULL:
+        g_pend_last.next = x
+    else:
+        g_pend_first = x
+    g_pend_last = x
+    g_npending += 1
+    timer_arm(&x.ptimer, x.uc.srv.pending_timeout_ms)
+
+
+cdef void pend_remove(Exchange* x) noexcept nogil:
+    global g_pend_first, g_pend_last, g_npending
+    if not (x.flags & XF_PENDING):
+        return
+    x.flags &= ~XF_PENDING
+    if x.prev != NULL:
+        x.prev.next = x.next
+    else:
+        g_pend_first = x.next
+    if x.next != NULL:
+        x.next.prev = x.prev
+    else:
+        g_pend_last = x.prev
+    x.next = NULL
+    x.prev = NULL
+    g_npending -= 1
+    timer_stop(&x.ptimer)
+
+
+cdef void pend_serve() noexcept nogil:
+    """Hand idle downstream connections to waiting exchanges, oldest first."""
+    cdef Exchange* x = g_pend_first
+    cdef Exchange* nx
+    cdef DConn* dc
+    while x != NULL:
+        nx = x.next
+        dc = lb_pick(x.rule)
+        if dc != NULL:
+            pend_remove(x)
+            x_attach(x, dc)
+        x = nx
+
+
+cdef void x_on_pending_timeout(Exchange* x) noexcept nogil:
+    cdef UConn* uc = x.uc
+    rp_elog(g_errfd, 5, "pending timeout: no downstream connection free for rule '%s'", x.rule.name)
+    pend_remove(x)
+    uc_reject(uc, 503)
+
+
+# ---- client connections ------------------------------------------------------------
+
+cdef UConn* uc_new(int fd, ServerRt* srv, const uint8_t* ss) noexcept nogil:
+    global g_uconns, g_nuconns
+    cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
+    cdef const sockaddr_in* a4
+    cdef const sockaddr_in6* a6
+    if uc == NULL:
+        return NULL
+    uc.h.kind = K_UCONN
+    uc.h.fd = fd
+    uc.srv = srv
+    uc.state = U_IDLE
+    uc.flags = UF_WRITABLE
+    llhttp_init(&uc.parser, HTTP_REQUEST, &g_req_settings)
+    uc.parser.data = uc
+    timer_init(&uc.timer, TK_UCONN, uc)
+    uc.peer.family = (<const sockaddr*>ss).sa_family
+    if uc.peer.family == AF_INET:
+        a4 = <const sockaddr_in*>ss
+        memcpy(uc.peer.addr, &a4.sin_addr, 4)
+        uc.peer.port = ntohs(a4.sin_port)
+    elif uc.peer.family == AF_INET6:
+        a6 = <const sockaddr_in6*>ss
+        memcpy(uc.peer.addr, &a6.sin6_addr, 16)
+        uc.peer.port = ntohs(a6.sin6_port)
+    uc.next = g_uconns
+    if g_uconns != NULL:
+        g_uconns.prev = uc
+    g_uconns = uc
+    uc.flags |= UF_IN_LIST
+    g_nuconns += 1
+    return uc
+
+
+cdef void uc_close(UConn* uc) noexcept nogil:
+    """Close now.  The struct is freed at the end of the loop turn, since
+    events already returned by epoll may still point at it."""
+    global g_uconns, g_nuconns, g_dead
+    if uc.flags & UF_DEAD:
+        return
+    x_drop(uc)
+    timer_stop(&uc.timer)
+    close(uc.h.fd)
+    if uc.rbuf != NULL:
+        buf_put(uc.rbuf)
+        uc.rbuf = NULL
+    out_release(&uc.out)
+    if uc.flags & UF_IN_LIST:
+        if uc.prev != NULL:
+            uc.prev.next = uc.next
+        else:
+            g_uconns = uc.next
+        if uc.next != NULL:
+            uc.next.prev = uc.prev
+        g_nuconns -= 1
+    uc.flags = UF_DEAD | (uc.flags & UF_READY)
+    uc.next = g_dead
+    g_dead = uc
+
+
+cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
+    """Close after the last response.  If the client may still be sending
+    (an unread body, pipelined bytes), shut our side and discard its input for
+    a moment first, so a reset does not destroy the response in flight."""
+    if (uc.rend > uc.rpos or uc.x != NULL) and not (uc.flags & UF_RDHUP):
+        x_drop(uc)
+        shutdown(uc.h.fd, SHUT_WR)
+        uc.state = U_LINGER
+        uc.rpos = 0
+        uc.rend = 0
+        timer_arm(&uc.timer, 2000)
+        uc_read(uc)
+        return
+    uc_close(uc)
+
+
+cdef int uc_send(UConn* uc) noexcept nogil:
+    """Write the client's pending output.  0: all out; 1: the socket is full;
+    -1: the client is gone (the connection has been closed)."""
+    cdef int r = out_flush(&uc.out, uc.h.fd)
+    if r == 0:
+        return 0
+    if r > 0:
+        uc.flags &= ~UF_WRITABLE
+        timer_arm(&uc.timer, uc.srv.write_timeout_ms)
+        return 1
+    uc_close(uc)
+    return -1
+
+
+cdef void uc_on_drained(UConn* uc) noexcept nogil:
+    """The client took all its pending output (after EPOLLOUT): continue
+    whatever was waiting for that."""
+    cdef Exchange* x = uc.x
+    if uc.state == U_CLOSING:
+        uc_close_gracefully(uc)
+        return
+    if x != NULL:
+        if x.dc != NULL:
+            dc_read(x.dc)          # the downstream was paused for us
+        return
+    if uc.state == U_WAIT:
+        uc_after_response(uc)
+
+
+cdef void uc_after_response(UConn* uc) noexcept nogil:
+    """A response has been fully written: close, or serve the next request."""
+    if (uc.flags & UF_CLOSE_AFTER) or g_stop:
+        uc_close_gracefully(uc)
+        return
+    global g_depth, g_ready
+    uc.state = U_IDLE
+    timer_arm(&uc.timer, uc.srv.keepalive_timeout_ms)
+    if g_depth > 8:
+        # pipelined requests answered back to back would nest calls; finish
+        # this one at the end of the loop turn instead
+        if not (uc.flags & UF_READY):
+            uc.flags |= UF_READY
+            uc.rnext = g_ready
+            g_ready = uc
+        return
+    g_depth += 1
+    uc_process(uc)
+    if not (uc.flags & UF_DEAD):
+        uc_read(uc)
+    g_depth -= 1
+
+
+cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
+    """Answer with a response of the proxy's own (4xx/5xx)."""
+    cdef Canned* c = canned_get(status)
+    cdef Exchange* x = uc.x
+    if x != NULL and (x.flags & XF_RESP_STARTED):
+        uc_close(uc)                # half a response is out: only closing is honest
+        return
+    x_drop(uc)
+    if not keep or g_stop:
+        uc.flags |= UF_CLOSE_AFTER
+    out_release(&uc.out)
+    if uc.flags & UF_CLOSE_AFTER:
+        uc.out.hptr = c.close_resp
+        uc.out.hlen = c.close_len
+        uc.state = U_CLOSING
+    else:
+        uc.out.hptr = c.keep_resp
+        uc.out.hlen = c.keep_len
+        uc.state = U_WAIT
+    if uc_send(uc) == 0:
+        uc_on_drained(uc)
+
+
+cdef bint uc_request_bodyless(UConn* uc) noexcept nogil:
+    cdef llhttp_t* p = &uc.parser
+    if p.flags & (F_CHUNKED | F_TRANSFER_ENCODING):
+        return False
+    return not (p.flags & F_CONTENT_LENGTH) or p.content_length == 0
+
+
+cdef void uc_reject(UConn* uc, int status) noexcept nogil:
+    """Refuse the request whose head was just parsed.  The connection is kept
+    only when the request carried no body (nothing unread to skip)."""
+    cdef llhttp_errno_t err
+    cdef bint keep = False
+    cdef Exchange* x = uc.x
+    if x != NULL and not (x.flags & XF_REQ_DONE) and (x.flags & XF_KEEPALIVE) and uc_request_bodyless(uc):
+        # step the parser over the (empty) body to the end of the message
+        err = llhttp_execute(&uc.parser, bdata(uc.rbuf) + uc.rpos, 0)
+        if err == HPE_PAUSED and (uc.flags & UF_MSG_DONE):
+            uc.flags &= ~UF_MSG_DONE
+            llhttp_resume(&uc.parser)
+            keep = True
+    elif x != NULL and (x.flags & XF_REQ_DONE) and (x.flags & XF_KEEPALIVE):
+        keep = True
+    uc_respond(uc, status, keep)
+
+
+cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
+    if ev & EPOLLERR:
+        uc_close(uc)
+        return
+    if ev & (EPOLLRDHUP | EPOLLHUP):
+        uc.flags |= UF_RDHUP
+    if ev & EPOLLOUT:
+        uc.flags |= UF_WRITABLE
+        if not out_empty(&uc.out):
+            if uc_send(uc) != 0:
+                return
+            uc_on_drained(uc)
+            if uc.flags & UF_DEAD:
+                return
+    if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
+        uc.flags |= UF_READABLE
+        uc_read(uc)
+
+
+cdef bint uc_wants_input(UConn* uc) noexcept nogil:
+    cdef uint8_t st = uc.state
+    if st == U_IDLE or st == U_HEAD or st == U_LINGER:
+        return True
+    if st == U_BODY:
+        return uc.x.dc != NULL and out_empty(&uc.x.dc.out) and uc.rpos == uc.rend
+    return False
+
+
+cdef void uc_shift(UConn* uc, uint32_t d) noexcept nogil:
+    """Move the unconsumed tail of the read buffer down by d bytes, keeping the
+    recorded spans of a head in progress valid."""
+    cdef Exchange* x = uc.x
+    cdef char* base = bdata(uc.rbuf)
+    cdef int i
+    memmove(base, base + d, uc.rend - d)
+    uc.rend -= d
+    uc.rpos -= d
+    uc.fpos = uc.fpos - d if uc.fpos >= d else 0
+    uc.mstart = uc.mstart - d if uc.mstart >= d else 0
+    if x != NULL and uc.state == U_HEAD:
+        x.method_sp.off -= d
+        if x.url_sp.len:
+            x.url_sp.off -= d
+        for i in range(x.nreq):
+            x.req[i].name.off -= d
+            x.req[i].value.off -= d
+
+
+cdef bint uc_make_room(UConn* uc) noexcept nogil:
+    """Ensure the read buffer has free space.  False if the connection was
+    answered/closed instead (head too large)."""
+    if uc.rend < uc.rbuf.cap:
+        return True
+    if uc.state == U_HEAD:
+        if uc.mstart > 0:
+            uc_shift(uc, uc.mstart)
+            return True
+        uc_respond(uc, 431 if uc.x.url_sp.len and uc.x.nreq else 414, False)
+        return False
+    # everything before rpos is consumed (uc_wants_input checked it)
+    if uc.rpos == uc.rend:
+        uc.rpos = 0
+        uc.fpos = 0
+        uc.rend = 0
+        uc.mstart = 0
+        return True
+    uc_shift(uc, uc.rpos)
+    return True
+
+
+cdef void uc_read(UConn* uc) noexcept nogil:
+    cdef ssize_t n
+    cdef uint32_t room
+    while (uc.flags & UF_READABLE) and not (uc.flags & UF_DEAD) and uc_wants_input(uc):
+        if uc.rbuf == NULL:
+            uc.rbuf = buf_get()
+            if uc.rbuf == NULL:
+                uc_close(uc)
+                return
+            uc.rpos = 0
+            uc.fpos = 0
+            uc.rend = 0
+            uc.mstart = 0
+        if uc.state == U_LINGER:
+            uc.rend = 0
+            uc.rpos = 0
+        if not uc_make_room(uc):
+            return
+        room = uc.rbuf.cap - uc.rend
+        n = recv(uc.h.fd, bdata(uc.rbuf) + uc.rend, room, 0)
+        if n > 0:
+            if <uint32_t>n < room:
+                uc.flags &= ~UF_READABLE
+            if uc.state == U_LINGER:
+                continue
+            uc.rend += <uint32_t>n
+            uc_process(uc)
+        elif n == 0:
+            uc.flags &= ~UF_READABLE
+            uc_on_eof(uc)
+            return
+        else:
+            if errno == EINTR:
+                continue
+            uc.flags &= ~UF_READABLE
+            if errno != EAGAIN:
+                uc_close(uc)
+            return
+    if not (uc.flags & UF_DEAD) and uc.state == U_IDLE and uc.rbuf != NULL and uc.rpos == uc.rend \
+            and out_empty(&uc.out):
+        # idle keep-alive connections hold no buffer
+        buf_put(uc.rbuf)
+        uc.rbuf = NULL
+
+
+cdef void uc_on_eof(UConn* uc) noexcept nogil:
+    cdef uint8_t st = uc.state
+    uc.flags |= UF_RDHUP
+    if st == U_IDLE or st == U_LINGER:
+        uc_close(uc)
+    elif st == U_HEAD or st == U_BODY:
+        # the client gave up in the middle of its request
+        uc_close(uc)
+    else:
+        # half-close after a complete request is legal: answer, then close
+        uc.flags |= UF_CLOSE_AFTER
+
+
+cdef void uc_parse_error(UConn* uc, llhttp_errno_t err) noexcept nogil:
+    cdef int status = 400
+    cdef char where[48]
+    cdef int n = peer_format(&uc.peer, where, 48)
+    if uc.x != NULL and uc.x.err_status:
+        status = uc.x.err_status
+    elif err == HPE_INVALID_VERSION:
+        status = 505
+    c_errors_inc()
+    rp_elog(g_errfd, 4, "client %.*s: bad request (%d): %s", n, where, status,
+            llhttp_get_error_reason(&uc.parser))
+    uc_respond(uc, status, False)
+
+
+cdef inline void c_errors_inc() noexcept nogil:
+    global c_errors
+    c_errors += 1
+
+
+cdef void uc_process(UConn* uc) noexcept nogil:
+    """Parse what the read buffer holds and act on it."""
+    cdef llhttp_errno_t err
+    cdef char* base
+    cdef uint8_t st
+    while not (uc.flags & UF_DEAD):
+        st = uc.state
+        if st == U_IDLE or st == U_HEAD:
+            if uc.rbuf == NULL or uc.rpos == uc.rend:
+                if st == U_HEAD and uc.rend - uc.mstart > uc.srv.max_header_size:
+                    uc_respond(uc, 431, False)
+                return
+            if st == U_IDLE:
+                timer_arm(&uc.timer, uc.srv.read_timeout_ms)
+            base = bdata(uc.rbuf)
+            err = llhttp_execute(&uc.parser, base + uc.rpos, uc.rend - uc.rpos)
+            if err == HPE_OK:
+                uc.rpos = uc.rend
+                continue
+            if err == HPE_PAUSED:
+                uc.rpos = <uint32_t>(llhttp_get_error_pos(&uc.parser) - base)
+                llhttp_resume(&uc.parser)
+                if uc.flags & UF_HEAD_DONE:
+                    uc.flags &= ~UF_HEAD_DONE
+                    if uc.rpos - uc.mstart > uc.srv.max_header_size:
+                        uc_respond(uc, 431, False)
+                        return
+                    uc_on_head(uc)
+                continue
+            uc_parse_error(uc, err)
+            return
+        elif st == U_BODY:
+            uc_forward_body(uc)
+            return
+        else:
+            return
+
+
+cdef void uc_on_head(UConn* uc) noexcept nogil:
+    """A request head is complete in [mstart, rpos): route it and start it."""
+    cdef Exchange* x = uc.x
+    cdef llhttp_t* p = &uc.parser
+    cdef int status = 0
+    cdef RuleRt* rule
+    cdef DConn* dc
+    cdef uint8_t m = p.method
+    x.method = m
+    if p.http_major != 1:
+        uc_respond(uc, 505, False)
+        return
+    if p.http_minor == 0:
+        x.flags |= XF_HTTP10
+    if llhttp_should_keep_alive(p):
+        x.flags |= XF_KEEPALIVE
+    if m == HTTP_HEAD:
+        x.flags |= XF_HEAD_REQ
+    if m == HTTP_GET or m == HTTP_HEAD or m == HTTP_OPTIONS or m == HTTP_TRACE or m == HTTP_PUT \
+            or m == HTTP_DELETE:
+        x.flags |= XF_IDEMPOTENT
+    if m == HTTP_CONNECT:
+        uc_respond(uc, 405, False)
+        return
+    if p.upgrade:
+        # protocol upgrades (WebSocket) need the tunnel; refuse cleanly for now
+        uc_reject(uc, 501)
+        return
+    if uc.srv.client_max_body_size and (p.flags & F_CONTENT_LENGTH) \
+            and p.content_length > uc.srv.client_max_body_size:
+        uc_respond(uc, 413, False)
+        return
+    rule = route(uc, x, &status)
+    if rule == NULL:
+        uc_reject(uc, status)
+        return
+    x.rule = rule
+    if rule.nds == 0:
+        rp_elog(g_errfd, 3, "rule '%s' has no downstreams", rule.name)
+        uc_reject(uc, 503)
+        return
+    dc = lb_pick(rule)
+    if dc == NULL:
+        if uc.srv.max_pending > 0 and g_npending >= uc.srv.max_pending:
+            rp_elog(g_errfd, 4, "max-pending (%d) reached: 503", uc.srv.max_pending)
+            uc_reject(uc, 503)
+            return
+        uc.state = U_PENDING
+        timer_stop(&uc.timer)
+        pend_add(x)
+        return
+    x_attach(x, dc)
+
+
+cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
+    """Give an exchange its downstream connection and start forwarding."""
+    cdef UConn* uc = x.uc
+    cdef Buf* hb = buf_get()
+    cdef W w
+    if hb == NULL:
+        idle_push(dc)
+        uc_close(uc)
+        return
+    dc.state = D_ACTIVE
+    dc.x = x
+    dc.ds.n_active += 1
+    x.dc = dc
+    dc.assigned_at = g_now_us
+    dc.flags &= (DF_READABLE | DF_WRITABLE)
+    dc.phase = R_HEAD
+    dc.nreq += 1
+    llhttp_reset(&dc.parser)
+    w.p = bdata(hb)
+    w.end = w.p + hb.cap
+    w.overflow = 0
+    build_request_head(&w, uc, x, dc.ds)
+    if w.overflow:
+        buf_put(hb)
+        dc_detach(dc)
+        idle_push(dc)
+        uc_respond(uc, 431, False)
+        return
+    dc.out.hptr = bdata(hb)
+    dc.out.hlen = <uint32_t>(w.p - bdata(hb))
+    dc.out.hbuf = hb
+    uc.fpos = uc.rpos               # the client's own head is not forwarded
+    uc.state = U_BODY
+    timer_arm(&dc.timer, dc.ds.read_timeout_ms)
+    timer_arm(&uc.timer, uc.srv.read_timeout_ms)
+    uc_forward_body(uc)
+    if not (uc.flags & UF_DEAD) and uc.x == x:
+        uc_read(uc)
+
+
+cdef void uc_forward_body(UConn* uc) noexcept nogil:
+    """Move request bytes to the downstream until the request is complete,
+    the downstream socket is full, or more client bytes are needed."""
+    cdef Exchange* x = uc.x
+    cdef DConn* dc = x.dc
+    cdef char* base
+    cdef llhttp_errno_t err
+    cdef uint32_t n
+    while True:
+        if not out_empty(&dc.out):
+            if dc_send(dc) != 0:
+                return
+        if x.flags & XF_REQ_DONE:
+            uc.state = U_WAIT
+            if out_empty(&uc.out):
+                timer_stop(&uc.timer)
+            return
+        base = bdata(uc.rbuf)
+        err = llhttp_execute(&uc.parser, base + uc.rpos, uc.rend - uc.rpos)
+        if err == HPE_OK:
+            uc.rpos = uc.rend
+        elif err == HPE_PAUSED:
+            uc.rpos = <uint32_t>(llhttp_get_error_pos(&uc.parser) - base)
+            llhttp_resume(&uc.parser)
+            if uc.flags & UF_MSG_DONE:
+                uc.flags &= ~UF_MSG_DONE
+                x.flags |= XF_REQ_DONE
+        else:
+            rp_elog(g_errfd, 4, "bad request body: %s", llhttp_get_error_reason(&uc.parser))
+            uc_respond(uc, 400, False)
+            return
+        if uc.rpos > uc.fpos:
+            n = uc.rpos - uc.fpos
+            x.body_in += n
+            if uc.srv.client_max_body_size and x.body_in > uc.srv.client_max_body_size:
+                uc_respond(uc, 413, False)
+                return
+            dc.out.bptr = base + uc.fpos
+            dc.out.blen = n
+            uc.fpos = uc.rpos
+            timer_arm(&uc.timer, uc.srv.read_timeout_ms)
+            continue
+        if not (x.flags & XF_REQ_DONE):
+            return                  # wait for more of the body
+
+
+cdef void uc_on_timer(UConn* uc) noexcept nogil:
+    cdef uint8_t st = uc.state
+    if not out_empty(&uc.out):
+        rp_elog(g_errfd, 6, "client write timeout")
+        uc_close(uc)
+    elif st == U_IDLE or st == U_LINGER or st == U_CLOSING:
+        uc_close(uc)
+    elif st == U_HEAD:
+        uc_respond(uc, 408, False)
+    elif st == U_BODY:
+        rp_elog(g_errfd, 5, "client body read timeout")
+        uc_respond(uc, 408, False)

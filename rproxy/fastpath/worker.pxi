@@ -1,0 +1,261 @@
+# The Python-facing edge: `Worker` builds the C runtime tables from plain
+# Python values (worker.py translates the Config) and runs the loop.  Nothing
+# here runs per request.
+
+cdef int _lb_code(str name) except -1:
+    codes = {"rtt": LB_RTT, "roundrobin": LB_ROUNDROBIN, "most-idle": LB_MOST_IDLE,
+             "none": LB_NONE, "random": LB_RANDOM, "least-pending": LB_LEAST_PENDING}
+    if name not in codes:
+        raise ValueError(f"unknown lb-method {name!r}")
+    return codes[name]
+
+
+cdef int _match_code(str kind) except -1:
+    codes = {"prefix": M_PREFIX, "exact": M_EXACT, "glob": M_GLOB, "regex": M_REGEX}
+    if kind not in codes:
+        raise ValueError(f"unknown match kind {kind!r}")
+    return codes[kind]
+
+
+cdef void _copy_cstr(char* dst, size_t cap, bytes src):
+    cdef size_t n = len(src)
+    if n >= cap:
+        n = cap - 1
+    memcpy(dst, <const char*>src, n)
+    dst[n] = 0
+
+
+cdef char* _dup(bytes src) except NULL:
+    cdef size_t n = len(src)
+    cdef char* p = <char*>malloc(n + 1)
+    if p == NULL:
+        raise MemoryError()
+    memcpy(p, <const char*>src, n)
+    p[n] = 0
+    return p
+
+
+def _ms(seconds):
+    """Seconds (float) -> whole milliseconds, at least 1 when non-zero."""
+    if not seconds or seconds <= 0:
+        return 0
+    return max(1, int(round(seconds * 1000)))
+
+
+cdef class Worker:
+    """One worker's fast path.  Build with add_* calls, then run()."""
+
+    cdef bint _built
+    cdef list _keep            # Python objects whose buffers C points into
+
+    def __cinit__(self, int nservers, int ndownstreams, int nlisteners, *, int buffer_size=32768,
+                  int max_free_buffers=256, int errfd=2, int loglevel=4, double shutdown_timeout=30.0):
+        global g_servers, g_nservers, g_downstreams, g_ndownstreams, g_listeners, g_nlisteners
+        global g_buf_size, g_max_free_bufs, g_errfd, g_loglevel, g_shutdown_timeout_ms, g_pid
+        global g_epfd, g_stop, g_reopen, g_rand_state
+        if g_servers != NULL:
+            raise RuntimeError("only one Worker per process")
+        self._keep = []
+        g_buf_size = max(buffer_size, 4096)
+        g_max_free_bufs = max_free_buffers
+        g_errfd = errfd
+        g_loglevel = loglevel
+        g_shutdown_timeout_ms = _ms(shutdown_timeout)
+        g_pid = getpid()
+        g_stop = 0
+        g_reopen = 0
+        g_rand_state ^= (<uint64_t>g_pid << 17) | 1
+        g_servers = <ServerRt*>calloc(max(nservers, 1), sizeof(ServerRt))
+        g_downstreams = <DownstreamRt*>calloc(max(ndownstreams, 1), sizeof(DownstreamRt))
+        g_listeners = <Listener*>calloc(max(nlisteners, 1), sizeof(Listener))
+        if g_servers == NULL or g_downstreams == NULL or g_listeners == NULL:
+            raise MemoryError()
+        g_nservers = nservers
+        g_ndownstreams = ndownstreams
+        g_nlisteners = nlisteners
+        for i in range(nlisteners):
+            g_listeners[i].h.fd = -1
+        http_settings_init()
+        canned_init()
+        timer_init(&g_worker_timer, TK_WORKER, NULL)
+        clock_update()
+        g_epfd = epoll_create1(EPOLL_CLOEXEC)
+        if g_epfd < 0:
+            raise OSError(errno, "epoll_create1")
+
+    def set_server(self, int index, *, read_timeout, write_timeout, keepalive_timeout,
+                   pending_timeout, int max_request_line, int max_header_size, int max_headers,
+                   client_max_body_size, int max_pending, int nvhosts):
+        cdef ServerRt* s = &g_servers[index]
+        s.index = index
+        s.read_timeout_ms = _ms(read_timeout)
+        s.write_timeout_ms = _ms(write_timeout)
+        s.keepalive_timeout_ms = _ms(keepalive_timeout)
+        s.pending_timeout_ms = _ms(pending_timeout)
+        s.max_request_line = max_request_line
+        s.max_header_size = max_header_size
+        s.max_headers = min(max_headers, HDR_CAP)
+        s.client_max_body_size = client_max_body_size
+        s.max_pending = max_pending
+        s.vhosts = <VhostRt*>calloc(max(nvhosts, 1), sizeof(VhostRt))
+        s.nvhosts = nvhosts
+
+    def set_vhost(self, int server, int index, globs, bint is_default, int nrules):
+        cdef VhostRt* v = &g_servers[server].vhosts[index]
+        v.nglobs = len(globs)
+        v.globs = <char**>calloc(max(v.nglobs, 1), sizeof(char*))
+        v.glob_lens = <uint32_t*>calloc(max(v.nglobs, 1), sizeof(uint32_t))
+        for i, g in enumerate(globs):
+            b = g.encode()
+            v.globs[i] = _dup(b)
+            v.glob_lens[i] = len(b)
+        v.is_default = is_default
+        v.rules = <RuleRt*>calloc(max(nrules, 1), sizeof(RuleRt))
+        v.nrules = nrules
+
+    def set_rule(self, int server, int vhost, int index, str name, str match, str pattern,
+                 downstreams, str lb_method, bint xff):
+        cdef RuleRt* r = &g_servers[server].vhosts[vhost].rules[index]
+        cdef bytes pb = pattern.encode()
+        cdef int rc
+        cdef char msg[256]
+        _copy_cstr(r.name, 64, name.encode())
+        r.match = _match_code(match)
+        r.pattern = _dup(pb)
+        r.plen = len(pb)
+        r.lb = _lb_code(lb_method)
+        r.xff = xff
+        r.nds = len(downstreams)
+        r.dss = <DownstreamRt**>calloc(max(r.nds, 1), sizeof(DownstreamRt*))
+        for i, d in enumerate(downstreams):
+            r.dss[i] = &g_downstreams[<int>d]
+        if r.match == M_REGEX:
+            r.regex = <regex_t*>malloc(sizeof(regex_t))
+            rc = regcomp(r.regex, r.pattern, REG_EXTENDED | REG_NOSUB)
+            if rc != 0:
+                regerror(rc, r.regex, msg, 256)
+                raise ValueError(f"rule {name}: bad regular expression: {msg.decode()}")
+
+    def set_downstream(self, int index, str name, str label, int family, bytes sockaddr, *,
+                       int connections, retry, connect_timeout, read_timeout, write_timeout,
+                       idle_timeout, int max_requests, bint enabled, int weight):
+        cdef DownstreamRt* d = &g_downstreams[index]
+        d.index = index
+        _copy_cstr(d.name, 64, name.encode())
+        _copy_cstr(d.label, 112, label.encode())
+        if len(sockaddr) > 128:
+            raise ValueError("address too long")
+        memcpy(d.addr, <const char*>sockaddr, len(sockaddr))
+        d.addrlen = len(sockaddr)
+        d.family = family
+        d.nconns = connections
+        d.retry_ms = _ms(retry)
+        d.connect_timeout_ms = _ms(connect_timeout)
+        d.read_timeout_ms = _ms(read_timeout)
+        d.write_timeout_ms = _ms(write_timeout)
+        d.idle_timeout_ms = _ms(idle_timeout)
+        d.max_requests = max_requests
+        d.enabled = enabled
+        d.weight = max(weight, 1)
+        d.conns = <DConn*>calloc(max(connections, 1), sizeof(DConn))
+        if d.conns == NULL:
+            raise MemoryError()
+        for j in range(connections):
+            d.conns[j].h.kind = K_DCONN
+            d.conns[j].h.fd = -1
+            d.conns[j].ds = d
+            d.conns[j].state = D_DOWN
+            timer_init(&d.conns[j].timer, TK_DCONN, &d.conns[j])
+            llhttp_init(&d.conns[j].parser, HTTP_RESPONSE, &g_resp_settings)
+            d.conns[j].parser.data = &d.conns[j]
+
+    def set_listener(self, int index, int fd, int server):
+        g_listeners[index].h.kind = K_LISTENER
+        g_listeners[index].h.fd = fd
+        g_listeners[index].srv = &g_servers[server]
+
+    def run(self):
+        """Run the loop until stopped.  Returns "stopped", "drained" or
+        "reopen" (SIGUSR1: reopen log files, then call run() again)."""
+        global g_sigfd
+        cdef sigset_t mask
+        cdef epoll_event ev
+        cdef int rc, i, j
+        if not self._built:
+            # signals arrive through a signalfd in the loop, never as Python handlers
+            sigemptyset(&mask)
+            for s in (SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2):
+                sigaddset(&mask, s)
+            pthread_sigmask(SIG_BLOCK, &mask, NULL)
+            g_sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)
+            if g_sigfd < 0:
+                raise OSError(errno, "signalfd")
+            g_sig_handle.kind = K_SIGNAL
+            g_sig_handle.fd = g_sigfd
+            ev.events = EPOLLIN
+            ev.data.ptr = &g_sig_handle
+            epoll_ctl(g_epfd, EPOLL_CTL_ADD, g_sigfd, &ev)
+            listeners_register(1)
+            clock_update()
+            for i in range(g_ndownstreams):
+                if g_downstreams[i].enabled:
+                    for j in range(g_downstreams[i].nconns):
+                        dc_connect(&g_downstreams[i].conns[j])
+            self._built = True
+        with nogil:
+            rc = loop_run()
+        if rc == RUN_REOPEN:
+            return "reopen"
+        close_everything()
+        if rc == RUN_DRAINED:
+            return "drained"
+        if rc == RUN_ERROR:
+            return "error"
+        return "stopped"
+
+    def drain(self):
+        """Begin a graceful stop (as SIGQUIT does)."""
+        drain_start(g_shutdown_timeout_ms)
+
+    def set_errfd(self, int fd):
+        global g_errfd
+        g_errfd = fd
+
+    def stats(self):
+        """Counters the tests assert back to zero, and a few totals."""
+        cdef int i, idle = 0, up = 0, active = 0
+        for i in range(g_ndownstreams):
+            idle += g_downstreams[i].n_idle
+            up += g_downstreams[i].n_up
+            active += g_downstreams[i].n_active
+        return {
+            "buffers_out": c_bufs_out,
+            "exchanges_out": c_x_out,
+            "clients": g_nuconns,
+            "pending": g_npending,
+            "requests": c_requests,
+            "accepted": c_accepted,
+            "downstream_connects": c_ds_connects,
+            "downstream_idle": idle,
+            "downstream_up": up,
+            "downstream_active": active,
+            "errors": c_errors,
+        }
+
+
+def sizes():
+    """Struct sizes, for the memory-per-connection budget."""
+    return {"UConn": sizeof(UConn), "DConn": sizeof(DConn), "Exchange": sizeof(Exchange),
+            "llhttp_t": sizeof(llhttp_t), "Buf": sizeof(Buf)}
+
+
+def set_parent_death_signal(int sig):
+    """Ask the kernel to send `sig` to this process when its parent dies."""
+    if prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        raise OSError(errno, "prctl(PR_SET_PDEATHSIG)")
+
+
+def set_malloc_trim_threshold(int nbytes):
+    """memtrim-sz: mallopt(M_TRIM_THRESHOLD)."""
+    if mallopt(M_TRIM_THRESHOLD, nbytes) != 1:
+        raise OSError("mallopt(M_TRIM_THRESHOLD) failed")

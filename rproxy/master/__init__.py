@@ -1,0 +1,1 @@
+"""The master process: listeners, privileges, supervision of workers."""

@@ -1,0 +1,136 @@
+"""Worker process entry: build the fast path's runtime tables from the Config
+and run its loop until told to stop.
+
+Everything here runs once per worker (or per SIGUSR1), never per request.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Sequence
+
+from . import errorlog
+from .config.model import Config, Downstream
+
+# exit codes the master acts on (see master/arbiter.py)
+EXIT_OK = 0
+EXIT_BOOT_ERROR = 3          # the worker could not start: do not respawn in a loop
+
+
+def sockaddr_for(ds: Downstream) -> tuple[int, bytes, str]:
+    """(family, raw struct sockaddr, label) for a downstream address.
+
+    Hostnames are resolved here, when the worker starts."""
+    label = f"{ds.addr}:{ds.port}"
+    if ds.addr.startswith("unix:"):
+        path = ds.addr[5:].encode()
+        return socket.AF_UNIX, struct.pack("=H", socket.AF_UNIX) + path + b"\0", ds.addr
+    try:
+        packed = socket.inet_pton(socket.AF_INET, ds.addr)
+        family = socket.AF_INET
+    except OSError:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, ds.addr.strip("[]"))
+            family = socket.AF_INET6
+            label = f"[{ds.addr.strip('[]')}]:{ds.port}"
+        except OSError:
+            infos = socket.getaddrinfo(ds.addr, ds.port, type=socket.SOCK_STREAM)
+            if not infos:
+                raise OSError(f"cannot resolve downstream address {ds.addr!r}")
+            family = infos[0][0]
+            packed = socket.inet_pton(family, infos[0][4][0])
+    if family == socket.AF_INET:
+        raw = struct.pack("=H", family) + struct.pack("!H", ds.port) + packed + b"\0" * 8
+    else:
+        raw = struct.pack("=H", family) + struct.pack("!H", ds.port) + b"\0" * 4 + packed + b"\0" * 4
+    return family, raw, label
+
+
+def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
+    """A fast-path Worker for `cfg`; listener_fds: (fd, server index) pairs."""
+    from .fastpath import Worker
+
+    ds_index: dict[tuple[int, str], int] = {}
+    all_ds: list[Downstream] = []
+    for si, srv in enumerate(cfg.servers):
+        for ds in srv.downstreams:
+            ds_index[(si, ds.name)] = len(all_ds)
+            all_ds.append(ds)
+    buffer_size = max((s.buffer_size for s in cfg.servers), default=32768)
+    w = Worker(len(cfg.servers), len(all_ds), len(listener_fds), buffer_size=buffer_size,
+               errfd=errorlog.fd(), shutdown_timeout=cfg.shutdown_timeout)
+    for i, ds in enumerate(all_ds):
+        family, raw, label = sockaddr_for(ds)
+        w.set_downstream(i, ds.name, label, family, raw, connections=ds.connections, retry=ds.retry,
+                         connect_timeout=ds.connect_timeout, read_timeout=ds.read_timeout,
+                         write_timeout=ds.write_timeout, idle_timeout=ds.idle_timeout,
+                         max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight)
+    for si, srv in enumerate(cfg.servers):
+        w.set_server(si, read_timeout=srv.read_timeout, write_timeout=srv.write_timeout,
+                     keepalive_timeout=srv.keepalive_timeout, pending_timeout=srv.pending_timeout,
+                     max_request_line=srv.max_request_line, max_header_size=srv.max_header_size,
+                     max_headers=srv.max_headers, client_max_body_size=srv.client_max_body_size,
+                     max_pending=srv.max_pending, nvhosts=len(srv.vhosts))
+        for vi, vh in enumerate(srv.vhosts):
+            globs = [vh.name, *vh.aliases]
+            w.set_vhost(si, vi, globs, vh.default, len(vh.rules))
+            for ri, rule in enumerate(vh.rules):
+                headers = rule.headers or vh.headers
+                xff = bool(headers and headers.x_forwarded_for)
+                w.set_rule(si, vi, ri, rule.name, rule.match, rule.pattern,
+                           [ds_index[(si, n)] for n in rule.downstreams], rule.lb_method, xff)
+    for li, (fd, si) in enumerate(listener_fds):
+        w.set_listener(li, fd, si)
+    return w
+
+
+def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, generation: int) -> int:
+    """Body of a worker process; returns its exit code."""
+    from . import fastpath
+
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(f"rproxy: worker {index} (gen {generation})")
+    except ImportError:
+        pass
+    # A worker must not outlive its master (even a master killed with SIGKILL).
+    fastpath.set_parent_death_signal(signal.SIGTERM)
+    if cfg.memtrim_sz:
+        fastpath.set_malloc_trim_threshold(cfg.memtrim_sz)
+    try:
+        w = build(cfg, listener_fds)
+    except Exception as e:  # noqa: BLE001 - any failure here is a boot error
+        errorlog.error(f"worker {index}: cannot start: {e}")
+        return EXIT_BOOT_ERROR
+    while True:
+        outcome = w.run()
+        if outcome == "reopen":
+            reopen_logs()
+            continue
+        if outcome == "error":
+            return 1
+        return EXIT_OK
+
+
+def reopen_logs() -> None:
+    """SIGUSR1: log files are reopened by the logging layer (see accesslog)."""
+
+
+def main_for_child(cfg: Config, listener_fds, index: int, generation: int) -> None:
+    """Run in a freshly forked child; never returns."""
+    code = 1
+    try:
+        code = run(cfg, listener_fds, index, generation)
+    except BaseException as e:  # noqa: BLE001
+        try:
+            errorlog.error(f"worker {index}: crashed: {e!r}")
+        finally:
+            code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -1,0 +1,95 @@
+"""Build the Cython fast path against llhttp's C API.
+
+The `llhttp` package from PyPI installs `llhttp.h` as a "header" of the
+distribution and exports every `llhttp_*` symbol from its extension module
+`__llhttp`.  We compile against the header and deliberately do NOT link against
+that module's file: its path inside pip's isolated build environment is gone
+after installation.  At run time `rproxy.fastpath` imports `__llhttp` with
+RTLD_GLOBAL first, so the dynamic loader resolves our undefined `llhttp_*`
+symbols from it.
+"""
+import glob
+import os
+import sys
+import sysconfig
+
+from setuptools import Extension, setup
+
+PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _prefixes():
+    """Every prefix under which pip may have put llhttp's header."""
+    seen = []
+    try:
+        import llhttp  # noqa: F401  (present in the build environment)
+
+        pkg_dir = os.path.dirname(os.path.abspath(llhttp.__file__))
+        # <prefix>/lib/pythonX.Y/site-packages/llhttp -> <prefix>
+        seen.append(os.path.abspath(os.path.join(pkg_dir, "..", "..", "..", "..")))
+    except ImportError:
+        pass
+    for p in (sysconfig.get_paths().get("data"), sys.prefix, sys.base_prefix):
+        if p:
+            seen.append(p)
+    out = []
+    for p in seen:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def find_llhttp_include():
+    override = os.environ.get("RPROXY_LLHTTP_INCLUDE")
+    if override:
+        if not os.path.isfile(os.path.join(override, "llhttp.h")):
+            sys.exit(f"rproxy build: RPROXY_LLHTTP_INCLUDE={override} has no llhttp.h")
+        return override
+    tried = []
+    for prefix in _prefixes():
+        # venvs use include/site/pythonX.Y/<dist>, plain prefixes include/pythonX.Y/<dist>
+        for sub in (("include", "site", PYVER, "llhttp"), ("include", PYVER, "llhttp")):
+            d = os.path.join(prefix, *sub)
+            tried.append(d)
+            if os.path.isfile(os.path.join(d, "llhttp.h")):
+                return d
+        hits = glob.glob(os.path.join(prefix, "include", "**", "llhttp", "llhttp.h"), recursive=True)
+        if hits:
+            return os.path.dirname(hits[0])
+    sys.exit(
+        "rproxy build: cannot find llhttp.h (from the PyPI package llhttp==9.3.0.0).\n"
+        "  looked in:\n    " + "\n    ".join(tried) + "\n"
+        "  install it with `pip install llhttp==9.3.0.0` or set RPROXY_LLHTTP_INCLUDE to the\n"
+        "  directory that holds llhttp.h."
+    )
+
+
+def extensions():
+    from Cython.Build import cythonize
+
+    inc = find_llhttp_include()
+    debug = os.environ.get("RPROXY_DEBUG") == "1"
+    macros = [("RPROXY_DEBUG", "1" if debug else "0")]
+    ext = Extension(
+        "rproxy._fastpath",
+        sources=["rproxy/_fastpath.pyx"],
+        include_dirs=[inc, "rproxy/includes"],
+        define_macros=macros,
+        extra_compile_args=["-O2", "-fno-strict-aliasing", "-Wno-unused-function"],
+    )
+    return cythonize(
+        [ext],
+        language_level=3,
+        annotate=os.environ.get("RPROXY_ANNOTATE") == "1",
+        compile_time_env={"RPROXY_DEBUG": debug},
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": False,
+        },
+    )
+
+
+setup(ext_modules=extensions())
