@@ -82,6 +82,18 @@ cdef int lb_choose(RuleRt* r) noexcept nogil:
     return best
 
 
+cdef bint rule_alive(RuleRt* r) noexcept nogil:
+    """False when every downstream of the rule is known to be down (its
+    connections failed and none is up): waiting would only delay a 502."""
+    cdef int i
+    cdef DownstreamRt* d
+    for i in range(r.nds):
+        d = r.dss[i]
+        if d.enabled and (d.n_up > 0 or not d.down_logged):
+            return True
+    return False
+
+
 cdef DConn* lb_pick(RuleRt* r) noexcept nogil:
     cdef int i = lb_choose(r)
     if i < 0:

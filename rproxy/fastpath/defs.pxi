@@ -69,6 +69,7 @@ cdef enum:
     DF_DECHUNK = 0x20       # strip chunk framing (HTTP/1.0 client)
     DF_EOF_BODY = 0x40      # close-delimited response body
     DF_GOT_BYTES = 0x80     # response bytes arrived for the current exchange
+    DF_RDHUP = 0x100        # the downstream shut its side: read on until EOF
 
 cdef enum:
     # Exchange.flags
@@ -229,7 +230,7 @@ cdef struct UConn:
 cdef struct DConn:
     Handle h
     uint8_t state
-    uint8_t flags
+    uint16_t flags
     uint8_t phase
     DownstreamRt* ds
     DConn* iprev            # idle list of the downstream

@@ -144,6 +144,7 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
     if ds.n_up == 0 and not ds.down_logged:
         ds.down_logged = 1
         rp_elog(g_errfd, 3, "downstream %s (%s) is down: %s", ds.name, ds.label, strerror(err))
+        pend_fail_dead()
     timer_arm(&dc.timer, backoff_ms(ds, dc.fails))
 
 
@@ -251,6 +252,8 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
             uc_read(uc)
             if dc.x != x:
                 return
+    if ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+        dc.flags |= DF_RDHUP
     if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
         dc.flags |= DF_READABLE
         dc_read(dc)
@@ -310,8 +313,8 @@ cdef void dc_read(DConn* dc) noexcept nogil:
                 return
         n = recv(dc.h.fd, bdata(dc.rbuf) + dc.rend, room, 0)
         if n > 0:
-            if <uint32_t>n < room:
-                dc.flags &= ~DF_READABLE
+            if <uint32_t>n < room and not (dc.flags & DF_RDHUP):
+                dc.flags &= ~DF_READABLE    # drained (edge-triggered); a FIN would keep it set
             dc.rend += <uint32_t>n
             dc.flags |= DF_GOT_BYTES
             timer_arm(&dc.timer, dc.ds.read_timeout_ms)

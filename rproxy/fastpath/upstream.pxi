@@ -118,6 +118,19 @@ cdef void pend_serve() noexcept nogil:
         x = nx
 
 
+cdef void pend_fail_dead() noexcept nogil:
+    """A downstream went down: exchanges waiting only for dead downstreams
+    get their 502 now rather than at the pending timeout."""
+    cdef Exchange* x = g_pend_first
+    cdef Exchange* nx
+    while x != NULL:
+        nx = x.next
+        if not rule_alive(x.rule):
+            pend_remove(x)
+            uc_reject(x.uc, 502)
+        x = nx
+
+
 cdef void x_on_pending_timeout(Exchange* x) noexcept nogil:
     cdef UConn* uc = x.uc
     rp_elog(g_errfd, 5, "pending timeout: no downstream connection free for rule '%s'", x.rule.name)
@@ -393,8 +406,8 @@ cdef void uc_read(UConn* uc) noexcept nogil:
         room = uc.rbuf.cap - uc.rend
         n = recv(uc.h.fd, bdata(uc.rbuf) + uc.rend, room, 0)
         if n > 0:
-            if <uint32_t>n < room:
-                uc.flags &= ~UF_READABLE
+            if <uint32_t>n < room and not (uc.flags & UF_RDHUP):
+                uc.flags &= ~UF_READABLE    # drained (edge-triggered); a FIN would keep it set
             if uc.state == U_LINGER:
                 continue
             uc.rend += <uint32_t>n
@@ -530,6 +543,10 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
         return
     dc = lb_pick(rule)
     if dc == NULL:
+        if not rule_alive(rule):
+            rp_elog(g_errfd, 3, "rule '%s': every downstream is down: 502", rule.name)
+            uc_reject(uc, 502)
+            return
         if uc.srv.max_pending > 0 and g_npending >= uc.srv.max_pending:
             rp_elog(g_errfd, 4, "max-pending (%d) reached: 503", uc.srv.max_pending)
             uc_reject(uc, 503)
@@ -555,7 +572,7 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     dc.ds.n_active += 1
     x.dc = dc
     dc.assigned_at = g_now_us
-    dc.flags &= (DF_READABLE | DF_WRITABLE)
+    dc.flags &= (DF_READABLE | DF_WRITABLE | DF_RDHUP)
     dc.phase = R_HEAD
     dc.nreq += 1
     llhttp_reset(&dc.parser)

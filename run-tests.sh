@@ -1,0 +1,30 @@
+#!/bin/sh
+# The test command (CI runs exactly this): installs what the tests need from
+# nothing (Debian packages, the project with its test extras), then runs the
+# whole suite.  Extra arguments go to pytest.
+set -eu
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+
+need=""
+for pkg in curl openssl nginx-light; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
+done
+if [ -n "$need" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "run-tests: missing Debian packages:$need (run as root or install them)" >&2
+        exit 1
+    fi
+    # Debian starts services on install when there is no systemd; the tests
+    # start their own servers, so keep the packaged ones from starting.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
+
+"$PY" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+"$PY" -m pip install --quiet ".[test]"
+# run from tests' parent but against the installed package, not the source tree
+exec "$PY" -P -m pytest -q -p no:cacheprovider "$@" tests

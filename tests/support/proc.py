@@ -1,0 +1,169 @@
+"""Running the real `rproxy` command in tests, and small raw HTTP clients."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import psutil
+
+
+def rproxy_command() -> list[str]:
+    """The installed `rproxy` console script (the one next to this Python)."""
+    local = os.path.join(os.path.dirname(sys.executable), "rproxy")
+    if os.path.exists(local):
+        return [local]
+    found = shutil.which("rproxy")
+    if not found:
+        raise RuntimeError("the rproxy command is not installed (pip install .)")
+    return [found]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"rproxy exited with {proc.returncode}:\n{proc.read_log()}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+class Rproxy:
+    """`rproxy -c FILE` in its own session, its stderr in a log file."""
+
+    def __init__(self, conf_text: str, tmp_path, port: Optional[int] = None, host="127.0.0.1",
+                 extra_args=(), wait=True, env=None, name="rproxy"):
+        self.conf = os.path.join(str(tmp_path), f"{name}.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf_text)
+        self.log_path = os.path.join(str(tmp_path), f"{name}.log")
+        self.logf = open(self.log_path, "wb")
+        self.port = port
+        self.host = host
+        self.proc = subprocess.Popen(rproxy_command() + ["-c", self.conf, *extra_args],
+                                     stdout=self.logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=env)
+        if wait and port is not None:
+            wait_port(port, host, proc=self)
+
+    def poll(self):
+        return self.proc.poll()
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def read_log(self) -> str:
+        self.logf.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def workers(self) -> list:
+        try:
+            return psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait; SIGKILL the whole session if it does not go."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)     # stragglers in the session
+        except ProcessLookupError:
+            pass
+        self.logf.close()
+        return self.proc.returncode
+
+
+# ---- raw HTTP client helpers ------------------------------------------------------
+
+def read_response(sock: socket.socket, buf: bytes = b"", head_request: bool = False):
+    """Read one response; returns (status, headers list, body, rest-of-buffer).
+    Handles Content-Length, chunked and close-delimited bodies."""
+    def fill():
+        d = sock.recv(65536)
+        if not d:
+            raise ConnectionError("closed")
+        return d
+    while b"\r\n\r\n" not in buf:
+        buf += fill()
+    i = buf.index(b"\r\n\r\n")
+    head, buf = buf[:i], buf[i + 4:]
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers = []
+    for ln in lines[1:]:
+        k, v = ln.split(b":", 1)
+        headers.append((k.decode().lower(), v.strip().decode()))
+    hd = dict(headers)
+    if head_request or status in (204, 304) or 100 <= status < 200:
+        return status, headers, b"", buf
+    if hd.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in buf:
+                buf += fill()
+            j = buf.index(b"\r\n")
+            size = int(buf[:j].split(b";")[0], 16)
+            buf = buf[j + 2:]
+            if size == 0:
+                while b"\r\n" not in buf:
+                    buf += fill()
+                while not buf.startswith(b"\r\n"):
+                    j = buf.index(b"\r\n")
+                    buf = buf[j + 2:]
+                    while b"\r\n" not in buf:
+                        buf += fill()
+                buf = buf[2:]
+                break
+            while len(buf) < size + 2:
+                buf += fill()
+            body += buf[:size]
+            buf = buf[size + 2:]
+        return status, headers, body, buf
+    if "content-length" in hd:
+        n = int(hd["content-length"])
+        while len(buf) < n:
+            buf += fill()
+        return status, headers, buf[:n], buf[n:]
+    # close-delimited
+    while True:
+        try:
+            buf += fill()
+        except ConnectionError:
+            return status, headers, buf, b""
+
+
+def request(port: int, raw: bytes, host: str = "127.0.0.1", timeout: float = 10.0, head=False):
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(raw)
+        return read_response(s, head_request=head)[:3]
