@@ -168,8 +168,11 @@ TABLE: tuple[Directive, ...] = (
     Directive("group", (MAIN,), "string", None, "drop privileges to this group after binding", active=False),
     Directive("max-nofile", (MAIN,), "int", 0, "RLIMIT_NOFILE to set at start (0 = leave as is)",
               check=at_least(0), active=False),
-    Directive("memtrim-sz", (MAIN,), "size", 0, "malloc trim threshold in each worker (mallopt M_TRIM_THRESHOLD)",
+    Directive("memtrim-sz", (MAIN,), "size", 0, "malloc trim threshold in each worker (mallopt M_TRIM_THRESHOLD)"),
+    Directive("pidfile", (MAIN,), "string", None, "write the master's pid here (atomically; removed at exit)",
               active=False),
+    Directive("shutdown-timeout", (MAIN,), "duration", 30.0,
+              "longest a graceful stop or reload waits for busy connections"),
     Directive("server", (MAIN,), "block", doc="one listener", repeat=True),
     # server
     Directive("addr", (SERVER,), "string", "127.0.0.1", "listen address: IPv4, IPv6 or unix:/path"),

@@ -36,6 +36,8 @@ class _Normaliser:
             group=_opt(main, D.MAIN, "group"),
             max_nofile=_opt(main, D.MAIN, "max-nofile"),
             memtrim_sz=_opt(main, D.MAIN, "memtrim-sz"),
+            pidfile=_opt(main, D.MAIN, "pidfile"),
+            shutdown_timeout=_opt(main, D.MAIN, "shutdown-timeout"),
         )
 
     def downstream(self, b: D.Block, index: int) -> Optional[Downstream]:
