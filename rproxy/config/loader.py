@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Mapping, Optional
 
 from . import directives as D
@@ -97,10 +96,11 @@ class _Normaliser:
             return None
         kind, pattern, ppos = match
         if kind == "regex":
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                self.errors.append(ConfigError(f"invalid regular expression: {e}", ppos))
+            from ..fastpath import check_posix_regex  # the engine the fast path uses
+
+            problem = check_posix_regex(pattern)
+            if problem:
+                self.errors.append(ConfigError(f"invalid regular expression: {problem}", ppos))
                 return None
         dss = _opt(b, D.RULE, "downstreams")
         for n in dss:

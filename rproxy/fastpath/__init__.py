@@ -16,9 +16,10 @@ finally:
 
 from rproxy._fastpath import (  # noqa: E402
     Worker,
+    check_posix_regex,
     set_malloc_trim_threshold,
     set_parent_death_signal,
     sizes,
 )
 
-__all__ = ["Worker", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes"]
+__all__ = ["Worker", "check_posix_regex", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes"]

@@ -259,3 +259,17 @@ def set_malloc_trim_threshold(int nbytes):
     """memtrim-sz: mallopt(M_TRIM_THRESHOLD)."""
     if mallopt(M_TRIM_THRESHOLD, nbytes) != 1:
         raise OSError("mallopt(M_TRIM_THRESHOLD) failed")
+
+
+def check_posix_regex(str pattern):
+    """None if `pattern` compiles as the fast path will compile it (POSIX
+    extended, regcomp), else the error text."""
+    cdef regex_t rx
+    cdef char msg[256]
+    cdef bytes b = pattern.encode()
+    cdef int rc = regcomp(&rx, b, REG_EXTENDED)
+    if rc != 0:
+        regerror(rc, &rx, msg, 256)
+        return msg.decode("utf-8", "replace")
+    regfree(&rx)
+    return None
