@@ -49,6 +49,17 @@ def sockaddr_for(ds: Downstream) -> tuple[int, bytes, str]:
     return family, raw, label
 
 
+def header_policy(headers) -> list[str]:
+    """The request headers a rule adds, as the fast path's policy names."""
+    if headers is None:
+        return []
+    out = [k for k in ("x_forwarded_for", "x_real_ip", "x_forwarded_proto", "x_forwarded_host",
+                       "x_forwarded_port", "forwarded", "via") if getattr(headers, k)]
+    if headers.x_forwarded_for and headers.x_forwarded_for_mode == "replace":
+        out.append("x_forwarded_for_replace")
+    return out
+
+
 def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
     """A fast-path Worker for `cfg`; listener_fds: (fd, server index) pairs."""
     from .fastpath import Worker
@@ -68,20 +79,29 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                          connect_timeout=ds.connect_timeout, read_timeout=ds.read_timeout,
                          write_timeout=ds.write_timeout, idle_timeout=ds.idle_timeout,
                          max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight)
+    owned = set()
     for si, srv in enumerate(cfg.servers):
+        port = 0 if srv.addr.startswith("unix:") else srv.port
         w.set_server(si, read_timeout=srv.read_timeout, write_timeout=srv.write_timeout,
                      keepalive_timeout=srv.keepalive_timeout, pending_timeout=srv.pending_timeout,
                      max_request_line=srv.max_request_line, max_header_size=srv.max_header_size,
                      max_headers=srv.max_headers, client_max_body_size=srv.client_max_body_size,
-                     max_pending=srv.max_pending, nvhosts=len(srv.vhosts))
+                     max_pending=srv.max_pending, nvhosts=len(srv.vhosts), port=port,
+                     tls=bool(srv.ssl and srv.ssl.enabled))
         for vi, vh in enumerate(srv.vhosts):
             globs = [vh.name, *vh.aliases]
-            w.set_vhost(si, vi, globs, vh.default, len(vh.rules))
+            w.set_vhost(si, vi, globs, vh.default, len(vh.rules), strip_headers=vh.strip_headers)
             for ri, rule in enumerate(vh.rules):
                 headers = rule.headers or vh.headers
-                xff = bool(headers and headers.x_forwarded_for)
+                if headers:
+                    owned.update(e.name for e in headers.x509_extensions)
+                replace = rule.rewrite_dst if rule.rewrite_dst is not None else rule.replace_path
                 w.set_rule(si, vi, ri, rule.name, rule.match, rule.pattern,
-                           [ds_index[(si, n)] for n in rule.downstreams], rule.lb_method, xff)
+                           [ds_index[(si, n)] for n in rule.downstreams], rule.lb_method,
+                           header_policy=header_policy(headers), replace=replace,
+                           rewrite_1x=rule.rewrite_dst is not None, passthrough=rule.passthrough,
+                           allow_redirect=rule.allow_redirect, redirect_filter=rule.redirect_filter)
+    w.set_owned_headers(sorted(owned))
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)
     return w

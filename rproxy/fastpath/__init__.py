@@ -1,18 +1,22 @@
 """Load the compiled fast path.
 
 `rproxy._fastpath` is compiled against llhttp.h but not linked to any file:
-its `llhttp_*` symbols are resolved from llhttp's own extension module, which
-must therefore be loaded first with RTLD_GLOBAL.
+its `llhttp_*` symbols are resolved from llhttp's own extension module
+`__llhttp`, which must therefore be in the global symbol scope first.  If
+something imported llhttp already (without RTLD_GLOBAL), reopening the same
+file with RTLD_GLOBAL promotes it; the loader does not load it twice.
 """
+import ctypes
 import os
 import sys
 
 _flags = sys.getdlopenflags()
 sys.setdlopenflags(_flags | os.RTLD_GLOBAL)
 try:
-    import __llhttp  # noqa: F401  (provides the C symbols)
+    import __llhttp
 finally:
     sys.setdlopenflags(_flags)
+ctypes.CDLL(__llhttp.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
 
 from rproxy._fastpath import (  # noqa: E402
     Worker,

@@ -46,6 +46,7 @@ cdef enum:
     R_HEAD = 0
     R_BODY = 1
     R_DONE = 2
+    R_TUNNEL = 3
 
 cdef enum:
     # UConn.flags
@@ -58,6 +59,7 @@ cdef enum:
     UF_IN_LIST = 0x40
     UF_DEAD = 0x80          # closed; freed at the end of the loop turn
     UF_READY = 0x100        # queued to continue at the end of the loop turn
+    UF_TUN_UP_EOF = 0x200   # tunnel: the client finished sending
 
 cdef enum:
     # DConn.flags
@@ -70,6 +72,8 @@ cdef enum:
     DF_EOF_BODY = 0x40      # close-delimited response body
     DF_GOT_BYTES = 0x80     # response bytes arrived for the current exchange
     DF_RDHUP = 0x100        # the downstream shut its side: read on until EOF
+    DF_TUNNEL = 0x200       # a tunnel's own connection, outside the pool
+    DF_TUN_DOWN_EOF = 0x400 # tunnel: the downstream finished sending
 
 cdef enum:
     # Exchange.flags
@@ -102,6 +106,26 @@ cdef enum:
     H_HOST
     H_X_FORWARDED_FOR
     H_EXPECT
+    H_X_REAL_IP
+    H_X_FORWARDED_PROTO
+    H_X_FORWARDED_HOST
+    H_X_FORWARDED_PORT
+    H_FORWARDED
+    H_VIA
+    H_X_SSL                 # any X-SSL-*: owned by the proxy, never taken from clients
+    H_X_INTERNAL_REDIRECT
+
+cdef enum:
+    # header policy (RuleRt.hp): request headers the proxy adds.  A header
+    # the proxy sets is never taken from the client as well.
+    HP_XFF = 0x001
+    HP_XFF_REPLACE = 0x002  # RProxy 2.x: drop the client's chain
+    HP_X_REAL_IP = 0x004
+    HP_X_FORWARDED_PROTO = 0x008
+    HP_X_FORWARDED_HOST = 0x010
+    HP_X_FORWARDED_PORT = 0x020
+    HP_FORWARDED = 0x040
+    HP_VIA = 0x080
 
 cdef enum:
     # rule match kinds
@@ -186,6 +210,12 @@ cdef struct UConn
 cdef struct DConn
 cdef struct Exchange
 
+cdef struct NameList:
+    # header names (case-insensitive), e.g. a vhost's strip-headers
+    int n
+    char** names
+    uint32_t* lens
+
 cdef struct Exchange:
     Exchange* next          # free list / pending queue
     Exchange* prev
@@ -205,6 +235,11 @@ cdef struct Exchange:
     uint16_t nresp
     int64_t t_start         # ms, request began
     uint64_t body_in        # request body bytes forwarded
+    uint32_t head_end       # the client's head ends here (offset in its read buffer)
+    uint32_t path_off       # the path within the request target
+    uint32_t path_len
+    int32_t cut_so          # part of the path the rule replaces, -1 = none
+    int32_t cut_eo
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
 
@@ -278,19 +313,31 @@ cdef struct DownstreamRt:
     uint8_t nodelay
     uint8_t down_logged     # "is down" was logged; log "is up" on recovery
 
+cdef struct VhostRt
+
 cdef struct RuleRt:
     char name[64]
+    VhostRt* vhost
     int match
     char* pattern
     uint32_t plen
+    regex_t* regex
+    int nsub                # capture groups of the regex
     DownstreamRt** dss
     int nds
     int lb
     int rr_next
-    uint8_t xff             # add X-Forwarded-For
-    regex_t* regex
+    uint32_t hp             # HP_* header policy
+    char* replace           # 1.x rewrite dst / 2.x replace-path, NULL = keep the path
+    uint32_t replace_len
+    uint8_t rewrite_1x      # replace up to the end of the last capture group (1.x rewrite)
+    uint8_t passthrough     # raw pipe after the request head (RProxy's passthrough)
+    uint8_t allow_redirect
+    NameList redirect_filter
 
 cdef struct VhostRt:
+    char name[128]
+    NameList strip          # response headers removed (strip-headers)
     char** globs
     uint32_t* glob_lens
     int nglobs
@@ -306,13 +353,15 @@ cdef struct ServerRt:
     int64_t write_timeout_ms
     int64_t keepalive_timeout_ms
     int64_t pending_timeout_ms
+    int64_t tunnel_timeout_ms
     uint32_t max_request_line
     uint32_t max_header_size
     uint32_t max_headers
     uint64_t client_max_body_size
     int max_pending
     uint8_t nodelay
-
+    uint16_t port           # for X-Forwarded-Port / Forwarded
+    uint8_t tls
 cdef struct Listener:
     Handle h
     ServerRt* srv

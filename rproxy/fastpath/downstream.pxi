@@ -230,6 +230,9 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
     cdef UConn* uc
     if dc.state == D_DOWN:
         return                      # stale event for a socket already closed
+    if dc.flags & DF_TUNNEL:
+        tun_on_event(dc, ev)
+        return
     if dc.state == D_CONNECTING:
         if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
             getsockopt(dc.h.fd, SOL_SOCKET, SO_ERROR, &err, &sl)
@@ -265,6 +268,9 @@ cdef void dc_read(DConn* dc) noexcept nogil:
     cdef Exchange* x
     cdef UConn* uc
     cdef char c
+    if dc.flags & DF_TUNNEL:
+        tun_down(dc)
+        return
     while dc.flags & DF_READABLE:
         if dc.state == D_IDLE:
             # an idle pooled connection became readable: the downstream
@@ -384,7 +390,11 @@ cdef void dc_process(DConn* dc) noexcept nogil:
             llhttp_resume(&dc.parser)
             if dc.flags & DF_HEAD_DONE:
                 dc.flags &= ~DF_HEAD_DONE
-                if dc_on_response_head(dc) < 0:
+                r = dc_on_response_head(dc)
+                if r < 0:
+                    return
+                if r == 1:
+                    tunnel_start(x, dc)     # 101: the rest is raw bytes
                     return
                 continue
             if dc.flags & DF_MSG_DONE:
@@ -420,8 +430,26 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     cdef bint close_client
     x.status = <uint16_t>p.status_code
     if x.status == 101:
-        dc_exchange_failed(dc, 502, "unexpected 101 Switching Protocols")
-        return -1
+        if not (x.flags & XF_UPGRADE):
+            dc_exchange_failed(dc, 502, "101 Switching Protocols to a request that asked for none")
+            return -1
+        hb = buf_get()
+        if hb == NULL:
+            dc_exchange_failed(dc, 502, "out of memory")
+            return -1
+        w.p = bdata(hb)
+        w.end = w.p + hb.cap
+        w.overflow = 0
+        build_response_head(&w, dc, x, False)
+        if w.overflow:
+            buf_put(hb)
+            dc_exchange_failed(dc, 502, "response head too large")
+            return -1
+        uc.out.hptr = bdata(hb)
+        uc.out.hlen = <uint32_t>(w.p - bdata(hb))
+        uc.out.hbuf = hb
+        x.flags |= XF_RESP_STARTED
+        return 1
     if x.status >= 100 and x.status < 200:
         dc.fpos = dc.rpos
         dc.fend = dc.rpos
@@ -446,8 +474,11 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         dc.flags |= DF_EOF_BODY | DF_NO_REUSE
     if (p.flags & F_CHUNKED) and (x.flags & XF_HTTP10) and not (x.flags & XF_HEAD_REQ):
         dc.flags |= DF_DECHUNK      # HTTP/1.0 cannot read chunked: strip it, end by closing
+    # an Upgrade request answered without 101 leaves the client's parser at the
+    # upgrade point: that connection cannot carry another request
     close_client = (not (x.flags & XF_KEEPALIVE)) or (uc.flags & UF_CLOSE_AFTER) or g_stop \
-        or (dc.flags & (DF_EOF_BODY | DF_DECHUNK)) or not (x.flags & XF_REQ_DONE)
+        or (dc.flags & (DF_EOF_BODY | DF_DECHUNK)) or not (x.flags & XF_REQ_DONE) \
+        or (x.flags & XF_UPGRADE)
     if close_client:
         uc.flags |= UF_CLOSE_AFTER
     hb = buf_get()

@@ -58,5 +58,9 @@ cdef int64_t c_accepted = 0
 cdef int64_t c_ds_connects = 0
 cdef int64_t c_errors = 0
 
+# client request headers the proxy owns (configured x509-extension names);
+# X-SSL-* is recognised by prefix
+cdef NameList g_owned
+
 cdef llhttp_settings_t g_req_settings
 cdef llhttp_settings_t g_resp_settings

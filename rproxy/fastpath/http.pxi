@@ -16,6 +16,9 @@ cdef int header_id(const char* p, uint32_t n) noexcept nogil:
     if n == 2:
         if c == c't' and (p[1] | 0x20) == c'e':
             return H_TE
+    elif n == 3:
+        if c == c'v' and strncasecmp(p, "via", 3) == 0:
+            return H_VIA
     elif n == 4:
         if c == c'h' and strncasecmp(p, "host", 4) == 0:
             return H_HOST
@@ -27,6 +30,11 @@ cdef int header_id(const char* p, uint32_t n) noexcept nogil:
             return H_UPGRADE
         if c == c't' and strncasecmp(p, "trailer", 7) == 0:
             return H_TRAILER
+    elif n == 9:
+        if c == c'x' and strncasecmp(p, "x-real-ip", 9) == 0:
+            return H_X_REAL_IP
+        if c == c'f' and strncasecmp(p, "forwarded", 9) == 0:
+            return H_FORWARDED
     elif n == 10:
         if c == c'c' and strncasecmp(p, "connection", 10) == 0:
             return H_CONNECTION
@@ -41,10 +49,29 @@ cdef int header_id(const char* p, uint32_t n) noexcept nogil:
     elif n == 16:
         if c == c'p' and strncasecmp(p, "proxy-connection", 16) == 0:
             return H_PROXY_CONNECTION
+        if c == c'x' and strncasecmp(p, "x-forwarded-host", 16) == 0:
+            return H_X_FORWARDED_HOST
+        if c == c'x' and strncasecmp(p, "x-forwarded-port", 16) == 0:
+            return H_X_FORWARDED_PORT
     elif n == 17:
         if c == c't' and strncasecmp(p, "transfer-encoding", 17) == 0:
             return H_TRANSFER_ENCODING
+        if c == c'x' and strncasecmp(p, "x-forwarded-proto", 17) == 0:
+            return H_X_FORWARDED_PROTO
+    elif n == 19:
+        if c == c'x' and strncasecmp(p, "x-internal-redirect", 19) == 0:
+            return H_X_INTERNAL_REDIRECT
+    if n > 6 and c == c'x' and strncasecmp(p, "x-ssl-", 6) == 0:
+        return H_X_SSL
     return H_OTHER
+
+
+cdef bint names_has(NameList* l, const char* name, uint32_t n) noexcept nogil:
+    cdef int i
+    for i in range(l.n):
+        if l.lens[i] == n and strncasecmp(l.names[i], name, n) == 0:
+            return True
+    return False
 
 
 cdef struct Tokens:
@@ -294,52 +321,127 @@ cdef int peer_format(Peer* p, char* out, int cap) noexcept nogil:
 
 # ---- re-emitting heads -------------------------------------------------------
 
+cdef void w_quoted_host(W* w, const char* v, uint32_t n) noexcept nogil:
+    """A Host value as an RFC 7239 quoted-string (it may hold ':port')."""
+    cdef uint32_t i
+    w_put(w, "\"", 1)
+    for i in range(n):
+        if v[i] == c'"' or v[i] == c'\\':
+            w_put(w, "\\", 1)
+        w_put(w, v + i, 1)
+    w_put(w, "\"", 1)
+
+
 cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noexcept nogil:
+    """The head sent to the downstream: the client's request line and
+    headers, minus hop-by-hop and proxy-owned headers, plus the rule's
+    X-Forwarded-* policy; HTTP/1.1 and origin-form whatever the client used."""
     cdef const char* base = bdata(uc.rbuf)
+    cdef const char* url = base + x.url_sp.off
     cdef Tokens toks
     cdef int i, hid, nxff = 0
     cdef int xff_idx[16]
-    cdef bint have_host = False
-    cdef bint xff = x.rule.xff
+    cdef Header* host = NULL
+    cdef uint32_t hp = x.rule.hp
     cdef Header* h
     cdef char ip[64]
     cdef int iplen
+    cdef uint32_t qoff
     collect_connection_tokens(&toks, base, x.req, x.nreq)
     w_put(w, base + x.method_sp.off, x.method_sp.len)
     w_put(w, " ", 1)
-    w_put(w, base + x.url_sp.off, x.url_sp.len)
+    if x.cut_so >= 0:
+        # the rule rewrites the path: keep what precedes and follows the cut
+        w_put(w, url + x.path_off, <uint32_t>x.cut_so)
+        w_put(w, x.rule.replace, x.rule.replace_len)
+        w_put(w, url + x.path_off + x.cut_eo, x.path_len - <uint32_t>x.cut_eo)
+    else:
+        w_put(w, url + x.path_off, x.path_len)
+    if x.path_len == 0 and x.cut_so < 0:
+        w_put(w, "/", 1)
+    qoff = x.path_off + x.path_len
+    w_put(w, url + qoff, x.url_sp.len - qoff)       # ?query as sent
     w_put(w, " HTTP/1.1\r\n", 11)
     for i in range(x.nreq):
         h = &x.req[i]
         hid = header_id(base + h.name.off, h.name.len)
-        if hid == H_CONNECTION or hid == H_KEEP_ALIVE or hid == H_PROXY_CONNECTION or hid == H_TE:
+        if hid == H_OTHER:
+            if (toks.n and tokens_has(&toks, base + h.name.off, h.name.len)) \
+                    or (g_owned.n and names_has(&g_owned, base + h.name.off, h.name.len)):
+                continue
+        elif hid == H_CONNECTION or hid == H_KEEP_ALIVE or hid == H_PROXY_CONNECTION or hid == H_TE \
+                or hid == H_X_SSL:
             continue
-        if hid == H_UPGRADE and not (x.flags & XF_UPGRADE):
-            continue
-        if hid == H_X_FORWARDED_FOR and xff:
-            if nxff < 16:
-                xff_idx[nxff] = i
-                nxff += 1
-            continue
-        if hid == H_HOST:
-            have_host = True
-        elif hid == H_OTHER and toks.n and tokens_has(&toks, base + h.name.off, h.name.len):
-            continue
+        elif hid == H_UPGRADE:
+            if not (x.flags & XF_UPGRADE):
+                continue
+        elif hid == H_X_FORWARDED_FOR:
+            if hp & HP_XFF:
+                if not (hp & HP_XFF_REPLACE) and nxff < 16:
+                    xff_idx[nxff] = i
+                    nxff += 1
+                continue
+        elif hid == H_HOST:
+            host = h
+        elif hid == H_X_REAL_IP:
+            if hp & HP_X_REAL_IP:
+                continue
+        elif hid == H_X_FORWARDED_PROTO:
+            if hp & HP_X_FORWARDED_PROTO:
+                continue
+        elif hid == H_X_FORWARDED_HOST:
+            if hp & HP_X_FORWARDED_HOST:
+                continue
+        elif hid == H_X_FORWARDED_PORT:
+            if hp & HP_X_FORWARDED_PORT:
+                continue
         w_put(w, base + h.name.off, h.name.len)
         w_put(w, ": ", 2)
         w_put(w, base + h.value.off, h.value.len)
         w_put(w, "\r\n", 2)
-    if xff:
-        # RFC 7239 style chain: earlier hops first, this client last
+    iplen = peer_format(&uc.peer, ip, 64)
+    if hp & HP_XFF:
+        # appended: earlier hops first, this client last (RFC 7239 order)
         w_put(w, "X-Forwarded-For: ", 17)
         for i in range(nxff):
             h = &x.req[xff_idx[i]]
             w_put(w, base + h.value.off, h.value.len)
             w_put(w, ", ", 2)
-        iplen = peer_format(&uc.peer, ip, 64)
         w_put(w, ip, iplen)
         w_put(w, "\r\n", 2)
-    if not have_host:
+    if hp & HP_X_REAL_IP:
+        w_put(w, "X-Real-IP: ", 11)
+        w_put(w, ip, iplen)
+        w_put(w, "\r\n", 2)
+    if hp & HP_X_FORWARDED_PROTO:
+        w_str(w, "X-Forwarded-Proto: https\r\n" if uc.srv.tls else "X-Forwarded-Proto: http\r\n")
+    if (hp & HP_X_FORWARDED_HOST) and host != NULL:
+        w_put(w, "X-Forwarded-Host: ", 18)
+        w_put(w, base + host.value.off, host.value.len)
+        w_put(w, "\r\n", 2)
+    if hp & HP_X_FORWARDED_PORT:
+        w_put(w, "X-Forwarded-Port: ", 18)
+        w_uint(w, uc.srv.port)
+        w_put(w, "\r\n", 2)
+    if hp & HP_FORWARDED:
+        # a new element after any the client sent (RFC 7239 section 4)
+        w_put(w, "Forwarded: for=", 15)
+        if uc.peer.family == AF_INET6:
+            w_put(w, "\"[", 2)
+            w_put(w, ip, iplen)
+            w_put(w, "]\"", 2)
+        elif uc.peer.family == AF_INET:
+            w_put(w, ip, iplen)
+        else:
+            w_put(w, "unknown", 7)
+        w_str(w, ";proto=https" if uc.srv.tls else ";proto=http")
+        if host != NULL:
+            w_put(w, ";host=", 6)
+            w_quoted_host(w, base + host.value.off, host.value.len)
+        w_put(w, "\r\n", 2)
+    if hp & HP_VIA:
+        w_str(w, "Via: 1.0 rproxy\r\n" if x.flags & XF_HTTP10 else "Via: 1.1 rproxy\r\n")
+    if host == NULL:
         # HTTP/1.0 clients may omit Host; the downstream speaks HTTP/1.1
         w_put(w, "Host: ", 6)
         w_str(w, ds.label)
@@ -350,10 +452,13 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
 
 
 cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) noexcept nogil:
+    """The head sent to the client: HTTP/1.1, the downstream's status and
+    reason, its headers minus hop-by-hop ones and the vhost's strip-headers."""
     cdef const char* base = bdata(dc.rbuf)
     cdef Tokens toks
     cdef int i, hid
     cdef Header* h
+    cdef NameList* strip = &x.rule.vhost.strip
     cdef char code[4]
     cdef uint16_t st = x.status
     collect_connection_tokens(&toks, base, x.resp, x.nresp)
@@ -377,6 +482,8 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
         if hid == H_TRAILER and (dc.flags & DF_DECHUNK):
             continue
         if hid == H_OTHER and toks.n and tokens_has(&toks, base + h.name.off, h.name.len):
+            continue
+        if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
         w_put(w, base + h.name.off, h.name.len)
         w_put(w, ": ", 2)

@@ -194,6 +194,7 @@ cdef int loop_run() noexcept nogil:
         timers_run()
         run_ready()
         free_dead()
+        tunnels_free_dead()
 
 
 cdef void close_everything() noexcept nogil:
@@ -206,6 +207,7 @@ cdef void close_everything() noexcept nogil:
         uc_close(g_uconns)
     g_ready = NULL
     free_dead()
+    tunnels_free_dead()
     for i in range(g_ndownstreams):
         ds = &g_downstreams[i]
         for j in range(ds.nconns):

@@ -64,7 +64,8 @@ cdef uint32_t host_normalise(const char* v, uint32_t n, char* out, uint32_t cap)
 
 
 cdef void path_span(const char* url, uint32_t n, uint32_t* off, uint32_t* plen) noexcept nogil:
-    """The path of a request target: no query, no scheme://authority."""
+    """The path of a request target: no query, no scheme://authority.
+    Matching is on the path as sent (no decoding), as in RProxy."""
     cdef uint32_t i = 0, s
     if n and url[0] != c'/' and n > 7:
         # absolute-form: skip "scheme://authority"
@@ -83,19 +84,49 @@ cdef void path_span(const char* url, uint32_t n, uint32_t* off, uint32_t* plen) 
     plen[0] = i - s
 
 
-cdef bint rule_matches(RuleRt* r, const char* path, uint32_t plen) noexcept nogil:
-    cdef regmatch_t m
+cdef bint rule_matches(RuleRt* r, const char* path, uint32_t plen, Exchange* x) noexcept nogil:
+    """Does the rule take this path?  When it rewrites the path, record in
+    x.cut_so/cut_eo the part that its replacement stands for:
+      prefix  -> the prefix;  exact, glob -> the whole path;
+      regex   -> the match, or for a 1.x rewrite everything up to the end of
+                 the last capture group (RProxy 1.x: dst + what follows it)."""
+    cdef regmatch_t m[10]
+    cdef int i, last
+    cdef bint ok = False
+    x.cut_so = -1
+    x.cut_eo = -1
     if r.match == M_PREFIX:
-        return plen >= r.plen and memcmp(path, r.pattern, r.plen) == 0
+        ok = plen >= r.plen and memcmp(path, r.pattern, r.plen) == 0
+        if ok and r.replace != NULL:
+            x.cut_so = 0
+            x.cut_eo = <int32_t>r.plen
+        return ok
     if r.match == M_EXACT:
-        return plen == r.plen and memcmp(path, r.pattern, r.plen) == 0
-    if r.match == M_GLOB:
-        return glob_match(r.pattern, r.plen, path, plen, False)
-    if r.match == M_REGEX:
-        m.rm_so = 0
-        m.rm_eo = <regoff_t>plen
-        return regexec(r.regex, path, 1, &m, REG_STARTEND) == 0
-    return False
+        ok = plen == r.plen and memcmp(path, r.pattern, r.plen) == 0
+    elif r.match == M_GLOB:
+        ok = glob_match(r.pattern, r.plen, path, plen, False)
+    elif r.match == M_REGEX:
+        m[0].rm_so = 0
+        m[0].rm_eo = <regoff_t>plen
+        if r.replace == NULL:
+            return regexec(r.regex, path, 1, m, REG_STARTEND) == 0
+        if regexec(r.regex, path, 10, m, REG_STARTEND) != 0:
+            return False
+        if r.rewrite_1x:
+            last = 0
+            for i in range(1, min(r.nsub, 9) + 1):
+                if m[i].rm_so >= 0:
+                    last = i
+            x.cut_so = 0
+            x.cut_eo = m[last].rm_eo
+        else:
+            x.cut_so = m[0].rm_so
+            x.cut_eo = m[0].rm_eo
+        return True
+    if ok and r.replace != NULL:
+        x.cut_so = 0
+        x.cut_eo = <int32_t>plen
+    return ok
 
 
 cdef VhostRt* vhost_for(ServerRt* srv, const char* host, uint32_t hlen) noexcept nogil:
@@ -134,8 +165,10 @@ cdef RuleRt* route(UConn* uc, Exchange* x, int* status) noexcept nogil:
         status[0] = 404
         return NULL
     path_span(base + x.url_sp.off, x.url_sp.len, &poff, &plen)
+    x.path_off = poff
+    x.path_len = plen
     for i in range(v.nrules):
-        if rule_matches(&v.rules[i], base + x.url_sp.off + poff, plen):
+        if rule_matches(&v.rules[i], base + x.url_sp.off + poff, plen, x):
             return &v.rules[i]
     status[0] = 404
     return NULL

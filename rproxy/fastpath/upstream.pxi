@@ -39,6 +39,11 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.nresp = 0
     x.t_start = g_now
     x.body_in = 0
+    x.head_end = 0
+    x.path_off = 0
+    x.path_len = 0
+    x.cut_so = -1
+    x.cut_eo = -1
     c_x_out += 1
     return x
 
@@ -64,7 +69,10 @@ cdef void x_drop(UConn* uc) noexcept nogil:
     if x == NULL:
         return
     if x.dc != NULL:
-        dc_abandon(x.dc)
+        if x.dc.flags & DF_TUNNEL:
+            tunnel_free(x.dc)
+        else:
+            dc_abandon(x.dc)
     x_free(x)
     uc.x = NULL
 
@@ -388,6 +396,9 @@ cdef bint uc_make_room(UConn* uc) noexcept nogil:
 cdef void uc_read(UConn* uc) noexcept nogil:
     cdef ssize_t n
     cdef uint32_t room
+    if uc.state == U_TUNNEL:
+        tun_up(uc)
+        return
     while (uc.flags & UF_READABLE) and not (uc.flags & UF_DEAD) and uc_wants_input(uc):
         if uc.rbuf == NULL:
             uc.rbuf = buf_get()
@@ -443,14 +454,23 @@ cdef void uc_on_eof(UConn* uc) noexcept nogil:
         uc.flags |= UF_CLOSE_AFTER
 
 
+cdef int parse_error_status(UConn* uc, llhttp_errno_t err) noexcept nogil:
+    """The status for a request llhttp refused: a limit we stopped it for
+    (414/431), 505 for a well-formed but unsupported HTTP version, else 400."""
+    cdef const char* reason
+    if uc.x != NULL and uc.x.err_status:
+        return uc.x.err_status
+    if err == HPE_INVALID_VERSION:
+        reason = llhttp_get_error_reason(&uc.parser)
+        if reason != NULL and strcmp(reason, "Invalid HTTP version") == 0:
+            return 505
+    return 400
+
+
 cdef void uc_parse_error(UConn* uc, llhttp_errno_t err) noexcept nogil:
-    cdef int status = 400
+    cdef int status = parse_error_status(uc, err)
     cdef char where[48]
     cdef int n = peer_format(&uc.peer, where, 48)
-    if uc.x != NULL and uc.x.err_status:
-        status = uc.x.err_status
-    elif err == HPE_INVALID_VERSION:
-        status = 505
     c_errors_inc()
     rp_elog(g_errfd, 4, "client %.*s: bad request (%d): %s", n, where, status,
             llhttp_get_error_reason(&uc.parser))
@@ -486,6 +506,7 @@ cdef void uc_process(UConn* uc) noexcept nogil:
                 llhttp_resume(&uc.parser)
                 if uc.flags & UF_HEAD_DONE:
                     uc.flags &= ~UF_HEAD_DONE
+                    uc.x.head_end = uc.rpos
                     if uc.rpos - uc.mstart > uc.srv.max_header_size:
                         uc_respond(uc, 431, False)
                         return
@@ -500,18 +521,17 @@ cdef void uc_process(UConn* uc) noexcept nogil:
             return
 
 
-cdef void uc_on_head(UConn* uc) noexcept nogil:
-    """A request head is complete in [mstart, rpos): route it and start it."""
+cdef RuleRt* request_admit(UConn* uc, int* status) noexcept nogil:
+    """Classify a complete request head and route it: the rule to use, or
+    NULL with *status set (400 bad Host, 404 no route, 405 CONNECT, 413 body
+    too large, 505 not HTTP/1.x).  *status 0 with NULL never happens."""
     cdef Exchange* x = uc.x
     cdef llhttp_t* p = &uc.parser
-    cdef int status = 0
-    cdef RuleRt* rule
-    cdef DConn* dc
     cdef uint8_t m = p.method
     x.method = m
     if p.http_major != 1:
-        uc_respond(uc, 505, False)
-        return
+        status[0] = 505
+        return NULL
     if p.http_minor == 0:
         x.flags |= XF_HTTP10
     if llhttp_should_keep_alive(p):
@@ -522,19 +542,34 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             or m == HTTP_DELETE:
         x.flags |= XF_IDEMPOTENT
     if m == HTTP_CONNECT:
-        uc_respond(uc, 405, False)
-        return
+        status[0] = 405                 # a reverse proxy is not a CONNECT proxy
+        return NULL
+    if (p.flags & F_TRANSFER_ENCODING) and not (p.flags & F_CHUNKED):
+        # RFC 9112 6.3: a request whose final coding is not chunked has no
+        # reliable length.  llhttp only notices after the head (past our pause),
+        # so refuse here, before a byte of it is forwarded.
+        status[0] = 400
+        return NULL
     if p.upgrade:
-        # protocol upgrades (WebSocket) need the tunnel; refuse cleanly for now
-        uc_reject(uc, 501)
-        return
+        x.flags |= XF_UPGRADE           # forwarded with its Upgrade; tunnel after a 101
     if uc.srv.client_max_body_size and (p.flags & F_CONTENT_LENGTH) \
             and p.content_length > uc.srv.client_max_body_size:
-        uc_respond(uc, 413, False)
-        return
-    rule = route(uc, x, &status)
+        status[0] = 413
+        return NULL
+    return route(uc, x, status)
+
+
+cdef void uc_on_head(UConn* uc) noexcept nogil:
+    """A request head is complete in [mstart, rpos): route it and start it."""
+    cdef Exchange* x = uc.x
+    cdef int status = 0
+    cdef DConn* dc
+    cdef RuleRt* rule = request_admit(uc, &status)
     if rule == NULL:
-        uc_reject(uc, status)
+        if status == 505 or status == 405 or status == 413:
+            uc_respond(uc, status, False)
+        else:
+            uc_reject(uc, status)
         return
     x.rule = rule
     if rule.nds == 0:
@@ -590,6 +625,11 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     dc.out.hlen = <uint32_t>(w.p - bdata(hb))
     dc.out.hbuf = hb
     uc.fpos = uc.rpos               # the client's own head is not forwarded
+    if x.rule.passthrough:
+        # RProxy's passthrough: after the head, bytes flow raw both ways
+        x.flags |= XF_RESP_STARTED
+        tunnel_start(x, dc)
+        return
     uc.state = U_BODY
     timer_arm(&dc.timer, dc.ds.read_timeout_ms)
     timer_arm(&uc.timer, uc.srv.read_timeout_ms)
@@ -649,7 +689,7 @@ cdef void uc_on_timer(UConn* uc) noexcept nogil:
     if not out_empty(&uc.out):
         rp_elog(g_errfd, 6, "client write timeout")
         uc_close(uc)
-    elif st == U_IDLE or st == U_LINGER or st == U_CLOSING:
+    elif st == U_IDLE or st == U_LINGER or st == U_CLOSING or st == U_TUNNEL:
         uc_close(uc)
     elif st == U_HEAD:
         uc_respond(uc, 408, False)

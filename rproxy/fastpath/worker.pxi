@@ -35,6 +35,26 @@ cdef char* _dup(bytes src) except NULL:
     return p
 
 
+cdef int _namelist(NameList* l, names) except -1:
+    l.n = len(names)
+    l.names = <char**>calloc(max(l.n, 1), sizeof(char*))
+    l.lens = <uint32_t*>calloc(max(l.n, 1), sizeof(uint32_t))
+    if l.names == NULL or l.lens == NULL:
+        raise MemoryError()
+    for i, name in enumerate(names):
+        b = name.encode()
+        l.names[i] = _dup(b)
+        l.lens[i] = len(b)
+    return 0
+
+
+HEADER_POLICY = {
+    "x_forwarded_for": HP_XFF, "x_forwarded_for_replace": HP_XFF_REPLACE, "x_real_ip": HP_X_REAL_IP,
+    "x_forwarded_proto": HP_X_FORWARDED_PROTO, "x_forwarded_host": HP_X_FORWARDED_HOST,
+    "x_forwarded_port": HP_X_FORWARDED_PORT, "forwarded": HP_FORWARDED, "via": HP_VIA,
+}
+
+
 def _ms(seconds):
     """Seconds (float) -> whole milliseconds, at least 1 when non-zero."""
     if not seconds or seconds <= 0:
@@ -85,13 +105,17 @@ cdef class Worker:
 
     def set_server(self, int index, *, read_timeout, write_timeout, keepalive_timeout,
                    pending_timeout, int max_request_line, int max_header_size, int max_headers,
-                   client_max_body_size, int max_pending, int nvhosts):
+                   client_max_body_size, int max_pending, int nvhosts, int port=0, bint tls=False,
+                   tunnel_timeout=3600.0):
         cdef ServerRt* s = &g_servers[index]
         s.index = index
+        s.port = port
+        s.tls = tls
         s.read_timeout_ms = _ms(read_timeout)
         s.write_timeout_ms = _ms(write_timeout)
         s.keepalive_timeout_ms = _ms(keepalive_timeout)
         s.pending_timeout_ms = _ms(pending_timeout)
+        s.tunnel_timeout_ms = _ms(tunnel_timeout)
         s.max_request_line = max_request_line
         s.max_header_size = max_header_size
         s.max_headers = min(max_headers, HDR_CAP)
@@ -100,8 +124,10 @@ cdef class Worker:
         s.vhosts = <VhostRt*>calloc(max(nvhosts, 1), sizeof(VhostRt))
         s.nvhosts = nvhosts
 
-    def set_vhost(self, int server, int index, globs, bint is_default, int nrules):
+    def set_vhost(self, int server, int index, globs, bint is_default, int nrules, strip_headers=()):
         cdef VhostRt* v = &g_servers[server].vhosts[index]
+        _copy_cstr(v.name, 128, globs[0].encode())
+        _namelist(&v.strip, strip_headers)
         v.nglobs = len(globs)
         v.globs = <char**>calloc(max(v.nglobs, 1), sizeof(char*))
         v.glob_lens = <uint32_t*>calloc(max(v.nglobs, 1), sizeof(uint32_t))
@@ -114,27 +140,49 @@ cdef class Worker:
         v.nrules = nrules
 
     def set_rule(self, int server, int vhost, int index, str name, str match, str pattern,
-                 downstreams, str lb_method, bint xff):
+                 downstreams, str lb_method, header_policy=(), replace=None, bint rewrite_1x=False,
+                 bint passthrough=False, bint allow_redirect=False, redirect_filter=()):
+        """header_policy: names from HEADER_POLICY; replace: the path
+        replacement (1.x rewrite dst when rewrite_1x, else 2.x replace-path)."""
         cdef RuleRt* r = &g_servers[server].vhosts[vhost].rules[index]
         cdef bytes pb = pattern.encode()
+        cdef bytes rb
         cdef int rc
         cdef char msg[256]
         _copy_cstr(r.name, 64, name.encode())
+        r.vhost = &g_servers[server].vhosts[vhost]
         r.match = _match_code(match)
         r.pattern = _dup(pb)
         r.plen = len(pb)
         r.lb = _lb_code(lb_method)
-        r.xff = xff
+        r.hp = 0
+        for k in header_policy:
+            r.hp |= HEADER_POLICY[k]
+        if replace is not None:
+            rb = replace.encode()
+            r.replace = _dup(rb)
+            r.replace_len = len(rb)
+        r.rewrite_1x = rewrite_1x
+        r.passthrough = passthrough
+        r.allow_redirect = allow_redirect
+        _namelist(&r.redirect_filter, redirect_filter)
         r.nds = len(downstreams)
         r.dss = <DownstreamRt**>calloc(max(r.nds, 1), sizeof(DownstreamRt*))
         for i, d in enumerate(downstreams):
             r.dss[i] = &g_downstreams[<int>d]
         if r.match == M_REGEX:
             r.regex = <regex_t*>malloc(sizeof(regex_t))
-            rc = regcomp(r.regex, r.pattern, REG_EXTENDED | REG_NOSUB)
+            # captures are only needed when the match drives a rewrite
+            rc = regcomp(r.regex, r.pattern, REG_EXTENDED | (0 if r.replace != NULL else REG_NOSUB))
             if rc != 0:
                 regerror(rc, r.regex, msg, 256)
                 raise ValueError(f"rule {name}: bad regular expression: {msg.decode()}")
+            r.nsub = <int>r.regex.re_nsub
+
+    def set_owned_headers(self, names):
+        """Request header names the proxy owns (x509-extension headers): a
+        client's copies are always dropped.  X-SSL-* is owned by prefix."""
+        _namelist(&g_owned, names)
 
     def set_downstream(self, int index, str name, str label, int family, bytes sockaddr, *,
                        int connections, retry, connect_timeout, read_timeout, write_timeout,

@@ -172,7 +172,7 @@ cdef extern from "<string.h>" nogil:
 
 cdef extern from "<regex.h>" nogil:
     ctypedef struct regex_t:
-        pass
+        size_t re_nsub
     ctypedef int regoff_t
     ctypedef struct regmatch_t:
         regoff_t rm_so

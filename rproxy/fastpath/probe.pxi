@@ -1,0 +1,151 @@
+# Hooks into the request glue without sockets, for tests (fuzzing, the
+# smuggling corpus) and micro-benchmarks.  They run exactly the code the
+# loop runs: llhttp with the cdef callbacks, request_admit (limits, Host,
+# routing) and build_request_head.
+
+cdef ServerRt g_probe_srv
+cdef VhostRt g_probe_vhost
+cdef RuleRt g_probe_rule
+cdef DownstreamRt g_probe_ds
+cdef char* g_probe_glob = "*"
+cdef uint32_t g_probe_glob_len = 1
+
+
+cdef void probe_setup(int max_headers, int max_request_line, int max_header_size,
+                      uint64_t max_body, uint32_t hp) noexcept nogil:
+    http_settings_init()
+    memset(&g_probe_srv, 0, sizeof(ServerRt))
+    memset(&g_probe_vhost, 0, sizeof(VhostRt))
+    memset(&g_probe_rule, 0, sizeof(RuleRt))
+    memset(&g_probe_ds, 0, sizeof(DownstreamRt))
+    g_probe_srv.max_headers = max_headers if max_headers < HDR_CAP else HDR_CAP
+    g_probe_srv.max_request_line = max_request_line
+    g_probe_srv.max_header_size = max_header_size
+    g_probe_srv.client_max_body_size = max_body
+    g_probe_srv.port = 8080
+    g_probe_srv.vhosts = &g_probe_vhost
+    g_probe_srv.nvhosts = 1
+    g_probe_vhost.globs = &g_probe_glob
+    g_probe_vhost.glob_lens = &g_probe_glob_len
+    g_probe_vhost.nglobs = 1
+    g_probe_vhost.rules = &g_probe_rule
+    g_probe_vhost.nrules = 1
+    g_probe_rule.vhost = &g_probe_vhost
+    g_probe_rule.match = M_PREFIX
+    g_probe_rule.pattern = "/"
+    g_probe_rule.plen = 1
+    g_probe_rule.hp = hp
+    memcpy(g_probe_ds.label, b"downstream:80", 14)
+
+
+cdef int probe_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil:
+    """Parse one request head out of data.  >0: HTTP status of a rejection;
+    0: head accepted and re-emitted into w; -1: incomplete."""
+    cdef llhttp_errno_t err
+    cdef int status = 0
+    cdef RuleRt* rule
+    llhttp_init(&uc.parser, HTTP_REQUEST, &g_req_settings)
+    uc.parser.data = uc
+    uc.srv = &g_probe_srv
+    uc.state = U_IDLE
+    uc.flags = 0
+    uc.rpos = 0
+    uc.rend = n
+    uc.mstart = 0
+    memcpy(bdata(uc.rbuf), data, n)
+    uc.peer.family = AF_INET
+    uc.peer.addr[0] = 192
+    uc.peer.addr[1] = 0
+    uc.peer.addr[2] = 2
+    uc.peer.addr[3] = 1
+    err = llhttp_execute(&uc.parser, bdata(uc.rbuf), n)
+    if err == HPE_PAUSED and (uc.flags & UF_HEAD_DONE):
+        uc.rpos = <uint32_t>(llhttp_get_error_pos(&uc.parser) - bdata(uc.rbuf))
+        if uc.rpos - uc.mstart > g_probe_srv.max_header_size:
+            return 431
+        rule = request_admit(uc, &status)
+        if rule == NULL:
+            return status
+        uc.x.rule = rule
+        build_request_head(w, uc, uc.x, &g_probe_ds)
+        return 0
+    if err == HPE_OK:
+        if uc.x != NULL and uc.rend - uc.mstart > g_probe_srv.max_header_size:
+            return 431
+        return -1
+    return parse_error_status(uc, err)
+
+
+def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
+                  int max_header_size=16384, int client_max_body_size=0, policy=()):
+    """Run the fast path's request glue on `data` (one request head, maybe
+    followed by more bytes).  Returns ("forward", head_sent_downstream, head_len)
+    | ("reject", status) | ("incomplete",)."""
+    cdef uint32_t hp = 0
+    for k in policy:
+        hp |= HEADER_POLICY[k]
+    probe_setup(max_headers, max_request_line, max_header_size, client_max_body_size, hp)
+    cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
+    cdef Buf* rb = <Buf*>malloc(sizeof(Buf) + len(data) + 1)
+    cdef Buf* ob = <Buf*>malloc(sizeof(Buf) + 65536)
+    cdef W w
+    cdef int r
+    cdef const char* d = data
+    cdef uint32_t n = len(data)
+    if uc == NULL or rb == NULL or ob == NULL:
+        free(uc); free(rb); free(ob)
+        raise MemoryError()
+    rb.cap = n + 1
+    uc.rbuf = rb
+    uc.x = NULL
+    w.p = bdata(ob)
+    w.end = w.p + 65536
+    w.overflow = 0
+    with nogil:
+        r = probe_one(uc, d, n, &w)
+    try:
+        if r > 0:
+            return ("reject", r)
+        if r < 0:
+            return ("incomplete",)
+        if w.overflow:
+            return ("reject", 431)
+        return ("forward", bytes(bdata(ob)[:w.p - bdata(ob)]), uc.rpos)
+    finally:
+        if uc.x != NULL:
+            x_free(uc.x)
+        free(uc)
+        free(rb)
+        free(ob)
+
+
+def bench_parse_request(bytes data, int rounds, policy=()):
+    """Parse + re-emit the same head `rounds` times in C; returns the number
+    accepted (for pytest-benchmark: the loop itself runs no Python)."""
+    cdef uint32_t hp = 0
+    for k in policy:
+        hp |= HEADER_POLICY[k]
+    probe_setup(100, 8192, 16384, 0, hp)
+    cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
+    cdef Buf* rb = <Buf*>malloc(sizeof(Buf) + len(data) + 1)
+    cdef Buf* ob = <Buf*>malloc(sizeof(Buf) + 65536)
+    cdef W w
+    cdef int i, ok = 0
+    cdef const char* d = data
+    cdef uint32_t n = len(data)
+    rb.cap = n + 1
+    uc.rbuf = rb
+    with nogil:
+        for i in range(rounds):
+            w.p = bdata(ob)
+            w.end = w.p + 65536
+            w.overflow = 0
+            if probe_one(uc, d, n, &w) == 0:
+                ok += 1
+            if uc.x != NULL:
+                x_free(uc.x)
+                uc.x = NULL
+    free(uc)
+    free(rb)
+    free(ob)
+    return ok
