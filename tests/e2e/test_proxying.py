@@ -205,16 +205,19 @@ def test_http10_client_gets_chunked_response_unchunked(proxy):
 
 def test_workers_and_titles(start_rproxy, downstream, port):
     p = start_rproxy(conf(port, downstream.port, workers=3), port)
+    expected = [f"rproxy: worker {i} (gen 1)" for i in range(3)]
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(p.workers()) < 3:
+    titles = []
+    while time.monotonic() < deadline:
+        workers = p.workers()
+        titles = sorted(w.cmdline()[0] for w in workers)
+        if titles == expected:      # a worker takes its title just after fork
+            break
         time.sleep(0.05)
-    workers = p.workers()
-    assert len(workers) == 3
+    assert titles == expected
     master = psutil.Process(p.pid)
     assert master.cmdline()[0].startswith("rproxy: master -c ")
     assert master.cmdline()[0].endswith(p.conf)
-    titles = sorted(w.cmdline()[0] for w in workers)
-    assert titles == [f"rproxy: worker {i} (gen 1)" for i in range(3)]
     # the listening socket is shared: every worker holds it
     for w in workers:
         assert any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
