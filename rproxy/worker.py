@@ -78,7 +78,8 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
         w.set_downstream(i, ds.name, label, family, raw, connections=ds.connections, retry=ds.retry,
                          connect_timeout=ds.connect_timeout, read_timeout=ds.read_timeout,
                          write_timeout=ds.write_timeout, idle_timeout=ds.idle_timeout,
-                         max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight)
+                         max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight,
+                         max_age=ds.max_age)
     owned = set()
     for si, srv in enumerate(cfg.servers):
         port = 0 if srv.addr.startswith("unix:") else srv.port

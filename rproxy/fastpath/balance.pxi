@@ -15,8 +15,11 @@ cdef inline uint64_t rand64() noexcept nogil:
     return g_rand_state * 0x2545F4914F6CDD1DULL
 
 
+cdef bint g_ignore_ejection = False     # every candidate was ejected: use them anyway
+
+
 cdef inline bint ds_usable(DownstreamRt* d) noexcept nogil:
-    return d.enabled and d.n_idle > 0
+    return d.enabled and d.n_idle > 0 and (g_ignore_ejection or d.eject_until <= g_now)
 
 
 cdef int lb_choose(RuleRt* r) noexcept nogil:
@@ -94,11 +97,33 @@ cdef bint rule_alive(RuleRt* r) noexcept nogil:
     return False
 
 
+cdef bint all_ejected(RuleRt* r) noexcept nogil:
+    cdef int i
+    for i in range(r.nds):
+        if r.dss[i].enabled and r.dss[i].eject_until <= g_now:
+            return False
+    return True
+
+
 cdef DConn* lb_pick(RuleRt* r) noexcept nogil:
-    cdef int i = lb_choose(r)
-    if i < 0:
-        return NULL
-    return idle_pop(r.dss[i])
+    """An idle connection for the rule, checked alive, or NULL."""
+    global g_ignore_ejection
+    cdef int i
+    cdef DConn* dc
+    # Passive health: ejected downstreams are skipped -- unless all of the
+    # rule's are ejected, where refusing everything would turn a partial
+    # outage into a total one (nginx does the same).
+    g_ignore_ejection = all_ejected(r)
+    while True:
+        i = lb_choose(r)
+        if i < 0:
+            g_ignore_ejection = False
+            return NULL
+        dc = idle_pop(r.dss[i])
+        if dc_alive(dc):
+            g_ignore_ejection = False
+            return dc
+        dc_recycle(dc)              # closed by the downstream while idle: never hand it out
 
 
 cdef void rtt_sample(DownstreamRt* d, double ms) noexcept nogil:

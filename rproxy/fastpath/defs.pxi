@@ -86,6 +86,8 @@ cdef enum:
     XF_IDEMPOTENT = 0x40
     XF_REQ_SENT_ANY = 0x80  # some request bytes reached the downstream
     XF_PENDING = 0x100      # in the pending queue
+    XF_BODY_SPILLED = 0x200 # the client buffer was reused mid-body: the request can't be replayed
+    XF_RETRIED = 0x400      # already replayed once on another connection
 
 cdef enum:
     HS_NONE = 0
@@ -283,6 +285,7 @@ cdef struct DConn:
     int32_t fails           # consecutive failures (reconnect backoff)
     int64_t connected_at
     int64_t assigned_at
+    int64_t idle_since      # ms
     uint16_t local_port
     llhttp_t parser
 
@@ -307,7 +310,12 @@ cdef struct DownstreamRt:
     int64_t read_timeout_ms
     int64_t write_timeout_ms
     int64_t idle_timeout_ms
+    int64_t max_age_ms
     uint32_t max_requests
+    int max_fails           # consecutive failed exchanges before ejection
+    int fails_in_row
+    int ejections           # consecutive ejections (doubles the next one)
+    int64_t eject_until     # ms; not picked before this unless every downstream is ejected
     double rtt_ms           # EWMA of time to first response byte
     uint32_t rtt_samples
     uint8_t nodelay

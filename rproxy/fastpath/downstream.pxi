@@ -14,6 +14,7 @@
 cdef void idle_push(DConn* dc) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
     dc.state = D_IDLE
+    dc.idle_since = g_now
     dc.inext = NULL
     dc.iprev = ds.idle_last
     if ds.idle_last != NULL:
@@ -38,6 +39,22 @@ cdef void idle_remove(DConn* dc) noexcept nogil:
     dc.iprev = NULL
     dc.inext = NULL
     ds.n_idle -= 1
+
+
+cdef bint dc_alive(DConn* dc) noexcept nogil:
+    """The liveness check before reuse.  A close by the downstream normally
+    arrives as an event and the connection is recycled before anyone picks
+    it; a connection idle for more than a second is also peeked at, since
+    that is where a downstream's keep-alive timeout strikes (a hot
+    connection is not: the syscall would cost every request)."""
+    cdef char c
+    cdef ssize_t n
+    if dc.flags & DF_RDHUP:
+        return False
+    if g_now - dc.idle_since < 1000:
+        return True
+    n = recv(dc.h.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT)
+    return n < 0 and errno == EAGAIN
 
 
 cdef DConn* idle_pop(DownstreamRt* ds) noexcept nogil:
@@ -187,11 +204,65 @@ cdef void dc_abandon(DConn* dc) noexcept nogil:
     dc_recycle(dc)
 
 
+cdef void ds_exchange_failed(DownstreamRt* ds) noexcept nogil:
+    """Passive health: after max-fails failed exchanges in a row the
+    downstream is ejected (not picked) for 5 s, doubling up to 60 s while it
+    keeps failing; its first success clears the count."""
+    cdef int64_t ms
+    ds.fails_in_row += 1
+    if ds.max_fails > 0 and ds.fails_in_row >= ds.max_fails and ds.eject_until <= g_now:
+        ms = 5000
+        for _ in range(min(ds.ejections, 4)):
+            ms *= 2
+        if ms > 60000:
+            ms = 60000
+        ds.ejections += 1
+        ds.eject_until = g_now + ms
+        rp_elog(g_errfd, 3, "downstream %s (%s) ejected for %lld ms after %d failures in a row",
+                ds.name, ds.label, ms, ds.fails_in_row)
+
+
+cdef bint x_try_replay(Exchange* x, DConn* dc, const char* why) noexcept nogil:
+    """The connection failed before any response byte.  Send the request
+    again, once, on another connection when that is safe: nothing reached
+    the downstream, or the request is idempotent (the usual case: a pooled
+    connection the downstream had just closed).  The whole request must
+    still be in the client's buffer."""
+    cdef UConn* uc = x.uc
+    cdef DConn* dc2
+    if x.flags & (XF_RETRIED | XF_BODY_SPILLED | XF_RESP_STARTED) or (dc.flags & DF_GOT_BYTES):
+        return False
+    if not (x.flags & XF_REQ_DONE):
+        return False
+    if (x.flags & XF_REQ_SENT_ANY) and not (x.flags & XF_IDEMPOTENT):
+        return False
+    rp_elog(g_errfd, 6, "downstream %s (%s): %s; retrying the request on another connection",
+            dc.ds.name, dc.ds.label, why)
+    x.flags |= XF_RETRIED
+    x.flags &= ~XF_REQ_SENT_ANY
+    x.body_in = 0
+    dc_detach(dc)
+    dc_failed(dc, ECONNRESET)
+    dc2 = lb_pick(x.rule)
+    if dc2 != NULL:
+        x_attach(x, dc2)
+    elif rule_alive(x.rule):
+        uc.state = U_PENDING
+        timer_stop(&uc.timer)
+        pend_add(x)
+    else:
+        uc_respond(uc, 502, (x.flags & XF_KEEPALIVE) != 0)
+    return True
+
+
 cdef void dc_exchange_failed(DConn* dc, int status, const char* why) noexcept nogil:
     """The downstream broke, timed out or sent garbage mid-exchange."""
     cdef Exchange* x = dc.x
     cdef UConn* uc = x.uc
     cdef DownstreamRt* ds = dc.ds
+    ds_exchange_failed(ds)
+    if status == 502 and x_try_replay(x, dc, why):
+        return
     c_errors_inc()
     rp_elog(g_errfd, 3, "downstream %s (%s): %s -> %d", ds.name, ds.label, why, status)
     dc_detach(dc)
@@ -208,12 +279,13 @@ cdef void dc_exchange_failed(DConn* dc, int status, const char* why) noexcept no
 cdef int dc_send(DConn* dc) noexcept nogil:
     """Write pending request bytes.  0: all out; 1: socket full; -1: failed
     (the exchange has been answered with 502)."""
+    cdef uint32_t before = dc.out.hlen + dc.out.blen
     cdef int r = out_flush(&dc.out, dc.h.fd)
-    if r == 0:
+    if dc.out.hlen + dc.out.blen < before:
         dc.x.flags |= XF_REQ_SENT_ANY
+    if r == 0:
         return 0
     if r > 0:
-        dc.x.flags |= XF_REQ_SENT_ANY
         dc.flags &= ~DF_WRITABLE
         timer_arm(&dc.timer, dc.ds.write_timeout_ms)
         return 1
@@ -525,10 +597,14 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
                 ds.name, dc.rend - dc.rpos)
     elif ds.max_requests and dc.nreq >= ds.max_requests:
         reuse = False
+    elif ds.max_age_ms and g_now - dc.connected_at >= ds.max_age_ms:
+        reuse = False
     elif g_stop:
         reuse = False
     if not (x.flags & XF_REQ_DONE):
         uc.flags |= UF_CLOSE_AFTER  # the rest of the request body was never read
+    ds.fails_in_row = 0
+    ds.ejections = 0
     dc_detach(dc)
     x_free(x)
     uc.x = NULL

@@ -383,6 +383,8 @@ cdef bint uc_make_room(UConn* uc) noexcept nogil:
         uc_respond(uc, 431 if uc.x.url_sp.len and uc.x.nreq else 414, False)
         return False
     # everything before rpos is consumed (uc_wants_input checked it)
+    if uc.state == U_BODY:
+        uc.x.flags |= XF_BODY_SPILLED   # the start of this request is about to be overwritten
     if uc.rpos == uc.rend:
         uc.rpos = 0
         uc.fpos = 0
@@ -624,7 +626,8 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     dc.out.hptr = bdata(hb)
     dc.out.hlen = <uint32_t>(w.p - bdata(hb))
     dc.out.hbuf = hb
-    uc.fpos = uc.rpos               # the client's own head is not forwarded
+    uc.fpos = x.head_end            # the client's own head is not forwarded (a replay
+                                    # re-sends the body that follows it)
     if x.rule.passthrough:
         # RProxy's passthrough: after the head, bytes flow raw both ways
         x.flags |= XF_RESP_STARTED
@@ -650,12 +653,23 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
         if not out_empty(&dc.out):
             if dc_send(dc) != 0:
                 return
+        base = bdata(uc.rbuf)
+        if uc.rpos > uc.fpos:
+            n = uc.rpos - uc.fpos
+            x.body_in += n
+            if uc.srv.client_max_body_size and x.body_in > uc.srv.client_max_body_size:
+                uc_respond(uc, 413, False)
+                return
+            dc.out.bptr = base + uc.fpos
+            dc.out.blen = n
+            uc.fpos = uc.rpos
+            timer_arm(&uc.timer, uc.srv.read_timeout_ms)
+            continue
         if x.flags & XF_REQ_DONE:
             uc.state = U_WAIT
             if out_empty(&uc.out):
                 timer_stop(&uc.timer)
             return
-        base = bdata(uc.rbuf)
         err = llhttp_execute(&uc.parser, base + uc.rpos, uc.rend - uc.rpos)
         if err == HPE_OK:
             uc.rpos = uc.rend
@@ -669,18 +683,7 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
             rp_elog(g_errfd, 4, "bad request body: %s", llhttp_get_error_reason(&uc.parser))
             uc_respond(uc, 400, False)
             return
-        if uc.rpos > uc.fpos:
-            n = uc.rpos - uc.fpos
-            x.body_in += n
-            if uc.srv.client_max_body_size and x.body_in > uc.srv.client_max_body_size:
-                uc_respond(uc, 413, False)
-                return
-            dc.out.bptr = base + uc.fpos
-            dc.out.blen = n
-            uc.fpos = uc.rpos
-            timer_arm(&uc.timer, uc.srv.read_timeout_ms)
-            continue
-        if not (x.flags & XF_REQ_DONE):
+        if uc.rpos == uc.fpos and not (x.flags & XF_REQ_DONE):
             return                  # wait for more of the body
 
 

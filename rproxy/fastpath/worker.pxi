@@ -186,7 +186,8 @@ cdef class Worker:
 
     def set_downstream(self, int index, str name, str label, int family, bytes sockaddr, *,
                        int connections, retry, connect_timeout, read_timeout, write_timeout,
-                       idle_timeout, int max_requests, bint enabled, int weight):
+                       idle_timeout, int max_requests, bint enabled, int weight, max_age=0.0,
+                       int max_fails=3):
         cdef DownstreamRt* d = &g_downstreams[index]
         d.index = index
         _copy_cstr(d.name, 64, name.encode())
@@ -203,6 +204,8 @@ cdef class Worker:
         d.write_timeout_ms = _ms(write_timeout)
         d.idle_timeout_ms = _ms(idle_timeout)
         d.max_requests = max_requests
+        d.max_age_ms = _ms(max_age)
+        d.max_fails = max_fails
         d.enabled = enabled
         d.weight = max(weight, 1)
         d.conns = <DConn*>calloc(max(connections, 1), sizeof(DConn))

@@ -170,6 +170,8 @@ Handler = Callable[[Request, socket.socket], bool]
 class Downstream:
     handler: Optional[Handler] = None
     host: str = "127.0.0.1"
+    idle_timeout: Optional[float] = None     # close a keep-alive connection idle this long
+    bind_port: int = 0                       # 0: any free port; else restart on that one
     requests: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     connections: int = 0
@@ -178,7 +180,7 @@ class Downstream:
     def __post_init__(self):
         self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.host, 0))
+        self.sock.bind((self.host, self.bind_port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
@@ -204,6 +206,14 @@ class Downstream:
         r = _Reader(s)
         try:
             while not self._stop:
+                if self.idle_timeout is not None:
+                    s.settimeout(self.idle_timeout)
+                    try:
+                        if not r.buf and not r.fill():
+                            return
+                    except socket.timeout:
+                        return                   # idle too long: close, like nginx's keepalive_timeout
+                    s.settimeout(None)
                 req = read_request(r, cid)
                 if req is None:
                     return
