@@ -6,7 +6,7 @@ the compiler can inline across them).  Import it through rproxy.fastpath,
 which first makes llhttp's C symbols visible to it.
 """
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memcpy, memmove, memset, memcmp, strlen, strcmp, strerror
+from libc.string cimport memcpy, memmove, memset, memcmp, strlen, strcmp, strstr, strerror
 from libc.stdio cimport snprintf
 from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, ECONNRESET, EPIPE, ETIMEDOUT,
                          EMFILE, ENFILE, ENOBUFS, ENOMEM)
@@ -28,6 +28,8 @@ include "fastpath/balance.pxi"
 include "fastpath/upstream.pxi"
 include "fastpath/downstream.pxi"
 include "fastpath/tunnel.pxi"
+include "fastpath/health.pxi"
+include "fastpath/control.pxi"
 include "fastpath/loop.pxi"
 include "fastpath/worker.pxi"
 include "fastpath/probe.pxi"

@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 from typing import Sequence
 
 from . import errorlog
@@ -20,10 +21,23 @@ EXIT_OK = 0
 EXIT_BOOT_ERROR = 3          # the worker could not start: do not respawn in a loop
 
 
+def is_hostname(addr: str) -> bool:
+    if addr.startswith("unix:"):
+        return False
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, addr.strip("[]"))
+            return False
+        except OSError:
+            pass
+    return True
+
+
 def sockaddr_for(ds: Downstream) -> tuple[int, bytes, str]:
     """(family, raw struct sockaddr, label) for a downstream address.
 
-    Hostnames are resolved here, when the worker starts."""
+    Hostnames are resolved here when the worker starts, then again by the
+    worker's Resolver thread (periodically and after a failed connect)."""
     label = f"{ds.addr}:{ds.port}"
     if ds.addr.startswith("unix:"):
         path = ds.addr[5:].encode()
@@ -75,11 +89,16 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                errfd=errorlog.fd(), shutdown_timeout=cfg.shutdown_timeout)
     for i, ds in enumerate(all_ds):
         family, raw, label = sockaddr_for(ds)
+        if is_hostname(ds.addr):
+            w.set_hostname(i)
         w.set_downstream(i, ds.name, label, family, raw, connections=ds.connections, retry=ds.retry,
                          connect_timeout=ds.connect_timeout, read_timeout=ds.read_timeout,
                          write_timeout=ds.write_timeout, idle_timeout=ds.idle_timeout,
                          max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight,
                          max_age=ds.max_age)
+        if ds.health_check is not None:
+            hc = ds.health_check
+            w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)
     owned = set()
     for si, srv in enumerate(cfg.servers):
         port = 0 if srv.addr.startswith("unix:") else srv.port
@@ -105,7 +124,48 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
     w.set_owned_headers(sorted(owned))
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)
+    names = [(i, ds) for i, ds in enumerate(all_ds) if is_hostname(ds.addr)]
+    if names:
+        Resolver(w, names).start()
     return w
+
+
+class Resolver(threading.Thread):
+    """Re-resolves hostname downstreams in the worker, off the loop: every
+    `interval` seconds, and at once when the loop reports a failed connect.
+    New addresses go to the loop through its control pipe (used by the next
+    connects); the loop itself never blocks on DNS."""
+
+    def __init__(self, w, names, interval: float = 30.0):
+        super().__init__(name="rproxy-resolver", daemon=True)
+        self.w = w
+        self.names = names
+        self.interval = interval
+        self.control_fd, self.request_fd = w.control_pipe()
+
+    def run(self) -> None:
+        import select
+
+        last = {}
+        while True:
+            ready, _, _ = select.select([self.request_fd], [], [], self.interval)
+            if ready:
+                try:
+                    os.read(self.request_fd, 4096)      # drain: one pass serves them all
+                except BlockingIOError:
+                    pass
+            for i, ds in self.names:
+                try:
+                    family, raw, _ = sockaddr_for(ds)
+                except OSError as e:
+                    errorlog.warn(f"downstream {ds.name}: cannot resolve {ds.addr}: {e}")
+                    continue
+                if last.get(i) != raw:
+                    last[i] = raw
+                    try:
+                        os.write(self.control_fd, self.w.address_record(i, family, raw))
+                    except OSError:
+                        return
 
 
 def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, generation: int) -> int:

@@ -19,7 +19,7 @@ cdef bint g_ignore_ejection = False     # every candidate was ejected: use them 
 
 
 cdef inline bint ds_usable(DownstreamRt* d) noexcept nogil:
-    return d.enabled and d.n_idle > 0 and (g_ignore_ejection or d.eject_until <= g_now)
+    return d.enabled and not d.hc_down and d.n_idle > 0 and (g_ignore_ejection or d.eject_until <= g_now)
 
 
 cdef int lb_choose(RuleRt* r) noexcept nogil:
@@ -92,7 +92,7 @@ cdef bint rule_alive(RuleRt* r) noexcept nogil:
     cdef DownstreamRt* d
     for i in range(r.nds):
         d = r.dss[i]
-        if d.enabled and (d.n_up > 0 or not d.down_logged):
+        if d.enabled and not d.hc_down and (d.n_up > 0 or not d.down_logged):
             return True
     return False
 

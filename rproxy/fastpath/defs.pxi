@@ -22,6 +22,8 @@ cdef enum:
     K_UCONN = 2
     K_DCONN = 3
     K_SIGNAL = 4
+    K_PROBE = 5
+    K_CONTROL = 6
 
 cdef enum:
     # upstream (client) connection states
@@ -151,6 +153,7 @@ cdef enum:
     TK_DCONN = 2
     TK_EXCH = 3
     TK_WORKER = 4
+    TK_PROBE = 5
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -316,6 +319,13 @@ cdef struct DownstreamRt:
     int fails_in_row
     int ejections           # consecutive ejections (doubles the next one)
     int64_t eject_until     # ms; not picked before this unless every downstream is ejected
+    uint8_t hc_down         # the active health check says down
+    uint8_t hostname        # addr is a name: re-resolved by the worker's resolver thread
+    int hc_rise
+    int hc_fall
+    int64_t hc_interval_ms
+    int64_t hc_timeout_ms
+    char hc_path[256]
     double rtt_ms           # EWMA of time to first response byte
     uint32_t rtt_samples
     uint8_t nodelay

@@ -158,6 +158,8 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
     dc_teardown(dc)
     dc.fails += 1
+    if ds.hostname:
+        resolve_request(ds)         # the name may point elsewhere now
     if ds.n_up == 0 and not ds.down_logged:
         ds.down_logged = 1
         rp_elog(g_errfd, 3, "downstream %s (%s) is down: %s", ds.name, ds.label, strerror(err))

@@ -23,6 +23,8 @@ cdef void timer_fire(Timer* t) noexcept nogil:
         x_on_pending_timeout(<Exchange*>t.owner)
     elif t.kind == TK_WORKER:
         worker_on_timer()
+    elif t.kind == TK_PROBE:
+        probe_on_timer(<Probe*>t.owner)
 
 
 # ---- listeners -----------------------------------------------------------------------
@@ -191,6 +193,10 @@ cdef int loop_run() noexcept nogil:
                 listener_on_event(<Listener*>h)
             elif h.kind == K_SIGNAL:
                 signals_read()
+            elif h.kind == K_PROBE:
+                probe_on_event(<Probe*>h, e)
+            elif h.kind == K_CONTROL:
+                control_read()
         timers_run()
         run_ready()
         free_dead()
@@ -216,4 +222,5 @@ cdef void close_everything() noexcept nogil:
                 dc_detach(dc)
             dc_teardown(dc)
     listeners_register(0)
+    probes_stop()
     timer_stop(&g_worker_timer)

@@ -67,6 +67,7 @@ cdef class Worker:
 
     cdef bint _built
     cdef list _keep            # Python objects whose buffers C points into
+    cdef int _resolve_rfd
 
     def __cinit__(self, int nservers, int ndownstreams, int nlisteners, *, int buffer_size=32768,
                   int max_free_buffers=256, int errfd=2, int loglevel=4, double shutdown_timeout=30.0):
@@ -76,6 +77,7 @@ cdef class Worker:
         if g_servers != NULL:
             raise RuntimeError("only one Worker per process")
         self._keep = []
+        self._resolve_rfd = -1
         g_buf_size = max(buffer_size, 4096)
         g_max_free_bufs = max_free_buffers
         g_errfd = errfd
@@ -220,6 +222,65 @@ cdef class Worker:
             llhttp_init(&d.conns[j].parser, HTTP_RESPONSE, &g_resp_settings)
             d.conns[j].parser.data = &d.conns[j]
 
+    def set_health_check(self, int index, str path, interval, timeout, int rise, int fall):
+        global g_probes, g_nprobes
+        cdef DownstreamRt* d = &g_downstreams[index]
+        cdef Probe* pr
+        if g_probes == NULL:
+            g_probes = <Probe*>calloc(max(g_ndownstreams, 1), sizeof(Probe))
+            if g_probes == NULL:
+                raise MemoryError()
+            g_nprobes = g_ndownstreams
+            for i in range(g_nprobes):          # unused slots: no socket, not in the heap
+                g_probes[i].h.fd = -1
+                timer_init(&g_probes[i].timer, TK_PROBE, &g_probes[i])
+        _copy_cstr(d.hc_path, 256, path.encode())
+        d.hc_interval_ms = max(_ms(interval), 1)
+        d.hc_timeout_ms = max(_ms(timeout), 1)
+        d.hc_rise = max(rise, 1)
+        d.hc_fall = max(fall, 1)
+        pr = &g_probes[index]
+        pr.h.kind = K_PROBE
+        pr.h.fd = -1
+        pr.ds = d
+        timer_init(&pr.timer, TK_PROBE, pr)
+
+    def set_hostname(self, int index):
+        """This downstream's address came from a name (re-resolved on failure)."""
+        g_downstreams[index].hostname = 1
+
+    def control_pipe(self):
+        """(fd to write control records to, fd the loop writes re-resolve
+        requests to) -- for the worker's resolver thread."""
+        global g_control_rfd, g_control_wfd, g_resolve_wfd
+        cdef int fds[2]
+        cdef int req[2]
+        cdef epoll_event ev
+        if g_control_wfd < 0:
+            if pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0 or pipe2(req, O_NONBLOCK | O_CLOEXEC) != 0:
+                raise OSError(errno, "pipe2")
+            g_control_rfd, g_control_wfd = fds[0], fds[1]
+            g_resolve_wfd = req[1]
+            self._resolve_rfd = req[0]
+            g_control_handle.kind = K_CONTROL
+            g_control_handle.fd = g_control_rfd
+            ev.events = EPOLLIN
+            ev.data.ptr = &g_control_handle
+            epoll_ctl(g_epfd, EPOLL_CTL_ADD, g_control_rfd, &ev)
+        return g_control_wfd, self._resolve_rfd
+
+    @staticmethod
+    def address_record(int index, int family, bytes sockaddr):
+        """A CTL_SET_ADDRESS record, ready to write to the control pipe."""
+        cdef ControlRecord rec
+        memset(&rec, 0, sizeof(rec))
+        rec.type = CTL_SET_ADDRESS
+        rec.index = index
+        rec.family = family
+        rec.addrlen = len(sockaddr)
+        memcpy(rec.addr, <const char*>sockaddr, min(len(sockaddr), 128))
+        return (<char*>&rec)[:sizeof(rec)]
+
     def set_listener(self, int index, int fd, int server):
         g_listeners[index].h.kind = K_LISTENER
         g_listeners[index].h.fd = fd
@@ -252,6 +313,9 @@ cdef class Worker:
                 if g_downstreams[i].enabled:
                     for j in range(g_downstreams[i].nconns):
                         dc_connect(&g_downstreams[i].conns[j])
+            for i in range(g_nprobes):
+                if g_probes[i].ds != NULL:
+                    probe_schedule(&g_probes[i], 1)
             self._built = True
         with nogil:
             rc = loop_run()

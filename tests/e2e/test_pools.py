@@ -86,3 +86,16 @@ def test_one_of_two_downstreams_killed_mid_load(start_rproxy, port):
     finally:
         a.close()
         b.close()
+
+
+def test_hostname_downstream(start_rproxy, port, downstream):
+    conf_text = f"""
+workers = 1
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream {{ addr = localhost  port = {downstream.port}  connections = 1 }}
+}}
+"""
+    p = start_rproxy(conf_text, port)
+    assert request(p.port, b"GET /named HTTP/1.1\r\nHost: a\r\n\r\n")[:3:2] == (200, b"/named")

@@ -1,0 +1,37 @@
+# The worker's control pipe: how Python threads of the worker (the
+# resolver) hand results to the loop without touching its state while it
+# runs.  Fixed-size records; the loop applies them between events.
+
+cdef enum:
+    CTL_SET_ADDRESS = 1     # index, family, sockaddr: used by the next connects
+
+cdef struct ControlRecord:
+    uint32_t type
+    uint32_t index
+    uint32_t family
+    uint32_t addrlen
+    uint8_t addr[128]
+
+cdef Handle g_control_handle
+cdef int g_control_rfd = -1
+cdef int g_control_wfd = -1
+cdef int g_resolve_wfd = -1         # the loop -> resolver thread: "re-resolve downstream N"
+
+
+cdef void control_read() noexcept nogil:
+    cdef ControlRecord rec
+    cdef DownstreamRt* ds
+    while read(g_control_rfd, &rec, sizeof(rec)) == sizeof(rec):
+        if rec.type == CTL_SET_ADDRESS and rec.index < <uint32_t>g_ndownstreams and rec.addrlen <= 128:
+            ds = &g_downstreams[rec.index]
+            if ds.addrlen != rec.addrlen or memcmp(ds.addr, rec.addr, rec.addrlen) != 0:
+                memcpy(ds.addr, rec.addr, rec.addrlen)
+                ds.addrlen = rec.addrlen
+                ds.family = rec.family
+                rp_elog(g_errfd, 5, "downstream %s (%s): address re-resolved", ds.name, ds.label)
+
+
+cdef void resolve_request(DownstreamRt* ds) noexcept nogil:
+    cdef uint32_t i = <uint32_t>ds.index
+    if g_resolve_wfd >= 0:
+        write(g_resolve_wfd, &i, sizeof(i))    # a full pipe just drops the request: fine
