@@ -149,3 +149,94 @@ def bench_parse_request(bytes data, int rounds, policy=()):
     free(rb)
     free(ob)
     return ok
+
+
+def bench_parse_response(bytes data, int rounds, bint http10_client=False):
+    """Parse a response head and re-emit the client's, `rounds` times in C.
+    Returns the length of the head the client would get."""
+    cdef DConn* dc = <DConn*>calloc(1, sizeof(DConn))
+    cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
+    cdef Exchange* x
+    cdef Buf* rb = <Buf*>malloc(sizeof(Buf) + len(data) + 1)
+    cdef Buf* ob = <Buf*>malloc(sizeof(Buf) + 65536)
+    cdef W w
+    cdef int i
+    cdef llhttp_errno_t err
+    cdef const char* d = data
+    cdef uint32_t n = len(data)
+    probe_setup(100, 8192, 16384, 0, 0)
+    http_settings_init()
+    rb.cap = n + 1
+    memcpy(bdata(rb), d, n)
+    dc.rbuf = rb
+    x = x_new(uc)
+    x.rule = &g_probe_rule
+    x.flags = XF_KEEPALIVE | XF_REQ_DONE | (XF_HTTP10 if http10_client else 0)
+    dc.x = x
+    with nogil:
+        for i in range(rounds):
+            llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
+            dc.parser.data = dc
+            dc.flags = 0
+            err = llhttp_execute(&dc.parser, bdata(rb), n)
+            if err != HPE_PAUSED or not (dc.flags & DF_HEAD_DONE):
+                break
+            x.status = <uint16_t>dc.parser.status_code
+            w.p = bdata(ob)
+            w.end = w.p + 65536
+            w.overflow = 0
+            build_response_head(&w, dc, x, False)
+    out = w.p - bdata(ob)
+    x_free(x)
+    free(dc)
+    free(uc)
+    free(rb)
+    free(ob)
+    if i < rounds - 1:
+        raise ValueError("response head did not parse")
+    return out
+
+
+def bench_lb_pick(str method, int ndownstreams, int idle_per_downstream, int rounds):
+    """Pick an idle connection and put it back, `rounds` times, over synthetic
+    downstreams (no sockets).  Returns how often each downstream was picked."""
+    cdef RuleRt r
+    cdef DownstreamRt* dss = <DownstreamRt*>calloc(ndownstreams, sizeof(DownstreamRt))
+    cdef DownstreamRt** ptrs = <DownstreamRt**>calloc(ndownstreams, sizeof(DownstreamRt*))
+    cdef DConn* conns = <DConn*>calloc(ndownstreams * idle_per_downstream, sizeof(DConn))
+    cdef DConn* dc
+    cdef long* picks = <long*>calloc(ndownstreams, sizeof(long))
+    cdef int i, j
+    memset(&r, 0, sizeof(RuleRt))
+    r.lb = _lb_code(method)
+    r.dss = ptrs
+    r.nds = ndownstreams
+    clock_update()
+    for i in range(ndownstreams):
+        dss[i].index = i
+        dss[i].enabled = 1
+        dss[i].weight = 1
+        dss[i].rtt_ms = 1.0 + i
+        dss[i].rtt_samples = 1
+        ptrs[i] = &dss[i]
+        for j in range(idle_per_downstream):
+            dc = &conns[i * idle_per_downstream + j]
+            dc.ds = &dss[i]
+            dc.h.fd = -1
+            timer_init(&dc.timer, TK_DCONN, dc)
+            idle_push(dc)
+            timer_stop(&dc.timer)
+    with nogil:
+        for i in range(rounds):
+            dc = lb_pick(&r)
+            if dc == NULL:
+                break
+            picks[dc.ds.index] += 1
+            idle_push(dc)
+            timer_stop(&dc.timer)
+    out = [picks[i] for i in range(ndownstreams)]
+    free(dss)
+    free(ptrs)
+    free(conns)
+    free(picks)
+    return out

@@ -1,0 +1,46 @@
+"""Micro-benchmarks of the fast path's hot pieces (pytest-benchmark).
+
+Each benchmark calls a hook of rproxy._fastpath that loops in C over the
+very functions the event loop runs, so the timing is of compiled code, not
+of Python calls.  Run:  python -P -m pytest benchmarks/test_micro.py
+(add --benchmark-only --benchmark-columns=min,median,ops to read numbers).
+"""
+from __future__ import annotations
+
+import pytest
+
+import rproxy.fastpath  # noqa: F401  (loads llhttp's symbols first)
+from rproxy import _fastpath as fp
+
+ROUNDS = 10000
+
+REQUEST = (b"GET /index.html?page=2 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\n"
+           b"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nX-Request-Id: 1234\r\n\r\n")
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 2026 12:00:00 GMT\r\n"
+            b"Content-Type: text/html\r\nContent-Length: 1024\r\nConnection: keep-alive\r\n"
+            b"ETag: \"abc\"\r\n\r\n")
+
+
+def per_call(benchmark, fn, *args):
+    result = benchmark(fn, *args)
+    benchmark.extra_info["rounds_per_call"] = ROUNDS
+    return result
+
+
+def test_request_head_parse_and_rewrite(benchmark):
+    assert per_call(benchmark, fp.bench_parse_request, REQUEST, ROUNDS) == ROUNDS
+
+
+def test_request_head_with_forwarding_headers(benchmark):
+    policy = ("x_forwarded_for", "x_real_ip", "x_forwarded_proto", "forwarded", "via")
+    assert per_call(benchmark, fp.bench_parse_request, REQUEST, ROUNDS, policy) == ROUNDS
+
+
+def test_response_head_parse_and_rewrite(benchmark):
+    assert per_call(benchmark, fp.bench_parse_response, RESPONSE, ROUNDS) > 0
+
+
+@pytest.mark.parametrize("method", ["rtt", "roundrobin", "most-idle", "none", "random", "least-pending"])
+def test_balancer_pick(benchmark, method):
+    picks = per_call(benchmark, fp.bench_lb_pick, method, 4, 8, ROUNDS)
+    assert sum(picks) == ROUNDS
