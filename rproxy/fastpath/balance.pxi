@@ -126,6 +126,35 @@ cdef DConn* lb_pick(RuleRt* r) noexcept nogil:
         dc_recycle(dc)              # closed by the downstream while idle: never hand it out
 
 
+cdef DConn* lb_pick_fresh(RuleRt* r) noexcept nogil:
+    """For a replay: a connection that has never carried a request.  A
+    pooled connection that died under a request often has twins opened at
+    the same moment and about to meet the same idle timeout downstream; a
+    fresh one (the failed slot reconnects at once) does not."""
+    cdef int i, k
+    cdef DownstreamRt* d
+    cdef DConn* dc
+    for k in range(r.nds):
+        i = (r.rr_next + k) % r.nds
+        d = r.dss[i]
+        if not d.enabled or d.hc_down:
+            continue
+        dc = d.idle_first
+        while dc != NULL:
+            if dc.nreq == 0 and not (dc.flags & DF_RDHUP):
+                idle_remove(dc)
+                timer_stop(&dc.timer)
+                return dc
+            dc = dc.inext
+    return NULL
+
+
+cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
+    if x.flags & XF_RETRIED:
+        return lb_pick_fresh(x.rule)
+    return lb_pick(x.rule)
+
+
 cdef void rtt_sample(DownstreamRt* d, double ms) noexcept nogil:
     if d.rtt_samples == 0:
         d.rtt_ms = ms

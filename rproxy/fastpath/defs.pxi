@@ -76,6 +76,7 @@ cdef enum:
     DF_RDHUP = 0x100        # the downstream shut its side: read on until EOF
     DF_TUNNEL = 0x200       # a tunnel's own connection, outside the pool
     DF_TUN_DOWN_EOF = 0x400 # tunnel: the downstream finished sending
+    DF_SPLICE = 0x800       # relay the rest of this body with splice(2)
 
 cdef enum:
     # Exchange.flags
@@ -221,6 +222,8 @@ cdef struct NameList:
     char** names
     uint32_t* lens
 
+cdef struct Pipe
+
 cdef struct Exchange:
     Exchange* next          # free list / pending queue
     Exchange* prev
@@ -245,6 +248,8 @@ cdef struct Exchange:
     uint32_t path_len
     int32_t cut_so          # part of the path the rule replaces, -1 = none
     int32_t cut_eo
+    Pipe* pipe              # splice relay of a large body (see splice.pxi)
+    uint64_t splice_left
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
 

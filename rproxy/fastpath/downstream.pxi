@@ -44,14 +44,14 @@ cdef void idle_remove(DConn* dc) noexcept nogil:
 cdef bint dc_alive(DConn* dc) noexcept nogil:
     """The liveness check before reuse.  A close by the downstream normally
     arrives as an event and the connection is recycled before anyone picks
-    it; a connection idle for more than a second is also peeked at, since
-    that is where a downstream's keep-alive timeout strikes (a hot
-    connection is not: the syscall would cost every request)."""
+    it; a connection idle for over 250 ms is also peeked at, since that is
+    where a downstream's keep-alive timeout strikes (a hot connection is
+    not: under load the syscall would cost every request)."""
     cdef char c
     cdef ssize_t n
     if dc.flags & DF_RDHUP:
         return False
-    if g_now - dc.idle_since < 1000:
+    if g_now - dc.idle_since < 250:
         return True
     n = recv(dc.h.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT)
     return n < 0 and errno == EAGAIN
@@ -244,8 +244,8 @@ cdef bint x_try_replay(Exchange* x, DConn* dc, const char* why) noexcept nogil:
     x.flags &= ~XF_REQ_SENT_ANY
     x.body_in = 0
     dc_detach(dc)
-    dc_failed(dc, ECONNRESET)
-    dc2 = lb_pick(x.rule)
+    dc_recycle(dc)                  # reconnect at once: the replay may want it
+    dc2 = lb_pick_for(x)
     if dc2 != NULL:
         x_attach(x, dc2)
     elif rule_alive(x.rule):
@@ -345,6 +345,10 @@ cdef void dc_read(DConn* dc) noexcept nogil:
     if dc.flags & DF_TUNNEL:
         tun_down(dc)
         return
+    if (dc.flags & DF_SPLICE) and dc.phase == R_BODY and dc.rpos == dc.rend and dc.fpos == dc.fend \
+            and out_empty(&dc.x.uc.out):
+        if dc_splice(dc):
+            return
     while dc.flags & DF_READABLE:
         if dc.state == D_IDLE:
             # an idle pooled connection became readable: the downstream
@@ -356,10 +360,11 @@ cdef void dc_read(DConn* dc) noexcept nogil:
             if n > 0:
                 rp_elog(g_errfd, 4, "downstream %s sent bytes on an idle connection; closing it",
                         dc.ds.name)
-            if dc.nreq == 0:
-                dc_failed(dc, ECONNRESET if n != 0 else EPIPE)   # accepted, then dropped us
+            if dc.nreq == 0 and g_now - dc.connected_at < 100:
+                # accepted, then dropped at once: a broken downstream (backoff)
+                dc_failed(dc, ECONNRESET if n != 0 else EPIPE)
             else:
-                dc_recycle(dc)
+                dc_recycle(dc)      # its idle timeout: normal, reconnect now
             return
         if dc.state != D_ACTIVE:
             return
@@ -367,6 +372,9 @@ cdef void dc_read(DConn* dc) noexcept nogil:
         uc = x.uc
         if not out_empty(&uc.out):
             return                  # backpressure: the client has not taken the last bytes
+        if (dc.flags & DF_SPLICE) and dc.phase == R_BODY and dc.rpos == dc.rend and dc.fpos == dc.fend:
+            if dc_splice(dc):
+                return
         if dc.rbuf == NULL:
             dc.rbuf = buf_get()
             if dc.rbuf == NULL:
@@ -548,6 +556,9 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         dc.flags |= DF_EOF_BODY | DF_NO_REUSE
     if (p.flags & F_CHUNKED) and (x.flags & XF_HTTP10) and not (x.flags & XF_HEAD_REQ):
         dc.flags |= DF_DECHUNK      # HTTP/1.0 cannot read chunked: strip it, end by closing
+    elif (p.flags & F_CONTENT_LENGTH) and p.content_length >= g_splice_min and g_splice_min \
+            and not (x.flags & XF_HEAD_REQ) and x.status >= 200 and x.status != 204 and x.status != 304:
+        dc.flags |= DF_SPLICE
     # an Upgrade request answered without 101 leaves the client's parser at the
     # upgrade point: that connection cannot carry another request
     close_client = (not (x.flags & XF_KEEPALIVE)) or (uc.flags & UF_CLOSE_AFTER) or g_stop \

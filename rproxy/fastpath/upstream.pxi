@@ -44,6 +44,8 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.path_len = 0
     x.cut_so = -1
     x.cut_eo = -1
+    x.pipe = NULL
+    x.splice_left = 0
     c_x_out += 1
     return x
 
@@ -53,6 +55,9 @@ cdef void x_free(Exchange* x) noexcept nogil:
     timer_stop(&x.ptimer)
     if x.flags & XF_PENDING:
         pend_remove(x)
+    if x.pipe != NULL:
+        pipe_put(x.pipe)
+        x.pipe = NULL
     c_x_out -= 1
     if g_nfree_x >= 1024:
         free(x)
@@ -119,7 +124,7 @@ cdef void pend_serve() noexcept nogil:
     cdef DConn* dc
     while x != NULL:
         nx = x.next
-        dc = lb_pick(x.rule)
+        dc = lb_pick_for(x)
         if dc != NULL:
             pend_remove(x)
             x_attach(x, dc)
@@ -335,6 +340,10 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
             if uc_send(uc) != 0:
                 return
             uc_on_drained(uc)
+            if uc.flags & UF_DEAD:
+                return
+        elif uc.x != NULL and uc.x.pipe != NULL and uc.x.pipe.len and uc.x.dc != NULL:
+            dc_read(uc.x.dc)            # a spliced body waits in its pipe for this client
             if uc.flags & UF_DEAD:
                 return
     if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):

@@ -70,15 +70,17 @@ cdef class Worker:
     cdef int _resolve_rfd
 
     def __cinit__(self, int nservers, int ndownstreams, int nlisteners, *, int buffer_size=32768,
-                  int max_free_buffers=256, int errfd=2, int loglevel=4, double shutdown_timeout=30.0):
+                  int max_free_buffers=256, int errfd=2, int loglevel=4, double shutdown_timeout=30.0,
+                  long long splice_min=131072):
         global g_servers, g_nservers, g_downstreams, g_ndownstreams, g_listeners, g_nlisteners
         global g_buf_size, g_max_free_bufs, g_errfd, g_loglevel, g_shutdown_timeout_ms, g_pid
-        global g_epfd, g_stop, g_reopen, g_rand_state
+        global g_epfd, g_stop, g_reopen, g_rand_state, g_splice_min
         if g_servers != NULL:
             raise RuntimeError("only one Worker per process")
         self._keep = []
         self._resolve_rfd = -1
         g_buf_size = max(buffer_size, 4096)
+        g_splice_min = splice_min if splice_min > 0 else 0
         g_max_free_bufs = max_free_buffers
         g_errfd = errfd
         g_loglevel = loglevel

@@ -1,0 +1,121 @@
+# Zero-copy relay of large response bodies on plain TCP: splice(2) from the
+# downstream socket into a pipe, and from the pipe into the client socket.
+# The bytes never enter user space and move in pipe-sized (1 MiB) steps, so
+# a large body costs a handful of syscalls and no copies in the proxy.
+#
+# Used for a Content-Length body of at least g_splice_min bytes (below that
+# the ordinary copy through the read buffer is as cheap).  Whatever body
+# bytes arrived with the head go the ordinary way; the remainder (llhttp's
+# own count of what is left) is spliced.  The pipe belongs to the exchange
+# while it holds data; empty pipes return to a per-worker pool.
+
+cdef struct Pipe:
+    Pipe* next
+    int rfd
+    int wfd
+    uint32_t len                    # bytes in the pipe
+
+cdef Pipe* g_free_pipes = NULL
+cdef int g_nfree_pipes = 0
+cdef int g_pipe_size = 1048576
+cdef uint64_t g_splice_min = 131072
+
+
+cdef Pipe* pipe_get() noexcept nogil:
+    global g_free_pipes, g_nfree_pipes
+    cdef Pipe* p = g_free_pipes
+    cdef int fds[2]
+    if p != NULL:
+        g_free_pipes = p.next
+        g_nfree_pipes -= 1
+        return p
+    if pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0:
+        return NULL
+    fcntl(fds[1], F_SETPIPE_SZ, g_pipe_size)    # best effort: a smaller pipe still works
+    p = <Pipe*>malloc(sizeof(Pipe))
+    if p == NULL:
+        close(fds[0])
+        close(fds[1])
+        return NULL
+    p.rfd = fds[0]
+    p.wfd = fds[1]
+    p.len = 0
+    p.next = NULL
+    return p
+
+
+cdef void pipe_put(Pipe* p) noexcept nogil:
+    global g_free_pipes, g_nfree_pipes
+    if p.len != 0 or g_nfree_pipes >= 32:
+        close(p.rfd)                # bytes of an aborted body: never reused
+        close(p.wfd)
+        free(p)
+        return
+    p.next = g_free_pipes
+    g_free_pipes = p
+    g_nfree_pipes += 1
+
+
+cdef void pipes_clear() noexcept nogil:
+    global g_free_pipes, g_nfree_pipes
+    cdef Pipe* p
+    while g_free_pipes != NULL:
+        p = g_free_pipes
+        g_free_pipes = p.next
+        close(p.rfd)
+        close(p.wfd)
+        free(p)
+    g_nfree_pipes = 0
+
+
+cdef bint dc_splice(DConn* dc) noexcept nogil:
+    """Move the rest of a spliced body.  True when this call handled the
+    connection (waiting, done, or failed); False to fall back to copying."""
+    cdef Exchange* x = dc.x
+    cdef UConn* uc = x.uc
+    cdef ssize_t n
+    cdef size_t want
+    if x.pipe == NULL:
+        x.pipe = pipe_get()
+        if x.pipe == NULL:
+            dc.flags &= ~DF_SPLICE
+            return False
+        x.splice_left = dc.parser.content_length
+    while True:
+        while x.pipe.len:
+            n = splice(x.pipe.rfd, NULL, uc.h.fd, NULL, x.pipe.len,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (SPLICE_F_MORE if x.splice_left else 0))
+            if n > 0:
+                x.pipe.len -= <uint32_t>n
+                continue
+            if n < 0 and errno == EINTR:
+                continue
+            if n < 0 and errno == EAGAIN:
+                uc.flags &= ~UF_WRITABLE
+                timer_arm(&uc.timer, uc.srv.write_timeout_ms)
+                return True
+            uc_close(uc)
+            return True
+        if x.splice_left == 0:
+            dc.phase = R_DONE
+            dc_response_done(dc)
+            return True
+        if not (dc.flags & DF_READABLE):
+            return True
+        want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_pipe_size else g_pipe_size)
+        n = splice(dc.h.fd, NULL, x.pipe.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+        if n > 0:
+            x.splice_left -= <uint64_t>n
+            x.pipe.len += <uint32_t>n
+            timer_arm(&dc.timer, dc.ds.read_timeout_ms)
+        elif n == 0:
+            dc_exchange_failed(dc, 502, "downstream closed the connection mid-response")
+            return True
+        elif errno == EINTR:
+            continue
+        elif errno == EAGAIN:
+            dc.flags &= ~DF_READABLE
+            return True
+        else:
+            dc_exchange_failed(dc, 502, "read failed mid-response")
+            return True
