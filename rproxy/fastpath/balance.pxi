@@ -126,14 +126,19 @@ cdef DConn* lb_pick(RuleRt* r) noexcept nogil:
         dc_recycle(dc)              # closed by the downstream while idle: never hand it out
 
 
-cdef DConn* lb_pick_fresh(RuleRt* r) noexcept nogil:
-    """For a replay: a connection that has never carried a request.  A
-    pooled connection that died under a request often has twins opened at
-    the same moment and about to meet the same idle timeout downstream; a
-    fresh one (the failed slot reconnects at once) does not."""
+cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
+    """For a replay.  A pooled connection that died under a request often
+    has twins, opened at the same moment, about to meet the same idle
+    timeout downstream; so take, in this order: a connection that never
+    carried a request; a connection of another downstream, checked alive
+    now; else nothing (the failed slot reconnects at once, and its fresh
+    connection serves the replay from the pending queue)."""
+    cdef RuleRt* r = x.rule
     cdef int i, k
     cdef DownstreamRt* d
     cdef DConn* dc
+    cdef DConn* nx
+    cdef char c
     for k in range(r.nds):
         i = (r.rr_next + k) % r.nds
         d = r.dss[i]
@@ -146,12 +151,27 @@ cdef DConn* lb_pick_fresh(RuleRt* r) noexcept nogil:
                 timer_stop(&dc.timer)
                 return dc
             dc = dc.inext
+    for k in range(r.nds):
+        i = (r.rr_next + k) % r.nds
+        d = r.dss[i]
+        if d == x.failed_ds or not d.enabled or d.hc_down:
+            continue
+        dc = d.idle_first
+        while dc != NULL:
+            nx = dc.inext
+            idle_remove(dc)
+            timer_stop(&dc.timer)
+            if not (dc.flags & DF_RDHUP) and recv(dc.h.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 \
+                    and errno == EAGAIN:
+                return dc
+            dc_recycle(dc)
+            dc = nx
     return NULL
 
 
 cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     if x.flags & XF_RETRIED:
-        return lb_pick_fresh(x.rule)
+        return lb_pick_replay(x)
     return lb_pick(x.rule)
 
 

@@ -248,6 +248,7 @@ cdef struct Exchange:
     uint32_t path_len
     int32_t cut_so          # part of the path the rule replaces, -1 = none
     int32_t cut_eo
+    DownstreamRt* failed_ds # where a replayed request failed first
     Pipe* pipe              # splice relay of a large body (see splice.pxi)
     uint64_t splice_left
     Header req[HDR_CAP]

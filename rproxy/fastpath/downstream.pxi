@@ -103,10 +103,16 @@ cdef void dc_connected(DConn* dc) noexcept nogil:
     dc.local_port = 0
     if ds.family != AF_UNIX and getsockname(dc.h.fd, <sockaddr*>ss, &sl) == 0:
         dc.local_port = ntohs((<sockaddr_in*>ss).sin_port)
+    cdef int i
     ds.n_up += 1
     if ds.down_logged:
         ds.down_logged = 0
         rp_elog(g_errfd, 5, "downstream %s (%s) is up", ds.name, ds.label)
+        # it is back: the rest of the pool need not wait out its backoff
+        for i in range(ds.nconns):
+            if ds.conns[i].state == D_DOWN and &ds.conns[i] != dc:
+                ds.conns[i].fails = 0
+                timer_arm(&ds.conns[i].timer, 1)
     if llhttp_get_errno(&dc.parser) != HPE_OK:
         llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
         dc.parser.data = dc
@@ -137,14 +143,15 @@ cdef void dc_teardown(DConn* dc) noexcept nogil:
 
 
 cdef int64_t backoff_ms(DownstreamRt* ds, int fails) noexcept nogil:
-    """retry x 2^(fails-1), at most 30 s, then +-25 % jitter so the
-    connections of every worker do not knock on a dead downstream in step."""
+    """retry x 2^(fails-1), at most 5 s, then +-25 % jitter so the
+    connections of every worker do not knock on a dead downstream in step.
+    (The first connection back up reconnects the rest at once.)"""
     cdef int64_t d = ds.retry_ms if ds.retry_ms > 0 else 1
     cdef int i
     for i in range(1, fails):
         d *= 2
-        if d >= 30000:
-            d = 30000
+        if d >= 5000:
+            d = 5000
             break
     cdef int64_t j = d // 4
     if j > 0:
@@ -243,6 +250,7 @@ cdef bint x_try_replay(Exchange* x, DConn* dc, const char* why) noexcept nogil:
     x.flags |= XF_RETRIED
     x.flags &= ~XF_REQ_SENT_ANY
     x.body_in = 0
+    x.failed_ds = dc.ds
     dc_detach(dc)
     dc_recycle(dc)                  # reconnect at once: the replay may want it
     dc2 = lb_pick_for(x)

@@ -46,6 +46,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.cut_eo = -1
     x.pipe = NULL
     x.splice_left = 0
+    x.failed_ds = NULL
     c_x_out += 1
     return x
 
