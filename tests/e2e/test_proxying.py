@@ -205,8 +205,10 @@ def test_http10_client_gets_chunked_response_unchunked(proxy):
 
 def test_workers_and_titles(start_rproxy, downstream, port):
     p = start_rproxy(conf(port, downstream.port, workers=3), port)
+    # a forked worker sets its title a moment later: wait for the titles, not the processes
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(p.workers()) < 3:
+    while time.monotonic() < deadline and sum(
+            w.cmdline()[:1] != [] and w.cmdline()[0].startswith("rproxy: worker") for w in p.workers()) < 3:
         time.sleep(0.05)
     workers = p.workers()
     assert len(workers) == 3
