@@ -214,17 +214,15 @@ class Arbiter:
             if index not in running:
                 self.spawn_worker(self.cfg, self.generation, index)
 
-    def read_readiness(self, fd: int) -> None:
-        w = next((w for w in self.workers.values() if w.ready_fd == fd), None)
-        if w is None:
-            return
+    def read_readiness(self, w: WorkerProc) -> None:
+        """Read `w`'s readiness pipe: its report, or EOF when it died before."""
         try:
-            data = os.read(fd, 16)
+            data = os.read(w.ready_fd, 16)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        os.close(fd)
+        os.close(w.ready_fd)
         w.ready_fd = None
         if data.startswith(READY):
             w.ready = True
@@ -244,14 +242,14 @@ class Arbiter:
             if w is None:
                 continue
             if w.ready_fd is not None:
-                self.read_readiness(w.ready_fd)         # it may have reported, then died
+                self.read_readiness(w)                  # it may have reported, then died
                 if w.ready_fd is not None:
                     os.close(w.ready_fd)
                     w.ready_fd = None
             self.worker_exited(w, os.waitstatus_to_exitcode(status))
 
     def worker_exited(self, w: WorkerProc, code: int) -> None:
-        how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        how = f"exit code {code}" if code >= 0 else f"signal {_signal_name(-code)}"
         who = f"worker {w.index} (gen {w.generation}, pid {w.pid})"
         if self.stopping or w.kill_at is not None:
             errorlog.info(f"{who} exited ({how})")
@@ -515,9 +513,9 @@ class Arbiter:
         """Sleep until a signal, a worker's readiness report, or `timeout`."""
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
-        for w in self.workers.values():
-            if w.ready_fd is not None:
-                poller.register(w.ready_fd, select.POLLIN)
+        booting = {w.ready_fd: w for w in self.workers.values() if w.ready_fd is not None}
+        for fd in booting:
+            poller.register(fd, select.POLLIN)
         try:
             events = poller.poll(timeout * 1000)
         except InterruptedError:
@@ -529,5 +527,12 @@ class Arbiter:
                         pass
                 except BlockingIOError:
                     pass
-            else:
-                self.read_readiness(fd)
+            elif booting[fd].ready_fd == fd:
+                self.read_readiness(booting[fd])
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
