@@ -74,8 +74,7 @@ READY = b"R"                    # what a worker writes on its readiness pipe
 
 # Settings that only take effect at start-up: a reload that changes one is
 # refused (applying it would need root, or a new process).
-RESTART_ONLY = (("daemonize", "daemonize"), ("pidfile", "pidfile"), ("user", "user"),
-                ("group", "group"), ("rootdir", "rootdir"))
+RESTART_ONLY = ("daemonize", "pidfile", "user", "group", "rootdir")
 
 
 @dataclass
@@ -317,9 +316,9 @@ class Arbiter:
             self.reload_failed(f"cannot read {path}: {e.strerror or e}"
                                + self._as_whom())
             return
-        problems = [f"{directive} changed ({getattr(self.cfg, attr)!r} -> {getattr(new, attr)!r}): "
+        problems = [f"{name} changed ({getattr(self.cfg, name)!r} -> {getattr(new, name)!r}): "
                     "it applies at start-up only, restart rproxy to change it"
-                    for directive, attr in RESTART_ONLY if getattr(self.cfg, attr) != getattr(new, attr)]
+                    for name in RESTART_ONLY if getattr(self.cfg, name) != getattr(new, name)]
         problems += [p + self._as_whom() for p in privileges.unreadable_files(new)]
         if problems:
             self.reload_failed("; ".join(problems))
