@@ -274,3 +274,60 @@ def test_every_signal_command_of_the_cli_is_in_the_signal_table():
     from rproxy.master.control import COMMANDS
 
     assert set(SIGNAL_COMMANDS) == set(COMMANDS) == {"reload", "stop", "quit", "reopen"}
+
+
+def test_sighup_while_a_reload_is_booting_reloads_again_afterwards(tmp_path, downstream):
+    """A second SIGHUP that arrives while the new generation is still
+    booting is neither lost nor started on top of it: it runs afterwards."""
+    from rproxy import errorlog, worker
+    from rproxy.config import load
+    from rproxy.master.arbiter import Arbiter
+    from support.proc import free_port
+
+    conf = tmp_path / "r.conf"
+    conf.write_text(f"workers = 1\nserver {{ port = {free_port()}\n"
+                    f" downstream {{ addr = 127.0.0.1\n port = {downstream.port} }} }}\n")
+    log = tmp_path / "log"
+
+    def slow_to_boot(cfg, fds, index, generation, **kw):
+        if generation == 2:
+            time.sleep(1.0)         # the window in which the second SIGHUP lands
+        worker.main_for_child(cfg, fds, index, generation, **kw)
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            errorlog.configure(fd, "info")
+            arbiter = Arbiter(load(str(conf)), worker_main=slow_to_boot)
+            arbiter.bind_listeners()
+            code = arbiter.run()
+        finally:
+            os._exit(code)
+    try:
+        def logged(needle, count=1):
+            return log.exists() and log.read_text().count(needle) >= count
+        _wait(lambda: logged("rproxy started"), "start")
+        os.kill(pid, signal.SIGHUP)
+        _wait(lambda: logged(f"reloading {conf}"), "the first reload to begin")
+        os.kill(pid, signal.SIGHUP)
+        _wait(lambda: logged("reloaded ", 2), "two reloads")
+        text = log.read_text()
+        assert "SIGHUP during a reload: reloading again once this one is done" in text
+        assert "generation 2 serving" in text and "generation 3 serving" in text
+        # the second reload began only once the first was done, not on top of it
+        assert text.count(f"reloading {conf}") == 2
+        assert text.index("generation 2 serving") < text.rindex(f"reloading {conf}")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _wait(predicate, what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.02)
