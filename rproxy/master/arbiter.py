@@ -460,6 +460,10 @@ class Arbiter:
             self.release_listeners(p.added_listeners)
         errorlog.notice(f"{'fast' if how == 'fast' else 'graceful'} stop of "
                         f"{len(self.workers)} worker(s)")
+        # Nothing will accept again: drop the master's copies now (a unix
+        # socket's path goes at once; a TCP port closes when the last worker
+        # holding it exits).
+        self.close_listeners()
         for w in self.workers.values():
             if how == "fast":
                 self.stop_worker(w, signal.SIGTERM, FAST_STOP_GRACE)
