@@ -135,6 +135,10 @@ class Arbiter:
             bl.close()
         self.listeners.clear()
 
+    def owned_fds(self) -> list[int]:
+        """Descriptors the master needs (kept when daemonizing closes the rest)."""
+        return [self._wake_r, self._wake_w, *(bl.sock.fileno() for bl in self.listeners.values())]
+
     def listener_fds(self, cfg: Config) -> list[tuple[int, int]]:
         """(fd, server index) for each server of `cfg`."""
         return [(self.listeners[listener_key(s)].sock.fileno(), i) for i, s in enumerate(cfg.servers)]

@@ -40,9 +40,14 @@ class Readiness:
             _to_dev_null(2)
 
 
-def detach(rootdir: str) -> Readiness:
+def detach(rootdir: str, keep_fds=()) -> Readiness:
     """Become a daemon.  Returns only in the daemon; the original process
-    exits with the daemon's start-up status."""
+    exits with the daemon's start-up status.
+
+    keep_fds: descriptors the daemon owns (listeners, ...).  Every other
+    inherited descriptor above stderr is closed: a pipe the launching shell
+    or script left open would otherwise stay open for the daemon's life
+    (and its workers'), and whoever waits for that pipe's EOF would hang."""
     sys.stdout.flush()
     sys.stderr.flush()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -61,7 +66,23 @@ def detach(rootdir: str) -> Readiness:
         raise StartupError(f"rootdir = {rootdir}: cannot chdir there: {e.strerror or e}") from None
     _to_dev_null(0)
     _to_dev_null(1)
+    _close_inherited({*keep_fds, report_w})
     return Readiness(report_w)
+
+
+def _close_inherited(keep: set) -> None:
+    low = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _fd_limit())
+
+
+def _fd_limit() -> int:
+    try:
+        return max(int(name) for name in os.listdir("/proc/self/fd")) + 1
+    except (OSError, ValueError):
+        return os.sysconf("SC_OPEN_MAX")
 
 
 def _wait_for_daemon(report_r: int) -> int:

@@ -51,7 +51,7 @@ def run_master(cfg: Config) -> int:
     pid_written = False
     try:
         if cfg.daemonize:
-            readiness = daemon.detach(cfg.rootdir)      # only the daemon returns
+            readiness = daemon.detach(cfg.rootdir, arbiter.owned_fds())   # only the daemon returns
         arbiter.set_title()
         arbiter.install_signals()
         if cfg.pidfile:

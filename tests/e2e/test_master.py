@@ -13,6 +13,7 @@ import collections
 import fcntl
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -419,12 +420,16 @@ def test_daemonize_detaches_and_writes_the_pidfile(downstream, port, tmp_path, d
     conf_path = tmp_path / "rproxy.conf"
     conf_path.write_text(conf(port, downstream.port, workers=2,
                               main=f"daemonize = true\npidfile = {pid_path}"))
-    # start it on a pseudo-terminal that is its controlling terminal, as from a shell
+    # start it on a pseudo-terminal that is its controlling terminal, as from a
+    # shell, with one more inherited pipe (as a script's $(...) would leave)
     controller, terminal = os.openpty()
+    inherited_r, inherited_w = os.pipe()
     try:
         proc = subprocess.Popen(rproxy_command() + ["-c", str(conf_path)], stdin=terminal,
                                 stdout=terminal, stderr=terminal, start_new_session=True,
+                                pass_fds=(inherited_w,),
                                 preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(inherited_w)
         try:
             assert proc.wait(20) == 0                   # the parent exits once the daemon is up
         finally:
@@ -432,7 +437,11 @@ def test_daemonize_detaches_and_writes_the_pidfile(downstream, port, tmp_path, d
                 proc.kill()
             if pid_path.exists():
                 daemon_cleanup.append(int(pid_path.read_text()))
+        # the daemon closed the inherited pipe: whoever waits for its EOF gets it
+        assert select.select([inherited_r], [], [], 5)[0], "the daemon kept an inherited pipe open"
+        assert os.read(inherited_r, 1) == b""
     finally:
+        os.close(inherited_r)
         os.close(terminal)
         os.close(controller)
     pid = int(pid_path.read_text())
