@@ -9,6 +9,7 @@ from . import errorlog
 from ._version import __version__
 
 DEFAULT_CONFIG = "/etc/rproxy/rproxy.conf"
+SIGNAL_COMMANDS = ("reload", "stop", "quit", "reopen")
 
 
 def parse_args(argv):
@@ -17,13 +18,22 @@ def parse_args(argv):
         description="A pre-fork HTTP reverse proxy speaking RProxy's configuration language.")
     ap.add_argument("-c", "--config", default=None, metavar="FILE",
                     help=f"configuration file (default: {DEFAULT_CONFIG})")
-    ap.add_argument("-t", "--test", action="store_true",
-                    help="check the configuration, print a summary and exit (0 = valid)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("-t", "--test", action="store_true",
+                      help="check the configuration, print a summary and exit (0 = valid)")
+    mode.add_argument("-s", "--signal", choices=SIGNAL_COMMANDS,
+                      help="signal the running master found through the configuration's pidfile: "
+                           "reload (SIGHUP), stop (SIGTERM), quit (SIGQUIT, graceful), "
+                           "reopen (SIGUSR1, log files)")
+    ap.add_argument("-p", "--pidfile", default=None, metavar="FILE",
+                    help="with -s: the master's pidfile, instead of the one the configuration names")
     ap.add_argument("-v", "--version", action="version", version=f"rproxy {__version__}")
     ap.add_argument("legacy_config", nargs="?", metavar="CONFIG",
                     help="configuration file as a bare argument, as the original RProxy took it")
     args = ap.parse_args(argv)
     args.config = args.config or args.legacy_config or DEFAULT_CONFIG
+    if args.pidfile and not args.signal:
+        ap.error("-p/--pidfile only goes with -s")
     return args
 
 
@@ -53,22 +63,46 @@ def cmd_run(path: str) -> int:
     cfg = load_config(path)
     if cfg is None:
         return 1
-    from .master.arbiter import Arbiter
+    from .master.startup import run_master
 
     errorlog.configure(2, "info")
-    arbiter = Arbiter(cfg)
-    try:
-        arbiter.bind_listeners()
-    except OSError as e:
-        errorlog.log("emerg", f"cannot listen: {e.strerror or e}")
-        return 1
-    return arbiter.run()
+    return run_master(cfg)
+
+
+def cmd_signal(command: str, path: str, pidfile_path=None) -> int:
+    """-s: find the master through the pidfile and signal it.  The
+    configuration is read for its pidfile (unless -p names one); for reload
+    it must also be valid, since the master would refuse it anyway."""
+    from .master import control
+
+    cfg = None
+    if pidfile_path is None or command == "reload":
+        cfg = load_config(path) if os.path.exists(path) else None
+        if cfg is None:
+            why = "is invalid" if os.path.exists(path) else "does not exist"
+            if command == "reload":
+                sys.stderr.write(f"rproxy: -s reload: {path} {why}: not reloading "
+                                 "(the running master keeps its configuration)\n")
+                return 1
+            if pidfile_path is None:
+                sys.stderr.write(f"rproxy: -s {command}: {path} {why}, so its pidfile is unknown; "
+                                 "name it with -p FILE\n")
+                return 1
+    if pidfile_path is None:
+        pidfile_path = cfg.pidfile
+        if not pidfile_path:
+            sys.stderr.write(f"rproxy: -s {command}: {path} sets no pidfile, so the master cannot be "
+                             "found (add `pidfile = /run/rproxy/rproxy.pid`, or name it with -p)\n")
+            return 1
+    return control.send(command, pidfile_path)
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.test:
         return cmd_test(args.config)
+    if args.signal:
+        return cmd_signal(args.signal, args.config, args.pidfile)
     if not os.path.exists(args.config):
         sys.stderr.write(f"rproxy: {args.config}: no such file\n")
         return 1

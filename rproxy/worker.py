@@ -168,44 +168,63 @@ class Resolver(threading.Thread):
                         return
 
 
-def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, generation: int) -> int:
-    """Body of a worker process; returns its exit code."""
+def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, generation: int,
+        ready_fd: int | None = None, master_pid: int | None = None) -> int:
+    """Body of a worker process; returns its exit code.
+
+    ready_fd: written to once the worker is built (the master waits for that
+    before it drains the previous generation on reload, and counts a worker
+    that dies before it as a boot failure).  master_pid: the parent this
+    worker must not outlive."""
     from . import fastpath
 
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(f"rproxy: worker {index} (gen {generation})")
-    except ImportError:
-        pass
-    # A worker must not outlive its master (even a master killed with SIGKILL).
+    # A worker must not outlive its master, even one killed with SIGKILL.
+    # (Set after any uid change: the kernel clears it when credentials change;
+    # the master drops privileges before it forks, so none happens here.)
     fastpath.set_parent_death_signal(signal.SIGTERM)
-    if cfg.memtrim_sz:
-        fastpath.set_malloc_trim_threshold(cfg.memtrim_sz)
+    if master_pid is not None and os.getppid() != master_pid:
+        # The master died before the line above took effect: the kernel will
+        # never send that signal, so stop now rather than serve as an orphan.
+        return EXIT_OK
+    import setproctitle
+
+    setproctitle.setproctitle(f"rproxy: worker {index} (gen {generation})")
     try:
+        if cfg.memtrim_sz:
+            fastpath.set_malloc_trim_threshold(cfg.memtrim_sz)
         w = build(cfg, listener_fds)
     except Exception as e:  # noqa: BLE001 - any failure here is a boot error
-        errorlog.error(f"worker {index}: cannot start: {e}")
+        errorlog.error(f"worker {index} (gen {generation}): cannot start: {e}")
         return EXIT_BOOT_ERROR
+    if ready_fd is not None:
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
     while True:
         outcome = w.run()
         if outcome == "reopen":
-            reopen_logs()
+            reopen_logs(index, generation)
             continue
         if outcome == "error":
             return 1
         return EXIT_OK
 
 
-def reopen_logs() -> None:
-    """SIGUSR1: log files are reopened by the logging layer (see accesslog)."""
+def reopen_logs(index: int = 0, generation: int = 0) -> None:
+    """SIGUSR1: reopen the log files this worker holds (today its error log,
+    when that is a file; issue 7 adds the access logs)."""
+    from .master import logfiles
+
+    for problem in logfiles.reopen():
+        errorlog.error(f"worker {index} (gen {generation}): {problem}")
+    errorlog.info(f"worker {index} (gen {generation}): log files reopened")
 
 
-def main_for_child(cfg: Config, listener_fds, index: int, generation: int) -> None:
+def main_for_child(cfg: Config, listener_fds, index: int, generation: int, *,
+                   ready_fd: int | None = None, master_pid: int | None = None) -> None:
     """Run in a freshly forked child; never returns."""
     code = 1
     try:
-        code = run(cfg, listener_fds, index, generation)
+        code = run(cfg, listener_fds, index, generation, ready_fd=ready_fd, master_pid=master_pid)
     except BaseException as e:  # noqa: BLE001
         try:
             errorlog.error(f"worker {index}: crashed: {e!r}")

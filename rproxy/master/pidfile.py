@@ -1,0 +1,102 @@
+"""The pidfile: written atomically, removed at exit, read by `rproxy -s`.
+
+A pid alone can be stale (rproxy was killed) or recycled (another program
+got the number), so readers also check that the process is an rproxy master
+by its title before signalling it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional
+
+from .. import errorlog
+from . import StartupError
+
+MASTER_TITLE = "rproxy: master"
+
+
+def write(path: str) -> None:
+    """Write our pid to `path` atomically (temp file in the same directory,
+    fsync, rename): a reader sees the old content or the whole new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rproxy-pid-", dir=directory)
+    except OSError as e:
+        raise StartupError(f"pidfile = {path}: cannot create a file in {directory}: "
+                           f"{e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StartupError(f"pidfile = {path}: cannot write it: {e.strerror or e}") from None
+
+
+def read(path: str) -> int:
+    """The pid in `path`; FileNotFoundError, or ValueError when it holds no pid."""
+    with open(path) as f:
+        text = f.read().strip()
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"{path} does not hold a process id ({text[:40]!r})")
+    return int(text)
+
+
+def process_title(pid: int) -> Optional[str]:
+    """argv[0] of a live process (its title), None when there is no such
+    process (or only a zombie is left of it)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if not raw:
+        return None                 # a zombie has no command line
+    return raw.split(b"\0")[0].decode("utf-8", "replace").strip()
+
+
+def running_master(path: str) -> Optional[int]:
+    """The pid in `path` if it is a running rproxy master, else None."""
+    try:
+        pid = read(path)
+    except (OSError, ValueError):
+        return None
+    title = process_title(pid)
+    if pid != os.getpid() and title and title.startswith(MASTER_TITLE):
+        return pid
+    return None
+
+
+def refuse_if_running(path: Optional[str]) -> None:
+    if not path:
+        return
+    pid = running_master(path)
+    if pid is not None:
+        raise StartupError(f"pidfile = {path}: rproxy is already running as pid {pid} "
+                           f"({process_title(pid)}); stop it first (rproxy -s stop)")
+
+
+def remove(path: Optional[str]) -> None:
+    """At exit: remove `path` if it still names this process (a newer master
+    may have taken it over)."""
+    if not path:
+        return
+    try:
+        if read(path) != os.getpid():
+            return
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        pass
+    except OSError as e:
+        # typical after the privilege drop: the directory belongs to root
+        errorlog.warn(f"cannot remove the pidfile {path}: {e.strerror or e} "
+                      "(put it in a directory the rproxy user may write, e.g. /run/rproxy/)")

@@ -1,0 +1,82 @@
+"""`rproxy -c FILE`: the master's start-up, in the order DESIGN.md §2 gives.
+
+Everything that needs root happens before the privilege drop, because after
+it the master never has root again:
+
+  1. parse and validate (done by the caller: errors carry file:line:col)
+  2. look up user/group, refuse to start twice on the same pidfile
+  3. rlimits: RLIMIT_NOFILE = max-nofile exactly, core limit up to its hard limit
+  4. bind every listener
+  5. (TLS key material and log files: loaded/opened here, still privileged)
+  6. daemonize when asked
+  7. process title, signal handlers (recording only), pidfile
+  8. drop privileges
+  9. fork the workers and supervise them until told to stop
+"""
+from __future__ import annotations
+
+from .. import errorlog
+from ..config.model import Config
+from . import StartupError, daemon, logfiles, pidfile, privileges
+from .arbiter import Arbiter
+
+
+def preload_modules() -> None:
+    """Import everything workers and reloads use while still privileged:
+    after the drop, the install may not be readable by the new user."""
+    import setproctitle  # noqa: F401
+
+    from .. import fastpath  # noqa: F401
+    from ..config import loader  # noqa: F401
+
+
+def run_master(cfg: Config) -> int:
+    """Start and run the master; returns the process exit code."""
+    try:
+        identity = privileges.resolve_identity(cfg.user, cfg.group)
+        pidfile.refuse_if_running(cfg.pidfile)
+        privileges.set_max_nofile(cfg.max_nofile)
+        privileges.raise_core_limit()
+        arbiter = Arbiter(cfg)
+        arbiter.bind_listeners()
+    except StartupError as e:
+        errorlog.log("emerg", str(e))
+        return 1
+    # TLS key material (issue 10) is loaded here and log files (issue 7) are
+    # opened here: still privileged, before daemonizing so their errors
+    # reach the terminal.  Reloads re-read them as the dropped user
+    # (privileges.unreadable_files says which it cannot).
+    preload_modules()
+    readiness = None
+    pid_written = False
+    try:
+        if cfg.daemonize:
+            readiness = daemon.detach(cfg.rootdir, arbiter.owned_fds())   # only the daemon returns
+        arbiter.set_title()
+        arbiter.install_signals()
+        if cfg.pidfile:
+            pidfile.write(cfg.pidfile)
+            pid_written = True
+        elif cfg.daemonize:
+            errorlog.notice("daemonize without a pidfile: `rproxy -s` cannot find this master")
+        if identity is not None:
+            privileges.drop(identity)
+            privileges.warn_about_reload_limits(cfg)
+        if readiness is not None:
+            readiness.done()
+        logfiles.remember_stderr()
+        return arbiter.run()
+    except StartupError as e:
+        errorlog.log("emerg", str(e))
+        arbiter.close_listeners()
+        return 1
+    except Exception as e:  # noqa: BLE001 - the master must not die silently
+        import traceback
+
+        errorlog.log("crit", f"master crashed: {e!r}\n{traceback.format_exc()}")
+        arbiter.begin_stop("fast")      # workers would get SIGTERM from the kernel anyway
+        return 1
+    finally:
+        # (forked workers leave through os._exit and never get here)
+        if pid_written:
+            pidfile.remove(cfg.pidfile)
