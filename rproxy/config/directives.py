@@ -507,11 +507,11 @@ TABLE: tuple[Directive, ...] = (
     _d("daemonize", MAIN, "bool", False, "detach and run in the background (double fork, pidfile)"),
     _d("rootdir", MAIN, "path", "/", "directory a daemonized master changes to (RProxy never applied it)",
        active=False),
-    _d("user", MAIN, "string", None, "drop privileges to this user after binding (real, effective and saved ids)"),
+    _d("user", MAIN, "string", None, "drop privileges to this user after binding"),
     _d("group", MAIN, "string", None, "drop privileges to this group after binding"),
     _d("max-nofile", MAIN, "int", 0, "RLIMIT_NOFILE to set at start (0 = leave as is)", lo=0),
-    _d("memtrim-sz", MAIN, "size", 0, "malloc trim threshold in each worker (mallopt M_TRIM_THRESHOLD; 0 = libc default)",
-       lo=0, origin="1"),
+    _d("memtrim-sz", MAIN, "size", 0, "malloc trim threshold in each worker (mallopt M_TRIM_THRESHOLD; "
+       "0 = libc default)", lo=0, origin="1"),
     _d("pidfile", MAIN, "path", None, "write the master's pid here (atomically; removed at exit)", origin="rproxy"),
     _d("shutdown-timeout", MAIN, "duration", 30.0,
        "longest a graceful stop or reload waits for busy connections (0 = do not wait)", origin="rproxy"),
@@ -607,12 +607,12 @@ TABLE: tuple[Directive, ...] = (
     _d("health-check", DOWNSTREAM, "block", doc="active HTTP health check", active=False, origin="rproxy"),
     _d("seconds", RETRY, "int", 1, "whole seconds", lo=0, origin="1"),
     _d("useconds", RETRY, "int", 0, "microseconds", lo=0, origin="1"),
-    _d("path", HEALTH, "request path", "/", "path requested with GET", origin="rproxy"),
-    _d("interval", HEALTH, "duration", 5.0, "time between checks", lo=0.001, origin="rproxy"),
+    _d("path", HEALTH, "request path", "/", "path requested with GET", origin="rproxy", active=False),
+    _d("interval", HEALTH, "duration", 5.0, "time between checks", lo=0.001, origin="rproxy", active=False),
     _d("timeout", HEALTH, "duration", 2.0, "longest a check may take (shorter than interval)", lo=0.001,
-       origin="rproxy"),
-    _d("rise", HEALTH, "int", 2, "passed checks to mark a downstream up", lo=1, hi=100, origin="rproxy"),
-    _d("fall", HEALTH, "int", 3, "failed checks to mark it down", lo=1, hi=100, origin="rproxy"),
+       origin="rproxy", active=False),
+    _d("rise", HEALTH, "int", 2, "passed checks to mark a downstream up", lo=1, hi=100, origin="rproxy", active=False),
+    _d("fall", HEALTH, "int", 3, "failed checks to mark it down", lo=1, hi=100, origin="rproxy", active=False),
 
     # ---- vhost -----------------------------------------------------------
     _d("aliases", VHOST, "glob list", (), "more host globs for this vhost", origin="2"),
@@ -667,55 +667,56 @@ TABLE: tuple[Directive, ...] = (
        active=False),
     _d("x509-extension", HEADERS, "block", doc="send a client certificate extension as a header",
        repeat=True, active=False),
-    _d("name", X509, "header name", None, "header to send", required=True),
-    _d("oid", X509, "OID", None, "numeric OID of the extension (UTF8String values only)", required=True),
+    _d("name", X509, "header name", None, "header to send", required=True, active=False),
+    _d("oid", X509, "OID", None, "numeric OID of the extension (UTF8String values only)", required=True, active=False),
 
     # ---- ssl -------------------------------------------------------------
-    _d("enabled", SSL, "bool", False, "false ignores the block"),
-    _d("cert", SSL, "path", None, "PEM certificate (chain); must exist; required on a listener or vhost"),
-    _d("key", SSL, "path", None, "PEM private key (default: read from cert); must exist"),
-    _d("ca", SSL, "path", None, "CA bundle for verifying peers; must exist"),
-    _d("capath", SSL, "path", None, "hashed CA directory; must exist"),
+    _d("enabled", SSL, "bool", False, "false ignores the block", active=False),
+    _d("cert", SSL, "path", None, "PEM certificate (chain); must exist; required on a listener or vhost", active=False),
+    _d("key", SSL, "path", None, "PEM private key (default: read from cert); must exist", active=False),
+    _d("ca", SSL, "path", None, "CA bundle for verifying peers; must exist", active=False),
+    _d("capath", SSL, "path", None, "hashed CA directory; must exist", active=False),
     _d("ciphers", SSL, "cipher list", None, "OpenSSL cipher string (default: ECDHE with AES-GCM or "
-       "ChaCha20; RC4, 3DES, MD5, export and NULL ciphers are always excluded)"),
+       "ChaCha20; RC4, 3DES, MD5, export and NULL ciphers are always excluded)", active=False),
     _d("protocols-on", SSL, "protocol list", ("TLSv1.2", "TLSv1.3"), "protocols to enable; only TLSv1.2 "
-       "and TLSv1.3 are ever spoken (SSLv2/SSLv3/TLSv1/TLSv1.1 are accepted and refused); ALL = both"),
-    _d("protocols-off", SSL, "protocol list", (), "protocols to disable, after protocols-on"),
-    _d("verify-peer", SSL, "bool", False, "request and verify the peer's certificate"),
-    _d("enforce-peer-cert", SSL, "bool", False, "reject a client that sends no certificate"),
+       "and TLSv1.3 are ever spoken (SSLv2/SSLv3/TLSv1/TLSv1.1 are accepted and refused); ALL = both",
+       active=False),
+    _d("protocols-off", SSL, "protocol list", (), "protocols to disable, after protocols-on", active=False),
+    _d("verify-peer", SSL, "bool", False, "request and verify the peer's certificate", active=False),
+    _d("enforce-peer-cert", SSL, "bool", False, "reject a client that sends no certificate", active=False),
     _d("verify-depth", SSL, "int", 9, "longest accepted certificate chain (RProxy's 0 rejected every "
        "CA-issued certificate)", lo=0, hi=100, zero_default=True,
-       zero_note="RProxy's verify-depth 0 rejected every CA-issued certificate; rproxy uses its default"),
-    _d("context-timeout", SSL, "duration", 172800.0, "TLS session lifetime"),
-    _d("cache-enabled", SSL, "bool", True, "server-side session cache"),
-    _d("cache-size", SSL, "int", 20480, "sessions in that cache", lo=1),
-    _d("cache-timeout", SSL, "duration", 300.0, "lifetime of a cached session (RProxy ignored it)"),
-    _d("crl", SSL, "block", doc="certificate revocation lists", origin="2"),
-    _d("file", CRL, "path", None, "PEM CRL file; must exist", origin="2"),
-    _d("dir", CRL, "path", None, "hashed CRL directory; must exist", origin="2"),
-    _d("reload", CRL, "duration", 10.0, "how often the CRL's mtime is checked (0 = never)", origin="2"),
+       zero_note="RProxy's verify-depth 0 rejected every CA-issued certificate; rproxy uses its default", active=False),
+    _d("context-timeout", SSL, "duration", 172800.0, "TLS session lifetime", active=False),
+    _d("cache-enabled", SSL, "bool", True, "server-side session cache", active=False),
+    _d("cache-size", SSL, "int", 20480, "sessions in that cache", lo=1, active=False),
+    _d("cache-timeout", SSL, "duration", 300.0, "lifetime of a cached session (RProxy ignored it)", active=False),
+    _d("crl", SSL, "block", doc="certificate revocation lists", origin="2", active=False),
+    _d("file", CRL, "path", None, "PEM CRL file; must exist", origin="2", active=False),
+    _d("dir", CRL, "path", None, "hashed CRL directory; must exist", origin="2", active=False),
+    _d("reload", CRL, "duration", 10.0, "how often the CRL's mtime is checked (0 = never)", origin="2", active=False),
 
     # ---- logging ---------------------------------------------------------
-    _d("request", LOGGING, "block", doc="2.x: the access log", context=LOG_STREAM, origin="2"),
-    _d("error", LOGGING, "block", doc="2.x: the error log", context=LOG_STREAM, origin="2"),
+    _d("request", LOGGING, "block", doc="2.x: the access log", context=LOG_STREAM, origin="2", active=False),
+    _d("error", LOGGING, "block", doc="2.x: the error log", context=LOG_STREAM, origin="2", active=False),
     _d("general", LOGGING, "block", doc="2.x: accepted; RProxy never read it and neither does rproxy",
-       context=LOG_STREAM, origin="2"),
-    _d("enabled", LOG_STREAM, "bool", False, "write this log", origin="2"),
+       context=LOG_STREAM, origin="2", active=False),
+    _d("enabled", LOG_STREAM, "bool", False, "write this log", origin="2", active=False),
     _d("output", LOG_STREAM, "log output", "file:/dev/stdout", "file:PATH, syslog:FACILITY, stderr or stdout",
-       origin="2"),
+       origin="2", active=False),
     _d("level", LOG_STREAM, "enum", "error", "least severe message kept", choices=LOG_LEVELS,
-       aliases=LOG_LEVEL_ALIASES, origin="2"),
+       aliases=LOG_LEVEL_ALIASES, origin="2", active=False),
     _d("format", LOG_STREAM, "log format", "{SRC} {HOST} {URI} {HOST}", "line template of {TOKENS}",
-       origin="2"),
-    _d("enabled", LOGGING, "bool", False, "1.x: write the access log", origin="1"),
+       origin="2", active=False),
+    _d("enabled", LOGGING, "bool", False, "1.x: write the access log", origin="1", active=False),
     _d("type", LOGGING, "enum", "file", "1.x: where the access log goes (fd wrote nothing in RProxy)",
-       choices=("file", "syslog", "fd"), origin="1"),
-    _d("filename", LOGGING, "path", "/dev/stdout", "1.x: access log file (type = file)", origin="1"),
+       choices=("file", "syslog", "fd"), origin="1", active=False),
+    _d("filename", LOGGING, "path", "/dev/stdout", "1.x: access log file (type = file)", origin="1", active=False),
     _d("format", LOGGING, "log format", "{SRC} {HOST} {URI} {HOST}", "1.x: access log line template",
-       origin="1"),
+       origin="1", active=False),
     _d("facility", LOGGING, "enum", "local0", "1.x: syslog facility (type = syslog)",
-       choices=SYSLOG_FACILITIES, aliases=tuple(FACILITY_ALIASES.items()), origin="1"),
-    _d("errorlog", LOGGING, "path", None, "1.x: error log file (default: stderr)", origin="1"),
+       choices=SYSLOG_FACILITIES, aliases=tuple(FACILITY_ALIASES.items()), origin="1", active=False),
+    _d("errorlog", LOGGING, "path", None, "1.x: error log file (default: stderr)", origin="1", active=False),
 )
 
 # Keys of the 1.x form of `logging { }`; the 2.x form uses sub-blocks.
@@ -792,8 +793,9 @@ class Block:
     def pos_of(self, key: str) -> Position:
         return self.where.get(key, self.pos)
 
-    def sub(self, key: str) -> list["Block"]:
-        return self.blocks.get(key, [])
+    def sub(self, name: str) -> list["Block"]:
+        """The sub-blocks of a block directive, by its name (or field key)."""
+        return self.blocks.get(name.replace("-", "_"), [])
 
 
 def context_phrase(context: str, block_name: Optional[str] = None) -> str:
@@ -808,14 +810,17 @@ def where_text(first: Position, here: Position) -> str:
 
 
 def format_duration(x: Optional[float]) -> str:
+    """Short and readable: 250ms, 1.05s, 90m, 1d."""
     if x is None:
         return "unset"
     if x == 0:
         return "0s"
     if x < 1:
-        ms = x * 1000
-        return f"{ms:g}ms"
-    return f"{x:g}s"
+        return f"{x * 1000:.6g}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if x >= 2 * size and x % size == 0:
+            return f"{int(x // size)}{unit}"
+    return f"{x:.9g}s"
 
 
 class Collector:
@@ -825,7 +830,7 @@ class Collector:
         self.inactive: list[Note] = []
         self.tctx = TypeContext(self.notes)
 
-    def unknown(self, node: Node, context: str, block_name: str) -> None:
+    def unknown(self, node: Node, context: str, block_name: str, blk: "Block") -> None:
         kind = "block" if node.kind == "block" else "option"
         elsewhere = [c for c in contexts_of(node.key) if c != context]
         here = context_phrase(context, block_name)
@@ -836,6 +841,12 @@ class Collector:
             msg = f"unknown {kind} '{node.name}' in {here}"
             close = difflib.get_close_matches(node.key, names_in(context), n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else None
+            if close:
+                # counts as given: no "has no 'addr'" on top of "did you mean 'addr'?"
+                blk.failed.add(close[0].replace("-", "_"))
+            elif node.kind == "block" and node.title is not None and lookup(context, node.title.text.lower(), True):
+                hint = (f"'{node.title.text}' is read as this block's name: is a value with blanks left "
+                        "unquoted just before it?")
         self.errors.append(ConfigError(msg, node.pos, hint))
 
     def collect(self, nodes: list[Node], context: str, name: str, title: Optional[Scalar],
@@ -853,7 +864,7 @@ class Collector:
                         msg = f"'{node.name}' is a block: write '{node.name} {{ ... }}'"
                     self.errors.append(ConfigError(msg, node.pos))
                 else:
-                    self.unknown(node, context, name)
+                    self.unknown(node, context, name, blk)
                 continue
             if not d.active and not inside_inactive:
                 self.inactive.append(Note(node.pos, f"'{node.name}' in {context_phrase(context, name)}"))
@@ -963,24 +974,24 @@ def _raw(v) -> str:
 
 
 def _range_problem(d: Directive, value) -> Optional[str]:
-    lo, hi = d.lo, d.hi
-    if d.type == "duration":
-        hi = 30 * 86400 if hi is None else hi      # the fast path keeps milliseconds in 32 bits
-    elif d.type == "int" and hi is None:
-        hi = 2 ** 31 - 1                            # a C int
-    elif d.type == "size" and hi is None:
-        hi = 2 ** 62
+    if d.zero_default and value == 0:
+        return None
+    # Implicit ceilings: what the runtime can hold.
+    implicit_hi = {"duration": 30 * 86400,      # the fast path keeps milliseconds in 32 bits
+                   "int": 2 ** 31 - 1,           # a C int
+                   "size": 2 ** 62}.get(d.type)
+    hi = d.hi if d.hi is not None else implicit_hi
     if d.type == "duration":
         fmt = format_duration
+    elif d.type == "size":
+        from .summary import format_size as fmt
     else:
         def fmt(x):
             return str(int(x)) if float(x).is_integer() else str(x)
-    if lo is not None and hi is not None and (value < lo or value > hi):
-        if d.zero_default and value == 0:
-            return None
-        return f"must be between {fmt(lo)} and {fmt(hi)}"
-    if lo is not None and value < lo:
-        return f"must be at least {fmt(lo)}"
+    if d.lo is not None and d.hi is not None and not (d.lo <= value <= d.hi):
+        return f"must be between {fmt(d.lo)} and {fmt(d.hi)}"
+    if d.lo is not None and value < d.lo:
+        return f"must be at least {fmt(d.lo)}"
     if hi is not None and value > hi:
         return f"must be at most {fmt(hi)}"
     return None

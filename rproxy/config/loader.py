@@ -132,7 +132,9 @@ class _Normaliser:
             if any(x.name.lower() == ds.name.lower() for x in dss):
                 ds = Downstream(**{**ds.__dict__, "name": f"{ds.name}#{i + 1}"})
             dss.append(ds)
-        names = {d.name for d in dss}
+        # Rules may name a downstream whose block had errors: that is not also
+        # an unknown name.
+        names = {d.name for d in dss} | {db.title for db in b.sub("downstream") if db.title is not None}
         all_names = [d.name for d in dss]
         ssl = self.ssl(b.sub("ssl")[0], "server") if b.sub("ssl") else None
         tls = bool(ssl and ssl.enabled)
@@ -343,15 +345,15 @@ class _Normaliser:
             if crl.file is None and crl.dir is None:
                 self.error("crl needs 'file' or 'dir'", cb.pos)
             if in_force:
-                self.check_path(cb, "file", "CRL file", os.path.isfile)
-                self.check_path(cb, "dir", "CRL directory", os.path.isdir)
+                self.check_path(cb, "crl", "file", "CRL file", os.path.isfile)
+                self.check_path(cb, "crl", "dir", "CRL directory", os.path.isdir)
         if in_force:
             if role != "downstream" and b.get("cert") is None:
                 self.error("ssl is enabled but has no 'cert'", b.pos)
-            self.check_path(b, "cert", "certificate file", os.path.isfile)
-            self.check_path(b, "key", "key file", os.path.isfile)
-            self.check_path(b, "ca", "CA file", os.path.isfile)
-            self.check_path(b, "capath", "CA directory", os.path.isdir)
+            self.check_path(b, "ssl", "cert", "certificate file", os.path.isfile)
+            self.check_path(b, "ssl", "key", "key file", os.path.isfile)
+            self.check_path(b, "ssl", "ca", "CA file", os.path.isfile)
+            self.check_path(b, "ssl", "capath", "CA directory", os.path.isdir)
             if opt(b, "enforce-peer-cert") and not opt(b, "verify-peer"):
                 self.note(b.pos_of("enforce_peer_cert"), "'enforce-peer-cert' has no effect without "
                                                          "verify-peer = true")
@@ -368,21 +370,23 @@ class _Normaliser:
         if not b.has("protocols_on"):
             return set(TLS_PROTOCOLS)
         on: set = set()
-        legacy_only = True
+        legacy: list = []
         for name, pos in zip(b.values["protocols_on"], b.items.get("protocols_on", ())):
             if name == "ALL":
                 on |= set(TLS_PROTOCOLS)
-                legacy_only = False
             elif name in LEGACY_TLS_PROTOCOLS:
-                self.note(pos, f"{name} is never enabled: rproxy speaks TLSv1.2 and TLSv1.3 only")
+                legacy.append((name, pos))
             else:
                 on.add(name)
-                legacy_only = False
-        if legacy_only:
-            # RProxy could not turn TLS 1.1/1.2 off with protocols-on: they stayed on.
-            self.note(b.pos_of("protocols_on"), "protocols-on lists only protocols rproxy never speaks; "
-                                                "TLSv1.2 and TLSv1.3 stay enabled")
-            on = set(TLS_PROTOCOLS)
+        if legacy:
+            names = ", ".join(n for n, _ in legacy)
+            if on:
+                self.note(legacy[0][1], f"{names}: never enabled, rproxy speaks TLSv1.2 and TLSv1.3 only")
+            else:
+                # RProxy could not turn TLS 1.1/1.2 off through protocols-on: they stayed on.
+                self.note(legacy[0][1], f"{names}: never enabled, rproxy speaks TLSv1.2 and TLSv1.3 only; "
+                                        "as in RProxy, the modern protocols stay on")
+                on = set(TLS_PROTOCOLS)
         return on
 
     @staticmethod
@@ -392,14 +396,14 @@ class _Normaliser:
             off |= set(TLS_PROTOCOLS)
         return off & set(TLS_PROTOCOLS)
 
-    def check_path(self, b: Block, key: str, what: str, test) -> None:
+    def check_path(self, b: Block, block: str, key: str, what: str, test) -> None:
         path = b.get(key)
         if path is None or test(path):
             return
         if os.path.exists(path):
-            self.error(f"ssl {key}: {path} is not a {what.split()[-1]}", b.pos_of(key))
+            self.error(f"{block} {key}: {path} is not a {what.split()[-1]}", b.pos_of(key))
         else:
-            self.error(f"ssl {key}: {what} {path} does not exist", b.pos_of(key))
+            self.error(f"{block} {key}: {what} {path} does not exist", b.pos_of(key))
 
     def logging(self, b: Block) -> Logging:
         keys_1x = [k for k in D.LOGGING_1X_KEYS if b.given(k)]

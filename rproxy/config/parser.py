@@ -108,6 +108,10 @@ class _Decoder:
             return self.env[name]
         if default is not None:
             return default
+        if not name:
+            self.errors.append(ConfigError("empty variable name in ${}", pos,
+                                           hint="write ${NAME}, or \\${ for a literal ${"))
+            return None
         self.errors.append(ConfigError(
             f"environment variable ${{{name}}} is not set and has no default",
             pos, hint=f"set it, or write ${{{name}:-default}}"))
@@ -225,7 +229,7 @@ def _line_before(text: str, at: tuple[int, int]) -> str:
 
 _SHOWN = {"EQUAL": "'='", "LBRACE": "'{'", "RBRACE": "'}'", "WORD": "a name or value",
           "PLUSEQUAL": "'+='", "COMMA": "','", "DQSTRING": "a string", "SQSTRING": "a string",
-          "ENVVAR": "${VAR}", "INCLUDE": "include"}
+          "ENVVAR": "${VAR}", "INCLUDE": "include", "$END": "end of file"}
 
 
 def _syntax_error(exc: UnexpectedInput, file: str, text: str) -> ConfigError:
@@ -258,6 +262,9 @@ def _syntax_error(exc: UnexpectedInput, file: str, text: str) -> ConfigError:
     if {"EQUAL", "LBRACE"} <= expected:
         return ConfigError(f"unexpected {str(tok)!r}: expected '=' after an option name "
                            "or '{' after a block name", pos)
+    if tok.type == "COMMA":
+        return ConfigError("unexpected ',': options are separated by blanks or newlines; "
+                           "',' only separates list items", pos)
     opened = _unclosed_brace(text[:tok.start_pos])
     if tok.type == "RBRACE" and opened is None:
         return ConfigError("unexpected '}': no block is open here", pos)

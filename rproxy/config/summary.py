@@ -10,6 +10,12 @@ _DIALECTS = {"1": "RProxy 1.x form", "2": "RProxy 2.x form", "mixed": "RProxy 1.
 _WORKER_SOURCE = {"workers": "from `workers`", "threads": "from the largest `threads`", "cpus": "one per CPU"}
 
 
+def shown(s: str) -> str:
+    """A name or pattern as printable text: control characters (a config
+    string may hold any) would corrupt the terminal, so they are escaped."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in s)
+
+
 def format_size(n: int) -> str:
     for unit, size in (("g", 1024 ** 3), ("m", 1024 ** 2), ("k", 1024)):
         if n >= size and n % size == 0:
@@ -57,22 +63,22 @@ def _downstream_text(ds: Downstream) -> str:
         f"[{ds.addr}]:{ds.port}" if ":" in ds.addr else f"{ds.addr}:{ds.port}")
     state = "" if ds.enabled else " [disabled]"
     weight = f", weight {ds.weight}" if ds.weight != 1 else ""
-    return (f"downstream {ds.name} -> {where}: {ds.connections} connection(s) per worker{weight}, "
+    return (f"downstream {shown(ds.name)} -> {where}: {ds.connections} connection(s) per worker{weight}, "
             f"connect {format_duration(ds.connect_timeout)}, read {format_duration(ds.read_timeout)}, "
             f"write {format_duration(ds.write_timeout)}, retry {format_duration(ds.retry)}{state}")
 
 
 def _vhost_text(vh: Vhost) -> str:
-    names = vh.name + (f" (aliases {', '.join(vh.aliases)})" if vh.aliases else "")
+    names = shown(vh.name) + (f" (aliases {shown(', '.join(vh.aliases))})" if vh.aliases else "")
     default = ", default" if vh.default else ""
     return f"vhost {names}{default}: {_headers_text(vh.headers)}"
 
 
 def _rule_text(rule: Rule) -> str:
-    target = ", ".join(rule.downstreams) or "(no downstreams: 404)"
+    target = shown(", ".join(rule.downstreams)) or "(no downstreams: 404)"
     rewrite = f", path rewritten to {rule.rewrite_dst!r}" if rule.rewrite_dst is not None else ""
     headers = f"; {_headers_text(rule.headers)}" if rule.headers is not None else ""
-    return f"rule {rule.name}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}{headers}"
+    return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}{headers}"
 
 
 def _inactive_lines(cfg: Config) -> list[str]:
