@@ -719,6 +719,17 @@ TABLE: tuple[Directive, ...] = (
     _d("errorlog", LOGGING, "path", None, "1.x: error log file (default: stderr)", origin="1", active=False),
 )
 
+# Names RProxy had at some point that rproxy does not accept, with the way to
+# write the same thing now (reference §1.10 and §7).
+RETIRED = {
+    "if-uri-match": "RProxy 2.0.0-2.0.3 syntax; write rule NAME { uri-match = \"PATH\" ... }",
+    "if-uri-gmatch": "RProxy 2.0.0-2.0.3 syntax; write rule NAME { uri-gmatch = \"GLOB\" ... }",
+    "if-uri-rmatch": "RProxy 2.0.0-2.0.3 syntax; write rule NAME { uri-rmatch = \"REGEX\" ... }",
+    "hostnames": "RProxy 2.0.0 syntax; write a vhost block per name, or its aliases",
+    "rate-limit": "from an unreleased RProxy branch; rproxy has no rate limiting yet",
+    "named-curve": "from an unmerged RProxy 1.x change; OpenSSL chooses the curves",
+}
+
 # Keys of the 1.x form of `logging { }`; the 2.x form uses sub-blocks.
 LOGGING_1X_KEYS = ("enabled", "type", "filename", "format", "facility", "errorlog")
 
@@ -834,6 +845,9 @@ class Collector:
         kind = "block" if node.kind == "block" else "option"
         elsewhere = [c for c in contexts_of(node.key) if c != context]
         here = context_phrase(context, block_name)
+        if node.key in RETIRED:
+            self.errors.append(ConfigError(f"'{node.name}' is not supported", node.pos, RETIRED[node.key]))
+            return
         if elsewhere:
             msg = f"'{node.name}' is not allowed in {here}"
             hint = f"'{node.name}' belongs in " + " or ".join(context_phrase(c) for c in elsewhere)
@@ -858,7 +872,10 @@ class Collector:
             if d is None:
                 alt = lookup(context, node.key, node.kind != "block")
                 if alt is not None:
-                    if node.kind == "block":
+                    if node.kind == "block" and context == VHOST and node.key == "default":
+                        msg = ("a 'default { }' block is RProxy 2.0.0-2.0.3 syntax: mark a vhost with "
+                               "'default = true', or end its rules with rule NAME { uri-gmatch = \"*\" }")
+                    elif node.kind == "block":
                         msg = f"'{node.name}' is an option, not a block: write '{node.name} = value'"
                     else:
                         msg = f"'{node.name}' is a block: write '{node.name} {{ ... }}'"

@@ -154,7 +154,7 @@ class Downstream:
 @dataclass(frozen=True)
 class Rule:
     name: str
-    match: str                           # "exact" | "glob" | "regex" | "prefix" | "rewrite"
+    match: str                           # "exact" | "glob" | "regex" | "prefix" (a 1.x rewrite is "regex")
     pattern: str
     downstreams: tuple[str, ...] = ()
     lb_method: str = "rtt"

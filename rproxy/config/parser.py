@@ -241,6 +241,9 @@ def _syntax_error(exc: UnexpectedInput, file: str, text: str) -> ConfigError:
                                hint='write it in quotes, e.g. "*" or "localhost*"')
         if ch in "\"'":
             return ConfigError(f"unterminated string: no closing {ch}", pos)
+        if ch == "(" and text[:exc.pos_in_stream].rstrip().endswith("include"):
+            return ConfigError("unexpected '(': include takes a quoted file name or glob", pos,
+                               hint='write include "file.conf" (no parentheses)')
         return ConfigError(f"unexpected character {ch!r}", pos)
     eof = isinstance(exc, UnexpectedEOF) or (
         isinstance(exc, UnexpectedToken) and exc.token.type == "$END")
