@@ -540,7 +540,8 @@ TABLE: tuple[Directive, ...] = (
        "(0 = unlimited)", lo=0),
     _d("high-watermark", SERVER, "size", 0, "pause reading a downstream while this many bytes wait for the "
        "client (0 = off)", lo=0, active=False, origin="2"),
-    _d("disable-server-nagle", SERVER, "bool", False, "TCP_NODELAY on the listening socket", active=False, origin="2"),
+    _d("disable-server-nagle", SERVER, "bool", False, "TCP_NODELAY on the listening socket", active=False,
+       origin="2"),
     _d("disable-client-nagle", SERVER, "bool", False, "TCP_NODELAY on client connections", active=False, origin="2"),
     _d("disable-downstream-nagle", SERVER, "bool", False, "TCP_NODELAY on downstream connections",
        active=False, origin="2"),
@@ -611,7 +612,8 @@ TABLE: tuple[Directive, ...] = (
     _d("interval", HEALTH, "duration", 5.0, "time between checks", lo=0.001, origin="rproxy", active=False),
     _d("timeout", HEALTH, "duration", 2.0, "longest a check may take (shorter than interval)", lo=0.001,
        origin="rproxy", active=False),
-    _d("rise", HEALTH, "int", 2, "passed checks to mark a downstream up", lo=1, hi=100, origin="rproxy", active=False),
+    _d("rise", HEALTH, "int", 2, "passed checks to mark a downstream up", lo=1, hi=100, origin="rproxy",
+       active=False),
     _d("fall", HEALTH, "int", 3, "failed checks to mark it down", lo=1, hi=100, origin="rproxy", active=False),
 
     # ---- vhost -----------------------------------------------------------
@@ -668,14 +670,18 @@ TABLE: tuple[Directive, ...] = (
     _d("x509-extension", HEADERS, "block", doc="send a client certificate extension as a header",
        repeat=True, active=False),
     _d("name", X509, "header name", None, "header to send", required=True, active=False),
-    _d("oid", X509, "OID", None, "numeric OID of the extension (UTF8String values only)", required=True, active=False),
+    _d("oid", X509, "OID", None, "numeric OID of the extension (UTF8String values only)", required=True,
+       active=False),
 
     # ---- ssl -------------------------------------------------------------
-    _d("enabled", SSL, "bool", False, "false ignores the block", active=False),
-    _d("cert", SSL, "path", None, "PEM certificate (chain); must exist; required on a listener or vhost", active=False),
-    _d("key", SSL, "path", None, "PEM private key (default: read from cert); must exist", active=False),
-    _d("ca", SSL, "path", None, "CA bundle for verifying peers; must exist", active=False),
-    _d("capath", SSL, "path", None, "hashed CA directory; must exist", active=False),
+    _d("enabled", SSL, "bool", False, "false ignores the block; when true, cert, key, ca, capath and the "
+       "CRL paths must exist", active=False),
+    # Paths are checked to exist when the block is in force: enabled, or a downstream's with tls = true.
+    _d("cert", SSL, "path", None, "PEM certificate (chain); required on an enabled listener or vhost",
+       active=False),
+    _d("key", SSL, "path", None, "PEM private key (default: read from cert)", active=False),
+    _d("ca", SSL, "path", None, "CA bundle for verifying peers", active=False),
+    _d("capath", SSL, "path", None, "hashed CA directory", active=False),
     _d("ciphers", SSL, "cipher list", None, "OpenSSL cipher string (default: ECDHE with AES-GCM or "
        "ChaCha20; RC4, 3DES, MD5, export and NULL ciphers are always excluded)", active=False),
     _d("protocols-on", SSL, "protocol list", ("TLSv1.2", "TLSv1.3"), "protocols to enable; only TLSv1.2 "
@@ -686,14 +692,15 @@ TABLE: tuple[Directive, ...] = (
     _d("enforce-peer-cert", SSL, "bool", False, "reject a client that sends no certificate", active=False),
     _d("verify-depth", SSL, "int", 9, "longest accepted certificate chain (RProxy's 0 rejected every "
        "CA-issued certificate)", lo=0, hi=100, zero_default=True,
-       zero_note="RProxy's verify-depth 0 rejected every CA-issued certificate; rproxy uses its default", active=False),
+       zero_note="RProxy's verify-depth 0 rejected every CA-issued certificate; rproxy uses its default",
+       active=False),
     _d("context-timeout", SSL, "duration", 172800.0, "TLS session lifetime", active=False),
     _d("cache-enabled", SSL, "bool", True, "server-side session cache", active=False),
     _d("cache-size", SSL, "int", 20480, "sessions in that cache", lo=1, active=False),
     _d("cache-timeout", SSL, "duration", 300.0, "lifetime of a cached session (RProxy ignored it)", active=False),
     _d("crl", SSL, "block", doc="certificate revocation lists", origin="2", active=False),
-    _d("file", CRL, "path", None, "PEM CRL file; must exist", origin="2", active=False),
-    _d("dir", CRL, "path", None, "hashed CRL directory; must exist", origin="2", active=False),
+    _d("file", CRL, "path", None, "PEM CRL file", origin="2", active=False),
+    _d("dir", CRL, "path", None, "hashed CRL directory (file or dir is required)", origin="2", active=False),
     _d("reload", CRL, "duration", 10.0, "how often the CRL's mtime is checked (0 = never)", origin="2", active=False),
 
     # ---- logging ---------------------------------------------------------
@@ -763,13 +770,6 @@ def contexts_of(name: str) -> list[str]:
 def default_of(context: str, name: str, legacy: bool = False):
     d = lookup(context, name, False)
     return None if d is None else d.default_for(legacy)
-
-
-def directive(context: str, name: str) -> Directive:
-    d = lookup(context, name, False) or lookup(context, name, True)
-    if d is None:
-        raise KeyError((context, name))
-    return d
 
 
 # --------------------------------------------------------------------------
@@ -888,7 +888,7 @@ class Collector:
             if d.type == "block":
                 self.block(node, d, blk, inside_inactive or not d.active)
             else:
-                self.option(node, d, blk, context, name)
+                self.option(node, d, blk)
         return blk
 
     def block(self, node: Node, d: Directive, parent: Block, inside_inactive: bool) -> None:
@@ -918,7 +918,7 @@ class Collector:
                     return
         existing.append(self.collect(node.children, d.body, node.key, node.title, node.pos, inside_inactive))
 
-    def option(self, node: Node, d: Directive, blk: Block, context: str, block_name: str) -> None:
+    def option(self, node: Node, d: Directive, blk: Block) -> None:
         value_node = node.value
         if value_node is None or value_node.broken:
             self.failed(blk, d, node)     # its ${VAR} error is already reported
@@ -935,7 +935,7 @@ class Collector:
         vpos = value_node.pos
         if node.kind == "append":
             if d.type not in LIST_TYPES:
-                self.errors.append(ConfigError(f"'+=' needs a list option; '{node.name}' is a {d.type}",
+                self.errors.append(ConfigError(f"'+=' only appends to lists; '{node.name}' is not a list",
                                                node.pos))
                 return
             value = tuple(blk.values.get(d.key, d.default or ())) + value

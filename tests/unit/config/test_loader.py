@@ -364,7 +364,7 @@ def test_plus_equals_appends_to_the_default_and_to_earlier_values():
                     '  rule r { uri-prefix = "/"  downstreams = { a }  downstreams += b } } }\n')
     vh = cfg.servers[0].vhosts[0]
     assert vh.aliases == ("y", "z", "w") and vh.rules[0].downstreams == ("a", "b")
-    assert errors("workers += 2\n") == ["'+=' needs a list option; 'workers' is a int"]
+    assert errors("workers += 2\n") == ["'+=' only appends to lists; 'workers' is not a list"]
 
 
 def test_unknown_accounts_are_a_note_not_an_error():

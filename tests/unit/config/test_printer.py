@@ -62,17 +62,20 @@ def tls_sets(draw):
 
 
 @st.composite
-def ssls(draw, needs_cert: bool, in_force=None):
-    enabled = draw(st.booleans()) if in_force is None else in_force
-    checked = enabled or in_force
+def ssls(draw, needs_cert: bool, force: bool = False):
+    """force: a downstream's block with tls = true, in force even when not enabled."""
+    enabled = draw(st.booleans())
+    checked = enabled or force
     existing_or_none = st.one_of(st.none(), st.just(HERE))
+    # paths are only checked to exist when the block is in force
+    any_path = existing_or_none if checked else st.one_of(st.none(), abs_path)
     on, off = draw(tls_sets())
     crl = draw(st.one_of(st.none(), st.builds(
         CRL, file=st.just(HERE), dir=st.one_of(st.none(), st.just(HERE_DIR)), reload=any_duration)))
     return SSL(
         enabled=enabled,
-        cert=HERE if (checked and needs_cert) else draw(existing_or_none if checked else st.one_of(st.none(), abs_path)),
-        key=draw(existing_or_none if checked else st.one_of(st.none(), abs_path)),
+        cert=HERE if (checked and needs_cert) else draw(any_path),
+        key=draw(any_path),
         ca=draw(existing_or_none), capath=draw(st.one_of(st.none(), st.just(HERE_DIR))),
         ciphers=draw(st.sampled_from([None, "HIGH", "ECDHE+AESGCM:ECDHE+CHACHA20", "HIGH:!aNULL"])),
         protocols_on=on, protocols_off=off, verify_peer=draw(st.booleans()),
@@ -100,10 +103,7 @@ health_checks = st.builds(
 def downstreams(draw, name: str):
     addr = draw(st.one_of(ipv4, ipv6, hostname, unix_addr))
     tls = draw(st.booleans())
-    ssl = draw(st.one_of(st.none(), ssls(needs_cert=False)))
-    if ssl is not None and tls:
-        ssl = draw(ssls(needs_cert=False, in_force=True)) if not ssl.enabled else ssl
-        ssl = dataclasses.replace(ssl, enabled=ssl.enabled)
+    ssl = draw(st.one_of(st.none(), ssls(needs_cert=False, force=tls)))
     return Downstream(
         name=name, addr=addr, port=0 if addr.startswith("unix:") else draw(st.integers(1, 65535)),
         enabled=draw(st.booleans()), connections=draw(st.integers(1, 65535)),
