@@ -48,12 +48,19 @@ def load_config(path: str):
 
 
 def cmd_test(path: str) -> int:
-    cfg = load_config(path)
-    if cfg is None:
-        sys.stderr.write(f"rproxy: configuration {path} is invalid\n")
-        return 1
+    """`rproxy -t`: every error of the file on stderr and exit 1, or the
+    summary (with notes and the not-yet-active list) on stdout and exit 0."""
+    from .config import ConfigErrors, load
     from .config.summary import summary
 
+    try:
+        cfg = load(path)
+    except ConfigErrors as e:
+        sys.stderr.write(e.render() + "\n")
+        count = len(e.errors)
+        sys.stderr.write(f"rproxy: configuration {path} is invalid "
+                         f"({count} error{'s' if count != 1 else ''})\n")
+        return 1
     sys.stdout.write(summary(cfg))
     sys.stdout.write(f"rproxy: configuration {path} is valid\n")
     return 0

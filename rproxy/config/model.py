@@ -6,7 +6,9 @@ a 1.x server without vhosts becomes one catch-all vhost whose rules are its
 `rewrite` blocks (or a single default rule) over all its downstreams.
 
 Units: durations are float seconds (None = "not set" where the distinction
-matters, e.g. per-rule overrides); sizes are int bytes.
+matters, e.g. per-rule overrides); sizes are int bytes.  Paths (certificates,
+log files, pidfile, unix sockets) are absolute: relative ones in a file are
+resolved against the directory of the file that contains them.
 """
 from __future__ import annotations
 
@@ -22,6 +24,29 @@ class Position:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something `rproxy -t` should tell the user about a valid config: a value
+    rproxy reads differently from RProxy, or a directive not active yet."""
+    pos: Optional[Position]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.pos}: {self.message}" if self.pos else self.message
+
+
+# TLS policy shared by the config layer (documentation, validation) and the
+# TLS runtime.  RProxy's defaults enabled SSLv2/SSLv3 and RC4; rproxy speaks
+# TLS 1.2 and 1.3 only and always removes the broken cipher families, even
+# from a user's own `ciphers` string.
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+LEGACY_TLS_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1")
+DEFAULT_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                   "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                   "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+EXCLUDED_CIPHERS = "!aNULL:!eNULL:!EXPORT:!RC4:!3DES:!DES:!MD5"
 
 
 @dataclass(frozen=True)
@@ -84,7 +109,7 @@ class LogStream:
     """One of a logging block's `request` / `error` sub-sections."""
     enabled: bool = False
     output: str = "file:/dev/stdout"    # file:PATH | syslog:FACILITY | stderr
-    level: str = "error"
+    level: str = "error"                # emerg alert crit error warn notice info debug
     format: str = "{SRC} {HOST} {URI} {HOST}"
 
 
@@ -129,7 +154,7 @@ class Downstream:
 @dataclass(frozen=True)
 class Rule:
     name: str
-    match: str                           # "exact" | "glob" | "regex" | "prefix" | "rewrite"
+    match: str                           # "exact" | "glob" | "regex" | "prefix" (a 1.x rewrite is "regex")
     pattern: str
     downstreams: tuple[str, ...] = ()
     lb_method: str = "rtt"
@@ -183,6 +208,9 @@ class Server:
     logging: Optional[Logging] = None
     downstreams: tuple[Downstream, ...] = ()
     vhosts: tuple[Vhost, ...] = ()
+    # "1": written in RProxy 1.x's form (no vhost blocks; normalised into one
+    # catch-all vhost whose rules are the `rewrite` blocks), "2": with vhosts.
+    dialect: str = "2"
     pos: Optional[Position] = field(default=None, compare=False)
 
     @property
@@ -207,8 +235,13 @@ class Config:
     memtrim_sz: int = 0
     pidfile: Optional[str] = None
     shutdown_timeout: float = 30.0
-    error_log: str = "stderr"
-    dialect: str = "2"
+    error_log: str = "stderr"            # stderr | file:PATH | syslog:FACILITY
+    dialect: str = "2"                   # "1", "2", or "mixed" (servers of both forms)
+    log_level: str = "info"              # the master's error log threshold
+    # What `rproxy -t` reports besides the summary: values read differently
+    # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
+    notes: tuple[Note, ...] = field(default=(), compare=False)
+    inactive: tuple[Note, ...] = field(default=(), compare=False)
 
     def worker_count(self) -> tuple[int, str]:
         """How many workers to run, and which setting decided it (for `-t`)."""

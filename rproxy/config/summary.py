@@ -1,24 +1,110 @@
-"""The summary `rproxy -t` prints: what will listen, route and run."""
+"""The summary `rproxy -t` prints: what will listen, route and run, what was
+accepted without being active yet, and where rproxy reads a value differently
+from RProxy."""
 from __future__ import annotations
 
-from .model import Config
+from .directives import format_duration
+from .model import Config, Downstream, Headers, Rule, Server, Vhost
+
+_DIALECTS = {"1": "RProxy 1.x form", "2": "RProxy 2.x form", "mixed": "RProxy 1.x and 2.x forms"}
+_WORKER_SOURCE = {"workers": "from `workers`", "threads": "from the largest `threads`", "cpus": "one per CPU"}
+
+
+def shown(s: str) -> str:
+    """A name or pattern as printable text: control characters (a config
+    string may hold any) would corrupt the terminal, so they are escaped."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in s)
+
+
+def format_size(n: int) -> str:
+    for unit, size in (("g", 1024 ** 3), ("m", 1024 ** 2), ("k", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}b"
+
+
+def _headers_text(h: Headers | None) -> str:
+    if h is None:
+        return "adds no headers"
+    added = []
+    if h.x_forwarded_for:
+        added.append(f"X-Forwarded-For ({h.x_forwarded_for_mode})")
+    for flag, name in (("x_real_ip", "X-Real-IP"), ("x_forwarded_proto", "X-Forwarded-Proto"),
+                       ("x_forwarded_host", "X-Forwarded-Host"), ("x_forwarded_port", "X-Forwarded-Port"),
+                       ("forwarded", "Forwarded"), ("via", "Via")):
+        if getattr(h, flag):
+            added.append(name)
+    return "adds " + ", ".join(added) if added else "adds no headers"
+
+
+def _server_lines(srv: Server, mixed: bool) -> list[str]:
+    tls = " TLS" if srv.ssl is not None and srv.ssl.enabled else ""
+    form = f", {_DIALECTS[srv.dialect]}" if mixed else ""
+    out = [f"server {srv.label}{tls} (backlog {srv.backlog}{form})"]
+    out.append(f"  client timeouts: read {format_duration(srv.read_timeout)}, write "
+               f"{format_duration(srv.write_timeout)}, keepalive {format_duration(srv.keepalive_timeout)}, "
+               f"pending {format_duration(srv.pending_timeout)}; max-pending "
+               f"{srv.max_pending or 'unlimited'}")
+    body = format_size(srv.client_max_body_size) if srv.client_max_body_size else "unlimited"
+    out.append(f"  limits: request line {format_size(srv.max_request_line)}, head "
+               f"{format_size(srv.max_header_size)}, {srv.max_headers} headers, body {body}, "
+               f"buffer {format_size(srv.buffer_size)}")
+    for ds in srv.downstreams:
+        out.append("  " + _downstream_text(ds))
+    for vh in srv.vhosts:
+        out.append("  " + _vhost_text(vh))
+        for rule in vh.rules:
+            out.append("    " + _rule_text(rule))
+    return out
+
+
+def _downstream_text(ds: Downstream) -> str:
+    where = ds.addr if ds.addr.startswith("unix:") else (
+        f"[{ds.addr}]:{ds.port}" if ":" in ds.addr else f"{ds.addr}:{ds.port}")
+    state = "" if ds.enabled else " [disabled]"
+    weight = f", weight {ds.weight}" if ds.weight != 1 else ""
+    return (f"downstream {shown(ds.name)} -> {where}: {ds.connections} connection(s) per worker{weight}, "
+            f"connect {format_duration(ds.connect_timeout)}, read {format_duration(ds.read_timeout)}, "
+            f"write {format_duration(ds.write_timeout)}, retry {format_duration(ds.retry)}{state}")
+
+
+def _vhost_text(vh: Vhost) -> str:
+    names = shown(vh.name) + (f" (aliases {shown(', '.join(vh.aliases))})" if vh.aliases else "")
+    default = ", default" if vh.default else ""
+    return f"vhost {names}{default}: {_headers_text(vh.headers)}"
+
+
+def _rule_text(rule: Rule) -> str:
+    target = shown(", ".join(rule.downstreams)) or "(no downstreams: 404)"
+    rewrite = f", path rewritten to {rule.rewrite_dst!r}" if rule.rewrite_dst is not None else ""
+    headers = f"; {_headers_text(rule.headers)}" if rule.headers is not None else ""
+    return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}{headers}"
+
+
+def _inactive_lines(cfg: Config) -> list[str]:
+    grouped: dict[str, list] = {}
+    for n in cfg.inactive:
+        grouped.setdefault(n.message, []).append(n.pos)
+    out = []
+    for what, positions in grouped.items():
+        shown = ", ".join(str(p) for p in positions[:3])
+        more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
+        out.append(f"  {what}: {shown}{more}")
+    return out
 
 
 def summary(cfg: Config) -> str:
     n, why = cfg.worker_count()
-    source = {"workers": "from `workers`", "threads": "from the largest `threads`",
-              "cpus": "one per CPU"}[why]
-    lines = [f"workers: {n} ({source})"]
+    lines = [f"configuration {cfg.path} ({_DIALECTS[cfg.dialect]})",
+             f"workers: {n} ({_WORKER_SOURCE[why]})"]
+    if not cfg.servers:
+        lines.append("no server blocks: nothing will listen")
     for srv in cfg.servers:
-        lines.append(f"server {srv.label} (backlog {srv.backlog})")
-        for ds in srv.downstreams:
-            state = "" if ds.enabled else " [disabled]"
-            lines.append(f"  downstream {ds.name}: {ds.addr}:{ds.port}, "
-                         f"{ds.connections} connection(s) per worker{state}")
-        for vh in srv.vhosts:
-            names = ", ".join([vh.name, *vh.aliases])
-            lines.append(f"  vhost {names}{' (default)' if vh.default else ''}")
-            for rule in vh.rules:
-                lines.append(f"    rule {rule.name}: {rule.match} {rule.pattern!r} -> "
-                             f"{', '.join(rule.downstreams) or '(none)'} [{rule.lb_method}]")
+        lines += _server_lines(srv, cfg.dialect == "mixed")
+    if cfg.inactive:
+        lines.append("accepted, not yet active (checked, but this version does not act on them):")
+        lines += _inactive_lines(cfg)
+    if cfg.notes:
+        lines.append("notes:")
+        lines += [f"  {note}" for note in cfg.notes]
     return "\n".join(lines) + "\n"
