@@ -190,6 +190,11 @@ def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, genera
 
     setproctitle.setproctitle(f"rproxy: worker {index} (gen {generation})")
     try:
+        fault = os.environ.get("RPROXY_FAULT_BOOT_GENERATION")
+        if fault and generation >= int(fault):
+            # fault injection for the supervision tests: no valid
+            # configuration fails a worker at boot without touching the network
+            raise RuntimeError(f"boot failure injected by RPROXY_FAULT_BOOT_GENERATION={fault}")
         if cfg.memtrim_sz:
             fastpath.set_malloc_trim_threshold(cfg.memtrim_sz)
         w = build(cfg, listener_fds)

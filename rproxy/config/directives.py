@@ -511,7 +511,7 @@ TABLE: tuple[Directive, ...] = (
     _d("group", MAIN, "string", None, "drop privileges to this group after binding"),
     _d("max-nofile", MAIN, "int", 0, "RLIMIT_NOFILE to set at start (0 = leave as is)", lo=0),
     _d("memtrim-sz", MAIN, "size", 0, "malloc trim threshold in each worker (mallopt M_TRIM_THRESHOLD; "
-       "0 = libc default)", lo=0, origin="1"),
+       "0 = libc default)", lo=0, hi=2**31 - 1, origin="1"),   # mallopt takes a C int
     _d("pidfile", MAIN, "path", None, "write the master's pid here (atomically; removed at exit)", origin="rproxy"),
     _d("shutdown-timeout", MAIN, "duration", 30.0,
        "longest a graceful stop or reload waits for busy connections (0 = do not wait)", origin="rproxy"),

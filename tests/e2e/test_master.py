@@ -200,12 +200,12 @@ def test_reload_changing_a_start_up_only_setting_is_refused(start_rproxy, downst
 
 def test_reload_whose_new_workers_cannot_start_keeps_the_old_generation(start_rproxy, downstream,
                                                                           port):
-    p = start_rproxy(conf(port, downstream.port, workers=2), port)
+    # workers of generation 2 and later fail at boot (fault injection: no
+    # valid configuration makes a worker fail without touching the network)
+    p = start_rproxy(conf(port, downstream.port, workers=2), port,
+                     env={**os.environ, "RPROXY_FAULT_BOOT_GENERATION": "2"})
     before = wait_generation(p.pid, 1, 2)
-    # valid configuration, but no worker can build it: the downstream name
-    # cannot even be encoded for a lookup, so the worker fails at boot
-    rewrite(p.conf, conf(port, downstream.port).replace("addr = 127.0.0.1\n        port",
-                                                        "addr = bad..name\n        port"))
+    rewrite(p.conf, conf(port, downstream.port).replace("workers = 2", "workers = 1"))
     p.signal(signal.SIGHUP)
     log = wait_log(p, "reload failed")
     assert "of the new configuration exited (exit code 3)" in log
@@ -333,9 +333,8 @@ def test_sigkill_of_the_master_stops_the_workers(start_rproxy, downstream, port)
 
 def test_workers_failing_at_boot_are_retried_with_backoff_then_the_master_gives_up(
         start_rproxy, downstream, port):
-    text = conf(port, downstream.port, workers=2).replace("addr = 127.0.0.1\n        port",
-                                                          "addr = bad..name\n        port")
-    p = start_rproxy(text, port, wait=False)
+    p = start_rproxy(conf(port, downstream.port, workers=2), port, wait=False,
+                     env={**os.environ, "RPROXY_FAULT_BOOT_GENERATION": "1"})
     assert p.proc.wait(30) == 1
     log = p.read_log()
     assert "retrying in 0.2s" in log and "retrying in 0.4s" in log and "retrying in 1.6s" in log

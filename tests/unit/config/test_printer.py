@@ -205,7 +205,7 @@ def configs(draw):
         path="<string>", servers=servers, workers=draw(st.one_of(st.none(), st.integers(1, 1024))),
         daemonize=draw(st.booleans()), rootdir=draw(abs_path), user=draw(st.one_of(st.none(), st.just("0"))),
         group=draw(st.one_of(st.none(), st.just("0"))), max_nofile=draw(st.integers(0, 2 ** 31 - 1)),
-        memtrim_sz=draw(st.integers(0, 2 ** 62)), pidfile=draw(st.one_of(st.none(), abs_path)),
+        memtrim_sz=draw(st.integers(0, 2 ** 31 - 1)), pidfile=draw(st.one_of(st.none(), abs_path)),
         shutdown_timeout=draw(any_duration), error_log=draw(log_output),
         dialect="mixed" if len(forms) > 1 else (forms.pop() if forms else "2"),
         log_level=draw(st.sampled_from(D.LOG_LEVELS)))
