@@ -62,6 +62,7 @@ cdef enum:
     UF_DEAD = 0x80          # closed; freed at the end of the loop turn
     UF_READY = 0x100        # queued to continue at the end of the loop turn
     UF_TUN_UP_EOF = 0x200   # tunnel: the client finished sending
+    UF_SERVED = 0x400       # at least one response went out on this connection
 
 cdef enum:
     # DConn.flags

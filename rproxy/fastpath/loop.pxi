@@ -91,18 +91,29 @@ cdef void listener_on_event(Listener* l) noexcept nogil:
 # ---- stopping --------------------------------------------------------------------------
 
 cdef void drain_start(int64_t timeout_ms) noexcept nogil:
-    """Graceful stop: accept nothing more, close idle clients, let the others
-    finish their current exchange (answered with Connection: close)."""
+    """Graceful stop: accept nothing more, close idle keep-alive clients,
+    let the others finish their current exchange (answered with Connection:
+    close).  A client accepted but not yet heard from is not idle: its first
+    request is on its way, and it gets its answer."""
     global g_stop
     cdef UConn* uc = g_uconns
     cdef UConn* nx
+    cdef int i
     if g_stop:
         return
     g_stop = 1
     listeners_register(0)
+    for i in range(g_nlisteners):
+        # our copies only: the master (and a new generation) keep theirs, and
+        # once the last copy closes the kernel refuses new clients at once
+        # instead of leaving them in a backlog nobody reads
+        if g_listeners[i].h.fd >= 0:
+            close(g_listeners[i].h.fd)
+            g_listeners[i].h.fd = -1
     while uc != NULL:
         nx = uc.next
-        if uc.state == U_IDLE and (uc.rbuf == NULL or uc.rpos == uc.rend) and out_empty(&uc.out):
+        if uc.state == U_IDLE and (uc.flags & UF_SERVED) and (uc.rbuf == NULL or uc.rpos == uc.rend) \
+                and out_empty(&uc.out):
             uc_close(uc)
         else:
             uc.flags |= UF_CLOSE_AFTER

@@ -264,6 +264,7 @@ cdef void uc_after_response(UConn* uc) noexcept nogil:
         uc_close_gracefully(uc)
         return
     global g_depth, g_ready
+    uc.flags |= UF_SERVED
     uc.state = U_IDLE
     timer_arm(&uc.timer, uc.srv.keepalive_timeout_ms)
     if g_depth > 8:

@@ -271,8 +271,6 @@ def test_no_request_lost_during_five_reloads(start_rproxy, downstream, port):
     assert "reload failed" not in p.read_log()
 
 
-@pytest.mark.xfail(strict=True, reason="fast path (drain_start) closes an accepted connection that "
-                   "has not sent its first request yet, as if it were an idle keep-alive one")
 def test_reload_keeps_an_accepted_connection_that_has_not_sent_yet(start_rproxy, downstream, port):
     p = start_rproxy(conf(port, downstream.port, workers=1), port)
     wait_generation(p.pid, 1, 1)
