@@ -95,7 +95,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                          connect_timeout=ds.connect_timeout, read_timeout=ds.read_timeout,
                          write_timeout=ds.write_timeout, idle_timeout=ds.idle_timeout,
                          max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight,
-                         max_age=ds.max_age)
+                         max_age=ds.max_age, high_watermark=ds.high_watermark)
         if ds.health_check is not None:
             hc = ds.health_check
             w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)
@@ -107,7 +107,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                      max_request_line=srv.max_request_line, max_header_size=srv.max_header_size,
                      max_headers=srv.max_headers, client_max_body_size=srv.client_max_body_size,
                      max_pending=srv.max_pending, nvhosts=len(srv.vhosts), port=port,
-                     tls=bool(srv.ssl and srv.ssl.enabled))
+                     tls=bool(srv.ssl and srv.ssl.enabled), high_watermark=srv.high_watermark)
         for vi, vh in enumerate(srv.vhosts):
             globs = [vh.name, *vh.aliases]
             w.set_vhost(si, vi, globs, vh.default, len(vh.rules), strip_headers=vh.strip_headers)
@@ -120,7 +120,9 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                            [ds_index[(si, n)] for n in rule.downstreams], rule.lb_method,
                            header_policy=header_policy(headers), replace=replace,
                            rewrite_1x=rule.rewrite_dst is not None, passthrough=rule.passthrough,
-                           allow_redirect=rule.allow_redirect, redirect_filter=rule.redirect_filter)
+                           allow_redirect=rule.allow_redirect, redirect_filter=rule.redirect_filter,
+                           up_read_timeout=rule.upstream_read_timeout,
+                           up_write_timeout=rule.upstream_write_timeout)
     w.set_owned_headers(sorted(owned))
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)

@@ -5,6 +5,7 @@ import pytest
 
 from support.downstream import Downstream
 from support.proc import Rproxy, free_port
+from support.stats import assert_quiet
 
 
 @pytest.fixture
@@ -16,17 +17,27 @@ def downstream():
 
 @pytest.fixture
 def start_rproxy(tmp_path):
-    """start_rproxy(conf_text, port) -> Rproxy; every one is stopped afterwards."""
+    """start_rproxy(conf_text, port) -> Rproxy; every one is stopped afterwards.
+
+    Before stopping a proxy that is still running, its workers must be back
+    to zero (no client, exchange, buffer or pending request left, pools
+    consistent) -- pass check_quiet=False for a test that leaves one busy."""
     started = []
 
-    def start(conf_text: str, port=None, **kw):
+    def start(conf_text: str, port=None, check_quiet=True, **kw):
         p = Rproxy(conf_text, tmp_path, port=port, name=f"rproxy{len(started)}", **kw)
+        p.check_quiet = check_quiet
         started.append(p)
         return p
 
     yield start
-    for p in started:
-        p.stop()
+    try:
+        for p in started:
+            if p.check_quiet and p.poll() is None and p.workers():
+                assert_quiet(p)
+    finally:
+        for p in started:
+            p.stop()
 
 
 @pytest.fixture

@@ -505,8 +505,7 @@ TABLE: tuple[Directive, ...] = (
     _d("workers", MAIN, "int", None, "worker processes (default: the largest `threads`, else one per CPU)",
        lo=1, hi=1024, origin="rproxy"),
     _d("daemonize", MAIN, "bool", False, "detach and run in the background (double fork, pidfile)"),
-    _d("rootdir", MAIN, "path", "/", "directory a daemonized master changes to (RProxy never applied it)",
-       active=False),
+    _d("rootdir", MAIN, "path", "/", "directory a daemonized master changes to (RProxy never applied it)"),
     _d("user", MAIN, "string", None, "drop privileges to this user after binding"),
     _d("group", MAIN, "string", None, "drop privileges to this group after binding"),
     _d("max-nofile", MAIN, "int", 0, "RLIMIT_NOFILE to set at start (0 = leave as is)", lo=0),
@@ -538,13 +537,15 @@ TABLE: tuple[Directive, ...] = (
        "(then 503)", zero_default=True, zero_note="RProxy read 0 as 'wait forever'; rproxy uses its default"),
     _d("max-pending", SERVER, "int", 0, "requests allowed to wait for a downstream connection, per worker "
        "(0 = unlimited)", lo=0),
-    _d("high-watermark", SERVER, "size", 0, "pause reading a downstream while this many bytes wait for the "
-       "client (0 = off)", lo=0, active=False, origin="2"),
-    _d("disable-server-nagle", SERVER, "bool", False, "TCP_NODELAY on the listening socket", active=False,
+    _d("high-watermark", SERVER, "size", 0, "most response bytes in flight per exchange: a downstream is "
+       "read this much at a time and not again until the client took it (0 = buffer-size)", lo=0,
        origin="2"),
-    _d("disable-client-nagle", SERVER, "bool", False, "TCP_NODELAY on client connections", active=False, origin="2"),
-    _d("disable-downstream-nagle", SERVER, "bool", False, "TCP_NODELAY on downstream connections",
-       active=False, origin="2"),
+    _d("disable-server-nagle", SERVER, "bool", False, "TCP_NODELAY on the listening socket: rproxy always "
+       "sets it (a proxy writes whole heads; Nagle only adds delay), so false changes nothing", origin="2"),
+    _d("disable-client-nagle", SERVER, "bool", False, "TCP_NODELAY on client connections: always set, "
+       "as above", origin="2"),
+    _d("disable-downstream-nagle", SERVER, "bool", False, "TCP_NODELAY on downstream connections: always "
+       "set, as above", origin="2"),
     _d("max-request-line", SERVER, "size", 8192, "longest request line (414 beyond)", lo=64, hi=1024 ** 2,
        origin="rproxy"),
     _d("max-header-size", SERVER, "size", 16384, "largest request head (431 beyond)", lo=256, hi=16 * 1024 ** 2,
@@ -573,7 +574,7 @@ TABLE: tuple[Directive, ...] = (
     _d("src", REWRITE, "regex", None, "POSIX extended regex searched in the request path", required=True,
        origin="1"),
     _d("dst", REWRITE, "string", None, "path prefix sent instead of everything up to the end of src's "
-       "last group", required=True, origin="1", active=False),
+       "last group", required=True, origin="1"),
 
     # ---- downstream ------------------------------------------------------
     _d("addr", DOWNSTREAM, "address", None, "backend address: IPv4, IPv6, host name or unix:/path",
@@ -583,8 +584,8 @@ TABLE: tuple[Directive, ...] = (
     _d("enabled", DOWNSTREAM, "bool", True, "false takes the downstream out of rotation", origin="2"),
     _d("connections", DOWNSTREAM, "int", 1, "persistent connections per worker", lo=1, hi=65535,
        legacy_default=8),
-    _d("high-watermark", DOWNSTREAM, "size", 0, "pause reading the client while this many bytes wait for "
-       "the downstream (0 = off)", lo=0, active=False),
+    _d("high-watermark", DOWNSTREAM, "size", 0, "most request-body bytes in flight per exchange: the client "
+       "is read this much at a time and not again until the downstream took it (0 = buffer-size)", lo=0),
     _d("read-timeout", DOWNSTREAM, "duration", 60.0, "waiting for response bytes during an exchange",
        zero_default=True, zero_note=_TIMEOUT_NOTE),
     _d("write-timeout", DOWNSTREAM, "duration", 60.0, "a stalled write toward the downstream",
@@ -598,28 +599,25 @@ TABLE: tuple[Directive, ...] = (
        zero_default=True, zero_note=_TIMEOUT_NOTE, origin="rproxy"),
     _d("max-requests", DOWNSTREAM, "int", 0, "requests per connection before it is replaced (0 = unlimited)",
        lo=0, origin="rproxy"),
-    _d("max-age", DOWNSTREAM, "duration", 0.0, "age at which a connection is replaced (0 = unlimited)",
-       active=False, origin="rproxy"),
+    _d("max-age", DOWNSTREAM, "duration", 0.0, "age at which a connection is replaced (0 = unlimited)", origin="rproxy"),
     _d("weight", DOWNSTREAM, "int", 1, "relative share of requests", lo=1, hi=1000, origin="rproxy"),
     _d("pipeline", DOWNSTREAM, "int", 1, "requests in flight per connection (idempotent ones only)",
        lo=1, hi=64, active=False, origin="rproxy"),
     _d("tls", DOWNSTREAM, "bool", False, "speak TLS to the downstream (settings in its `ssl { }`)",
        active=False, origin="rproxy"),
-    _d("health-check", DOWNSTREAM, "block", doc="active HTTP health check", active=False, origin="rproxy"),
+    _d("health-check", DOWNSTREAM, "block", doc="active HTTP health check", origin="rproxy"),
     _d("seconds", RETRY, "int", 1, "whole seconds", lo=0, origin="1"),
     _d("useconds", RETRY, "int", 0, "microseconds", lo=0, origin="1"),
-    _d("path", HEALTH, "request path", "/", "path requested with GET", origin="rproxy", active=False),
-    _d("interval", HEALTH, "duration", 5.0, "time between checks", lo=0.001, origin="rproxy", active=False),
+    _d("path", HEALTH, "request path", "/", "path requested with GET", origin="rproxy"),
+    _d("interval", HEALTH, "duration", 5.0, "time between checks", lo=0.001, origin="rproxy"),
     _d("timeout", HEALTH, "duration", 2.0, "longest a check may take (shorter than interval)", lo=0.001,
-       origin="rproxy", active=False),
-    _d("rise", HEALTH, "int", 2, "passed checks to mark a downstream up", lo=1, hi=100, origin="rproxy",
-       active=False),
-    _d("fall", HEALTH, "int", 3, "failed checks to mark it down", lo=1, hi=100, origin="rproxy", active=False),
+       origin="rproxy"),
+    _d("rise", HEALTH, "int", 2, "passed checks to mark a downstream up", lo=1, hi=100, origin="rproxy"),
+    _d("fall", HEALTH, "int", 3, "failed checks to mark it down", lo=1, hi=100, origin="rproxy"),
 
     # ---- vhost -----------------------------------------------------------
     _d("aliases", VHOST, "glob list", (), "more host globs for this vhost", origin="2"),
-    _d("strip-headers", VHOST, "header list", (), "response headers removed before the client sees them",
-       active=False, origin="2"),
+    _d("strip-headers", VHOST, "header list", (), "response headers removed before the client sees them", origin="2"),
     _d("default", VHOST, "bool", False, "requests whose Host matches no vhost go here (one per server)",
        origin="rproxy"),
     _d("https-redirect", VHOST, "bool", False, "answer plain-HTTP requests with a redirect to https",
@@ -636,33 +634,32 @@ TABLE: tuple[Directive, ...] = (
     _d("downstreams", RULE, "list", (), "downstream names this rule forwards to (none = 404)", origin="2"),
     _d("lb-method", RULE, "enum", "rtt", "how a downstream is picked", choices=LB_METHODS, origin="2"),
     _d("replace-path", RULE, "string", None, "path sent downstream: replaces the matched prefix (uri-prefix), "
-       "the whole path (uri-match) or the match with \\1..\\9 (uri-rmatch)", active=False, origin="rproxy"),
-    _d("passthrough", RULE, "bool", False, "after the request head, relay raw bytes both ways", active=False,
+       "the whole path (uri-match) or the match with \\1..\\9 (uri-rmatch)", origin="rproxy"),
+    _d("passthrough", RULE, "bool", False, "after the request head, relay raw bytes both ways",
        origin="2"),
     _d("allow-redirect", RULE, "bool", False, "follow a downstream's 377 + X-Internal-Redirect", active=False,
        origin="2"),
     _d("redirect-filter", RULE, "glob list", (), "host[:port] globs an internal redirect may go to",
        active=False, origin="2"),
     _d("upstream-read-timeout", RULE, "duration", None, "client read timeout for this rule's requests "
-       "(default: the server's)", zero_default=True, active=False, origin="2",
+       "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),
     _d("upstream-write-timeout", RULE, "duration", None, "client write timeout for this rule's requests "
-       "(default: the server's)", zero_default=True, active=False, origin="2",
+       "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),
 
     # ---- headers ---------------------------------------------------------
     _d("x-forwarded-for", HEADERS, "bool", True, "add the client address to X-Forwarded-For"),
     _d("x-forwarded-for-mode", HEADERS, "enum", "append", "append to the client's X-Forwarded-For chain, "
-       "or replace it (RProxy's behaviour)", choices=("append", "replace"), active=False, origin="rproxy"),
-    _d("x-real-ip", HEADERS, "bool", False, "set X-Real-IP to the client address", active=False, origin="rproxy"),
-    _d("x-forwarded-proto", HEADERS, "bool", False, "set X-Forwarded-Proto (http or https)", active=False,
+       "or replace it (RProxy's behaviour)", choices=("append", "replace"), origin="rproxy"),
+    _d("x-real-ip", HEADERS, "bool", False, "set X-Real-IP to the client address", origin="rproxy"),
+    _d("x-forwarded-proto", HEADERS, "bool", False, "set X-Forwarded-Proto (http or https)",
        origin="rproxy"),
-    _d("x-forwarded-host", HEADERS, "bool", False, "set X-Forwarded-Host to the client's Host", active=False,
+    _d("x-forwarded-host", HEADERS, "bool", False, "set X-Forwarded-Host to the client's Host",
        origin="rproxy"),
-    _d("x-forwarded-port", HEADERS, "bool", False, "set X-Forwarded-Port to the listener's port",
-       active=False, origin="rproxy"),
-    _d("forwarded", HEADERS, "bool", False, "add an RFC 7239 Forwarded element", active=False, origin="rproxy"),
-    _d("via", HEADERS, "bool", False, "add a Via element", active=False, origin="rproxy"),
+    _d("x-forwarded-port", HEADERS, "bool", False, "set X-Forwarded-Port to the listener's port", origin="rproxy"),
+    _d("forwarded", HEADERS, "bool", False, "add an RFC 7239 Forwarded element", origin="rproxy"),
+    _d("via", HEADERS, "bool", False, "add a Via element", origin="rproxy"),
     *(_d(name, HEADERS, "bool", False, f"send {doc}", active=False, origin="2" if name == "x-ssl-sha1" else "1,2")
       for name, doc in _X_SSL),
     _d("x-ssl-certificate", HEADERS, "bool", True, "send the client certificate, as X-SSL-Certificate",

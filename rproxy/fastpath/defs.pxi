@@ -249,6 +249,7 @@ cdef struct Exchange:
     uint32_t path_len
     int32_t cut_so          # part of the path the rule replaces, -1 = none
     int32_t cut_eo
+    int32_t grp[20]         # regex groups 0..9 (so, eo) of the path, for \\1..\\9 in replace-path
     DownstreamRt* failed_ds # where a replayed request failed first
     Pipe* pipe              # splice relay of a large body (see splice.pxi)
     uint64_t splice_left
@@ -322,6 +323,7 @@ cdef struct DownstreamRt:
     int64_t idle_timeout_ms
     int64_t max_age_ms
     uint32_t max_requests
+    uint32_t high_watermark # request direction: client body bytes read at a time (0 = buffer)
     int max_fails           # consecutive failed exchanges before ejection
     int fails_in_row
     int ejections           # consecutive ejections (doubles the next one)
@@ -356,9 +358,12 @@ cdef struct RuleRt:
     char* replace           # 1.x rewrite dst / 2.x replace-path, NULL = keep the path
     uint32_t replace_len
     uint8_t rewrite_1x      # replace up to the end of the last capture group (1.x rewrite)
+    uint8_t replace_refs    # the replacement holds \\1..\\9
     uint8_t passthrough     # raw pipe after the request head (RProxy's passthrough)
     uint8_t allow_redirect
     NameList redirect_filter
+    int64_t up_read_ms      # upstream-read-timeout: the client's, once routed here (0 = server's)
+    int64_t up_write_ms
 
 cdef struct VhostRt:
     char name[128]
@@ -379,6 +384,7 @@ cdef struct ServerRt:
     int64_t keepalive_timeout_ms
     int64_t pending_timeout_ms
     int64_t tunnel_timeout_ms
+    uint32_t high_watermark # response direction: bytes read from a downstream at a time (0 = buffer)
     uint32_t max_request_line
     uint32_t max_header_size
     uint32_t max_headers

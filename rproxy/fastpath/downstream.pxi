@@ -27,7 +27,11 @@ cdef void idle_push(DConn* dc) noexcept nogil:
 
 
 cdef void idle_remove(DConn* dc) noexcept nogil:
+    """Take a connection off its idle list.  It stops being D_IDLE at once
+    (D_ACTIVE: in use, or about to be recycled), so nothing can unlink it
+    twice."""
     cdef DownstreamRt* ds = dc.ds
+    dc.state = D_ACTIVE
     if dc.iprev != NULL:
         dc.iprev.inext = dc.inext
     else:
@@ -51,6 +55,8 @@ cdef bint dc_alive(DConn* dc) noexcept nogil:
     cdef ssize_t n
     if dc.flags & DF_RDHUP:
         return False
+    if dc.ds.max_age_ms and g_now - dc.connected_at >= dc.ds.max_age_ms:
+        return False                # aged out while idle: replace rather than use
     if g_now - dc.idle_since < 250:
         return True
     n = recv(dc.h.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT)
@@ -407,6 +413,8 @@ cdef void dc_read(DConn* dc) noexcept nogil:
             else:
                 dc_exchange_failed(dc, 502, "response head too large")
                 return
+        if dc.phase == R_BODY and uc.srv.high_watermark and room > uc.srv.high_watermark:
+            room = uc.srv.high_watermark    # the server's high-watermark bounds the response in flight
         n = recv(dc.h.fd, bdata(dc.rbuf) + dc.rend, room, 0)
         if n > 0:
             if <uint32_t>n < room and not (dc.flags & DF_RDHUP):

@@ -332,6 +332,22 @@ cdef void w_quoted_host(W* w, const char* v, uint32_t n) noexcept nogil:
     w_put(w, "\"", 1)
 
 
+cdef void w_replacement(W* w, RuleRt* r, const char* path, Exchange* x) noexcept nogil:
+    """replace-path with \\N: group N of the uri-rmatch (empty if it did not take part)."""
+    cdef uint32_t i = 0
+    cdef int g
+    while i < r.replace_len:
+        if r.replace[i] == c'\\' and i + 1 < r.replace_len and r.replace[i + 1] >= c'0' \
+                and r.replace[i + 1] <= c'9':
+            g = r.replace[i + 1] - 48
+            if x.grp[2 * g] >= 0:
+                w_put(w, path + x.grp[2 * g], <size_t>(x.grp[2 * g + 1] - x.grp[2 * g]))
+            i += 2
+        else:
+            w_put(w, r.replace + i, 1)
+            i += 1
+
+
 cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noexcept nogil:
     """The head sent to the downstream: the client's request line and
     headers, minus hop-by-hop and proxy-owned headers, plus the rule's
@@ -353,7 +369,10 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
     if x.cut_so >= 0:
         # the rule rewrites the path: keep what precedes and follows the cut
         w_put(w, url + x.path_off, <uint32_t>x.cut_so)
-        w_put(w, x.rule.replace, x.rule.replace_len)
+        if x.rule.replace_refs:
+            w_replacement(w, x.rule, url + x.path_off, x)
+        else:
+            w_put(w, x.rule.replace, x.rule.replace_len)
         w_put(w, url + x.path_off + x.cut_eo, x.path_len - <uint32_t>x.cut_eo)
     else:
         w_put(w, url + x.path_off, x.path_len)

@@ -144,7 +144,35 @@ cdef void signals_read() noexcept nogil:
             drain_start(g_shutdown_timeout_ms)
         elif si.ssi_signo == SIGUSR1:
             g_reopen = 1
+        elif si.ssi_signo == SIGUSR2:
+            stats_dump()
         # SIGHUP: reloads are the master's business; a worker ignores it
+
+
+cdef void stats_dump() noexcept nogil:
+    """SIGUSR2: log the counters that must return to zero when the worker is
+    quiet, and check the pool invariants (tests assert on this line)."""
+    cdef int i, n
+    cdef int bad = 0
+    cdef DownstreamRt* ds
+    cdef DConn* dc
+    for i in range(g_ndownstreams):
+        ds = &g_downstreams[i]
+        n = 0
+        dc = ds.idle_first
+        while dc != NULL and n <= ds.nconns:
+            if dc.state != D_IDLE:
+                bad += 1
+            n += 1
+            dc = dc.inext
+        if n != ds.n_idle or ds.n_idle < 0 or ds.n_active < 0 or ds.n_up < 0 or ds.n_up > ds.nconns:
+            bad += 1
+    rp_elog(g_errfd, 5, "stats: clients=%d exchanges=%lld buffers=%lld pending=%d requests=%lld "
+            "pool_errors=%d", g_nuconns, c_x_out, c_bufs_out, g_npending, c_requests, bad)
+    for i in range(g_ndownstreams):
+        ds = &g_downstreams[i]
+        rp_elog(g_errfd, 5, "stats: downstream %s up=%d idle=%d active=%d", ds.name, ds.n_up, ds.n_idle,
+                ds.n_active)
 
 
 cdef void free_dead() noexcept nogil:

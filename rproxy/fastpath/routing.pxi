@@ -122,6 +122,10 @@ cdef bint rule_matches(RuleRt* r, const char* path, uint32_t plen, Exchange* x) 
         else:
             x.cut_so = m[0].rm_so
             x.cut_eo = m[0].rm_eo
+            if r.replace_refs:
+                for i in range(10):
+                    x.grp[2 * i] = m[i].rm_so if i <= r.nsub else -1
+                    x.grp[2 * i + 1] = m[i].rm_eo if i <= r.nsub else -1
         return True
     if ok and r.replace != NULL:
         x.cut_so = 0

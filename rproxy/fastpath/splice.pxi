@@ -92,7 +92,7 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
                 continue
             if n < 0 and errno == EAGAIN:
                 uc.flags &= ~UF_WRITABLE
-                timer_arm(&uc.timer, uc.srv.write_timeout_ms)
+                timer_arm(&uc.timer, uc_write_timeout(uc))
                 return True
             uc_close(uc)
             return True
@@ -103,6 +103,8 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
         if not (dc.flags & DF_READABLE):
             return True
         want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_pipe_size else g_pipe_size)
+        if uc.srv.high_watermark and want > uc.srv.high_watermark:
+            want = uc.srv.high_watermark
         n = splice(dc.h.fd, NULL, x.pipe.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
         if n > 0:
             x.splice_left -= <uint64_t>n

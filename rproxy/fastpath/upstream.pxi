@@ -229,6 +229,20 @@ cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
     uc_close(uc)
 
 
+cdef inline int64_t uc_read_timeout(UConn* uc) noexcept nogil:
+    """A rule's upstream-read-timeout replaces the server's once a request
+    is routed to it, and only when it is set (RProxy applied {0,0} when unset)."""
+    if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_read_ms:
+        return uc.x.rule.up_read_ms
+    return uc.srv.read_timeout_ms
+
+
+cdef inline int64_t uc_write_timeout(UConn* uc) noexcept nogil:
+    if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_write_ms:
+        return uc.x.rule.up_write_ms
+    return uc.srv.write_timeout_ms
+
+
 cdef int uc_send(UConn* uc) noexcept nogil:
     """Write the client's pending output.  0: all out; 1: the socket is full;
     -1: the client is gone (the connection has been closed)."""
@@ -237,7 +251,7 @@ cdef int uc_send(UConn* uc) noexcept nogil:
         return 0
     if r > 0:
         uc.flags &= ~UF_WRITABLE
-        timer_arm(&uc.timer, uc.srv.write_timeout_ms)
+        timer_arm(&uc.timer, uc_write_timeout(uc))
         return 1
     uc_close(uc)
     return -1
@@ -428,6 +442,8 @@ cdef void uc_read(UConn* uc) noexcept nogil:
         if not uc_make_room(uc):
             return
         room = uc.rbuf.cap - uc.rend
+        if uc.state == U_BODY and uc.x.dc.ds.high_watermark and room > uc.x.dc.ds.high_watermark:
+            room = uc.x.dc.ds.high_watermark    # the downstream's high-watermark bounds the upload in flight
         n = recv(uc.h.fd, bdata(uc.rbuf) + uc.rend, room, 0)
         if n > 0:
             if <uint32_t>n < room and not (uc.flags & UF_RDHUP):
@@ -646,7 +662,7 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
         return
     uc.state = U_BODY
     timer_arm(&dc.timer, dc.ds.read_timeout_ms)
-    timer_arm(&uc.timer, uc.srv.read_timeout_ms)
+    timer_arm(&uc.timer, uc_read_timeout(uc))
     uc_forward_body(uc)
     if not (uc.flags & UF_DEAD) and uc.x == x:
         uc_read(uc)
@@ -674,7 +690,7 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
             dc.out.bptr = base + uc.fpos
             dc.out.blen = n
             uc.fpos = uc.rpos
-            timer_arm(&uc.timer, uc.srv.read_timeout_ms)
+            timer_arm(&uc.timer, uc_read_timeout(uc))
             continue
         if x.flags & XF_REQ_DONE:
             uc.state = U_WAIT

@@ -110,7 +110,7 @@ cdef class Worker:
     def set_server(self, int index, *, read_timeout, write_timeout, keepalive_timeout,
                    pending_timeout, int max_request_line, int max_header_size, int max_headers,
                    client_max_body_size, int max_pending, int nvhosts, int port=0, bint tls=False,
-                   tunnel_timeout=3600.0):
+                   tunnel_timeout=3600.0, int high_watermark=0):
         cdef ServerRt* s = &g_servers[index]
         s.index = index
         s.port = port
@@ -120,6 +120,7 @@ cdef class Worker:
         s.keepalive_timeout_ms = _ms(keepalive_timeout)
         s.pending_timeout_ms = _ms(pending_timeout)
         s.tunnel_timeout_ms = _ms(tunnel_timeout)
+        s.high_watermark = high_watermark
         s.max_request_line = max_request_line
         s.max_header_size = max_header_size
         s.max_headers = min(max_headers, HDR_CAP)
@@ -145,7 +146,8 @@ cdef class Worker:
 
     def set_rule(self, int server, int vhost, int index, str name, str match, str pattern,
                  downstreams, str lb_method, header_policy=(), replace=None, bint rewrite_1x=False,
-                 bint passthrough=False, bint allow_redirect=False, redirect_filter=()):
+                 bint passthrough=False, bint allow_redirect=False, redirect_filter=(),
+                 up_read_timeout=None, up_write_timeout=None):
         """header_policy: names from HEADER_POLICY; replace: the path
         replacement (1.x rewrite dst when rewrite_1x, else 2.x replace-path)."""
         cdef RuleRt* r = &g_servers[server].vhosts[vhost].rules[index]
@@ -167,6 +169,10 @@ cdef class Worker:
             r.replace = _dup(rb)
             r.replace_len = len(rb)
         r.rewrite_1x = rewrite_1x
+        r.replace_refs = replace is not None and not rewrite_1x and any(
+            f"\\{n}" in replace for n in range(10))
+        r.up_read_ms = _ms(up_read_timeout) if up_read_timeout else 0
+        r.up_write_ms = _ms(up_write_timeout) if up_write_timeout else 0
         r.passthrough = passthrough
         r.allow_redirect = allow_redirect
         _namelist(&r.redirect_filter, redirect_filter)
@@ -191,7 +197,7 @@ cdef class Worker:
     def set_downstream(self, int index, str name, str label, int family, bytes sockaddr, *,
                        int connections, retry, connect_timeout, read_timeout, write_timeout,
                        idle_timeout, int max_requests, bint enabled, int weight, max_age=0.0,
-                       int max_fails=3):
+                       int max_fails=3, int high_watermark=0):
         cdef DownstreamRt* d = &g_downstreams[index]
         d.index = index
         _copy_cstr(d.name, 64, name.encode())
@@ -209,6 +215,7 @@ cdef class Worker:
         d.idle_timeout_ms = _ms(idle_timeout)
         d.max_requests = max_requests
         d.max_age_ms = _ms(max_age)
+        d.high_watermark = high_watermark
         d.max_fails = max_fails
         d.enabled = enabled
         d.weight = max(weight, 1)

@@ -32,7 +32,7 @@ server {
     downstream app { addr = 127.0.0.1  port = 8081  connections = 4 }
     vhost "example.com" {
         aliases = { "www.example.com" }
-        rule api { uri-prefix = "/api/"  downstreams = { app }  passthrough = true }
+        rule api { uri-prefix = "/api/"  downstreams = { app }  allow-redirect = true }
     }
 }
 """
@@ -53,8 +53,7 @@ server 127.0.0.1:8080 (backlog 1024)
   vhost example.com (aliases www.example.com): adds no headers
     rule api: prefix '/api/' -> app [rtt]
 accepted, not yet active (checked, but this version does not act on them):
-  'disable-client-nagle' in a 'server' block: {path}:6:5
-  'passthrough' in a 'rule' block: {path}:10:65
+  'allow-redirect' in a 'rule' block: {path}:10:65
 notes:
   {path}:5:20: 'read-timeout = 0': RProxy read 0 as 'no timeout'; rproxy never disables it and uses its default (60s)
 rproxy: configuration {path} is valid
@@ -72,7 +71,7 @@ def test_invalid_config_prints_every_error_and_exits_1(tmp_path):
                ^
     hint: no ';' after values: options are separated by newlines or spaces
 {path}:10:58: rule 'api': unknown downstream 'ap'
-            rule api {{ uri-prefix = "/api/"  downstreams = {{ ap }}  passthrough = true }}
+            rule api {{ uri-prefix = "/api/"  downstreams = {{ ap }}  allow-redirect = true }}
 {" " * (4 + 57)}^
     hint: did you mean 'app'?
 rproxy: configuration {path} is invalid (2 errors)
