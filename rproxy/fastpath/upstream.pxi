@@ -478,7 +478,8 @@ cdef void uc_read(UConn* uc) noexcept nogil:
             uc.flags &= ~UF_READABLE
             if errno != EAGAIN:
                 uc_close(uc)
-            return
+                return
+            break                   # drained (a TLS connection learns it only here)
     if not (uc.flags & UF_DEAD) and uc.state == U_IDLE and uc.rbuf != NULL and uc.rpos == uc.rend \
             and out_empty(&uc.out):
         # idle keep-alive connections hold no buffer
