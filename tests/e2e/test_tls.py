@@ -727,3 +727,14 @@ def test_websocket_tunnel_through_tls_on_both_sides(start_rproxy, port, test_pki
                 assert got == word.upper()
     finally:
         ds.close()
+
+
+def test_an_idle_tls_connection_holds_no_buffer(proxy, test_pki):
+    from support.stats import worker_stats
+
+    with connect(proxy.port, client_context(test_pki)) as s:
+        get(s, "/x")
+        get(s, f"/bytes/{100000}")
+        time.sleep(0.2)
+        (stats,) = worker_stats(proxy).values()
+        assert stats["clients"] == 1 and stats["buffers"] == 0
