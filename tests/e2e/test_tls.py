@@ -246,7 +246,11 @@ def test_host_outside_the_sni_vhost_gets_421(start_rproxy, downstream, port, tes
         assert get(s, "/x", host="a.test")[2] == b"/a/x"
         assert get(s, "/x", host="www.a.test:443")[2] == b"/a/x"     # same vhost: fine
         assert get(s, "/x", host="unknown.test")[0] == 421
+        s.sendall(b"GET /ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")      # no Host: SNI decides
+        status, _, body, _ = read_response(s)
+        assert (status, body) == (200, b"/a/ten")
     assert not any(r.target.startswith("/b/") for r in downstream.requests)
+    assert "is not the vhost the TLS server name chose" in p.read_log()
 
 
 # ---- client certificates --------------------------------------------------------------
