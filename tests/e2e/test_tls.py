@@ -742,3 +742,46 @@ def test_an_idle_tls_connection_holds_no_buffer(proxy, test_pki):
         time.sleep(0.2)
         (stats,) = worker_stats(proxy).values()
         assert stats["clients"] == 1 and stats["buffers"] == 0
+
+
+def test_slow_reader_over_tls_gets_every_byte(proxy, test_pki):
+    """The client's socket fills again and again: every SSL_write that
+    stops half-way (WANT_WRITE) resumes with the same bytes."""
+    n = 4 * 1024 * 1024
+    with connect(proxy.port, client_context(test_pki)) as s:
+        # (not much smaller: below one TLS record of window, TCP itself
+        # stalls ~100 ms per record, with nginx as with rproxy)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        s.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        body = buf.split(b"\r\n\r\n", 1)[1]
+        reads = 0
+        while len(body) < n:
+            reads += 1
+            if reads % 16 == 0:
+                time.sleep(0.005)               # let the proxy's writes stall
+            body += s.recv(65536)
+        assert body == payload(n)
+        assert get(s, "/after")[2] == b"/after"
+
+
+def test_large_request_and_response_through_tls_on_both_sides(start_rproxy, port, test_pki):
+    ds = tls_downstream(test_pki["server"])
+    try:
+        conf = plain_conf(port, ds.port, f'ssl {{ ca = "{test_pki["ca"].crt}" }}').replace(
+            "server {", f'''server {{
+    ssl {{ enabled = true  cert = "{test_pki["server"].crt}"  key = "{test_pki["server"].key}" }}''', 1)
+        p = start_rproxy(conf, port)
+        big = payload(3 * 1024 * 1024 + 7)
+        with connect(p.port, client_context(test_pki)) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+            status, _, body, _ = read_response(s)
+            info = json.loads(body)
+            assert status == 200 and info["length"] == len(big)
+            assert info["sha256"] == __import__("hashlib").sha256(big).hexdigest()
+            status, _, body = get(s, f"/bytes/{len(big)}")
+            assert (status, body) == (200, payload(len(big)))
+    finally:
+        ds.close()
