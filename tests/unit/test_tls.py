@@ -264,3 +264,22 @@ def test_crl_reload_sends_a_new_store_and_keeps_the_old_one_on_errors(test_pki, 
     assert not r.check(watch)
     assert logged[-1][0] == "error" and "previous CRLs stay in force" in logged[-1][1]
     assert len(sent) == 1
+
+
+def test_the_readme_tls_example_loads_and_builds(test_pki, tmp_path):
+    import re
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    text = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    section = text[text.index("## TLS\n"):text.index("## Features\n")]
+    example = re.findall(r"^```\n(.*?)^```$", section, re.S | re.M)[0]
+    files = {"default.crt": test_pki["server"].crt, "default.key": test_pki["server"].key,
+             "example.crt": test_pki["a"].crt, "example.key": test_pki["a"].key,
+             "internal-ca.pem": test_pki["ca"].crt, "clients-ca.pem": test_pki["ca"].crt,
+             "clients.crl": test_pki["pki"].crl(test_pki["ca"], out=str(tmp_path / "c.crl"))}
+    for name, path in files.items():
+        example = example.replace(f"/etc/rproxy/tls/{name}", f'"{path}"')
+    assert "/etc/rproxy" not in example
+    cfg = load_text(example, tmp_path)
+    s = tls.build(cfg)
+    assert set(s.servers[0].vhosts) == {0} and len(s.downstreams) == 1 and len(s.watches) == 1
