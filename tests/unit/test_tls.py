@@ -283,3 +283,30 @@ def test_the_readme_tls_example_loads_and_builds(test_pki, tmp_path):
     cfg = load_text(example, tmp_path)
     s = tls.build(cfg)
     assert set(s.servers[0].vhosts) == {0} and len(s.downstreams) == 1 and len(s.watches) == 1
+
+
+def test_rproxy_t_loads_the_tls_files_and_describes_tls(test_pki, tmp_path, capsys):
+    from rproxy.cli import main
+
+    srv, ca = test_pki["server"], test_pki["ca"]
+    conf = tmp_path / "t.conf"
+    text = f"""
+server {{
+    ssl {{ enabled = true  cert = "{srv.crt}"  key = "{srv.key}" }}
+    downstream a {{ addr = 127.0.0.1  port = 1  tls = true  tls-name = api.test  ssl {{ ca = "{ca.crt}" }} }}
+    downstream b {{ addr = 127.0.0.1  port = 2  tls = true  ssl {{ verify-peer = false }} }}
+    vhost "x.test" {{ https-redirect = true
+                     headers {{ x-ssl-subject = true  x509-extension {{ name = X-Id  oid = 1.2.3 }} }}
+                     rule r {{ uri-prefix = /  downstreams = {{ a, b }} }} }}
+}}
+"""
+    conf.write_text(text)
+    assert main(["-t", "-c", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "over TLS (certificate verified for api.test)" in out
+    assert "over TLS (certificate not verified)" in out
+    assert "plain HTTP redirected to https (port 443)" in out
+    assert "X-SSL-{subject,certificate}, X-Id" in out
+    conf.write_text(text.replace(srv.key, test_pki["a"].key))
+    assert main(["-t", "-c", str(conf)]) == 1
+    assert "does not match the certificate" in capsys.readouterr().err
