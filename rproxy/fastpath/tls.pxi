@@ -557,6 +557,7 @@ cdef void tls_client_cert_headers(UConn* uc) noexcept nogil:
     p_X509_free(x)
     with gil:
         tls_run_header_fn(uc)
+    p_ERR_clear_error()             # whatever the Python side left on this thread's queue
 
 
 cdef void tls_run_header_fn(UConn* uc) noexcept:
