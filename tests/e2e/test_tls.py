@@ -792,3 +792,11 @@ def test_large_request_and_response_through_tls_on_both_sides(start_rproxy, port
             assert (status, body) == (200, payload(len(big)))
     finally:
         ds.close()
+
+
+def test_graceful_stop_closes_idle_tls_connections_with_close_notify(proxy, test_pki):
+    with connect(proxy.port, client_context(test_pki)) as s:
+        assert get(s, "/x")[0] == 200
+        proxy.signal(signal.SIGQUIT)
+        assert s.recv(10) == b""                # close_notify: a clean end, not a reset
+    assert proxy.proc.wait(20) == 0
