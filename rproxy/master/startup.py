@@ -30,6 +30,19 @@ def preload_modules() -> None:
     from ..config import loader  # noqa: F401
 
 
+def load_tls(cfg: Config) -> None:
+    """Build the TLS contexts of `cfg` (certificates, keys, CAs, CRLs read
+    now); the workers forked later inherit them."""
+    from .. import tls
+
+    if not tls.needed(cfg):
+        return
+    try:
+        tls.load(cfg)
+    except tls.TlsError as e:
+        raise StartupError(str(e)) from None
+
+
 def run_master(cfg: Config) -> int:
     """Start and run the master; returns the process exit code."""
     try:
@@ -42,10 +55,16 @@ def run_master(cfg: Config) -> int:
     except StartupError as e:
         errorlog.log("emerg", str(e))
         return 1
-    # TLS key material (issue 10) is loaded here and log files (issue 7) are
-    # opened here: still privileged, before daemonizing so their errors
-    # reach the terminal.  Reloads re-read them as the dropped user
+    # TLS key material is loaded here and log files (issue 7) are opened
+    # here: still privileged, before daemonizing so their errors reach the
+    # terminal.  Reloads re-read them as the dropped user
     # (privileges.unreadable_files says which it cannot).
+    try:
+        load_tls(cfg)
+    except StartupError as e:
+        errorlog.log("emerg", str(e))
+        arbiter.close_listeners()
+        return 1
     preload_modules()
     readiness = None
     pid_written = False
