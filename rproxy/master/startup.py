@@ -15,6 +15,8 @@ it the master never has root again:
 """
 from __future__ import annotations
 
+import os
+
 from .. import errorlog
 from ..config.model import Config
 from . import StartupError, daemon, logfiles, pidfile, privileges
@@ -74,7 +76,9 @@ def run_master(cfg: Config) -> int:
         arbiter.set_title()
         arbiter.install_signals()
         if cfg.pidfile:
-            pidfile.write(cfg.pidfile)
+            owner = (identity.uid if identity.uid is not None else os.geteuid(), identity.gid) \
+                if identity is not None else None
+            pidfile.write(cfg.pidfile, owner)
             pid_written = True
         elif cfg.daemonize:
             errorlog.notice("daemonize without a pidfile: `rproxy -s` cannot find this master")

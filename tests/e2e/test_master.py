@@ -489,7 +489,8 @@ def test_user_nobody_serves_on_a_privileged_port_and_cannot_add_one_on_reload(do
 
     p = None
     try:
-        text = conf(port, downstream.port, workers=2, main="user = nobody")
+        pid_path = os.path.join(d, "rproxy.pid")     # in a directory of root's
+        text = conf(port, downstream.port, workers=2, main=f"user = nobody\npidfile = {pid_path}")
         p = Rproxy(text, d, port=port)
         os.chmod(p.conf, 0o644)
         workers = wait_generation(p.pid, 1, 2)
@@ -513,6 +514,16 @@ def test_user_nobody_serves_on_a_privileged_port_and_cannot_add_one_on_reload(do
         wait_log(p, "reloaded ")
         wait_generation(p.pid, 2, 2)
         assert get(port, "/gen2")[0] == 200
+        # the pidfile was given to nobody before the drop: nobody cannot
+        # remove it from root's directory, but empties it at exit
+        assert os.stat(pid_path).st_uid == nobody.pw_uid
+        assert open(pid_path).read() == f"{p.pid}\n"
+        p.stop()
+        p = None
+        assert open(pid_path).read() == ""
+        r = subprocess.run(rproxy_command() + ["-s", "stop", "-p", pid_path], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 1 and "is empty: rproxy is not running" in r.stderr, r.stderr
     finally:
         if p is not None:
             p.stop()
