@@ -26,6 +26,7 @@ import time
 import psutil
 import pytest
 
+from support.confs import one_downstream, server_block
 from support.downstream import Downstream
 from support.master import (KeepAliveClient, LostRequest, exited, fd_target, kill_tree,
                             live_children, privileged_free_port, proc_limits, title, wait_generation,
@@ -35,22 +36,8 @@ from support.proc import free_port, read_response, request, rproxy_command, wait
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-def server_block(port, ds_port, addr="127.0.0.1"):
-    return f"""
-server {{
-    addr = {addr}
-    port = {port}
-    downstream {{
-        addr = 127.0.0.1
-        port = {ds_port}
-        connections = 2
-    }}
-}}
-"""
-
-
 def conf(port, ds_port, workers=2, main="", servers=""):
-    return f"workers = {workers}\nshutdown-timeout = 10s\n{main}\n" + server_block(port, ds_port) + servers
+    return one_downstream(port, ds_port, workers=workers, main="shutdown-timeout = 10s\n" + main) + servers
 
 
 def rewrite(path: str, text: str) -> None:
