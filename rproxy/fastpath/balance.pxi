@@ -37,6 +37,8 @@ cdef int lb_choose(RuleRt* r) noexcept nogil:
                 return i
         return -1
     if r.lb == LB_ROUNDROBIN:
+        if r.rr_cur != NULL and not same_weights(r):
+            return swrr_choose(r)
         for k in range(n):
             i = (r.rr_next + k) % n
             if ds_usable(r.dss[i]):
@@ -85,6 +87,32 @@ cdef int lb_choose(RuleRt* r) noexcept nogil:
     return best
 
 
+cdef bint same_weights(RuleRt* r) noexcept nogil:
+    cdef int i
+    for i in range(1, r.nds):
+        if r.dss[i].weight != r.dss[0].weight:
+            return False
+    return True
+
+
+cdef int swrr_choose(RuleRt* r) noexcept nogil:
+    """Smooth weighted round-robin (nginx's): every usable downstream gains
+    its weight, the one with the most is picked and pays back the total.
+    Weights 5, 1, 1 give a a b a c a a: proportional and interleaved, never
+    five in a row."""
+    cdef int i, best = -1
+    cdef int64_t total = 0
+    for i in range(r.nds):
+        if ds_usable(r.dss[i]):
+            r.rr_cur[i] += r.dss[i].weight
+            total += r.dss[i].weight
+            if best < 0 or r.rr_cur[i] > r.rr_cur[best]:
+                best = i
+    if best >= 0:
+        r.rr_cur[best] -= total
+    return best
+
+
 cdef bint rule_alive(RuleRt* r) noexcept nogil:
     """False when every downstream of the rule is known to be down (its
     connections failed and none is up): waiting would only delay a 502."""
@@ -130,9 +158,11 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
     """For a replay.  A pooled connection that died under a request often
     has twins, opened at the same moment, about to meet the same idle
     timeout downstream; so take, in this order: a connection that never
-    carried a request; a connection of another downstream, checked alive
-    now; else nothing (the failed slot reconnects at once, and its fresh
-    connection serves the replay from the pending queue)."""
+    carried a request; a connection of another downstream; else nothing
+    (the failed slot reconnects at once, and its fresh connection serves the
+    replay from the pending queue).  Either is checked alive now: a fresh
+    connection may have been reset by a downstream that died since (it sat
+    in a listen backlog), and a replay is the last chance of the request."""
     cdef RuleRt* r = x.rule
     cdef int i, k
     cdef DownstreamRt* d
@@ -145,11 +175,14 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
             continue
         dc = d.idle_first
         while dc != NULL:
-            if dc.nreq == 0 and not (dc.flags & DF_RDHUP):
+            nx = dc.inext
+            if dc.nreq == 0:
                 idle_remove(dc)
                 timer_stop(&dc.timer)
-                return dc
-            dc = dc.inext
+                if dc_alive_now(dc):
+                    return dc
+                dc_recycle(dc)
+            dc = nx
     for k in range(r.nds):
         i = (r.rr_next + k) % r.nds
         d = r.dss[i]
@@ -160,11 +193,16 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
             nx = dc.inext
             idle_remove(dc)
             timer_stop(&dc.timer)
-            if not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN:
+            if dc_alive_now(dc):
                 return dc
             dc_recycle(dc)
             dc = nx
     return NULL
+
+
+cdef inline bint dc_alive_now(DConn* dc) noexcept nogil:
+    """Not closed by its downstream, checked with a peek whatever its age."""
+    return not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN
 
 
 cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:

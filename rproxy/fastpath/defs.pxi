@@ -362,6 +362,7 @@ cdef struct RuleRt:
     int nds
     int lb
     int rr_next
+    int64_t* rr_cur         # smooth weighted round-robin: current weight per downstream
     uint32_t hp             # HP_* header policy
     char* replace           # 1.x rewrite dst / 2.x replace-path, NULL = keep the path
     uint32_t replace_len
