@@ -155,14 +155,30 @@ cdef DConn* lb_pick(RuleRt* r) noexcept nogil:
 
 
 cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
-    """For a replay.  A pooled connection that died under a request often
-    has twins, opened at the same moment, about to meet the same idle
-    timeout downstream; so take, in this order: a connection that never
-    carried a request; a connection of another downstream; else nothing
-    (the failed slot reconnects at once, and its fresh connection serves the
-    replay from the pending queue).  Either is checked alive now: a fresh
-    connection may have been reset by a downstream that died since (it sat
-    in a listen backlog), and a replay is the last chance of the request."""
+    """For a replay, which is the request's last chance.  In this order:
+    a never-used connection of another downstream; any idle connection of
+    another downstream; a never-used connection of the downstream that
+    failed -- any when what failed was a reused connection (the usual
+    stale-pool case: its twins met the same idle timeout, a fresh one will
+    do), only one opened after the failure when a fresh connection failed
+    (the downstream itself is failing or restarting); else nothing (the
+    request waits in the pending queue for the failed slot's reconnection
+    or any connection freed).  Every candidate is
+    checked alive now: a fresh connection may have been reset by a
+    downstream that died since it was accepted into a listen backlog."""
+    cdef DConn* dc = replay_scan(x, True, True, 0)
+    if dc == NULL:
+        dc = replay_scan(x, True, False, 0)
+    if dc == NULL:
+        dc = replay_scan(x, False, True, x.failed_at if x.flags & XF_FAILED_FRESH else 0)
+    return dc
+
+
+cdef DConn* replay_scan(Exchange* x, bint other, bint fresh_only, int64_t opened_after) noexcept nogil:
+    """The first idle connection, alive, of the rule's other downstreams
+    (`other`) or of the failed one, never used if `fresh_only`, connected
+    after `opened_after` (ms) if not 0.  Dead ones met on the way are
+    recycled."""
     cdef RuleRt* r = x.rule
     cdef int i, k
     cdef DownstreamRt* d
@@ -171,31 +187,19 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
     for k in range(r.nds):
         i = (r.rr_next + k) % r.nds
         d = r.dss[i]
-        if not d.enabled or d.hc_down:
+        if (d == x.failed_ds) == other or not d.enabled or d.hc_down:
+            continue
+        if other and d.eject_until > g_now:
             continue
         dc = d.idle_first
         while dc != NULL:
             nx = dc.inext
-            if dc.nreq == 0:
+            if (dc.nreq == 0 or not fresh_only) and dc.connected_at > opened_after:
                 idle_remove(dc)
                 timer_stop(&dc.timer)
                 if dc_alive_now(dc):
                     return dc
                 dc_recycle(dc)
-            dc = nx
-    for k in range(r.nds):
-        i = (r.rr_next + k) % r.nds
-        d = r.dss[i]
-        if d == x.failed_ds or not d.enabled or d.hc_down:
-            continue
-        dc = d.idle_first
-        while dc != NULL:
-            nx = dc.inext
-            idle_remove(dc)
-            timer_stop(&dc.timer)
-            if dc_alive_now(dc):
-                return dc
-            dc_recycle(dc)
             dc = nx
     return NULL
 
