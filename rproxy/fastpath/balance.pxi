@@ -164,13 +164,33 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
                 return dc
             dc_recycle(dc)
             dc = nx
+    # the failed downstream's connections that have just answered a request
+    # are no twins on the brink: they serve replays that found no other
+    # (with one connection, the requests that were in flight behind a failed
+    # one are replayed one after another on its replacement)
+    d = x.failed_ds
+    if d != NULL and d.enabled and not d.hc_down:
+        dc = d.idle_first
+        while dc != NULL:
+            if dc.nreq > 0 and g_now - dc.idle_since < 250 and not (dc.flags & DF_RDHUP):
+                idle_remove(dc)
+                timer_stop(&dc.timer)
+                return dc
+            dc = dc.inext
     return NULL
 
 
 cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
+    """An idle connection; failing that, for a request that may be
+    pipelined, a busy one with room (pipeline.pxi).  A replay takes neither
+    twins of the failed connection nor a pipeline."""
+    cdef DConn* dc
     if x.flags & XF_RETRIED:
         return lb_pick_replay(x)
-    return lb_pick(x.rule)
+    dc = lb_pick(x.rule)
+    if dc == NULL and (x.flags & XF_PIPE_OK):
+        dc = lb_pick_pipelined(x.rule)
+    return dc
 
 
 cdef void rtt_sample(DownstreamRt* d, double ms) noexcept nogil:
