@@ -103,7 +103,7 @@ cdef void pend_add(Exchange* x) noexcept nogil:
 
 
 cdef void pend_remove(Exchange* x) noexcept nogil:
-    global g_pend_first, g_pend_last, g_npending
+    global g_pend_first, g_pend_last, g_npending, g_pend_changes
     if not (x.flags & XF_PENDING):
         return
     x.flags &= ~XF_PENDING
@@ -118,21 +118,35 @@ cdef void pend_remove(Exchange* x) noexcept nogil:
     x.next = NULL
     x.prev = NULL
     g_npending -= 1
+    g_pend_changes += 1
     timer_stop(&x.ptimer)
 
 
 cdef void pend_serve() noexcept nogil:
-    """Hand idle downstream connections to waiting exchanges, oldest first."""
+    """Hand idle downstream connections to waiting exchanges, oldest first.
+    Starting an exchange can fail a connection, and failing one can replay
+    requests or answer waiting ones: if the queue changed under the walk, it
+    starts again from the head (a nested call only asks for that)."""
+    global g_pend_serving, g_pend_changes
     cdef Exchange* x = g_pend_first
     cdef Exchange* nx
     cdef DConn* dc
+    cdef uint32_t seen
+    if g_pend_serving:
+        g_pend_changes += 1
+        return
+    g_pend_serving = True
     while x != NULL:
         nx = x.next
         dc = lb_pick_for(x)
         if dc != NULL:
             pend_remove(x)
+            seen = g_pend_changes
             x_attach(x, dc)
+            if g_pend_changes != seen:
+                nx = g_pend_first   # nx may be gone: walk again
         x = nx
+    g_pend_serving = False
 
 
 cdef void pend_fail_dead() noexcept nogil:
