@@ -637,6 +637,11 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     w.p = bdata(hb)
     w.end = w.p + hb.cap
     w.overflow = 0
+    if uc.out.hlen:
+        # an interim (1xx) head read together with this one and not yet
+        # sent goes out first (replacing it would also leak its buffer)
+        w_put(&w, uc.out.hptr, uc.out.hlen)
+        out_release(&uc.out)
     build_response_head(&w, dc, x, close_client)
     if w.overflow:
         buf_put(hb)
