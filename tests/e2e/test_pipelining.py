@@ -304,3 +304,75 @@ def test_downstream_dying_with_requests_in_flight_gives_502s_and_recovers(start_
             ds2.close()
     finally:
         ds.close()
+
+
+def test_interim_response_goes_to_its_own_client_only(start_rproxy, port):
+    """A 103 before the first response of a pipeline (in one write with
+    it) is relayed to that client, and to no other."""
+    def handler(req, s):
+        if req.target == "/hold/early":
+            s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n" + _response(200, b"/hold/early"))
+            return True
+        return Downstream.default_handler(req, s)
+    ds = Downstream(handler=handler)
+    try:
+        p = start_rproxy(conf(port, ds.port, pipeline=4), port)
+        first = get(port, "/hold/early")
+        wait_until(lambda: received(ds, "/hold/early"), "the first request reached the downstream")
+        rest = [get(port, "/p2"), get(port, "/p3")]
+        ds.wait_depth(3)
+        ds.release("early")
+        status, headers, body, more = read_response(first)
+        assert status == 103 and ("link", "</s.css>") in headers
+        assert read_response(first, more)[:3:2] == (200, b"/hold/early")
+        first.close()
+        for i, s in zip((2, 3), rest):
+            status, headers, body, more = read_response(s)
+            s.close()
+            assert (status, body, more) == (200, b"/p%d" % i, b"")
+        assert ds.connections == 1
+    finally:
+        ds.close()
+
+
+def test_switching_protocols_to_a_plain_request_sends_the_rest_elsewhere(start_rproxy, port):
+    """A 101 to a request that asked for no upgrade fails that request (502);
+    the two pipelined behind it are replayed on another downstream's
+    connection, never answered from the switched one."""
+    def handler(req, s):
+        if req.target == "/hold/switch":
+            s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+            return True                 # ... and the requests behind get "WRONG": never used
+        s.sendall(_response(200, b"WRONG"))
+        return True
+    bad = Downstream(handler=handler)
+    good = Downstream()
+    try:
+        text = f"""
+workers = 1
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream bad {{ addr = 127.0.0.1  port = {bad.port}  connections = 1  pipeline = 4 }}
+    downstream good {{ addr = 127.0.0.1  port = {good.port}  connections = 1 }}
+    vhost "*" {{ rule all {{ uri-gmatch = "*"  downstreams = {{ bad, good }}  lb-method = none }} }}
+}}
+"""
+        p = start_rproxy(text, port)
+        first = get(port, "/hold/switch")       # bad's connection (the rule's order)
+        wait_until(lambda: received(bad, "/hold/switch"), "the first request reached bad")
+        other = get(port, "/hold/g")            # good's idle connection
+        wait_until(lambda: received(good, "/hold/g"), "the second request reached good")
+        rest = [get(port, "/p3"), get(port, "/p4")]     # pipelined on bad's
+        bad.wait_depth(3)
+        bad.release("switch")
+        assert answer(first)[0] == 502
+        good.release("g")
+        assert answer(other) == (200, b"/hold/g")
+        assert answer(rest[0]) == (200, b"/p3")
+        assert answer(rest[1]) == (200, b"/p4")
+        assert sorted(r.target for r in good.requests) == ["/hold/g", "/p3", "/p4"]
+        assert "101 Switching Protocols to a request that asked for none" in p.read_log()
+    finally:
+        bad.close()
+        good.close()
