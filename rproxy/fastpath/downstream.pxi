@@ -326,7 +326,7 @@ cdef void dc_exchange_failed(DConn* dc, int status, const char* why) noexcept no
 
 cdef int dc_send(DConn* dc) noexcept nogil:
     """Write pending request bytes.  0: all out; 1: socket full; -1: failed
-    (the exchange has been answered with 502)."""
+    (the exchange has been answered with 502, or, pipelined, sent elsewhere)."""
     cdef uint32_t before = dc.out.hlen + dc.out.blen
     cdef int r = conn_flush(&dc.out, dc.h.fd, dc.tls)
     if dc.out.hlen + dc.out.blen < before:
@@ -337,6 +337,14 @@ cdef int dc_send(DConn* dc) noexcept nogil:
         dc.flags &= ~DF_WRITABLE
         timer_arm(&dc.timer, dc.ds.write_timeout_ms)
         return 1
+    if dc.xlast != dc.x:
+        # a request pipelined behind others could not be written: the
+        # downstream is closing.  The oldest's response may be readable all
+        # the same: read on, to the end; the requests behind it go elsewhere.
+        dc.flags |= DF_NO_REUSE | DF_RDHUP | DF_READABLE
+        pipe_replay_list(pipe_unlink_from(dc, dc.x.pnext), dc.ds, NULL)
+        dc_read(dc)
+        return -1
     dc_exchange_failed(dc, 502, "write failed")
     return -1
 
