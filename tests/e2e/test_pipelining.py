@@ -376,3 +376,70 @@ server {{
     finally:
         bad.close()
         good.close()
+
+
+def test_mixed_load_every_client_gets_its_own_responses(start_rproxy, port):
+    """Sixteen keep-alive clients, two pooled connections pipelining up to
+    four deep, and a downstream that ends about one connection in twenty
+    (Connection: close, or a close-delimited body); some clients leave before
+    their answer, some send a POST.  Every answer that arrives is the one for
+    its own request, nothing is lost, and the worker ends with nothing held."""
+    import random
+    import threading
+    import http.client
+
+    rnd = random.Random(5)
+    lock = threading.Lock()
+
+    def handler(req, s):
+        with lock:
+            r = rnd.random()
+        body = req.target.encode()
+        if req.method != "GET":
+            return Downstream.default_handler(req, s)
+        if r < 0.03:
+            s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            return False
+        if r < 0.05:
+            s.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + body)
+            return False
+        return Downstream.default_handler(req, s)
+
+    ds = Downstream(handler=handler)
+    try:
+        p = start_rproxy(conf(port, ds.port, pipeline=4, connections=2), port)
+        bad = []
+
+        def client(k):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            for i in range(150):
+                path = f"/c{k}/{i}"
+                try:
+                    if i % 23 == 5:
+                        get(port, "/slow/5").close()      # gone before its answer
+                    elif i % 17 == 0:
+                        c.request("POST", "/echo", body=b"x" * 100)
+                        r = c.getresponse()
+                        if r.status != 200 or b'"length": 100' not in r.read():
+                            bad.append((path, r.status))
+                    else:
+                        c.request("GET", path)
+                        r = c.getresponse()
+                        b = r.read()
+                        if (r.status, b) != (200, path.encode()):
+                            bad.append((path, r.status, b[:40]))
+                except (OSError, http.client.HTTPException) as e:
+                    bad.append((path, repr(e)))
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert bad == []
+        assert 2 <= max(ds.depth_max.values()) <= 4     # it did pipeline, never deeper
+        assert "-> 502" not in p.read_log()
+        # the fixture then checks the worker is back to zero
+    finally:
+        ds.close()
