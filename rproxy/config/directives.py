@@ -601,8 +601,9 @@ TABLE: tuple[Directive, ...] = (
        lo=0, origin="rproxy"),
     _d("max-age", DOWNSTREAM, "duration", 0.0, "age at which a connection is replaced (0 = unlimited)", origin="rproxy"),
     _d("weight", DOWNSTREAM, "int", 1, "relative share of requests", lo=1, hi=1000, origin="rproxy"),
-    _d("pipeline", DOWNSTREAM, "int", 1, "requests in flight per connection (idempotent ones only)",
-       lo=1, hi=64, active=False, origin="rproxy"),
+    _d("pipeline", DOWNSTREAM, "int", 1, "requests in flight per connection once none is idle (only "
+       "idempotent ones without a body; those behind a failed response are replayed once)",
+       lo=1, hi=64, origin="rproxy"),
     _d("tls", DOWNSTREAM, "bool", False, "speak TLS to the downstream (settings in its `ssl { }`; its "
        "certificate is verified unless that says verify-peer = false)", origin="rproxy"),
     _d("tls-name", DOWNSTREAM, "string", None, "name sent as SNI and checked in the downstream's certificate "

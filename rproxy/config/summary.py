@@ -69,6 +69,8 @@ def _downstream_text(ds: Downstream) -> str:
         f"[{ds.addr}]:{ds.port}" if ":" in ds.addr else f"{ds.addr}:{ds.port}")
     state = "" if ds.enabled else " [disabled]"
     weight = f", weight {ds.weight}" if ds.weight != 1 else ""
+    if ds.pipeline > 1:
+        weight += f", up to {ds.pipeline} pipelined requests each"
     tls = ""
     if ds.tls:
         if ds.ssl is not None and not ds.ssl.verify_peer:

@@ -161,9 +161,10 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
     failed -- any when what failed was a reused connection (the usual
     stale-pool case: its twins met the same idle timeout, a fresh one will
     do), only one opened after the failure when a fresh connection failed
-    (the downstream itself is failing or restarting); else nothing (the
-    request waits in the pending queue for the failed slot's reconnection
-    or any connection freed).  Every candidate is
+    (the downstream itself is failing or restarting); a connection of the
+    failed downstream that has just answered (replay_recent); else nothing
+    (the request waits in the pending queue for the failed slot's
+    reconnection or any connection freed).  The scanned candidates are
     checked alive now: a fresh connection may have been reset by a
     downstream that died since it was accepted into a listen backlog."""
     cdef DConn* dc = replay_scan(x, True, True, 0)
@@ -171,6 +172,8 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
         dc = replay_scan(x, True, False, 0)
     if dc == NULL:
         dc = replay_scan(x, False, True, x.failed_at if x.flags & XF_FAILED_FRESH else 0)
+    if dc == NULL:
+        dc = replay_recent(x)
     return dc
 
 
@@ -204,15 +207,40 @@ cdef DConn* replay_scan(Exchange* x, bint other, bint fresh_only, int64_t opened
     return NULL
 
 
+cdef DConn* replay_recent(Exchange* x) noexcept nogil:
+    """The failed downstream's connections that have just answered a
+    request are no twins on the brink: they serve replays that found no
+    other (with one connection, the requests that were in flight behind a
+    failed one are replayed one after another on its replacement)."""
+    cdef DConn* dc
+    cdef DownstreamRt* d = x.failed_ds
+    if d != NULL and d.enabled and not d.hc_down:
+        dc = d.idle_first
+        while dc != NULL:
+            if dc.nreq > 0 and g_now - dc.idle_since < 250 and not (dc.flags & DF_RDHUP):
+                idle_remove(dc)
+                timer_stop(&dc.timer)
+                return dc
+            dc = dc.inext
+    return NULL
+
+
 cdef inline bint dc_alive_now(DConn* dc) noexcept nogil:
     """Not closed by its downstream, checked with a peek whatever its age."""
     return not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN
 
 
 cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
+    """An idle connection; failing that, for a request that may be
+    pipelined, a busy one with room (pipeline.pxi).  A replay takes neither
+    twins of the failed connection nor a pipeline."""
+    cdef DConn* dc
     if x.flags & XF_RETRIED:
         return lb_pick_replay(x)
-    return lb_pick(x.rule)
+    dc = lb_pick(x.rule)
+    if dc == NULL and (x.flags & XF_PIPE_OK):
+        dc = lb_pick_pipelined(x.rule)
+    return dc
 
 
 cdef void rtt_sample(DownstreamRt* d, double ms) noexcept nogil:

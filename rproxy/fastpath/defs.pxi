@@ -93,7 +93,9 @@ cdef enum:
     XF_BODY_SPILLED = 0x200 # the client buffer was reused mid-body: the request can't be replayed
     XF_RETRIED = 0x400      # already replayed once on another connection
     XF_REDIRECT_REFUSED = 0x800   # a 377 internal redirect was refused: relayed as 401
-    XF_FAILED_FRESH = 0x1000      # the first attempt failed on a connection's first request
+    XF_PIPE_OK = 0x1000     # may share a connection with other requests in flight (see pipeline.pxi)
+    XF_PIPELINED = 0x2000   # joined a busy connection: its wait is not a time-to-first-byte sample
+    XF_FAILED_FRESH = 0x4000      # the first attempt failed on a connection's first request
 
 cdef enum:
     HS_NONE = 0
@@ -231,6 +233,7 @@ cdef struct Tls                 # TLS state of a connection (tls.pxi)
 cdef struct Exchange:
     Exchange* next          # free list / pending queue
     Exchange* prev
+    Exchange* pnext         # the next request in flight on the same downstream connection
     UConn* uc
     DConn* dc
     RuleRt* rule
@@ -288,7 +291,9 @@ cdef struct DConn:
     DownstreamRt* ds
     DConn* iprev            # idle list of the downstream
     DConn* inext
-    Exchange* x
+    Exchange* x             # the exchange whose response is read (oldest in flight)
+    Exchange* xlast         # the newest in flight: its request is the one being written
+    uint16_t ninflight      # exchanges in flight (1 unless the downstream pipelines)
     Buf* rbuf
     uint32_t rpos
     uint32_t fpos
@@ -331,6 +336,7 @@ cdef struct DownstreamRt:
     uint32_t max_requests
     uint32_t high_watermark # request direction: client body bytes read at a time (0 = buffer)
     int max_fails           # consecutive failed exchanges before ejection
+    int pipeline            # requests in flight per connection (1: no pipelining)
     int fails_in_row
     int ejections           # consecutive ejections (doubles the next one)
     int64_t eject_until     # ms; not picked before this unless every downstream is ejected

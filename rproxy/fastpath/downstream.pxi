@@ -130,8 +130,10 @@ cdef void dc_connected(DConn* dc) noexcept nogil:
 
 cdef void dc_teardown(DConn* dc) noexcept nogil:
     """Close the socket and forget the connection's state (not its exchange:
-    callers detach that first)."""
+    callers detach that first).  Requests still in flight behind it on a
+    pipelined connection are sent again elsewhere (pipeline.pxi)."""
     cdef DownstreamRt* ds = dc.ds
+    cdef Exchange* rest = pipe_unlink_from(dc, dc.x)
     if dc.state == D_IDLE:
         idle_remove(dc)
     if dc.state == D_IDLE or dc.state == D_ACTIVE:
@@ -150,6 +152,8 @@ cdef void dc_teardown(DConn* dc) noexcept nogil:
     dc.flags = 0
     llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
     dc.parser.data = dc
+    if rest != NULL:
+        pipe_replay_list(rest, ds, NULL)
 
 
 cdef int64_t backoff_ms(DownstreamRt* ds, int fails) noexcept nogil:
@@ -194,21 +198,45 @@ cdef void dc_recycle(DConn* dc) noexcept nogil:
 # ---- exchange side ---------------------------------------------------------------------
 
 cdef void dc_detach(DConn* dc) noexcept nogil:
-    """Unlink a connection from its exchange.  Response bytes the client has
-    not taken yet still live in our read buffer: the client's output takes
-    that buffer over."""
+    """Unlink a connection from its exchange (the oldest one in flight).
+    Response bytes the client has not taken yet still live in our read
+    buffer: the client's output takes that buffer over.  When more requests
+    are in flight behind it (pipelining), the connection stays theirs."""
     cdef Exchange* x = dc.x
     cdef UConn* uc
+    cdef Buf* rest = NULL
+    cdef bint lost = False
     if x == NULL:
         return
     uc = x.uc
     if dc.rbuf != NULL and uc.out.blen and uc.out.bbuf == NULL \
             and uc.out.bptr >= bdata(dc.rbuf) and uc.out.bptr < bdata(dc.rbuf) + dc.rbuf.cap:
+        if x.pnext != NULL and dc.rpos < dc.rend:
+            # bytes past this response belong to the next one: they stay ours
+            rest = buf_get()
+            if rest != NULL:
+                memcpy(bdata(rest), bdata(dc.rbuf) + dc.rpos, dc.rend - dc.rpos)
+            else:
+                lost = True
         uc.out.bbuf = dc.rbuf
-        dc.rbuf = NULL
+        dc.rbuf = rest
+        if rest != NULL:
+            dc.rend -= dc.rpos
+            dc.rpos = 0
+            dc.fpos = 0
+            dc.fend = 0
+            dc.hstart = 0
     x.dc = NULL
-    dc.x = NULL
     dc.ds.n_active -= 1
+    dc.ninflight -= 1
+    dc.x = x.pnext
+    x.pnext = NULL
+    if dc.x != NULL and lost:       # out of memory: the next response's start is gone
+        dc.flags |= DF_NO_REUSE
+        pipe_replay_list(pipe_unlink_from(dc, dc.x), dc.ds, NULL)
+    if dc.x != NULL:
+        return
+    dc.xlast = NULL
     out_release(&dc.out)            # request bytes not sent: borrowed from the client, or our head
     if dc.rbuf != NULL:
         buf_put(dc.rbuf)
@@ -301,17 +329,25 @@ cdef void dc_exchange_failed(DConn* dc, int status, const char* why) noexcept no
 
 cdef int dc_send(DConn* dc) noexcept nogil:
     """Write pending request bytes.  0: all out; 1: socket full; -1: failed
-    (the exchange has been answered with 502)."""
+    (the exchange has been answered with 502, or, pipelined, sent elsewhere)."""
     cdef uint32_t before = dc.out.hlen + dc.out.blen
     cdef int r = conn_flush(&dc.out, dc.h.fd, dc.tls)
     if dc.out.hlen + dc.out.blen < before:
-        dc.x.flags |= XF_REQ_SENT_ANY
+        dc.xlast.flags |= XF_REQ_SENT_ANY
     if r == 0:
         return 0
     if r > 0:
         dc.flags &= ~DF_WRITABLE
         timer_arm(&dc.timer, dc.ds.write_timeout_ms)
         return 1
+    if dc.xlast != dc.x:
+        # a request pipelined behind others could not be written: the
+        # downstream is closing.  The oldest's response may be readable all
+        # the same: read on, to the end; the requests behind it go elsewhere.
+        dc.flags |= DF_NO_REUSE | DF_RDHUP | DF_READABLE
+        pipe_replay_list(pipe_unlink_from(dc, dc.x.pnext), dc.ds, NULL)
+        dc_read(dc)
+        return -1
     dc_exchange_failed(dc, 502, "write failed")
     return -1
 
@@ -345,7 +381,7 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
     if ev & EPOLLOUT:
         dc.flags |= DF_WRITABLE
         if dc.state == D_ACTIVE and not out_empty(&dc.out):
-            x = dc.x
+            x = dc.xlast            # the request being written (the newest in flight)
             uc = x.uc
             if dc_send(dc) != 0:
                 return
@@ -353,7 +389,7 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
             if uc.flags & UF_DEAD or uc.x != x:
                 return
             uc_read(uc)
-            if dc.x != x:
+            if x.dc != dc:
                 return
     if ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
         dc.flags |= DF_RDHUP
@@ -374,6 +410,9 @@ cdef void dc_read(DConn* dc) noexcept nogil:
             and out_empty(&dc.x.uc.out):
         if dc_splice(dc):
             return
+    if dc.state == D_ACTIVE and dc.phase == R_HEAD and dc.rbuf != NULL and dc.rpos < dc.rend \
+            and dc.x != NULL and out_empty(&dc.x.uc.out):
+        dc_process(dc)              # read with the previous response (pipelining)
     while dc.flags & DF_READABLE:
         if dc.state == D_IDLE:
             # an idle pooled connection became readable: the downstream
@@ -609,6 +648,11 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     w.p = bdata(hb)
     w.end = w.p + hb.cap
     w.overflow = 0
+    if uc.out.hlen:
+        # an interim (1xx) head read together with this one and not yet
+        # sent goes out first (replacing it would also leak its buffer)
+        w_put(&w, uc.out.hptr, uc.out.hlen)
+        out_release(&uc.out)
     build_response_head(&w, dc, x, close_client)
     if w.overflow:
         buf_put(hb)
@@ -621,7 +665,13 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     dc.fpos = dc.rpos
     dc.fend = dc.rpos
     dc.phase = R_BODY
-    rtt_sample(dc.ds, (g_now_us - dc.assigned_at) / 1000.0)
+    if not (x.flags & XF_PIPELINED):
+        rtt_sample(dc.ds, (g_now_us - dc.assigned_at) / 1000.0)
+    if x.pnext != NULL and ((dc.flags & DF_EOF_BODY) or not llhttp_should_keep_alive(p)):
+        # this response ends the connection: the requests behind it will get
+        # no answer here and go elsewhere now
+        dc.flags |= DF_NO_REUSE
+        pipe_replay_list(pipe_unlink_from(dc, x.pnext), dc.ds, NULL)
     return 0
 
 
@@ -638,8 +688,11 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
         reuse = False               # close-delimited, or told not to
     elif not llhttp_should_keep_alive(&dc.parser):
         reuse = False               # the downstream said Connection: close
-    elif not (x.flags & XF_REQ_DONE) or not out_empty(&dc.out):
+    elif not (x.flags & XF_REQ_DONE) or (x.pnext == NULL and not out_empty(&dc.out)):
         reuse = False               # it answered before taking the whole request
+    elif x.pnext != NULL:
+        pipe_response_done(dc)      # requests in flight behind this one: the connection is theirs
+        return
     elif dc.rpos != dc.rend:
         reuse = False               # bytes beyond the response: never let them leak
         rp_elog(g_errfd, 4, "downstream %s sent %u bytes after its response; closing the connection",
@@ -689,7 +742,7 @@ cdef void dc_on_timer(DConn* dc) noexcept nogil:
         if not out_empty(&x.uc.out):
             timer_arm(&dc.timer, dc.ds.read_timeout_ms)   # the client is slow, not the downstream
             return
-        if not (x.flags & XF_REQ_DONE) and out_empty(&dc.out):
+        if not (dc.xlast.flags & XF_REQ_DONE) and out_empty(&dc.out):
             timer_arm(&dc.timer, dc.ds.read_timeout_ms)   # still waiting for the client's body
             return
         if not out_empty(&dc.out):

@@ -37,6 +37,8 @@ cdef int g_depth = 0
 cdef Exchange* g_pend_first = NULL
 cdef Exchange* g_pend_last = NULL
 cdef int g_npending = 0
+cdef bint g_pend_serving = False    # pend_serve is on the stack
+cdef uint32_t g_pend_changes = 0    # exchanges taken off the queue (or a nested serve), ever
 
 # runtime tables built by Worker from the Config
 cdef ServerRt* g_servers = NULL

@@ -288,3 +288,87 @@ def lb_sequence(str method, list downstreams, int picks, bint hold=False, uint64
     free(ptrs)
     free(cur)
     return out
+
+
+def probe_pipeline_pick(str method, list downstreams):
+    """Which busy connection lb_pick_pipelined chooses (no sockets).
+
+    `downstreams`: one dict per downstream: {"pipeline": N, "rtt": ms,
+    "weight": w, "conns": [conn, ...]}, each conn a dict: {"inflight": n,
+    and optional flags "no_reuse", "rdhup", "writing" (the newest request
+    not fully written), "body" (the oldest is not pipelinable)}.  Returns
+    (downstream index, connection index) or None."""
+    cdef int nds = len(downstreams)
+    cdef RuleRt r
+    cdef DownstreamRt* dss = <DownstreamRt*>calloc(max(nds, 1), sizeof(DownstreamRt))
+    cdef DownstreamRt** ptrs = <DownstreamRt**>calloc(max(nds, 1), sizeof(DownstreamRt*))
+    cdef list xs = []
+    cdef DConn* dc
+    cdef DConn* got
+    cdef Exchange* x
+    cdef Exchange* prev
+    cdef int i, j, k, n
+    memset(&r, 0, sizeof(RuleRt))
+    r.lb = _lb_code(method)
+    r.dss = ptrs
+    r.nds = nds
+    clock_update()
+    try:
+        for i, spec in enumerate(downstreams):
+            d = &dss[i]
+            ptrs[i] = d
+            d.index = i
+            d.enabled = 1
+            d.weight = spec.get("weight", 1)
+            d.pipeline = spec.get("pipeline", 1)
+            d.rtt_ms = spec.get("rtt", 0.0)
+            d.rtt_samples = 1 if "rtt" in spec else 0
+            d.nconns = len(spec["conns"])
+            d.conns = <DConn*>calloc(max(d.nconns, 1), sizeof(DConn))
+            for j, c in enumerate(spec["conns"]):
+                dc = &d.conns[j]
+                dc.ds = d
+                dc.h.fd = -1
+                n = c["inflight"]
+                if n == 0:
+                    dc.state = D_IDLE
+                    continue
+                dc.state = D_ACTIVE
+                dc.phase = R_BODY
+                prev = NULL
+                for k in range(n):
+                    x = <Exchange*>calloc(1, sizeof(Exchange))
+                    xs.append(<size_t>x)
+                    x.flags = XF_PIPE_OK | XF_REQ_DONE | XF_IDEMPOTENT
+                    x.dc = dc
+                    if prev == NULL:
+                        dc.x = x
+                    else:
+                        prev.pnext = x
+                    prev = x
+                dc.xlast = prev
+                dc.ninflight = n
+                d.n_active += n
+                if c.get("no_reuse"):
+                    dc.flags |= DF_NO_REUSE
+                if c.get("rdhup"):
+                    dc.flags |= DF_RDHUP
+                if c.get("writing"):
+                    dc.xlast.flags &= ~XF_REQ_DONE
+                if c.get("body"):
+                    dc.x.flags &= ~XF_PIPE_OK
+        with nogil:
+            got = lb_pick_pipelined(&r)
+        if got == NULL:
+            return None
+        for i in range(nds):
+            if dss[i].conns <= got < dss[i].conns + dss[i].nconns:
+                return (i, <int>(got - dss[i].conns))
+        return None
+    finally:
+        for p in xs:
+            free(<Exchange*><size_t>p)
+        for i in range(nds):
+            free(dss[i].conns)
+        free(dss)
+        free(ptrs)

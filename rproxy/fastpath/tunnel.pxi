@@ -45,6 +45,8 @@ cdef DConn* tunnel_take_socket(DConn* slot) noexcept nogil:
     slot.rbuf = NULL
     memset(&slot.out, 0, sizeof(Out))
     slot.x = NULL
+    slot.xlast = NULL
+    slot.ninflight = 0
     ds.n_active -= 1
     ds.n_up -= 1
     timer_stop(&slot.timer)

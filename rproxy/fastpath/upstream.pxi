@@ -20,6 +20,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
             return NULL
     x.next = NULL
     x.prev = NULL
+    x.pnext = NULL
     x.uc = uc
     x.dc = NULL
     x.rule = NULL
@@ -77,6 +78,8 @@ cdef void x_drop(UConn* uc) noexcept nogil:
     if x.dc != NULL:
         if x.dc.flags & DF_TUNNEL:
             tunnel_free(x.dc)
+        elif x.dc.x != x:
+            pipe_drop(x.dc, x)      # in flight behind another client's exchange
         else:
             dc_abandon(x.dc)
     x_free(x)
@@ -100,7 +103,7 @@ cdef void pend_add(Exchange* x) noexcept nogil:
 
 
 cdef void pend_remove(Exchange* x) noexcept nogil:
-    global g_pend_first, g_pend_last, g_npending
+    global g_pend_first, g_pend_last, g_npending, g_pend_changes
     if not (x.flags & XF_PENDING):
         return
     x.flags &= ~XF_PENDING
@@ -115,21 +118,35 @@ cdef void pend_remove(Exchange* x) noexcept nogil:
     x.next = NULL
     x.prev = NULL
     g_npending -= 1
+    g_pend_changes += 1
     timer_stop(&x.ptimer)
 
 
 cdef void pend_serve() noexcept nogil:
-    """Hand idle downstream connections to waiting exchanges, oldest first."""
+    """Hand idle downstream connections to waiting exchanges, oldest first.
+    Starting an exchange can fail a connection, and failing one can replay
+    requests or answer waiting ones: if the queue changed under the walk, it
+    starts again from the head (a nested call only asks for that)."""
+    global g_pend_serving, g_pend_changes
     cdef Exchange* x = g_pend_first
     cdef Exchange* nx
     cdef DConn* dc
+    cdef uint32_t seen
+    if g_pend_serving:
+        g_pend_changes += 1
+        return
+    g_pend_serving = True
     while x != NULL:
         nx = x.next
         dc = lb_pick_for(x)
         if dc != NULL:
             pend_remove(x)
+            seen = g_pend_changes
             x_attach(x, dc)
+            if g_pend_changes != seen:
+                nx = g_pend_first   # nx may be gone: walk again
         x = nx
+    g_pend_serving = False
 
 
 cdef void pend_fail_dead() noexcept nogil:
@@ -625,7 +642,10 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
         rp_elog(g_errfd, 3, "rule '%s' has no downstreams", rule.name)
         uc_reject(uc, 503)
         return
-    dc = lb_pick(rule)
+    if (x.flags & XF_IDEMPOTENT) and not (x.flags & XF_UPGRADE) and not rule.passthrough \
+            and uc_request_bodyless(uc):
+        x.flags |= XF_PIPE_OK       # may be pipelined where a downstream allows it
+    dc = lb_pick_for(x)
     if dc == NULL:
         if not rule_alive(rule):
             rp_elog(g_errfd, 3, "rule '%s': every downstream is down: 502", rule.name)
@@ -647,27 +667,39 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     cdef UConn* uc = x.uc
     cdef Buf* hb = buf_get()
     cdef W w
+    cdef bint joining = dc.x != NULL  # behind requests in flight (pipeline.pxi)
     if hb == NULL:
-        idle_push(dc)
+        if not joining:
+            idle_push(dc)
         uc_close(uc)
         return
-    dc.state = D_ACTIVE
-    dc.x = x
+    x.pnext = NULL
+    if joining:
+        dc.xlast.pnext = x
+        x.flags |= XF_PIPELINED
+    else:
+        dc.state = D_ACTIVE
+        dc.x = x
+        dc.assigned_at = g_now_us
+        dc.flags &= (DF_READABLE | DF_WRITABLE | DF_RDHUP)
+        dc.phase = R_HEAD
+        llhttp_reset(&dc.parser)
+    dc.xlast = x
+    dc.ninflight += 1
     dc.ds.n_active += 1
     x.dc = dc
-    dc.assigned_at = g_now_us
-    dc.flags &= (DF_READABLE | DF_WRITABLE | DF_RDHUP)
-    dc.phase = R_HEAD
     dc.nreq += 1
-    llhttp_reset(&dc.parser)
     w.p = bdata(hb)
     w.end = w.p + hb.cap
     w.overflow = 0
     build_request_head(&w, uc, x, dc.ds)
     if w.overflow:
         buf_put(hb)
-        dc_detach(dc)
-        idle_push(dc)
+        if joining:
+            pipe_unlink_from(dc, x)
+        else:
+            dc_detach(dc)
+            idle_push(dc)
         uc_respond(uc, 431, False)
         return
     dc.out.hptr = bdata(hb)
@@ -681,7 +713,8 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
         tunnel_start(x, dc)
         return
     uc.state = U_BODY
-    timer_arm(&dc.timer, dc.ds.read_timeout_ms)
+    if not joining:                 # the oldest's read deadline stands
+        timer_arm(&dc.timer, dc.ds.read_timeout_ms)
     timer_arm(&uc.timer, uc_read_timeout(uc))
     uc_forward_body(uc)
     if not (uc.flags & UF_DEAD) and uc.x == x:

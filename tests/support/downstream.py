@@ -14,6 +14,12 @@ answers according to the path:
   /slow/MS         waits MS milliseconds, then 200 "slow"
   anything else    200, body = the path (so pipelined answers can be matched)
 
+Any request whose path starts with /hold/NAME is held, unanswered, until the
+test calls release(NAME); meanwhile the server keeps reading its connection,
+so requests pipelined behind it are seen (depth_now / depth_max: requests
+received on a connection and not yet answered).  Then it is answered as above
+(or by the custom handler).
+
 A custom handler (handler=...) may replace that behaviour: it gets the parsed
 Request and the socket and returns False to close the connection.
 With ssl_context=..., it speaks TLS (failed handshakes go to tls_errors).
@@ -180,6 +186,8 @@ class Downstream:
     errors: list = field(default_factory=list)
     connections: int = 0
     open_connections: int = 0
+    depth_now: dict = field(default_factory=dict)   # conn id -> requests received, not yet answered
+    depth_max: dict = field(default_factory=dict)   # conn id -> the most ever seen at once
 
     def __post_init__(self):
         if self.host.startswith("unix:"):            # a unix socket at that path; port is None
@@ -193,6 +201,7 @@ class Downstream:
             self.port = self.sock.getsockname()[1]
         self.sock.listen(512)
         self.lock = threading.Lock()
+        self._holds: dict = {}
         self._stop = False
         self._socks: list = []
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -240,7 +249,13 @@ class Downstream:
                     return
                 with self.lock:
                     self.requests.append(req)
+                self._note_depth(cid, r)
+                if req.target.startswith("/hold/"):
+                    if not self._hold(req.target.split("/")[2], s, r, cid):
+                        return
                 keep = (self.handler or self.default_handler)(req, s)
+                with self.lock:
+                    self.depth_now[cid] = 0
                 if not keep:
                     return
         except ProtocolError as e:
@@ -255,6 +270,53 @@ class Downstream:
                 s.close()
             except OSError:
                 pass
+
+    def _note_depth(self, cid: int, r: _Reader) -> None:
+        # the request being served plus the complete heads already buffered
+        # behind it (the tests pipeline only requests without a body)
+        n = 1 + r.buf.count(b"\r\n\r\n")
+        with self.lock:
+            self.depth_now[cid] = n
+            self.depth_max[cid] = max(n, self.depth_max.get(cid, 0))
+
+    def _event(self, name: str) -> threading.Event:
+        with self.lock:
+            return self._holds.setdefault(name, threading.Event())
+
+    def release(self, name: str) -> None:
+        """Let the requests held under /hold/NAME be answered."""
+        self._event(name).set()
+
+    def _hold(self, name: str, s: socket.socket, r: _Reader, cid: int) -> bool:
+        """Wait for release(name), reading whatever else arrives meanwhile.
+        False: the connection ended (or the server stops)."""
+        ev = self._event(name)
+        s.settimeout(0.02)
+        try:
+            while not ev.is_set():
+                if self._stop:
+                    return False
+                try:
+                    if not r.fill():
+                        return False
+                    self._note_depth(cid, r)
+                except socket.timeout:
+                    pass
+        finally:
+            if not self._stop:
+                s.settimeout(None)
+        return True
+
+    def wait_depth(self, n: int, timeout: float = 10.0) -> int:
+        """Wait until some connection has n requests unanswered; its id."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for cid, d in self.depth_now.items():
+                    if d >= n:
+                        return cid
+            time.sleep(0.01)
+        raise TimeoutError(f"no connection reached {n} requests in flight: {self.depth_now}")
 
     @staticmethod
     def default_handler(req: Request, s: socket.socket) -> bool:
