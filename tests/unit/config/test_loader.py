@@ -80,21 +80,24 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # is one); vhost `default`, rewrite `src` and server-level 1.x lb-method feed
 # the same routing tables.
 ACTIVE = {
-    D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server",
+    D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
+            "error-log log-level access-log-buffer access-log-flush",
     D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
-              "lb-method rewrite headers downstream vhost",
+              "lb-method rewrite headers downstream vhost logging",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
                   "idle-timeout max-requests max-age weight health-check",
     D.RETRY: "seconds useconds",
     D.HEALTH: "path interval timeout rise fall",
     D.REWRITE: "src dst",
-    D.VHOST: "aliases strip-headers default rule headers",
+    D.VHOST: "aliases strip-headers default rule headers logging",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
             "upstream-read-timeout upstream-write-timeout headers",
     D.HEADERS: "x-forwarded-for x-forwarded-for-mode x-real-ip x-forwarded-proto x-forwarded-host "
                "x-forwarded-port forwarded via",
+    D.LOGGING: "request error general enabled type filename format facility errorlog",
+    D.LOG_STREAM: "enabled output level format",
 }
 
 
