@@ -60,6 +60,7 @@ cdef void tunnel_start(Exchange* x, DConn* dc) noexcept nogil:
     if t == NULL:
         uc_close(uc)
         return
+    xlog_keep_request(x, uc)        # tunnel bytes reuse the client's read buffer
     x.dc = t
     uc.state = U_TUNNEL
     uc.fpos = uc.rpos               # what follows the request is tunnel data
@@ -128,6 +129,7 @@ cdef void tun_up(UConn* uc) noexcept nogil:
         if uc.rbuf != NULL and uc.fpos < uc.rend:
             t.out.bptr = bdata(uc.rbuf) + uc.fpos
             t.out.blen = uc.rend - uc.fpos
+            x.body_in += t.out.blen         # the client's tunnel bytes, for the access log
             uc.fpos = uc.rend
             continue
         if not (uc.flags & UF_READABLE):

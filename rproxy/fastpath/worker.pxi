@@ -70,10 +70,10 @@ cdef class Worker:
     cdef int _resolve_rfd
 
     def __cinit__(self, int nservers, int ndownstreams, int nlisteners, *, int buffer_size=32768,
-                  int max_free_buffers=256, int errfd=2, int loglevel=4, double shutdown_timeout=30.0,
+                  int max_free_buffers=256, int errfd=2, int loglevel=6, double shutdown_timeout=30.0,
                   long long splice_min=131072):
         global g_servers, g_nservers, g_downstreams, g_ndownstreams, g_listeners, g_nlisteners
-        global g_buf_size, g_max_free_bufs, g_errfd, g_loglevel, g_shutdown_timeout_ms, g_pid
+        global g_buf_size, g_max_free_bufs, g_errfd, g_shutdown_timeout_ms, g_pid
         global g_epfd, g_stop, g_reopen, g_rand_state, g_splice_min
         if g_servers != NULL:
             raise RuntimeError("only one Worker per process")
@@ -83,7 +83,7 @@ cdef class Worker:
         g_splice_min = splice_min if splice_min > 0 else 0
         g_max_free_bufs = max_free_buffers
         g_errfd = errfd
-        g_loglevel = loglevel
+        rp_elog_set(errfd, loglevel, -1, NULL)  # lines above `loglevel` are dropped in C
         g_shutdown_timeout_ms = _ms(shutdown_timeout)
         g_pid = getpid()
         g_stop = 0
@@ -329,8 +329,10 @@ cdef class Worker:
         with nogil:
             rc = loop_run()
         if rc == RUN_REOPEN:
+            accesslog_flush_all()       # old files get every line written before the reopen
             return "reopen"
-        close_everything()
+        close_everything()              # (logs the exchanges it cuts short)
+        accesslog_flush_all()
         if rc == RUN_DRAINED:
             return "drained"
         if rc == RUN_ERROR:
