@@ -13,8 +13,9 @@ import sys
 import threading
 from typing import Sequence
 
-from . import errorlog
+from . import accesslog, errorlog
 from .config.model import Config, Downstream
+from .master import logfiles
 
 # exit codes the master acts on (see master/arbiter.py)
 EXIT_OK = 0
@@ -85,8 +86,11 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
             ds_index[(si, ds.name)] = len(all_ds)
             all_ds.append(ds)
     buffer_size = max((s.buffer_size for s in cfg.servers), default=32768)
+    logfiles.open_all(cfg)          # opened by the master already; a no-op unless run on its own
+    logfiles.retain([cfg])          # what was inherited for another generation
+    logfiles.use_error_log(cfg)
     w = Worker(len(cfg.servers), len(all_ds), len(listener_fds), buffer_size=buffer_size,
-               errfd=errorlog.fd(), shutdown_timeout=cfg.shutdown_timeout)
+               errfd=errorlog.fd(), loglevel=errorlog.level(), shutdown_timeout=cfg.shutdown_timeout)
     for i, ds in enumerate(all_ds):
         family, raw, label = sockaddr_for(ds)
         if is_hostname(ds.addr):
@@ -126,6 +130,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
     w.set_owned_headers(sorted(owned))
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)
+    accesslog.configure_worker(cfg)
     names = [(i, ds) for i, ds in enumerate(all_ds) if is_hostname(ds.addr)]
     if names:
         Resolver(w, names).start()
@@ -217,10 +222,8 @@ def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, genera
 
 
 def reopen_logs(index: int = 0, generation: int = 0) -> None:
-    """SIGUSR1: reopen the log files this worker holds (today its error log,
-    when that is a file; issue 7 adds the access logs)."""
-    from .master import logfiles
-
+    """SIGUSR1: reopen the log files this worker holds, error and access
+    logs (the loop wrote out its buffered lines before handing over)."""
     for problem in logfiles.reopen():
         errorlog.error(f"worker {index} (gen {generation}): {problem}")
     errorlog.info(f"worker {index} (gen {generation}): log files reopened")
