@@ -636,10 +636,10 @@ TABLE: tuple[Directive, ...] = (
        "the whole path (uri-match) or the match with \\1..\\9 (uri-rmatch)", origin="rproxy"),
     _d("passthrough", RULE, "bool", False, "after the request head, relay raw bytes both ways",
        origin="2"),
-    _d("allow-redirect", RULE, "bool", False, "follow a downstream's 377 + X-Internal-Redirect", active=False,
+    _d("allow-redirect", RULE, "bool", False, "follow a downstream's 377 + X-Internal-Redirect (only "
+       "to targets the redirect-filter matches; refused without one)",
        origin="2"),
-    _d("redirect-filter", RULE, "glob list", (), "host[:port] globs an internal redirect may go to",
-       active=False, origin="2"),
+    _d("redirect-filter", RULE, "glob list", (), "host[:port] globs an internal redirect may go to", origin="2"),
     _d("upstream-read-timeout", RULE, "duration", None, "client read timeout for this rule's requests "
        "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),

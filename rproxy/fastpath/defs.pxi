@@ -92,6 +92,7 @@ cdef enum:
     XF_PENDING = 0x100      # in the pending queue
     XF_BODY_SPILLED = 0x200 # the client buffer was reused mid-body: the request can't be replayed
     XF_RETRIED = 0x400      # already replayed once on another connection
+    XF_REDIRECT_REFUSED = 0x800   # a 377 internal redirect was refused: relayed as 401
 
 cdef enum:
     HS_NONE = 0

@@ -530,6 +530,7 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     cdef Buf* hb
     cdef W w
     cdef bint close_client
+    cdef int r
     x.status = <uint16_t>p.status_code
     if x.status == 101:
         if not (x.flags & XF_UPGRADE):
@@ -571,6 +572,13 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         uc.out.hlen = <uint32_t>(w.p - bdata(hb))
         uc.out.hbuf = hb
         return 0
+    if x.status == 377 and x.rule.allow_redirect:
+        r = redirect_on_377(dc)
+        if r == 0:
+            return -1               # replayed elsewhere, or answered: this connection is done
+        if r == 1:
+            x.flags |= XF_REDIRECT_REFUSED
+            x.status = 401
     if x.flags & XF_HEAD_REQ:
         p.flags |= F_SKIPBODY       # the response to HEAD has no body whatever it declares
     if llhttp_message_needs_eof(p):
@@ -660,6 +668,10 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
 cdef void dc_on_timer(DConn* dc) noexcept nogil:
     cdef Exchange* x
     cdef uint8_t st = dc.state
+    if dc.flags & DF_TUNNEL:
+        if st == D_CONNECTING:
+            redirect_failed(dc, ETIMEDOUT)
+        return
     if st == D_DOWN:
         if dc.ds.enabled:
             dc_connect(dc)

@@ -487,7 +487,10 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
     code[3] = c' '
     w_put(w, "HTTP/1.1 ", 9)
     w_put(w, code, 4)
-    w_put(w, base + x.reason_sp.off, x.reason_sp.len)
+    if x.flags & XF_REDIRECT_REFUSED:
+        w_put(w, "Unauthorized", 12)
+    else:
+        w_put(w, base + x.reason_sp.off, x.reason_sp.len)
     w_put(w, "\r\n", 2)
     for i in range(x.nresp):
         h = &x.resp[i]
@@ -499,6 +502,8 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
         if hid == H_TRANSFER_ENCODING and (dc.flags & DF_DECHUNK):
             continue
         if hid == H_TRAILER and (dc.flags & DF_DECHUNK):
+            continue
+        if hid == H_X_INTERNAL_REDIRECT and (x.flags & XF_REDIRECT_REFUSED):
             continue
         if hid == H_OTHER and toks.n and tokens_has(&toks, base + h.name.off, h.name.len):
             continue

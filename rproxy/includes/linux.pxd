@@ -98,6 +98,7 @@ cdef extern from "<sys/un.h>" nogil:
 
 cdef extern from "<arpa/inet.h>" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, socklen_t size)
+    int inet_pton(int af, const char* src, void* dst)
     enum:
         INET6_ADDRSTRLEN
 

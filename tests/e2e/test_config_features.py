@@ -297,3 +297,63 @@ def test_every_lb_method_serves(start_rproxy, port, method):
     finally:
         a.close()
         b.close()
+
+
+# ---- internal redirect (377) ---------------------------------------------------------
+
+def redirecting_downstream(target: str):
+    def handler(req, s):
+        s.sendall(_response(377, b"moved inside", [("X-Internal-Redirect", target)]))
+        return True
+    return Downstream(handler=handler)
+
+
+def redirect_conf(port, ds_port, rule_extra):
+    return proxy_conf(port, f"""
+    downstream first {{ addr = 127.0.0.1  port = {ds_port} }}
+    vhost "*" {{ rule r {{ uri-prefix = "/" downstreams = {{ first }} {rule_extra} }} }}""")
+
+
+def test_internal_redirect_follows_a_filtered_target(start_rproxy, port, downstream):
+    first = redirecting_downstream(f"127.0.0.1:{downstream.port}")
+    try:
+        p = start_rproxy(redirect_conf(port, first.port,
+                                       'allow-redirect = true  redirect-filter = { "127.0.0.1:*" }'), port)
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(b"GET /where?x=1 HTTP/1.1\r\nHost: a\r\nX-Client: 1\r\n\r\n")
+            status, headers, body, _ = read_response(s)
+        assert (status, body) == (200, b"/where")          # answered by the redirect target
+        replayed = downstream.requests[-1]
+        assert replayed.target == "/where?x=1"
+        assert replayed.header("X-Redirected-Via") == "r"
+        assert replayed.header("X-Client") == "1"
+    finally:
+        first.close()
+
+
+@pytest.mark.parametrize("rule_extra", ['allow-redirect = true',
+                                        'allow-redirect = true  redirect-filter = { "10.*" }'],
+                         ids=["no-filter", "filter-mismatch"])
+def test_internal_redirect_refused_becomes_401(start_rproxy, port, downstream, rule_extra):
+    first = redirecting_downstream(f"127.0.0.1:{downstream.port}")
+    try:
+        p = start_rproxy(redirect_conf(port, first.port, rule_extra), port)
+        status, headers, body = get(p.port, b"/x")
+        assert (status, body) == (401, b"moved inside")
+        assert "x-internal-redirect" not in dict(headers)
+        assert downstream.requests == []                   # never an open relay
+        assert "refused" in p.read_log()
+    finally:
+        first.close()
+
+
+def test_377_without_allow_redirect_is_relayed(start_rproxy, port, downstream):
+    first = redirecting_downstream(f"127.0.0.1:{downstream.port}")
+    try:
+        p = start_rproxy(redirect_conf(port, first.port, ""), port)
+        status, headers, body = get(p.port, b"/x")
+        assert (status, body) == (377, b"moved inside")
+        assert dict(headers)["x-internal-redirect"] == f"127.0.0.1:{downstream.port}"
+        assert downstream.requests == []
+    finally:
+        first.close()

@@ -6,6 +6,8 @@ import re
 import signal
 import time
 
+import psutil
+
 STATS = re.compile(r"\[notice\] (\d+): stats: clients=(\d+) exchanges=(\d+) buffers=(\d+) pending=(\d+) "
                    r"requests=(\d+) pool_errors=(\d+)")
 
@@ -22,10 +24,20 @@ def worker_stats(proxy, timeout: float = 5.0) -> dict:
         for m in STATS.finditer(proxy.read_log()[start:]):
             found[int(m.group(1))] = dict(zip(("clients", "exchanges", "buffers", "pending", "requests",
                                                "pool_errors"), map(int, m.groups()[1:])))
-        if set(found) >= set(pids):
-            return {pid: found[pid] for pid in pids}
+        # a worker of an older generation may finish draining and exit
+        # before it answers: only the living owe a report
+        alive = [pid for pid in pids if _alive(pid)]
+        if set(found) >= set(alive):
+            return {pid: found[pid] for pid in alive}
         time.sleep(0.05)
     raise TimeoutError("workers did not report their stats")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def assert_quiet(proxy, timeout: float = 5.0) -> None:

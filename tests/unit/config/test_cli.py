@@ -29,10 +29,10 @@ server {
     port = 8080
     read-timeout = 0
     disable-client-nagle = yes
-    downstream app { addr = 127.0.0.1  port = 8081  connections = 4 }
+    downstream app { addr = 127.0.0.1  port = 8081  connections = 4  pipeline = 2 }
     vhost "example.com" {
         aliases = { "www.example.com" }
-        rule api { uri-prefix = "/api/"  downstreams = { app }  allow-redirect = true }
+        rule api { uri-prefix = "/api/"  downstreams = { app }  passthrough = true }
     }
 }
 """
@@ -53,7 +53,7 @@ server 127.0.0.1:8080 (backlog 1024)
   vhost example.com (aliases www.example.com): adds no headers
     rule api: prefix '/api/' -> app [rtt]
 accepted, not yet active (checked, but this version does not act on them):
-  'allow-redirect' in a 'rule' block: {path}:10:65
+  'pipeline' in a 'downstream' block: {path}:7:70
 notes:
   {path}:5:20: 'read-timeout = 0': RProxy read 0 as 'no timeout'; rproxy never disables it and uses its default (60s)
 rproxy: configuration {path} is valid
@@ -71,7 +71,7 @@ def test_invalid_config_prints_every_error_and_exits_1(tmp_path):
                ^
     hint: no ';' after values: options are separated by newlines or spaces
 {path}:10:58: rule 'api': unknown downstream 'ap'
-            rule api {{ uri-prefix = "/api/"  downstreams = {{ ap }}  allow-redirect = true }}
+            rule api {{ uri-prefix = "/api/"  downstreams = {{ ap }}  passthrough = true }}
 {" " * (4 + 57)}^
     hint: did you mean 'app'?
 rproxy: configuration {path} is invalid (2 errors)

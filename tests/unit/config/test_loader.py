@@ -93,7 +93,7 @@ ACTIVE = {
     D.REWRITE: "src dst",
     D.VHOST: "aliases strip-headers default rule headers logging",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
-            "upstream-read-timeout upstream-write-timeout headers",
+            "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers",
     D.HEADERS: "x-forwarded-for x-forwarded-for-mode x-real-ip x-forwarded-proto x-forwarded-host "
                "x-forwarded-port forwarded via",
     D.LOGGING: "request error general enabled type filename format facility errorlog",
