@@ -177,10 +177,10 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
     if ds.n_up == 0 and not ds.down_logged:
         ds.down_logged = 1
         rp_elog(ds_errfd(ds), 3, "downstream %s (%s) is down: %s", ds.name, ds.label, strerror(err))
+        pend_fail_dead()
     elif rp_elog_wants(ds_errfd(ds), 7):
         rp_elog(ds_errfd(ds), 7, "downstream %s (%s): connection failed (%s), %d in a row", ds.name,
                 ds.label, strerror(err), dc.fails)
-        pend_fail_dead()
     timer_arm(&dc.timer, backoff_ms(ds, dc.fails))
 
 
