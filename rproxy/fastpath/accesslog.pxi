@@ -522,12 +522,13 @@ cdef void w_response_header(W* w, Exchange* x, int slot) noexcept nogil:
 
 cdef inline int xlog_status(Exchange* x) noexcept nogil:
     """The status the client was sent: rproxy's own response, else the
-    downstream's (0: a passthrough rule, nothing parsed); with no response
-    at all 499 (the client went away), or 444 when rproxy closed the
-    connection itself (fast stop, shutdown timeout)."""
+    downstream's once some of it went out (0: a passthrough rule, nothing
+    parsed).  With no response delivered at all: 499 (nginx's "client
+    closed request": the client went away first), or 444 when rproxy closed
+    the connection itself (fast stop, shutdown timeout)."""
     if x.log.flags & XL_ANSWERED:
         return x.log.status
-    if x.flags & XF_RESP_STARTED:
+    if (x.flags & XF_RESP_STARTED) and (x.log.bytes_out or (x.log.flags & XL_DONE)):
         return x.status
     return 444 if g_stop == 2 else 499
 
@@ -637,6 +638,8 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
             p = xreq(x, uc, x.method_sp.off)
             if p == NULL or x.method_sp.len == 0:
                 w_dash(&w)
+            elif not x.head_end and x.log.req_copy == NULL:
+                w_request_line_as_received(&w, x, uc, p)
             else:
                 w_esc(&w, p, x.method_sp.len)
                 u = xreq(x, uc, x.url_sp.off) if x.url_sp.len else NULL
@@ -704,6 +707,18 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
     w.p += 1
     s.len += <uint32_t>(w.p - start)
     sink_added(s)
+
+
+cdef void w_request_line_as_received(W* w, Exchange* x, UConn* uc, const char* p) noexcept nogil:
+    """A request line llhttp refused or never finished (400, 414, 408...):
+    its bytes as they arrived, up to the line end, at most 1 KiB."""
+    cdef uint32_t n = uc.rend - x.method_sp.off if uc.rend > x.method_sp.off else 0
+    cdef uint32_t i = 0
+    if n > 1024:
+        n = 1024
+    while i < n and p[i] != c'\r' and p[i] != c'\n':
+        i += 1
+    w_esc(w, p, i)
 
 
 cdef void w_proto(W* w, Exchange* x, UConn* uc) noexcept nogil:
