@@ -48,9 +48,11 @@ TOKENS: tuple[Token, ...] = (
     Token("METH", "RProxy", "request method (escaped)"),
     Token("URI", "RProxy", "request path, without the query, as sent (escaped)"),
     Token("PROTO", "RProxy", "`HTTP/1.1` or `HTTP/1.0`; `-` if the request line was not complete"),
-    Token("STATUS", "RProxy", "status the client was sent (RProxy printed the downstream's); 499: the "
-                              "client went away before a response, 444: rproxy closed the connection "
-                              "without one (fast stop); `-` for a passthrough rule"),
+    Token("STATUS", "RProxy", "status the client was sent (RProxy printed the downstream's, e.g. 377 for "
+                              "an internal redirect); for a passthrough rule or an internal redirect, the "
+                              "status line the relayed bytes began with (`-` if none).  With no response "
+                              "delivered: 499 the client went away first, 502/504 the downstream failed "
+                              "after its head was queued, 444 rproxy closed the connection (fast stop)"),
     Token("REF", "RProxy", "`Referer` request header (RProxy read a `Referrer` header nobody sends)"),
     Token("HOST", "RProxy", "`Host` request header (escaped)"),
     Token("US_HDR", "RProxy", "the named request header as the client sent it, its first occurrence "

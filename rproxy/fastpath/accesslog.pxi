@@ -9,6 +9,9 @@
 #   uc_respond       xlog_answer         a response of rproxy's own (status, length)
 #   dc_on_response_head  xlog_response_head  final head queued: time, {DS_HDR} copies
 #   dc_response_done xlog_done           complete: what is still queued will go out
+#   dc_exchange_failed  xlog_failed      the downstream failed after its head was queued
+#   passthrough, redirect_connected  xlog_relay  raw bytes from here: tun_down reads the
+#                                        status they begin with (xlog_sniff_status)
 #   uc_make_room / tunnel_start  xlog_keep_request  copy the request head before its
 #                                        buffer is reused (a large body, a tunnel)
 #   x_free           xlog_emit           render and append the line
@@ -115,6 +118,10 @@ cdef enum:
     XL_RESP_HEAD = 0x02     # a downstream's final response head was queued (body_base is set)
     XL_DONE = 0x04          # the response is complete: what is still queued goes out too
     XL_REQ_LOST = 0x08      # the request head could not be kept (out of memory)
+    XL_DS_FAILED = 0x10     # the downstream failed before any response byte reached the client
+    XL_RELAY = 0x20         # a raw relay (passthrough, internal redirect): the status is
+    XL_SNIFF = 0x40         # read from the first bytes relayed to the client (pending)
+    XL_SNIFFED = 0x80       # ... and log.status holds it
 
 cdef enum:
     AN_REQUEST = 0x01       # AccessLog.needs: request head bytes
@@ -245,6 +252,32 @@ cdef void xlog_answer(Exchange* x, int status, const char* resp) noexcept nogil:
 
 cdef inline void xlog_done(Exchange* x) noexcept nogil:
     x.log.flags |= XL_DONE
+
+
+cdef inline void xlog_failed(Exchange* x, int status) noexcept nogil:
+    """The downstream failed (502, 504) after its response head was queued:
+    the client connection is closed.  If none of that head reached the
+    client, the line says why with `status` instead of a status the client
+    never saw."""
+    if x.log.bytes_out == 0 and not (x.log.flags & (XL_ANSWERED | XL_SNIFFED)):
+        x.log.flags |= XL_DS_FAILED
+        x.log.status = <uint16_t>status
+
+
+cdef inline void xlog_relay(Exchange* x) noexcept nogil:
+    """From now on the downstream's bytes go to the client raw (passthrough
+    rule, internal redirect): the status is the one they start with."""
+    x.log.flags |= XL_RELAY | XL_SNIFF
+    x.log.flags &= ~XL_SNIFFED
+
+
+cdef void xlog_sniff_status(Exchange* x, const char* p, uint32_t n) noexcept nogil:
+    """The first bytes a raw relay sends the client: `HTTP/1.x NNN`."""
+    x.log.flags &= ~XL_SNIFF
+    if n >= 12 and memcmp(p, b"HTTP/1.", 7) == 0 and p[8] == c' ' \
+            and c'1' <= p[9] <= c'5' and c'0' <= p[10] <= c'9' and c'0' <= p[11] <= c'9':
+        x.log.status = <uint16_t>((p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48))
+        x.log.flags |= XL_SNIFFED
 
 
 cdef void xlog_response_head(Exchange* x, DConn* dc) noexcept nogil:
@@ -522,13 +555,17 @@ cdef void w_response_header(W* w, Exchange* x, int slot) noexcept nogil:
 
 cdef inline int xlog_status(Exchange* x) noexcept nogil:
     """The status the client was sent: rproxy's own response, else the
-    downstream's once some of it went out (0: a passthrough rule, nothing
-    parsed).  With no response delivered at all: 499 (nginx's "client
-    closed request": the client went away first), or 444 when rproxy closed
-    the connection itself (fast stop, shutdown timeout)."""
-    if x.log.flags & XL_ANSWERED:
+    downstream's once some of it went out (for a raw relay, the status line
+    its bytes began with; 0 if they began with none).  With no response
+    delivered at all: the downstream's failure (502, 504) when that is why,
+    499 (nginx's "client closed request") when the client went away first,
+    444 when rproxy closed the connection itself (fast stop, shutdown
+    timeout)."""
+    if x.log.flags & (XL_ANSWERED | XL_DS_FAILED):
         return x.log.status
     if (x.flags & XF_RESP_STARTED) and (x.log.bytes_out or (x.log.flags & XL_DONE)):
+        if x.log.flags & XL_RELAY:
+            return x.log.status if x.log.flags & XL_SNIFFED else 0
         return x.status
     return 444 if g_stop == 2 else 499
 

@@ -291,6 +291,7 @@ cdef void dc_exchange_failed(DConn* dc, int status, const char* why) noexcept no
     else:
         dc_recycle(dc)
     if x.flags & XF_RESP_STARTED:
+        xlog_failed(x, status)
         uc_close(uc)
     else:
         uc_respond(uc, status, (x.flags & XF_REQ_DONE) != 0 and (x.flags & XF_KEEPALIVE) != 0)

@@ -178,6 +178,8 @@ cdef void tun_down(DConn* t) noexcept nogil:
             tun_maybe_done(uc)
             return
         if t.rbuf != NULL and t.fpos < t.rend:
+            if x.log.flags & XL_SNIFF:
+                xlog_sniff_status(x, bdata(t.rbuf) + t.fpos, t.rend - t.fpos)
             uc.out.bptr = bdata(t.rbuf) + t.fpos
             uc.out.blen = t.rend - t.fpos
             t.fpos = t.rend

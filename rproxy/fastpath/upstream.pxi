@@ -666,6 +666,7 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     if x.rule.passthrough:
         # RProxy's passthrough: after the head, bytes flow raw both ways
         x.flags |= XF_RESP_STARTED
+        xlog_relay(x)
         tunnel_start(x, dc)
         return
     uc.state = U_BODY

@@ -350,6 +350,67 @@ def test_tunnel_is_logged_at_completion_with_101_and_both_byte_counts(start_rpro
     assert int(sent) == len(got) and int(received) == len(head) + len(data)
 
 
+def test_raw_relays_log_the_status_the_client_got(start_rproxy, downstream, port, tmp_path):
+    """Passthrough rules and internal redirects relay the downstream's bytes
+    unparsed: the status logged is the one those bytes start with (`-` when
+    they are not HTTP), never the 377 that asked for the redirect."""
+    def raw(first_bytes):
+        def handler(req, s):
+            s.sendall(first_bytes)
+            return False
+        return Downstream(handler=handler)
+
+    teapot = raw(b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 3\r\nConnection: close\r\n\r\ntea")
+    junk = raw(b"NOT-HTTP-AT-ALL\n")
+    redirects = raw(b"HTTP/1.1 377 X\r\nX-Internal-Redirect: 127.0.0.1:%d\r\nContent-Length: 0\r\n\r\n"
+                    % downstream.port)
+    log = tmp_path / "access.log"
+    conf = f"""
+workers = 1
+access-log-flush = 20ms
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{STATUS}} {{URI}} {{BYTES_SENT}}" }} }}
+    downstream teapot {{ addr = 127.0.0.1  port = {teapot.port} }}
+    downstream junk {{ addr = 127.0.0.1  port = {junk.port} }}
+    downstream redirects {{ addr = 127.0.0.1  port = {redirects.port} }}
+    vhost "a" {{
+        rule tea {{ uri-prefix = "/tea"  passthrough = true  downstreams = {{ teapot }} }}
+        rule junk {{ uri-prefix = "/junk"  passthrough = true  downstreams = {{ junk }} }}
+        rule moved {{ uri-prefix = "/moved"  downstreams = {{ redirects }}  allow-redirect = true
+                     redirect-filter = {{ "127.0.0.1:*" }} }}
+        rule refused {{ uri-prefix = "/refused"  downstreams = {{ redirects }}  allow-redirect = true
+                       redirect-filter = {{ "10.*" }} }}
+    }}
+}}
+"""
+    try:
+        start_rproxy(conf, port, check_quiet=False)
+        got = {}
+        for path in ("/tea", "/junk", "/moved/x", "/refused"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    data += d
+                    if path == "/moved/x" and data.endswith(b"/moved/x"):
+                        break           # the redirect target keeps its connection open
+                got[path] = data
+        lines = lines_of(log, 4)
+    finally:
+        for d in (teapot, junk, redirects):
+            d.close()
+    assert got["/tea"].startswith(b"HTTP/1.1 418") and got["/junk"] == b"NOT-HTTP-AT-ALL\n"
+    assert got["/moved/x"].startswith(b"HTTP/1.1 200") and got["/refused"].startswith(b"HTTP/1.1 401")
+    by_uri = {ln.split(" ")[1]: ln.split(" ") for ln in lines}
+    assert [by_uri[u][0] for u in ("/tea", "/junk", "/moved/x", "/refused")] == ["418", "-", "200", "401"]
+    assert all(int(by_uri[u][2]) == len(got[u]) for u in ("/tea", "/junk", "/moved/x", "/refused"))
+
+
 def test_client_abort_is_499(statuses, port):
     p, log = statuses
     c = socket.create_connection(("127.0.0.1", port), timeout=10)
