@@ -976,47 +976,11 @@ def accesslog_add(int sink, items):
     None for literal text, and .text) into ops writing to `sink`.  Returns
     the access log's index."""
     global g_alogs, g_nalogs
-    cdef AccessLog* al
-    cdef AccessLog** grown
-    cdef LogOp* op
-    cdef bytes b
-    items = list(items)
-    grown = <AccessLog**>realloc(g_alogs, sizeof(AccessLog*) * (g_nalogs + 1))
+    cdef AccessLog** grown = <AccessLog**>realloc(g_alogs, sizeof(AccessLog*) * (g_nalogs + 1))
     if grown == NULL:
         raise MemoryError()
     g_alogs = grown
-    al = <AccessLog*>calloc(1, sizeof(AccessLog))
-    if al == NULL:
-        raise MemoryError()
-    al.sink = g_sinks[sink]
-    al.nops = len(items)
-    al.ops = <LogOp*>calloc(max(al.nops, 1), sizeof(LogOp))
-    dshdr = [it.text for it in items if it.token == "DS_HDR"][:64]
-    al.ndshdr = len(dshdr)
-    al.dshdr = <char**>calloc(max(al.ndshdr, 1), sizeof(char*))
-    al.dshdr_len = <uint32_t*>calloc(max(al.ndshdr, 1), sizeof(uint32_t))
-    for k, name in enumerate(dshdr):
-        b = name.encode()
-        al.dshdr[k] = _dup(b)
-        al.dshdr_len[k] = len(b)
-    for i, it in enumerate(items):
-        op = &al.ops[i]
-        op.slot = -1
-        if it.token is None:
-            op.code = LOP_TEXT
-            b = it.text.encode()
-        else:
-            op.code = LOG_OPS[it.token]
-            b = {"UA": b"User-Agent", "REF": b"Referer", "HOST": b"Host"}.get(it.token, it.text.encode())
-            if it.token == "DS_HDR":
-                op.slot = dshdr.index(it.text) if it.text in dshdr else -1
-            if op.code in _REQUEST_OPS:
-                al.needs |= AN_REQUEST
-            if op.code in _CLOCK_OPS:
-                al.needs |= AN_CLOCK
-        op.arg = _dup(b)
-        op.len = len(b)
-    g_alogs[g_nalogs] = al
+    g_alogs[g_nalogs] = _alog_compile(g_sinks[sink], items)
     g_nalogs += 1
     return g_nalogs - 1
 

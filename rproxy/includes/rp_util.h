@@ -150,8 +150,20 @@ static int rp_syslog_send(int fd, const char *path, const char *msg, size_t n)
  * File or stream: "2026-11-23T12:00:00.123+0000 [warn] 1234: message\n" in a
  * single write(2), so lines from several workers never interleave.
  * Syslog: "<PRI>Nov 23 12:00:00 rproxy[1234]: [warn] message". */
+/* Bytes of a message that could split or fake a line (control bytes, DEL)
+ * become '?': a value a client or downstream chose, printed with %.*s,
+ * stays on its line.  (Such values are arguments, never the format.) */
+static inline void rp_elog_scrub(char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] == 0x7f)
+            p[i] = '?';
+}
+
 static void rp_elog(int fd, int level, const char *fmt, ...)
 {
+    size_t msg;
     char line[2048];
     struct timespec ts;
     struct tm tm;
@@ -173,10 +185,12 @@ static void rp_elog(int fd, int level, const char *fmt, ...)
         n = m > 0 ? (size_t)m : 0;
         m = snprintf(line + n, sizeof(line) - n, "[%s] ", rp_level_names[level]);
         if (m > 0) n += (size_t)m;
+        msg = n;
         va_start(ap, fmt);
         m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
         va_end(ap);
         if (m > 0) n += ((size_t)m < sizeof(line) - n) ? (size_t)m : sizeof(line) - n - 1;
+        rp_elog_scrub(line + msg, n - msg);
         if (rp_syslog_send(fd, o->sock, line, n) != 0)
             rp_elog_dropped++;
         return;
@@ -188,10 +202,12 @@ static void rp_elog(int fd, int level, const char *fmt, ...)
     n += strftime(line + n, sizeof(line) - n, "%z", &tm);
     m = snprintf(line + n, sizeof(line) - n, " [%s] %d: ", rp_level_names[level], (int)getpid());
     if (m > 0) n += (size_t)m;
+    msg = n;
     va_start(ap, fmt);
     m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
     va_end(ap);
     if (m > 0) n += ((size_t)m < sizeof(line) - n - 1) ? (size_t)m : sizeof(line) - n - 2;
+    rp_elog_scrub(line + msg, n - msg);
     line[n++] = '\n';
     if (write(fd, line, n) < 0) { /* nowhere left to report it */ }
 }
