@@ -6,7 +6,7 @@ the compiler can inline across them).  Import it through rproxy.fastpath,
 which first makes llhttp's C symbols visible to it.
 """
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memcpy, memmove, memset, memcmp, strlen, strcmp, strstr, strerror
+from libc.string cimport memcpy, memmove, memset, memcmp, strlen, strcmp, strstr, strchr, strerror
 from libc.stdio cimport snprintf
 from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, ECONNRESET, EPIPE, ETIMEDOUT,
                          EMFILE, ENFILE, ENOBUFS, ENOMEM)
@@ -21,6 +21,7 @@ cdef extern from "rp_util.h" nogil:
 include "fastpath/defs.pxi"
 include "fastpath/globals.pxi"
 include "fastpath/buffers.pxi"
+include "fastpath/tls.pxi"
 include "fastpath/timers.pxi"
 include "fastpath/accesslog.pxi"
 include "fastpath/http.pxi"

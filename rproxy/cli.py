@@ -61,6 +61,15 @@ def cmd_test(path: str) -> int:
         sys.stderr.write(f"rproxy: configuration {path} is invalid "
                          f"({count} error{'s' if count != 1 else ''})\n")
         return 1
+    from . import tls
+
+    if tls.needed(cfg):
+        # certificates, keys, CAs and CRLs loaded as a start would load them
+        try:
+            tls.build(cfg)
+        except tls.TlsError as e:
+            sys.stderr.write(f"{e}\nrproxy: configuration {path} is invalid (TLS)\n")
+            return 1
     sys.stdout.write(summary(cfg))
     sys.stdout.write(f"rproxy: configuration {path} is valid\n")
     return 0

@@ -17,6 +17,10 @@ from . import accesslog, errorlog
 from .config.model import Config, Downstream
 from .master import logfiles
 
+# what the fast path points into for the life of the worker (TLS contexts,
+# header builders)
+_KEEP: list = []
+
 # exit codes the master acts on (see master/arbiter.py)
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3          # the worker could not start: do not respawn in a loop
@@ -130,6 +134,9 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
     w.set_owned_headers(sorted(owned))
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)
+    from . import tls
+
+    _KEEP.append(tls.configure_worker(w, cfg, ds_index, errorlog.log))
     accesslog.configure_worker(cfg)
     names = [(i, ds) for i, ds in enumerate(all_ds) if is_hostname(ds.addr)]
     if names:

@@ -43,3 +43,11 @@ def start_rproxy(tmp_path):
 @pytest.fixture
 def port():
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory):
+    """The TLS tests' certificates (support/certs.py), made once."""
+    from support.certs import make_test_pki
+
+    return make_test_pki(tmp_path_factory.mktemp("pki"))

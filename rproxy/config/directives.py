@@ -562,7 +562,7 @@ TABLE: tuple[Directive, ...] = (
     _d("headers", (SERVER, VHOST, RULE), "block", doc="request headers added toward the downstream "
        "(server level: 1.x only, where the block always existed)"),
     _d("ssl", (SERVER, VHOST, DOWNSTREAM), "block", doc="TLS for a listener, a vhost's SNI certificate, "
-       "or (downstream) TLS toward the backend", active=False),
+       "or (downstream) TLS toward the backend"),
     _d("logging", (SERVER, VHOST), "block", doc="request and error logs (1.x or 2.x form)"),
     _d("downstream", SERVER, "block", doc="a backend (named in 2.x, untitled in 1.x)", titled="optional",
        repeat=True),
@@ -602,8 +602,10 @@ TABLE: tuple[Directive, ...] = (
     _d("weight", DOWNSTREAM, "int", 1, "relative share of requests", lo=1, hi=1000, origin="rproxy"),
     _d("pipeline", DOWNSTREAM, "int", 1, "requests in flight per connection (idempotent ones only)",
        lo=1, hi=64, active=False, origin="rproxy"),
-    _d("tls", DOWNSTREAM, "bool", False, "speak TLS to the downstream (settings in its `ssl { }`)",
-       active=False, origin="rproxy"),
+    _d("tls", DOWNSTREAM, "bool", False, "speak TLS to the downstream (settings in its `ssl { }`; its "
+       "certificate is verified unless that says verify-peer = false)", origin="rproxy"),
+    _d("tls-name", DOWNSTREAM, "string", None, "name sent as SNI and checked in the downstream's certificate "
+       "(default: addr; no SNI for an IP address)", origin="rproxy"),
     _d("health-check", DOWNSTREAM, "block", doc="active HTTP health check", origin="rproxy"),
     _d("seconds", RETRY, "int", 1, "whole seconds", lo=0, origin="1"),
     _d("useconds", RETRY, "int", 0, "microseconds", lo=0, origin="1"),
@@ -619,10 +621,10 @@ TABLE: tuple[Directive, ...] = (
     _d("strip-headers", VHOST, "header list", (), "response headers removed before the client sees them", origin="2"),
     _d("default", VHOST, "bool", False, "requests whose Host matches no vhost go here (one per server)",
        origin="rproxy"),
-    _d("https-redirect", VHOST, "bool", False, "answer plain-HTTP requests with a redirect to https",
-       active=False, origin="rproxy"),
-    _d("https-redirect-port", VHOST, "int", 443, "port in that redirect", lo=1, hi=65535, active=False,
-       origin="rproxy"),
+    _d("https-redirect", VHOST, "bool", False, "answer plain-HTTP requests with a 301 to the same URL "
+       "over https", origin="rproxy"),
+    _d("https-redirect-port", VHOST, "int", 443, "port in that redirect (443 is left out of the URL)",
+       lo=1, hi=65535, origin="rproxy"),
     _d("rule", VHOST, "block", doc="a path rule, tried in file order", titled="yes", repeat=True, origin="2"),
 
     # ---- rule ------------------------------------------------------------
@@ -659,45 +661,50 @@ TABLE: tuple[Directive, ...] = (
     _d("x-forwarded-port", HEADERS, "bool", False, "set X-Forwarded-Port to the listener's port", origin="rproxy"),
     _d("forwarded", HEADERS, "bool", False, "add an RFC 7239 Forwarded element", origin="rproxy"),
     _d("via", HEADERS, "bool", False, "add a Via element", origin="rproxy"),
-    *(_d(name, HEADERS, "bool", False, f"send {doc}", active=False, origin="2" if name == "x-ssl-sha1" else "1,2")
+    *(_d(name, HEADERS, "bool", False, f"send {doc}", origin="2" if name == "x-ssl-sha1" else "1,2")
       for name, doc in _X_SSL),
-    _d("x-ssl-certificate", HEADERS, "bool", True, "send the client certificate, as X-SSL-Certificate",
-       active=False),
+    _d("x-ssl-certificate", HEADERS, "bool", True, "send the client certificate, as X-SSL-Certificate "
+       "(URL-encoded PEM on one line)"),
     _d("x509-extension", HEADERS, "block", doc="send a client certificate extension as a header",
-       repeat=True, active=False),
-    _d("name", X509, "header name", None, "header to send", required=True, active=False),
-    _d("oid", X509, "OID", None, "numeric OID of the extension (UTF8String values only)", required=True,
-       active=False),
+       repeat=True),
+    _d("name", X509, "header name", None, "header to send", required=True),
+    _d("oid", X509, "OID", None, "numeric OID of the extension (UTF8String values only)", required=True),
 
     # ---- ssl -------------------------------------------------------------
     _d("enabled", SSL, "bool", False, "false ignores the block; when true, cert, key, ca, capath and the "
-       "CRL paths must exist", active=False),
+       "CRL paths must exist"),
     # Paths are checked to exist when the block is in force: enabled, or a downstream's with tls = true.
-    _d("cert", SSL, "path", None, "PEM certificate (chain); required on an enabled listener or vhost",
-       active=False),
-    _d("key", SSL, "path", None, "PEM private key (default: read from cert)", active=False),
-    _d("ca", SSL, "path", None, "CA bundle for verifying peers", active=False),
-    _d("capath", SSL, "path", None, "hashed CA directory", active=False),
+    _d("cert", SSL, "path", None, "PEM certificate (chain); required on an enabled listener or vhost; "
+       "in a downstream: the client certificate rproxy presents"),
+    _d("key", SSL, "path", None, "PEM private key, RSA or ECDSA, PKCS#1, SEC1 or PKCS#8, unencrypted "
+       "(default: read from cert)"),
+    _d("ca", SSL, "path", None, "CA bundle for verifying peers (client certificates; a downstream's "
+       "certificate)"),
+    _d("capath", SSL, "path", None, "hashed CA directory"),
     _d("ciphers", SSL, "cipher list", None, "OpenSSL cipher string (default: ECDHE with AES-GCM or "
-       "ChaCha20; RC4, 3DES, MD5, export and NULL ciphers are always excluded)", active=False),
+       "ChaCha20; RC4, 3DES, MD5, export and NULL ciphers are always excluded); TLS 1.3 keeps OpenSSL's "
+       "suites"),
     _d("protocols-on", SSL, "protocol list", ("TLSv1.2", "TLSv1.3"), "protocols to enable; only TLSv1.2 "
-       "and TLSv1.3 are ever spoken (SSLv2/SSLv3/TLSv1/TLSv1.1 are accepted and refused); ALL = both",
-       active=False),
-    _d("protocols-off", SSL, "protocol list", (), "protocols to disable, after protocols-on", active=False),
-    _d("verify-peer", SSL, "bool", False, "request and verify the peer's certificate", active=False),
-    _d("enforce-peer-cert", SSL, "bool", False, "reject a client that sends no certificate", active=False),
-    _d("verify-depth", SSL, "int", 9, "longest accepted certificate chain (RProxy's 0 rejected every "
-       "CA-issued certificate)", lo=0, hi=100, zero_default=True,
-       zero_note="RProxy's verify-depth 0 rejected every CA-issued certificate; rproxy uses its default",
-       active=False),
-    _d("context-timeout", SSL, "duration", 172800.0, "TLS session lifetime", active=False),
-    _d("cache-enabled", SSL, "bool", True, "server-side session cache", active=False),
-    _d("cache-size", SSL, "int", 20480, "sessions in that cache", lo=1, active=False),
-    _d("cache-timeout", SSL, "duration", 300.0, "lifetime of a cached session (RProxy ignored it)", active=False),
-    _d("crl", SSL, "block", doc="certificate revocation lists", origin="2", active=False),
-    _d("file", CRL, "path", None, "PEM CRL file", origin="2", active=False),
-    _d("dir", CRL, "path", None, "hashed CRL directory (file or dir is required)", origin="2", active=False),
-    _d("reload", CRL, "duration", 10.0, "how often the CRL's mtime is checked (0 = never)", origin="2", active=False),
+       "and TLSv1.3 are ever spoken (SSLv2/SSLv3/TLSv1/TLSv1.1 are accepted and refused); ALL = both"),
+    _d("protocols-off", SSL, "protocol list", (), "protocols to disable, after protocols-on"),
+    _d("verify-peer", SSL, "bool", False, "request and verify the client's certificate (in a downstream: "
+       "verify the downstream's, default true; false accepts any, e.g. self-signed)"),
+    _d("enforce-peer-cert", SSL, "bool", False, "reject a client that sends no certificate"),
+    _d("verify-depth", SSL, "int", 9, "most intermediate CAs between a peer's certificate and the trusted "
+       "CA (RProxy's 0 rejected every CA-issued certificate)", lo=0, hi=100, zero_default=True,
+       zero_note="RProxy's verify-depth 0 rejected every CA-issued certificate; rproxy uses its default"),
+    _d("context-timeout", SSL, "duration", 172800.0, "TLS session lifetime (the shorter of this and "
+       "cache-timeout applies)"),
+    _d("cache-enabled", SSL, "bool", True, "server-side session cache (session tickets work either way)"),
+    _d("cache-size", SSL, "int", 20480, "sessions in that cache (pyOpenSSL's binding cannot set it: "
+       "OpenSSL's 20480 applies)", lo=1, active=False),
+    _d("cache-timeout", SSL, "duration", 300.0, "lifetime of a cached session or ticket (RProxy ignored it)"),
+    _d("crl", SSL, "block", doc="certificate revocation lists (the client certificate's issuer must have "
+       "one)", origin="2"),
+    _d("file", CRL, "path", None, "PEM CRL file (may hold several CRLs)", origin="2"),
+    _d("dir", CRL, "path", None, "hashed CRL directory, HASH.rN files (file or dir is required)", origin="2"),
+    _d("reload", CRL, "duration", 10.0, "how often the CRL files are checked for changes (0 = never)",
+       origin="2"),
 
     # ---- logging ---------------------------------------------------------
     _d("request", LOGGING, "block", doc="2.x: the access log (a vhost's replaces its server's)",

@@ -239,7 +239,7 @@ class _Normaliser:
             connect_timeout=opt(b, "connect-timeout"), retry=retry, idle_timeout=opt(b, "idle-timeout"),
             max_requests=opt(b, "max-requests"), max_age=opt(b, "max-age"), weight=opt(b, "weight"),
             pipeline=opt(b, "pipeline"), health_check=hc, tls=bool(opt(b, "tls") or (ssl and ssl.enabled)),
-            ssl=ssl, pos=b.pos)
+            ssl=ssl, tls_name=opt(b, "tls-name"), pos=b.pos)
 
     def health_check(self, b: Block) -> HealthCheck:
         hc = HealthCheck(path=opt(b, "path"), interval=opt(b, "interval"), timeout=opt(b, "timeout"),
@@ -363,7 +363,9 @@ class _Normaliser:
             enabled=enabled, cert=b.get("cert"), key=b.get("key"), ca=b.get("ca"), capath=b.get("capath"),
             ciphers=b.get("ciphers"), protocols_on=tuple(p for p in TLS_PROTOCOLS if p in on),
             protocols_off=tuple(p for p in TLS_PROTOCOLS if p in off),
-            verify_peer=opt(b, "verify-peer"), enforce_peer_cert=opt(b, "enforce-peer-cert"),
+            # a downstream's certificate is verified unless the block opts out
+            verify_peer=opt(b, "verify-peer") if role != "downstream" or b.given("verify_peer") else True,
+            enforce_peer_cert=opt(b, "enforce-peer-cert"),
             verify_depth=opt(b, "verify-depth"), context_timeout=opt(b, "context-timeout"),
             cache_enabled=opt(b, "cache-enabled"), cache_size=opt(b, "cache-size"),
             cache_timeout=opt(b, "cache-timeout"), crl=crl)

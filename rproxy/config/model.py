@@ -148,6 +148,7 @@ class Downstream:
     health_check: Optional[HealthCheck] = None
     tls: bool = False
     ssl: Optional[SSL] = None
+    tls_name: Optional[str] = None       # SNI and the verified name (default: addr)
     pos: Optional[Position] = field(default=None, compare=False)
 
 

@@ -156,6 +156,8 @@ def _downstream(o: _Out, d: Downstream, title) -> None:
     for name in ("read-timeout", "write-timeout", "connect-timeout", "retry", "idle-timeout", "max-age"):
         o.set(name, duration(getattr(d, name.replace("-", "_"))))
     o.set("tls", _bool(d.tls))
+    if d.tls_name is not None:
+        o.set("tls-name", quote(d.tls_name))
     if d.health_check is not None:
         _health_check(o, d.health_check)
     if d.ssl is not None:

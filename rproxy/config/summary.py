@@ -34,6 +34,12 @@ def _headers_text(h: Headers | None) -> str:
                        ("forwarded", "Forwarded"), ("via", "Via")):
         if getattr(h, flag):
             added.append(name)
+    ssl = [flag[6:] for flag in ("x_ssl_subject", "x_ssl_issuer", "x_ssl_notbefore", "x_ssl_notafter",
+                                 "x_ssl_serial", "x_ssl_sha1", "x_ssl_cipher", "x_ssl_certificate")
+           if getattr(h, flag)]
+    if ssl or h.x509_extensions:
+        added.append("X-SSL-{" + ",".join(ssl) + "}" + "".join(f", {e.name}" for e in h.x509_extensions)
+                     + " (TLS listeners)")
     return "adds " + ", ".join(added) if added else "adds no headers"
 
 
@@ -63,7 +69,13 @@ def _downstream_text(ds: Downstream) -> str:
         f"[{ds.addr}]:{ds.port}" if ":" in ds.addr else f"{ds.addr}:{ds.port}")
     state = "" if ds.enabled else " [disabled]"
     weight = f", weight {ds.weight}" if ds.weight != 1 else ""
-    return (f"downstream {shown(ds.name)} -> {where}: {ds.connections} connection(s) per worker{weight}, "
+    tls = ""
+    if ds.tls:
+        if ds.ssl is not None and not ds.ssl.verify_peer:
+            tls = " over TLS (certificate not verified)"
+        else:
+            tls = f" over TLS (certificate verified for {shown(ds.tls_name or ds.addr)})"
+    return (f"downstream {shown(ds.name)} -> {where}{tls}: {ds.connections} connection(s) per worker{weight}, "
             f"connect {format_duration(ds.connect_timeout)}, read {format_duration(ds.read_timeout)}, "
             f"write {format_duration(ds.write_timeout)}, retry {format_duration(ds.retry)}{state}")
 
@@ -71,6 +83,10 @@ def _downstream_text(ds: Downstream) -> str:
 def _vhost_text(vh: Vhost) -> str:
     names = shown(vh.name) + (f" (aliases {shown(', '.join(vh.aliases))})" if vh.aliases else "")
     default = ", default" if vh.default else ""
+    if vh.ssl is not None and vh.ssl.enabled:
+        default += ", own TLS certificate"
+    if vh.https_redirect:
+        default += f", plain HTTP redirected to https (port {vh.https_redirect_port})"
     return f"vhost {names}{default}: {_headers_text(vh.headers)}"
 
 

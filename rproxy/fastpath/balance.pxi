@@ -138,7 +138,6 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
     cdef DownstreamRt* d
     cdef DConn* dc
     cdef DConn* nx
-    cdef char c
     for k in range(r.nds):
         i = (r.rr_next + k) % r.nds
         d = r.dss[i]
@@ -161,8 +160,7 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
             nx = dc.inext
             idle_remove(dc)
             timer_stop(&dc.timer)
-            if not (dc.flags & DF_RDHUP) and recv(dc.h.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 \
-                    and errno == EAGAIN:
+            if not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN:
                 return dc
             dc_recycle(dc)
             dc = nx

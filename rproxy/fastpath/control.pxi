@@ -4,6 +4,7 @@
 
 cdef enum:
     CTL_SET_ADDRESS = 1     # index, family, sockaddr: used by the next connects
+    CTL_TLS_STORE = 2       # index = context slot, addr = X509_STORE* (CRL reload, tls.pxi)
 
 cdef struct ControlRecord:
     uint32_t type
@@ -29,6 +30,8 @@ cdef void control_read() noexcept nogil:
                 ds.addrlen = rec.addrlen
                 ds.family = rec.family
                 rp_elog(ds_errfd(ds), 5, "downstream %s (%s): address re-resolved", ds.name, ds.label)
+        elif rec.type == CTL_TLS_STORE:
+            tls_apply_store(rec.index, (<void**>rec.addr)[0])
 
 
 cdef void resolve_request(DownstreamRt* ds) noexcept nogil:

@@ -249,6 +249,8 @@ cdef struct XLog:
     uint32_t req_copy_off   # client-buffer offset req_copy starts at
     char* resp_copy         # {DS_HDR} values, copied at the response head
 
+cdef struct Tls                 # TLS state of a connection (tls.pxi)
+
 cdef struct Exchange:
     Exchange* next          # free list / pending queue
     Exchange* prev
@@ -299,6 +301,7 @@ cdef struct UConn:
     Timer timer
     Peer peer
     llhttp_t parser
+    Tls* tls                # NULL: plain TCP
 
 cdef struct DConn:
     Handle h
@@ -325,6 +328,7 @@ cdef struct DConn:
     uint16_t local_port
     Peer peer               # the address it connected to (for the access log)
     llhttp_t parser
+    Tls* tls                # NULL: plain TCP
 
 cdef struct DownstreamRt:
     int index
@@ -366,6 +370,10 @@ cdef struct DownstreamRt:
     uint32_t rtt_samples
     uint8_t nodelay
     uint8_t down_logged     # "is down" was logged; log "is up" on recovery
+    void* tls_ctx           # SSL_CTX* when the downstream speaks TLS, else NULL
+    char tls_name[256]      # SNI and the name checked in its certificate ("" for none)
+    void* tls_session       # SSL_SESSION* to resume the next connection with
+    uint8_t tls_err_logged
 
 cdef struct VhostRt
 
@@ -391,6 +399,7 @@ cdef struct RuleRt:
     NameList redirect_filter
     int64_t up_read_ms      # upstream-read-timeout: the client's, once routed here (0 = server's)
     int64_t up_write_ms
+    uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
 
 cdef struct VhostRt:
     char name[128]
@@ -403,6 +412,10 @@ cdef struct VhostRt:
     RuleRt* rules
     int nrules
     int is_default
+    void* tls_ctx           # SSL_CTX* of the vhost's own ssl block (SNI switches to it), else NULL
+    int tls_verify_depth
+    uint8_t https_redirect  # plain-HTTP requests get a 301 to https
+    uint16_t https_redirect_port
 
 cdef struct ServerRt:
     int index
@@ -424,6 +437,9 @@ cdef struct ServerRt:
     uint8_t nodelay
     uint16_t port           # for X-Forwarded-Port / Forwarded
     uint8_t tls
+    void* tls_ctx           # SSL_CTX* of a TLS listener, else NULL
+    int tls_verify_depth
+    void* tls_hdr_fn        # PyObject*: client certificate -> X-SSL-* header block (NULL: none wanted)
 cdef struct Listener:
     Handle h
     ServerRt* srv

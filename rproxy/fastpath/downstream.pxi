@@ -51,7 +51,6 @@ cdef bint dc_alive(DConn* dc) noexcept nogil:
     it; a connection idle for over 250 ms is also peeked at, since that is
     where a downstream's keep-alive timeout strikes (a hot connection is
     not: under load the syscall would cost every request)."""
-    cdef char c
     cdef ssize_t n
     if dc.flags & DF_RDHUP:
         return False
@@ -59,7 +58,7 @@ cdef bint dc_alive(DConn* dc) noexcept nogil:
         return False                # aged out while idle: replace rather than use
     if g_now - dc.idle_since < 250:
         return True
-    n = recv(dc.h.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT)
+    n = conn_peek(dc.h.fd, dc.tls)
     return n < 0 and errno == EAGAIN
 
 
@@ -103,6 +102,9 @@ cdef void dc_connected(DConn* dc) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
     cdef uint8_t ss[128]
     cdef socklen_t sl = 128
+    if ds.tls_ctx != NULL and dc.tls == NULL:
+        tls_dc_start(dc)            # comes back here once the handshake is done
+        return
     dc.fails = 0
     dc.nreq = 0
     dc.connected_at = g_now
@@ -135,6 +137,8 @@ cdef void dc_teardown(DConn* dc) noexcept nogil:
         idle_remove(dc)
     if dc.state == D_IDLE or dc.state == D_ACTIVE:
         ds.n_up -= 1
+    if dc.tls != NULL:
+        tls_dc_release(dc)
     if dc.h.fd >= 0:
         close(dc.h.fd)
         dc.h.fd = -1
@@ -301,7 +305,7 @@ cdef int dc_send(DConn* dc) noexcept nogil:
     """Write pending request bytes.  0: all out; 1: socket full; -1: failed
     (the exchange has been answered with 502)."""
     cdef uint32_t before = dc.out.hlen + dc.out.blen
-    cdef int r = out_flush(&dc.out, dc.h.fd)
+    cdef int r = conn_flush(&dc.out, dc.h.fd, dc.tls)
     if dc.out.hlen + dc.out.blen < before:
         dc.x.flags |= XF_REQ_SENT_ANY
     if r == 0:
@@ -323,6 +327,11 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
     cdef UConn* uc
     if dc.state == D_DOWN:
         return                      # stale event for a socket already closed
+    if dc.tls != NULL:
+        if dc.tls.flags & TF_HANDSHAKE:
+            tls_dc_handshake(dc)
+            return
+        ev = tls_translate(dc.tls, ev)
     if dc.flags & DF_TUNNEL:
         tun_on_event(dc, ev)
         return
@@ -360,7 +369,6 @@ cdef void dc_read(DConn* dc) noexcept nogil:
     cdef uint32_t room
     cdef Exchange* x
     cdef UConn* uc
-    cdef char c
     if dc.flags & DF_TUNNEL:
         tun_down(dc)
         return
@@ -372,7 +380,7 @@ cdef void dc_read(DConn* dc) noexcept nogil:
         if dc.state == D_IDLE:
             # an idle pooled connection became readable: the downstream
             # closed it (or broke protocol by talking out of turn)
-            n = recv(dc.h.fd, &c, 1, MSG_PEEK)
+            n = conn_peek(dc.h.fd, dc.tls)
             if n < 0 and errno == EAGAIN:
                 dc.flags &= ~DF_READABLE
                 return
@@ -420,9 +428,9 @@ cdef void dc_read(DConn* dc) noexcept nogil:
                 return
         if dc.phase == R_BODY and uc.srv.high_watermark and room > uc.srv.high_watermark:
             room = uc.srv.high_watermark    # the server's high-watermark bounds the response in flight
-        n = recv(dc.h.fd, bdata(dc.rbuf) + dc.rend, room, 0)
+        n = conn_recv(dc.h.fd, dc.tls, bdata(dc.rbuf) + dc.rend, room)
         if n > 0:
-            if <uint32_t>n < room and not (dc.flags & DF_RDHUP):
+            if <uint32_t>n < room and not (dc.flags & DF_RDHUP) and dc.tls == NULL:
                 dc.flags &= ~DF_READABLE    # drained (edge-triggered); a FIN would keep it set
             dc.rend += <uint32_t>n
             dc.flags |= DF_GOT_BYTES
@@ -587,7 +595,8 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     if (p.flags & F_CHUNKED) and (x.flags & XF_HTTP10) and not (x.flags & XF_HEAD_REQ):
         dc.flags |= DF_DECHUNK      # HTTP/1.0 cannot read chunked: strip it, end by closing
     elif (p.flags & F_CONTENT_LENGTH) and p.content_length >= g_splice_min and g_splice_min \
-            and not (x.flags & XF_HEAD_REQ) and x.status >= 200 and x.status != 204 and x.status != 304:
+            and not (x.flags & XF_HEAD_REQ) and x.status >= 200 and x.status != 204 and x.status != 304 \
+            and dc.tls == NULL and uc.tls == NULL:     # TLS bytes must pass through OpenSSL
         dc.flags |= DF_SPLICE
     # an Upgrade request answered without 101 leaves the client's parser at the
     # upgrade point: that connection cannot carry another request

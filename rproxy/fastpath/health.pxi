@@ -8,6 +8,7 @@ cdef enum:
     P_WAIT = 0              # until the next interval
     P_CONNECTING = 1
     P_SENT = 2              # request written, reading the status line
+    P_HANDSHAKE = 3         # TLS downstream: handshaking before the request
 
 cdef struct Probe:
     Handle h
@@ -17,6 +18,7 @@ cdef struct Probe:
     int ok_in_row
     int fail_in_row
     uint32_t len
+    Tls* tls                # a TLS downstream is checked over TLS
     char buf[256]
 
 cdef Probe* g_probes = NULL
@@ -24,6 +26,9 @@ cdef int g_nprobes = 0
 
 
 cdef void probe_schedule(Probe* pr, int64_t after_ms) noexcept nogil:
+    if pr.tls != NULL:
+        tls_free(pr.tls)
+        pr.tls = NULL
     if pr.h.fd >= 0:
         close(pr.h.fd)
         pr.h.fd = -1
@@ -80,6 +85,7 @@ cdef void probe_on_event(Probe* pr, uint32_t ev) noexcept nogil:
     cdef ssize_t r
     cdef char* eol
     cdef int code
+    cdef Out o
     if pr.state == P_CONNECTING:
         if not (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)):
             return
@@ -87,9 +93,33 @@ cdef void probe_on_event(Probe* pr, uint32_t ev) noexcept nogil:
         if err != 0:
             probe_result(pr, False, strerror(err))
             return
+        if ds.tls_ctx != NULL:
+            pr.tls = tls_new(ds.tls_ctx, pr.h.fd, False)
+            if pr.tls == NULL:
+                probe_result(pr, False, "out of memory")
+                return
+            if ds.tls_name[0]:
+                p_SSL_set_tlsext_host_name(pr.tls.ssl, ds.tls_name)
+            pr.state = P_HANDSHAKE
+    if pr.state == P_HANDSHAKE:
+        r = p_SSL_do_handshake(pr.tls.ssl)
+        if r != 1:
+            code = p_SSL_get_error(pr.tls.ssl, <int>r)
+            if code != SSL_ERROR_WANT_READ and code != SSL_ERROR_WANT_WRITE:
+                pr.tls.flags |= TF_FATAL
+                tls_error_text(pr.tls, req, 512)
+                probe_result(pr, False, req)
+            return
+        pr.tls.flags &= ~TF_HANDSHAKE
+        pr.state = P_CONNECTING
+    if pr.state == P_CONNECTING:
         n = snprintf(req, 512, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: rproxy-health-check\r\n"
                      "Connection: close\r\n\r\n", ds.hc_path, ds.label)
-        if send(pr.h.fd, req, n, MSG_NOSIGNAL) != n:
+        # a fresh socket takes a small request whole, or the check fails
+        memset(&o, 0, sizeof(Out))
+        o.hptr = req
+        o.hlen = <uint32_t>n
+        if conn_flush(&o, pr.h.fd, pr.tls) != 0:
             probe_result(pr, False, "send failed")
             return
         pr.state = P_SENT
@@ -97,7 +127,7 @@ cdef void probe_on_event(Probe* pr, uint32_t ev) noexcept nogil:
     if pr.state != P_SENT or not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)):
         return
     while pr.len < sizeof(pr.buf) - 1:
-        r = recv(pr.h.fd, pr.buf + pr.len, sizeof(pr.buf) - 1 - pr.len, 0)
+        r = conn_recv(pr.h.fd, pr.tls, pr.buf + pr.len, sizeof(pr.buf) - 1 - pr.len)
         if r > 0:
             pr.len += <uint32_t>r
             continue
@@ -136,6 +166,9 @@ cdef void probes_stop() noexcept nogil:
         if g_probes[i].ds == NULL:
             continue
         timer_stop(&g_probes[i].timer)
+        if g_probes[i].tls != NULL:
+            tls_free(g_probes[i].tls)
+            g_probes[i].tls = NULL
         if g_probes[i].h.fd >= 0:
             close(g_probes[i].h.fd)
             g_probes[i].h.fd = -1

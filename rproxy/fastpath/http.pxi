@@ -433,7 +433,7 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         w_put(w, ip, iplen)
         w_put(w, "\r\n", 2)
     if hp & HP_X_FORWARDED_PROTO:
-        w_str(w, "X-Forwarded-Proto: https\r\n" if uc.srv.tls else "X-Forwarded-Proto: http\r\n")
+        w_str(w, "X-Forwarded-Proto: https\r\n" if uc.tls != NULL else "X-Forwarded-Proto: http\r\n")
     if (hp & HP_X_FORWARDED_HOST) and host != NULL:
         w_put(w, "X-Forwarded-Host: ", 18)
         w_put(w, base + host.value.off, host.value.len)
@@ -453,13 +453,15 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
             w_put(w, ip, iplen)
         else:
             w_put(w, "unknown", 7)
-        w_str(w, ";proto=https" if uc.srv.tls else ";proto=http")
+        w_str(w, ";proto=https" if uc.tls != NULL else ";proto=http")
         if host != NULL:
             w_put(w, ";host=", 6)
             w_quoted_host(w, base + host.value.off, host.value.len)
         w_put(w, "\r\n", 2)
     if hp & HP_VIA:
         w_str(w, "Via: 1.0 rproxy\r\n" if x.flags & XF_HTTP10 else "Via: 1.1 rproxy\r\n")
+    if x.rule.xssl and uc.tls != NULL:
+        tls_put_headers(w, uc.tls, x.rule.xssl)
     if host == NULL:
         # HTTP/1.0 clients may omit Host; the downstream speaks HTTP/1.1
         w_put(w, "Host: ", 6)

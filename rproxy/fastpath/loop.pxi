@@ -80,6 +80,9 @@ cdef void listener_on_event(Listener* l) noexcept nogil:
         if uc == NULL:
             close(fd)
             continue
+        if l.srv.tls_ctx != NULL and tls_uc_start(uc) != 0:
+            uc_close(uc)
+            continue
         if (<sockaddr*>ss).sa_family != AF_UNIX:
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
         ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET

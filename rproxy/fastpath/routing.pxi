@@ -165,6 +165,12 @@ cdef RuleRt* route(UConn* uc, Exchange* x, int* status) noexcept nogil:
     if host != NULL:
         hlen = host_normalise(base + host.value.off, host.value.len, hbuf, 256)
     v = vhost_for(uc.srv, hbuf, hlen)
+    if uc.tls != NULL and uc.tls.vhost != NULL and v != uc.tls.vhost:
+        if host != NULL:
+            rp_elog(g_errfd, 6, "Host %.*s is not the vhost the TLS server name chose: 421", hlen, hbuf)
+            status[0] = 421         # domain fronting: the certificate was for another vhost
+            return NULL
+        v = uc.tls.vhost            # HTTP/1.0 without Host: the server name says where
     if v == NULL:
         status[0] = 404
         return NULL

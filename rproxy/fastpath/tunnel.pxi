@@ -30,6 +30,7 @@ cdef DConn* tunnel_take_socket(DConn* slot) noexcept nogil:
     t.fend = slot.fend
     t.rend = slot.rend
     t.out = slot.out
+    t.tls = slot.tls
     t.phase = R_TUNNEL
     # readiness seen by the slot may sit in this loop turn's event batch,
     # addressed to the slot: assume ready, an extra EAGAIN costs nothing
@@ -40,6 +41,7 @@ cdef DConn* tunnel_take_socket(DConn* slot) noexcept nogil:
     epoll_ctl(g_epfd, EPOLL_CTL_MOD, t.h.fd, &ev)
     # the slot forgets the socket and reconnects
     slot.h.fd = -1
+    slot.tls = NULL
     slot.rbuf = NULL
     memset(&slot.out, 0, sizeof(Out))
     slot.x = NULL
@@ -76,6 +78,9 @@ cdef void tunnel_start(Exchange* x, DConn* dc) noexcept nogil:
 cdef void tunnel_free(DConn* t) noexcept nogil:
     """Close a tunnel's downstream side; freed at the end of the loop turn."""
     global g_dead_tunnels
+    if t.tls != NULL:
+        tls_free(t.tls)
+        t.tls = NULL
     if t.h.fd >= 0:
         close(t.h.fd)
         t.h.fd = -1
@@ -115,7 +120,7 @@ cdef void tun_up(UConn* uc) noexcept nogil:
     cdef int r
     while not (uc.flags & UF_DEAD) and uc.x == x:
         if not out_empty(&t.out):
-            r = out_flush(&t.out, t.h.fd)
+            r = conn_flush(&t.out, t.h.fd, t.tls)
             if r < 0:
                 uc_close(uc)
                 return
@@ -142,16 +147,16 @@ cdef void tun_up(UConn* uc) noexcept nogil:
         uc.rpos = 0
         uc.fpos = 0
         uc.rend = 0
-        n = recv(uc.h.fd, bdata(uc.rbuf), uc.rbuf.cap, 0)
+        n = conn_recv(uc.h.fd, uc.tls, bdata(uc.rbuf), uc.rbuf.cap)
         if n > 0:
-            if <uint32_t>n < uc.rbuf.cap and not (uc.flags & UF_RDHUP):
+            if <uint32_t>n < uc.rbuf.cap and not (uc.flags & UF_RDHUP) and uc.tls == NULL:
                 uc.flags &= ~UF_READABLE
             uc.rend = <uint32_t>n
             uc.rpos = uc.rend
         elif n == 0:
             uc.flags &= ~UF_READABLE
             uc.flags |= UF_TUN_UP_EOF
-            shutdown(t.h.fd, SHUT_WR)       # pass the client's half-close on
+            conn_shut_wr(t.h.fd, t.tls)     # pass the client's half-close on
         elif errno == EINTR:
             continue
         elif errno == EAGAIN:
@@ -194,16 +199,16 @@ cdef void tun_down(DConn* t) noexcept nogil:
         t.rpos = 0
         t.fpos = 0
         t.rend = 0
-        n = recv(t.h.fd, bdata(t.rbuf), t.rbuf.cap, 0)
+        n = conn_recv(t.h.fd, t.tls, bdata(t.rbuf), t.rbuf.cap)
         if n > 0:
-            if <uint32_t>n < t.rbuf.cap and not (t.flags & DF_RDHUP):
+            if <uint32_t>n < t.rbuf.cap and not (t.flags & DF_RDHUP) and t.tls == NULL:
                 t.flags &= ~DF_READABLE
             t.rend = <uint32_t>n
             t.rpos = t.rend
         elif n == 0:
             t.flags &= ~DF_READABLE
             t.flags |= DF_TUN_DOWN_EOF
-            shutdown(uc.h.fd, SHUT_WR)
+            conn_shut_wr(uc.h.fd, uc.tls)
         elif errno == EINTR:
             continue
         elif errno == EAGAIN:

@@ -197,6 +197,9 @@ cdef void uc_close(UConn* uc) noexcept nogil:
         return
     x_drop(uc)
     timer_stop(&uc.timer)
+    if uc.tls != NULL:
+        tls_free(uc.tls)
+        uc.tls = NULL
     close(uc.h.fd)
     if uc.rbuf != NULL:
         buf_put(uc.rbuf)
@@ -221,7 +224,7 @@ cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
     a moment first, so a reset does not destroy the response in flight."""
     if (uc.rend > uc.rpos or uc.x != NULL) and not (uc.flags & UF_RDHUP):
         x_drop(uc)
-        shutdown(uc.h.fd, SHUT_WR)
+        conn_shut_wr(uc.h.fd, uc.tls)
         uc.state = U_LINGER
         uc.rpos = 0
         uc.rend = 0
@@ -249,7 +252,7 @@ cdef int uc_send(UConn* uc) noexcept nogil:
     """Write the client's pending output.  0: all out; 1: the socket is full;
     -1: the client is gone (the connection has been closed)."""
     cdef uint32_t before = uc.out.hlen + uc.out.blen
-    cdef int r = out_flush(&uc.out, uc.h.fd)
+    cdef int r = conn_flush(&uc.out, uc.h.fd, uc.tls)
     if uc.x != NULL:
         uc.x.log.bytes_out += before - (uc.out.hlen + uc.out.blen)
     if r == 0:
@@ -305,7 +308,7 @@ cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
     """Answer with a response of the proxy's own (4xx/5xx)."""
     cdef Canned* c = canned_get(status)
     cdef Exchange* x = uc.x
-    if x != NULL and (x.flags & XF_RESP_STARTED):
+    if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.tls != NULL and (uc.tls.flags & TF_WPEND)):
         uc_close(uc)                # half a response is out: only closing is honest
         return
     if not keep or g_stop:
@@ -335,6 +338,12 @@ cdef bint uc_request_bodyless(UConn* uc) noexcept nogil:
 cdef void uc_reject(UConn* uc, int status) noexcept nogil:
     """Refuse the request whose head was just parsed.  The connection is kept
     only when the request carried no body (nothing unread to skip)."""
+    uc_respond(uc, status, uc_reject_keeps(uc))
+
+
+cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
+    """Answering the request whose head was just parsed without forwarding
+    it: can the connection be kept?  (Steps the parser over an empty body.)"""
     cdef llhttp_errno_t err
     cdef bint keep = False
     cdef Exchange* x = uc.x
@@ -347,10 +356,14 @@ cdef void uc_reject(UConn* uc, int status) noexcept nogil:
             keep = True
     elif x != NULL and (x.flags & XF_REQ_DONE) and (x.flags & XF_KEEPALIVE):
         keep = True
-    uc_respond(uc, status, keep)
+    return keep
 
 
 cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
+    if uc.tls != NULL and (uc.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
+        ev = tls_uc_event(uc, ev)
+        if ev == 0:
+            return
     if ev & EPOLLERR:
         uc_close(uc)
         return
@@ -451,9 +464,12 @@ cdef void uc_read(UConn* uc) noexcept nogil:
         room = uc.rbuf.cap - uc.rend
         if uc.state == U_BODY and uc.x.dc.ds.high_watermark and room > uc.x.dc.ds.high_watermark:
             room = uc.x.dc.ds.high_watermark    # the downstream's high-watermark bounds the upload in flight
-        n = recv(uc.h.fd, bdata(uc.rbuf) + uc.rend, room, 0)
+        if uc.tls == NULL or uc.state == U_LINGER:      # lingering discards raw bytes
+            n = recv(uc.h.fd, bdata(uc.rbuf) + uc.rend, room, 0)
+        else:
+            n = tls_recv(uc.tls, bdata(uc.rbuf) + uc.rend, room)
         if n > 0:
-            if <uint32_t>n < room and not (uc.flags & UF_RDHUP):
+            if <uint32_t>n < room and not (uc.flags & UF_RDHUP) and uc.tls == NULL:
                 uc.flags &= ~UF_READABLE    # drained (edge-triggered); a FIN would keep it set
             if uc.state == U_LINGER:
                 continue
@@ -469,7 +485,8 @@ cdef void uc_read(UConn* uc) noexcept nogil:
             uc.flags &= ~UF_READABLE
             if errno != EAGAIN:
                 uc_close(uc)
-            return
+                return
+            break                   # drained (a TLS connection learns it only here)
     if not (uc.flags & UF_DEAD) and uc.state == U_IDLE and uc.rbuf != NULL and uc.rpos == uc.rend \
             and out_empty(&uc.out):
         # idle keep-alive connections hold no buffer
@@ -608,6 +625,9 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             uc_reject(uc, status)
         return
     x.rule = rule
+    if rule.vhost.https_redirect and uc.tls == NULL:
+        uc_redirect_https(uc, x, rule.vhost)
+        return
     if rule.nds == 0:
         rp_elog(x_errfd(x), 3, "rule '%s' has no downstreams", rule.name)
         uc_reject(uc, 503)

@@ -332,6 +332,14 @@ class Arbiter:
         except logfiles.LogOpenError as e:
             self.reload_failed(f"cannot open {e}{self._as_whom()}")
             return
+        from .startup import load_tls
+
+        try:
+            load_tls(new)                   # fresh contexts: certificates and keys are reloaded
+        except StartupError as e:
+            logfiles.retain([self.cfg])
+            self.reload_failed(str(e) + self._as_whom())
+            return
         pending = PendingReload(new, self.generation + 1, time.monotonic() + READY_TIMEOUT)
         for srv in new.servers:
             key = listener_key(srv)
@@ -390,6 +398,7 @@ class Arbiter:
         p, self.pending = self.pending, None
         old_generation = self.generation
         old_error_log = (self.cfg.error_log, self.cfg.log_level)
+        release_tls(self.cfg)
         self.cfg, self.generation = p.cfg, p.generation
         in_use = set()
         for srv in self.cfg.servers:
@@ -417,6 +426,7 @@ class Arbiter:
     def abandon_reload(self, why: str) -> None:
         """The new generation did not come up: discard it, keep the old one."""
         p, self.pending = self.pending, None
+        release_tls(p.cfg)
         for w in self.workers.values():
             if w.generation == p.generation and w.kill_at is None:
                 self.stop_worker(w, signal.SIGTERM, FAST_STOP_GRACE)
@@ -548,6 +558,14 @@ class Arbiter:
                     pass
             elif booting[fd].ready_fd == fd:
                 self.read_readiness(booting[fd])
+
+
+def release_tls(cfg: Config) -> None:
+    """The master drops a configuration's TLS contexts (its workers keep
+    their own copies)."""
+    from .. import tls
+
+    tls.release(cfg)
 
 
 def _signal_name(signum: int) -> str:

@@ -13,7 +13,7 @@ import grp
 import os
 import pwd
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 from .. import errorlog
@@ -167,7 +167,8 @@ def _ssl_blocks(cfg: Config) -> Iterator[tuple[str, SSL]]:
                 yield f"vhost {vh.name} of server {srv.label}", vh.ssl
         for ds in srv.downstreams:
             if ds.ssl is not None:
-                yield f"downstream {ds.name}", ds.ssl
+                # in force with tls = true even when the block says nothing of `enabled`
+                yield f"downstream {ds.name}", ds.ssl if not ds.tls else replace(ds.ssl, enabled=True)
 
 
 def unreadable_files(cfg: Config) -> list[str]:

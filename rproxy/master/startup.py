@@ -30,6 +30,19 @@ def preload_modules() -> None:
     from ..config import loader  # noqa: F401
 
 
+def load_tls(cfg: Config) -> None:
+    """Build the TLS contexts of `cfg` (certificates, keys, CAs, CRLs read
+    now); the workers forked later inherit them."""
+    from .. import tls
+
+    if not tls.needed(cfg):
+        return
+    try:
+        tls.load(cfg)
+    except tls.TlsError as e:
+        raise StartupError(str(e)) from None
+
+
 def run_master(cfg: Config) -> int:
     """Start and run the master; returns the process exit code."""
     try:
@@ -42,16 +55,22 @@ def run_master(cfg: Config) -> int:
     except StartupError as e:
         errorlog.log("emerg", str(e))
         return 1
-    # TLS key material (issue 10) is loaded here and log files are opened
-    # here: still privileged, before daemonizing so their errors reach the
-    # terminal.  Reloads re-read them as the dropped user
-    # (privileges.unreadable_files says which it cannot); log files are
-    # handed to that user so that it can reopen them (logfiles.py).
+    # TLS key material is loaded here and log files are opened here: still
+    # privileged, before daemonizing so their errors reach the terminal.
+    # Reloads re-read them as the dropped user (privileges.unreadable_files
+    # says which it cannot); log files are handed to that user so that it
+    # can reopen them (logfiles.py).
     try:
         owner = None if identity is None else (-1 if identity.uid is None else identity.uid, identity.gid)
         logfiles.open_all(cfg, owner=owner)
     except logfiles.LogOpenError as e:
         errorlog.log("emerg", f"cannot open {e}")
+        arbiter.close_listeners()
+        return 1
+    try:
+        load_tls(cfg)
+    except StartupError as e:
+        errorlog.log("emerg", str(e))
         arbiter.close_listeners()
         return 1
     preload_modules()

@@ -16,12 +16,14 @@ answers according to the path:
 
 A custom handler (handler=...) may replace that behaviour: it gets the parsed
 Request and the socket and returns False to close the connection.
+With ssl_context=..., it speaks TLS (failed handshakes go to tls_errors).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -172,6 +174,8 @@ class Downstream:
     host: str = "127.0.0.1"
     idle_timeout: Optional[float] = None     # close a keep-alive connection idle this long
     bind_port: int = 0                       # 0: any free port; else restart on that one
+    ssl_context: Optional[ssl.SSLContext] = None     # speak TLS (server side)
+    tls_errors: list = field(default_factory=list)
     requests: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     connections: int = 0
@@ -203,6 +207,18 @@ class Downstream:
             threading.Thread(target=self._serve, args=(s, cid), daemon=True).start()
 
     def _serve(self, s: socket.socket, cid: int):
+        if self.ssl_context is not None:
+            raw = s
+            try:
+                s = self.ssl_context.wrap_socket(s, server_side=True)
+                with self.lock:
+                    self._socks[self._socks.index(raw)] = s      # close() shuts the TLS socket
+            except (ssl.SSLError, OSError) as e:
+                with self.lock:
+                    self.tls_errors.append(str(e))
+                    self.open_connections -= 1
+                s.close()
+                return
         r = _Reader(s)
         try:
             while not self._stop:

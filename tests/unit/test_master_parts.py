@@ -212,15 +212,20 @@ def _check_key_files(tmp_path, SSL, Config, Server):
     public = tmp_path / "server.crt"
     public.write_text("-----BEGIN CERTIFICATE-----\n")
     os.chmod(public, 0o644)
+    from rproxy.config.model import Downstream
+
+    # a downstream's ssl block is in force with tls = true, `enabled` or not
+    ds = Downstream(name="d", addr="127.0.0.1", port=1, tls=True, ssl=SSL(cert=str(public), key=str(secret)))
     cfg = Config(path=str(tmp_path / "r.conf"), servers=(
-        Server(port=443, ssl=SSL(enabled=True, cert=str(public), key=str(secret))),))
+        Server(port=443, ssl=SSL(enabled=True, cert=str(public), key=str(secret)), downstreams=(ds,)),))
     assert privileges.unreadable_files(cfg) == []            # root reads everything
 
     def child():
         privileges.drop(privileges.resolve_identity("nobody", None))
         return privileges.unreadable_files(cfg)
     problems = in_child(child)
-    assert problems == [f"TLS key {secret} (server 127.0.0.1:443): Permission denied"]
+    assert problems == [f"TLS key {secret} (server 127.0.0.1:443): Permission denied",
+                        f"TLS key {secret} (downstream d): Permission denied"]
 
 
 # ---- the worker and the arbiter --------------------------------------------------------
