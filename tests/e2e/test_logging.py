@@ -21,6 +21,7 @@ import time
 import pytest
 
 from support.downstream import Downstream, payload
+from support.master import wait_until
 from support.proc import free_port, read_response, request, rproxy_command
 
 FIELDS = ("SRC US_SPORT PROXY DS_SPORT TS UA METH URI PROTO STATUS REF HOST US_HDR DS_HDR RULE VHOST "
@@ -546,7 +547,8 @@ server {{
 }}
 """
     p = start_rproxy(conf, port, check_quiet=False)
-    worker, = [w.pid for w in p.workers()]
+    # the master listens before it forks: wait for the worker to exist
+    worker, = [w.pid for w in wait_until(p.workers, what="the worker")]
     request(port, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")     # warn: bad request (400)
     downstream.close()                                                        # error: downstream is down
     deadline = time.monotonic() + 10
