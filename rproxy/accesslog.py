@@ -76,8 +76,9 @@ TOKENS: tuple[Token, ...] = (
                                       "response head; `-` if none arrived"),
     Token("DS_ADDR", "rproxy", "address of the downstream connection used (`ip:port`, `[ip6]:port` or "
                                "`unix:path`), as resolved when it connected"),
-    Token("TLS_PROTO", "rproxy", "TLS protocol of the client connection; `-` on plain TCP"),
-    Token("TLS_CIPHER", "rproxy", "TLS cipher of the client connection; `-` on plain TCP"),
+    Token("TLS_PROTO", "rproxy", "TLS protocol of the client connection (`TLSv1.3`); `-` on plain TCP"),
+    Token("TLS_CIPHER", "rproxy", "TLS cipher of the client connection, OpenSSL's name "
+                                  "(`TLS_AES_256_GCM_SHA384`); `-` on plain TCP"),
     Token("REQUEST_ID", "rproxy", "32 hex digits unique to this request (per-worker random prefix and "
                                   "sequence)"),
     Token("TS_ISO", "rproxy", "when the request began, ISO 8601 local time with milliseconds: "

@@ -19,8 +19,7 @@
 # Rule for new code: anything that answers a client on rproxy's behalf calls
 # xlog_answer before dropping the exchange, and anything that overwrites the
 # client's read buffer while an exchange is alive calls xlog_keep_request
-# first.  TLS facts come from xlog_tls_facts (a hook: `-` until the TLS
-# state exposes protocol and cipher).
+# first.  TLS facts come from xlog_tls_facts (tls.pxi's tls_log_facts).
 
 from libc.errno cimport ECONNREFUSED, ENOTCONN, ENOENT, EIO, EDESTADDRREQ
 
@@ -366,9 +365,10 @@ cdef void xlog_emit(Exchange* x) noexcept nogil:
 
 cdef inline int xlog_tls_facts(UConn* uc, const char** proto, const char** cipher) noexcept nogil:
     """TLS protocol and cipher of the client connection: 0 when there are
-    none.  The hook for the TLS layer: fill both from the connection's TLS
-    state (SSL_get_version, SSL_get_cipher_name) and return 1."""
-    return 0
+    none (plain TCP).  tls.pxi reads them off the connection's TLS state."""
+    if uc.tls == NULL:
+        return 0
+    return tls_log_facts(uc, proto, cipher)
 
 
 # ---- rendering ---------------------------------------------------------------------

@@ -150,6 +150,52 @@ server {{
     assert line == f"::1 {sport} [::1]:{ds.port} [::1]:{ds.port}"
 
 
+def test_tls_protocol_and_cipher_and_tls_failures_logged(start_rproxy, downstream, port, tmp_path, test_pki):
+    import ssl
+
+    log, err = tmp_path / "access.log", tmp_path / "server-error.log"
+    srv = test_pki["server"]
+    conf = f"""
+workers = 1
+access-log-flush = 20ms
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    ssl {{ enabled = true  cert = "{srv.crt}"  key = "{srv.key}" }}
+    logging {{
+        request {{ enabled = true  output = "file:{log}"  format = "{{TLS_PROTO}} {{TLS_CIPHER}} {{STATUS}} {{URI}}" }}
+        error {{ enabled = true  output = "file:{err}"  level = info }}
+    }}
+    downstream app {{ addr = 127.0.0.1  port = {downstream.port} }}
+    vhost "localhost" {{ rule all {{ uri-prefix = "/"  downstreams = {{ app }} }} }}
+}}
+"""
+    start_rproxy(conf, port, check_quiet=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(test_pki["ca"].crt)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx.minimum_version = ctx.maximum_version = version
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                             server_hostname="localhost") as c:
+            c.sendall(b"GET /tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert read_response(c)[0] == 200
+            expected = (c.version(), c.cipher()[0])
+        line = lines_of(log, 1 if version == ssl.TLSVersion.TLSv1_2 else 2)[-1]
+        assert line == f"{expected[0]} {expected[1]} 200 /tls"
+    # plain HTTP to the TLS port: refused, and said in the server's own error log
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        try:
+            assert c.recv(4096).startswith(b"HTTP/1.1 400")
+        except ConnectionResetError:
+            pass                        # closed with our request unread: a reset may beat the 400
+    deadline = time.monotonic() + 10
+    while "plain HTTP to a TLS port" not in (err.read_text() if err.exists() else "") \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert re.search(r"\[info\] \d+: client 127\.0\.0\.1 sent plain HTTP to a TLS port", err.read_text())
+
+
 def test_hostile_user_agent_and_uri_are_escaped(start_rproxy, downstream, port, tmp_path):
     log = tmp_path / "access.log"
     start_rproxy(two_x(port, downstream.port, log, '{STATUS} \\"{REQUEST}\\" \\"{UA}\\" \\"{US_HDR}:\'X-A\'\\"'), port)
