@@ -18,7 +18,7 @@ before it drops privileges, then chowned to the `user` it drops to, so the
 dropped master and its workers can open the same path again on SIGUSR1.
 After logrotate has renamed a file, the new one is created by whoever
 reopens: either the log directory is writable by `user`, or logrotate
-creates the file itself (`create 0640 rproxy adm`, see docs/logrotate.rproxy).
+creates the file itself (`create 0640 rproxy adm`, see build/common/rproxy.logrotate).
 A file that cannot be reopened keeps its old descriptor (nothing is lost:
 lines go on into the renamed file) and the reason goes to the error log.
 

@@ -12,17 +12,21 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from support.downstream import Downstream, payload
 from support.master import wait_until
 from support.proc import free_port, read_response, request, rproxy_command
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FIELDS = ("SRC US_SPORT PROXY DS_SPORT TS UA METH URI PROTO STATUS REF HOST US_HDR DS_HDR RULE VHOST "
           "QUERY REQUEST_URI REQUEST BYTES_SENT BODY_BYTES_SENT BYTES_RECEIVED REQUEST_TIME DS_TIME "
@@ -735,6 +739,54 @@ server {{
     p.proc.wait(15)
     lines = lines_of(log, 80)
     assert lines == [f"/before/{i}" for i in range(50)] + [f"/after/{i}" for i in range(30)]
+
+
+@pytest.mark.skipif(not shutil.which("logrotate"), reason="needs logrotate")
+def test_the_shipped_logrotate_snippet_rotates_without_losing_a_line(start_rproxy, downstream, port, tmp_path):
+    """build/common/rproxy.logrotate, run by the real logrotate with its
+    paths pointed at a temporary directory: the rotated file keeps what was
+    written before, the new file gets what comes after the reopen."""
+    import grp
+    import pwd
+
+    logdir, pid = tmp_path / "log", tmp_path / "rproxy.pid"
+    logdir.mkdir()
+    log, err = logdir / "access.log", logdir / "error.log"
+    snippet = (ROOT / "build" / "common" / "rproxy.logrotate").read_text()
+    me = f"{pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}"
+    for old, new in (("/var/log/rproxy", str(logdir)), ("/run/rproxy/rproxy.pid", str(pid)),
+                     ("/usr/bin/rproxy", rproxy_command()[0]), ("rproxy adm", me)):
+        assert old in snippet
+        snippet = snippet.replace(old, new)
+    (tmp_path / "logrotate.conf").write_text(snippet)
+    conf = f"""
+workers = 2
+pidfile = {pid}
+error-log = file:{err}
+access-log-flush = 20ms
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{URI}}" }} }}
+    downstream {{ addr = 127.0.0.1  port = {downstream.port} }}
+}}
+"""
+    p = start_rproxy(conf, port, check_quiet=False)
+    for i in range(20):
+        request(port, f"GET /before/{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert len(lines_of(log, 20)) == 20
+    r = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(tmp_path / "logrotate.conf")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: err.exists() and err.read_text().count("log files reopened") >= 3,
+               what="the master and both workers to reopen")
+    for i in range(20):
+        request(port, f"GET /after/{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    # two workers, each writing its own batches: compare as sets
+    assert sorted(lines_of(log, 20)) == sorted(f"/after/{i}" for i in range(20))
+    assert sorted((logdir / "access.log.1").read_text().splitlines()) == sorted(f"/before/{i}" for i in range(20))
+    assert oct(os.stat(log).st_mode & 0o777) == "0o640"
+    assert p.poll() is None
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
