@@ -31,6 +31,7 @@ class Token:
     origin: str             # "RProxy" (its format tokens, bugs fixed) or "rproxy" (added)
     doc: str                # one line for the README's token table
     header: bool = False    # takes :'Header-Name'
+    nginx: str = ""         # the nginx variable an nginx user would reach for
 
 
 # Every token, in the README's order.  Values that carry bytes a client or a
@@ -38,52 +39,61 @@ class Token:
 # bytes are written as \xHH, so a line can be neither split nor forged.
 # A value that does not exist prints `-`.
 TOKENS: tuple[Token, ...] = (
-    Token("SRC", "RProxy", "client address: IPv4 or IPv6 (RProxy printed IPv6 as garbage), `unix:` for a unix socket"),
-    Token("US_SPORT", "RProxy", "client source port (`-` on a unix socket)"),
-    Token("PROXY", "RProxy", "the downstream used, as configured (`addr:port`); `-` if none was used"),
+    Token("SRC", "RProxy", "client address: IPv4 or IPv6 (RProxy printed IPv6 as garbage), `unix:` for a unix socket",
+          nginx="$remote_addr"),
+    Token("US_SPORT", "RProxy", "client source port (`-` on a unix socket)", nginx="$remote_port"),
+    Token("PROXY", "RProxy", "the downstream used, as configured (`addr:port`); `-` if none was used",
+          nginx="$proxy_host"),
     Token("DS_SPORT", "RProxy", "local port of the connection to that downstream"),
     Token("TS", "RProxy", "when the request began (its first byte), local time, `20/Aug/2013:04:02:42 -0400` "
-                          "(`%d/%b/%Y:%H:%M:%S %z`; RProxy printed the time the line was written)"),
-    Token("UA", "RProxy", "`User-Agent` request header (escaped)"),
-    Token("METH", "RProxy", "request method (escaped)"),
-    Token("URI", "RProxy", "request path, without the query, as sent (escaped)"),
-    Token("PROTO", "RProxy", "`HTTP/1.1` or `HTTP/1.0`; `-` if the request line was not complete"),
+                          "(`%d/%b/%Y:%H:%M:%S %z`; RProxy printed the time the line was written)",
+          nginx="$time_local"),
+    Token("UA", "RProxy", "`User-Agent` request header (escaped)", nginx="$http_user_agent"),
+    Token("METH", "RProxy", "request method (escaped)", nginx="$request_method"),
+    Token("URI", "RProxy", "request path, without the query, as sent (escaped)", nginx="$uri"),
+    Token("PROTO", "RProxy", "`HTTP/1.1` or `HTTP/1.0`; `-` if the request line was not complete",
+          nginx="$server_protocol"),
     Token("STATUS", "RProxy", "status the client was sent (RProxy printed the downstream's, e.g. 377 for "
                               "an internal redirect); for a passthrough rule or an internal redirect, the "
                               "status line the relayed bytes began with (`-` if none).  With no response "
                               "delivered: 499 the client went away first, 502/504 the downstream failed "
-                              "after its head was queued, 444 rproxy closed the connection (fast stop)"),
-    Token("REF", "RProxy", "`Referer` request header (RProxy read a `Referrer` header nobody sends)"),
-    Token("HOST", "RProxy", "`Host` request header (escaped)"),
+                              "after its head was queued, 444 rproxy closed the connection (fast stop)",
+          nginx="$status"),
+    Token("REF", "RProxy", "`Referer` request header (RProxy read a `Referrer` header nobody sends)",
+          nginx="$http_referer"),
+    Token("HOST", "RProxy", "`Host` request header (escaped)", nginx="$http_host"),
     Token("US_HDR", "RProxy", "the named request header as the client sent it, its first occurrence "
-                              "(escaped)", header=True),
+                              "(escaped)", header=True, nginx="$http_NAME"),
     Token("DS_HDR", "RProxy", "the named response header as the downstream sent it, its first "
-                              "occurrence (escaped)", header=True),
+                              "occurrence (escaped)", header=True, nginx="$upstream_http_NAME"),
     Token("RULE", "RProxy", "name of the rule that routed the request"),
-    Token("VHOST", "rproxy", "the vhost that took the request (its first name)"),
-    Token("QUERY", "rproxy", "query string, without the `?` (escaped)"),
-    Token("REQUEST_URI", "rproxy", "request target as sent: path and query (escaped)"),
-    Token("REQUEST", "rproxy", "request line: `METHOD target HTTP/1.1` (escaped)"),
-    Token("BYTES_SENT", "rproxy", "bytes sent to the client for this exchange: head and body"),
-    Token("BODY_BYTES_SENT", "rproxy", "the same without the response head(s)"),
+    Token("VHOST", "rproxy", "the vhost that took the request (its first name)", nginx="$server_name"),
+    Token("QUERY", "rproxy", "query string, without the `?` (escaped)", nginx="$args"),
+    Token("REQUEST_URI", "rproxy", "request target as sent: path and query (escaped)", nginx="$request_uri"),
+    Token("REQUEST", "rproxy", "request line: `METHOD target HTTP/1.1` (escaped)", nginx="$request"),
+    Token("BYTES_SENT", "rproxy", "bytes sent to the client for this exchange: head and body",
+          nginx="$bytes_sent"),
+    Token("BODY_BYTES_SENT", "rproxy", "the same without the response head(s)", nginx="$body_bytes_sent"),
     Token("BYTES_RECEIVED", "rproxy", "bytes received from the client: request head and body (and a "
-                                      "tunnel's client bytes)"),
+                                      "tunnel's client bytes)", nginx="$request_length"),
     Token("REQUEST_TIME", "rproxy", "milliseconds (3 decimals) from the first request byte to the end "
-                                    "of the exchange"),
+                                    "of the exchange", nginx="$request_time"),
     Token("DS_TIME", "rproxy", "milliseconds from handing the request to a downstream connection to the "
-                               "end of its response; `-` if no downstream was used"),
+                               "end of its response; `-` if no downstream was used",
+          nginx="$upstream_response_time"),
     Token("DS_HEADER_TIME", "rproxy", "milliseconds from handing the request to the downstream to its "
-                                      "response head; `-` if none arrived"),
+                                      "response head; `-` if none arrived", nginx="$upstream_header_time"),
     Token("DS_ADDR", "rproxy", "address of the downstream connection used (`ip:port`, `[ip6]:port` or "
-                               "`unix:path`), as resolved when it connected"),
-    Token("TLS_PROTO", "rproxy", "TLS protocol of the client connection (`TLSv1.3`); `-` on plain TCP"),
+                               "`unix:path`), as resolved when it connected", nginx="$upstream_addr"),
+    Token("TLS_PROTO", "rproxy", "TLS protocol of the client connection (`TLSv1.3`); `-` on plain TCP",
+          nginx="$ssl_protocol"),
     Token("TLS_CIPHER", "rproxy", "TLS cipher of the client connection, OpenSSL's name "
-                                  "(`TLS_AES_256_GCM_SHA384`); `-` on plain TCP"),
+                                  "(`TLS_AES_256_GCM_SHA384`); `-` on plain TCP", nginx="$ssl_cipher"),
     Token("REQUEST_ID", "rproxy", "32 hex digits unique to this request (per-worker random prefix and "
-                                  "sequence)"),
+                                  "sequence)", nginx="$request_id"),
     Token("TS_ISO", "rproxy", "when the request began, ISO 8601 local time with milliseconds: "
-                              "`2026-11-23T12:00:00.123+0100`"),
-    Token("MSEC", "rproxy", "when the line was written, Unix time in seconds with milliseconds"),
+                              "`2026-11-23T12:00:00.123+0100`", nginx="$time_iso8601"),
+    Token("MSEC", "rproxy", "when the line was written, Unix time in seconds with milliseconds", nginx="$msec"),
 )
 BY_NAME = {t.name: t for t in TOKENS}
 RPROXY_TOKENS = tuple(t.name for t in TOKENS if t.origin == "RProxy")
