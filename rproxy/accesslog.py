@@ -84,7 +84,8 @@ TOKENS: tuple[Token, ...] = (
     Token("DS_HEADER_TIME", "rproxy", "milliseconds from handing the request to the downstream to its "
                                       "response head; `-` if none arrived", nginx="$upstream_header_time"),
     Token("DS_ADDR", "rproxy", "address of the downstream connection used (`ip:port`, `[ip6]:port` or "
-                               "`unix:path`), as resolved when it connected", nginx="$upstream_addr"),
+                               "`unix:path`), as resolved when it connected; after an internal redirect, "
+                               "the redirect target's", nginx="$upstream_addr"),
     Token("TLS_PROTO", "rproxy", "TLS protocol of the client connection (`TLSv1.3`); `-` on plain TCP",
           nginx="$ssl_protocol"),
     Token("TLS_CIPHER", "rproxy", "TLS cipher of the client connection, OpenSSL's name "

@@ -12,6 +12,7 @@
 #   dc_exchange_failed  xlog_failed      the downstream failed after its head was queued
 #   passthrough, redirect_connected  xlog_relay  raw bytes from here: tun_down reads the
 #                                        status they begin with (xlog_sniff_status)
+#   redirect_connected  xlog_redirected  the redirect target's address and local port
 #   uc_make_room / tunnel_start  xlog_keep_request  copy the request head before its
 #                                        buffer is reused (a large body, a tunnel)
 #   x_free           xlog_emit           render and append the line
@@ -268,6 +269,20 @@ cdef inline void xlog_relay(Exchange* x) noexcept nogil:
     rule, internal redirect): the status is the one they start with."""
     x.log.flags |= XL_RELAY | XL_SNIFF
     x.log.flags &= ~XL_SNIFFED
+
+
+cdef void xlog_redirected(Exchange* x, DConn* t) noexcept nogil:
+    """An internal redirect's connection is up: the downstream address the
+    client's answer comes from is now the target's ({PROXY} stays the
+    configured downstream that redirected)."""
+    cdef uint8_t ss[128]
+    cdef socklen_t sl = 128
+    if getpeername(t.h.fd, <sockaddr*>ss, &sl) == 0:
+        peer_from_sockaddr(&x.log.ds_peer, ss)
+    sl = 128
+    x.log.ds_sport = 0
+    if getsockname(t.h.fd, <sockaddr*>ss, &sl) == 0 and (<sockaddr*>ss).sa_family != AF_UNIX:
+        x.log.ds_sport = ntohs((<sockaddr_in*>ss).sin_port)
 
 
 cdef void xlog_sniff_status(Exchange* x, const char* p, uint32_t n) noexcept nogil:

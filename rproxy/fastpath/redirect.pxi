@@ -193,6 +193,7 @@ cdef void redirect_connected(DConn* t) noexcept nogil:
     t.flags |= DF_READABLE | DF_WRITABLE
     x.flags |= XF_RESP_STARTED      # from now on failures can only close
     xlog_relay(x)                   # the target's status, not the 377, is the client's
+    xlog_redirected(x, t)           # and its address: {DS_ADDR}, {DS_SPORT}
     uc.state = U_TUNNEL
     uc.flags |= UF_READABLE
     timer_arm(&uc.timer, uc.srv.tunnel_timeout_ms)

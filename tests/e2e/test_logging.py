@@ -422,7 +422,7 @@ access-log-flush = 20ms
 server {{
     addr = 127.0.0.1
     port = {port}
-    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{STATUS}} {{URI}} {{BYTES_SENT}}" }} }}
+    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{STATUS}} {{URI}} {{BYTES_SENT}} {{DS_ADDR}}" }} }}
     downstream teapot {{ addr = 127.0.0.1  port = {teapot.port} }}
     downstream junk {{ addr = 127.0.0.1  port = {junk.port} }}
     downstream redirects {{ addr = 127.0.0.1  port = {redirects.port} }}
@@ -460,6 +460,9 @@ server {{
     by_uri = {ln.split(" ")[1]: ln.split(" ") for ln in lines}
     assert [by_uri[u][0] for u in ("/tea", "/junk", "/moved/x", "/refused")] == ["418", "-", "200", "401"]
     assert all(int(by_uri[u][2]) == len(got[u]) for u in ("/tea", "/junk", "/moved/x", "/refused"))
+    # {DS_ADDR}: where the client's answer came from, the redirect target for /moved/x
+    assert [by_uri[u][3] for u in ("/tea", "/moved/x", "/refused")] == [
+        f"127.0.0.1:{teapot.port}", f"127.0.0.1:{downstream.port}", f"127.0.0.1:{redirects.port}"]
 
 
 def test_client_abort_is_499(statuses, port):

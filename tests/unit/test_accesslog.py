@@ -61,6 +61,10 @@ def test_every_token_is_documented_in_the_readme():
     section = section[:section.index("\n## ", 1)]
     for t in accesslog.TOKENS:
         assert re.search(r"^\| `\{" + t.name + r"\}", section, re.M), t.name
+        # the row says what the token table says (origin, nginx variable, meaning)
+        name = "`{%s}:'Name'`" % t.name if t.header else "`{%s}`" % t.name
+        nginx = f"`{t.nginx}`" if t.nginx else "–"
+        assert f"| {name} | {t.origin} | {nginx} | {t.doc} |" in section, t.name
 
 
 @pytest.mark.parametrize("raw, escaped", [
