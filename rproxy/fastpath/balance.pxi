@@ -37,6 +37,8 @@ cdef int lb_choose(RuleRt* r) noexcept nogil:
                 return i
         return -1
     if r.lb == LB_ROUNDROBIN:
+        if r.rr_cur != NULL and not same_weights(r):
+            return swrr_choose(r)
         for k in range(n):
             i = (r.rr_next + k) % n
             if ds_usable(r.dss[i]):
@@ -85,6 +87,32 @@ cdef int lb_choose(RuleRt* r) noexcept nogil:
     return best
 
 
+cdef bint same_weights(RuleRt* r) noexcept nogil:
+    cdef int i
+    for i in range(1, r.nds):
+        if r.dss[i].weight != r.dss[0].weight:
+            return False
+    return True
+
+
+cdef int swrr_choose(RuleRt* r) noexcept nogil:
+    """Smooth weighted round-robin (nginx's): every usable downstream gains
+    its weight, the one with the most is picked and pays back the total.
+    Weights 5, 1, 1 give a a b a c a a: proportional and interleaved, never
+    five in a row."""
+    cdef int i, best = -1
+    cdef int64_t total = 0
+    for i in range(r.nds):
+        if ds_usable(r.dss[i]):
+            r.rr_cur[i] += r.dss[i].weight
+            total += r.dss[i].weight
+            if best < 0 or r.rr_cur[i] > r.rr_cur[best]:
+                best = i
+    if best >= 0:
+        r.rr_cur[best] -= total
+    return best
+
+
 cdef bint rule_alive(RuleRt* r) noexcept nogil:
     """False when every downstream of the rule is known to be down (its
     connections failed and none is up): waiting would only delay a 502."""
@@ -127,12 +155,30 @@ cdef DConn* lb_pick(RuleRt* r) noexcept nogil:
 
 
 cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
-    """For a replay.  A pooled connection that died under a request often
-    has twins, opened at the same moment, about to meet the same idle
-    timeout downstream; so take, in this order: a connection that never
-    carried a request; a connection of another downstream, checked alive
-    now; else nothing (the failed slot reconnects at once, and its fresh
-    connection serves the replay from the pending queue)."""
+    """For a replay, which is the request's last chance.  In this order:
+    a never-used connection of another downstream; any idle connection of
+    another downstream; a never-used connection of the downstream that
+    failed -- any when what failed was a reused connection (the usual
+    stale-pool case: its twins met the same idle timeout, a fresh one will
+    do), only one opened after the failure when a fresh connection failed
+    (the downstream itself is failing or restarting); else nothing (the
+    request waits in the pending queue for the failed slot's reconnection
+    or any connection freed).  Every candidate is
+    checked alive now: a fresh connection may have been reset by a
+    downstream that died since it was accepted into a listen backlog."""
+    cdef DConn* dc = replay_scan(x, True, True, 0)
+    if dc == NULL:
+        dc = replay_scan(x, True, False, 0)
+    if dc == NULL:
+        dc = replay_scan(x, False, True, x.failed_at if x.flags & XF_FAILED_FRESH else 0)
+    return dc
+
+
+cdef DConn* replay_scan(Exchange* x, bint other, bint fresh_only, int64_t opened_after) noexcept nogil:
+    """The first idle connection, alive, of the rule's other downstreams
+    (`other`) or of the failed one, never used if `fresh_only`, connected
+    after `opened_after` (ms) if not 0.  Dead ones met on the way are
+    recycled."""
     cdef RuleRt* r = x.rule
     cdef int i, k
     cdef DownstreamRt* d
@@ -141,30 +187,26 @@ cdef DConn* lb_pick_replay(Exchange* x) noexcept nogil:
     for k in range(r.nds):
         i = (r.rr_next + k) % r.nds
         d = r.dss[i]
-        if not d.enabled or d.hc_down:
+        if (d == x.failed_ds) == other or not d.enabled or d.hc_down:
             continue
-        dc = d.idle_first
-        while dc != NULL:
-            if dc.nreq == 0 and not (dc.flags & DF_RDHUP):
-                idle_remove(dc)
-                timer_stop(&dc.timer)
-                return dc
-            dc = dc.inext
-    for k in range(r.nds):
-        i = (r.rr_next + k) % r.nds
-        d = r.dss[i]
-        if d == x.failed_ds or not d.enabled or d.hc_down:
+        if other and d.eject_until > g_now:
             continue
         dc = d.idle_first
         while dc != NULL:
             nx = dc.inext
-            idle_remove(dc)
-            timer_stop(&dc.timer)
-            if not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN:
-                return dc
-            dc_recycle(dc)
+            if (dc.nreq == 0 or not fresh_only) and dc.connected_at > opened_after:
+                idle_remove(dc)
+                timer_stop(&dc.timer)
+                if dc_alive_now(dc):
+                    return dc
+                dc_recycle(dc)
             dc = nx
     return NULL
+
+
+cdef inline bint dc_alive_now(DConn* dc) noexcept nogil:
+    """Not closed by its downstream, checked with a peek whatever its age."""
+    return not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN
 
 
 cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:

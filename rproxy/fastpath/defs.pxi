@@ -93,6 +93,7 @@ cdef enum:
     XF_BODY_SPILLED = 0x200 # the client buffer was reused mid-body: the request can't be replayed
     XF_RETRIED = 0x400      # already replayed once on another connection
     XF_REDIRECT_REFUSED = 0x800   # a 377 internal redirect was refused: relayed as 401
+    XF_FAILED_FRESH = 0x1000      # the first attempt failed on a connection's first request
 
 cdef enum:
     HS_NONE = 0
@@ -277,6 +278,7 @@ cdef struct Exchange:
     int32_t cut_eo
     int32_t grp[20]         # regex groups 0..9 (so, eo) of the path, for \\1..\\9 in replace-path
     DownstreamRt* failed_ds # where a replayed request failed first
+    int64_t failed_at       # when (ms)
     Pipe* pipe              # splice relay of a large body (see splice.pxi)
     uint64_t splice_left
     XLog log
@@ -389,6 +391,7 @@ cdef struct RuleRt:
     int nds
     int lb
     int rr_next
+    int64_t* rr_cur         # smooth weighted round-robin: current weight per downstream
     uint32_t hp             # HP_* header policy
     char* replace           # 1.x rewrite dst / 2.x replace-path, NULL = keep the path
     uint32_t replace_len

@@ -262,9 +262,12 @@ cdef bint x_try_replay(Exchange* x, DConn* dc, const char* why) noexcept nogil:
     rp_elog(ds_errfd(dc.ds), 6, "downstream %s (%s): %s; retrying the request on another connection",
             dc.ds.name, dc.ds.label, why)
     x.flags |= XF_RETRIED
+    if dc.nreq <= 1:
+        x.flags |= XF_FAILED_FRESH
     x.flags &= ~XF_REQ_SENT_ANY
     x.body_in = 0
     x.failed_ds = dc.ds
+    x.failed_at = g_now
     dc_detach(dc)
     dc_recycle(dc)                  # reconnect at once: the replay may want it
     dc2 = lb_pick_for(x)

@@ -341,3 +341,51 @@ def errorlog_probe(int fd, int level, bytes value):
     """One fast-path error line carrying `value` as a %.*s argument, the way
     the loop logs bytes a client or downstream chose (for tests)."""
     rp_elog(fd, level, "probe: %.*s", <int>len(value), <const char*>value)
+
+
+def lb_sequence(str method, list downstreams, int picks, bint hold=False, uint64_t seed=0):
+    """The balancer's choices, `picks` times, over synthetic downstreams (no
+    sockets): each a dict with any of weight (1), idle (1), active (0), rtt
+    (ms; absent = never measured), enabled (True), down (health check),
+    ejected (passive health).  `hold`: a pick stays in flight (counts as
+    active), as under load.  Returns the list of picked indices (-1: none)."""
+    cdef RuleRt r
+    cdef int n = len(downstreams)
+    cdef DownstreamRt* dss = <DownstreamRt*>calloc(max(n, 1), sizeof(DownstreamRt))
+    cdef DownstreamRt** ptrs = <DownstreamRt**>calloc(max(n, 1), sizeof(DownstreamRt*))
+    cdef int64_t* cur = <int64_t*>calloc(max(n, 1), sizeof(int64_t))
+    cdef int i, k
+    global g_rand_state, g_ignore_ejection
+    memset(&r, 0, sizeof(RuleRt))
+    r.lb = _lb_code(method)
+    r.dss = ptrs
+    r.nds = n
+    r.rr_cur = cur
+    clock_update()
+    if seed:
+        g_rand_state = seed
+    for i, spec in enumerate(downstreams):
+        dss[i].index = i
+        dss[i].weight = spec.get("weight", 1)
+        dss[i].n_idle = spec.get("idle", 1)
+        dss[i].n_active = spec.get("active", 0)
+        dss[i].enabled = spec.get("enabled", True)
+        dss[i].hc_down = spec.get("down", False)
+        if "rtt" in spec:
+            dss[i].rtt_ms = spec["rtt"]
+            dss[i].rtt_samples = 1
+        if spec.get("ejected", False):
+            dss[i].eject_until = g_now + 60000
+        ptrs[i] = &dss[i]
+    out = []
+    g_ignore_ejection = all_ejected(&r)
+    for k in range(picks):
+        i = lb_choose(&r)
+        out.append(i)
+        if hold and i >= 0:
+            dss[i].n_active += 1
+    g_ignore_ejection = False
+    free(dss)
+    free(ptrs)
+    free(cur)
+    return out

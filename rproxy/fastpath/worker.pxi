@@ -234,6 +234,7 @@ cdef class Worker:
         _namelist(&r.redirect_filter, redirect_filter)
         r.nds = len(downstreams)
         r.dss = <DownstreamRt**>calloc(max(r.nds, 1), sizeof(DownstreamRt*))
+        r.rr_cur = <int64_t*>calloc(max(r.nds, 1), sizeof(int64_t))
         for i, d in enumerate(downstreams):
             r.dss[i] = &g_downstreams[<int>d]
         if r.match == M_REGEX:

@@ -16,9 +16,13 @@ from . import StartupError
 MASTER_TITLE = "rproxy: master"
 
 
-def write(path: str) -> None:
+def write(path: str, owner: Optional[tuple[int, int]] = None) -> None:
     """Write our pid to `path` atomically (temp file in the same directory,
-    fsync, rename): a reader sees the old content or the whole new one."""
+    fsync, rename): a reader sees the old content or the whole new one.
+
+    `owner` (uid, gid): the user the master is about to become gets the
+    file, so that at exit it can at least empty it when the directory is
+    root's (systemd's RuntimeDirectory is, without User=)."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".rproxy-pid-", dir=directory)
@@ -26,11 +30,17 @@ def write(path: str) -> None:
         raise StartupError(f"pidfile = {path}: cannot create a file in {directory}: "
                            f"{e.strerror or e}") from None
     try:
+        os.fchmod(fd, 0o644)            # first: once given away, root without CAP_FOWNER may not
+        if owner is not None:
+            try:
+                os.fchown(fd, owner[0], owner[1])
+            except OSError as e:
+                errorlog.notice(f"pidfile = {path}: cannot give it to uid {owner[0]}: "
+                                f"{e.strerror or e}; it may be left behind at exit")
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()}\n")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
         os.rename(tmp, path)
     except OSError as e:
         try:
@@ -44,6 +54,9 @@ def read(path: str) -> int:
     """The pid in `path`; FileNotFoundError, or ValueError when it holds no pid."""
     with open(path) as f:
         text = f.read().strip()
+    if not text:
+        raise ValueError(f"{path} is empty: rproxy is not running "
+                         "(a master that cannot remove its pidfile empties it at exit)")
     if not text.isdigit() or int(text) <= 0:
         raise ValueError(f"{path} does not hold a process id ({text[:40]!r})")
     return int(text)
@@ -97,6 +110,14 @@ def remove(path: Optional[str]) -> None:
     except ValueError:
         pass
     except OSError as e:
-        # typical after the privilege drop: the directory belongs to root
-        errorlog.warn(f"cannot remove the pidfile {path}: {e.strerror or e} "
-                      "(put it in a directory the rproxy user may write, e.g. /run/rproxy/)")
+        # typical after the privilege drop: the directory belongs to root.
+        # Emptied, the file names no process: `rproxy -s` and the next
+        # start see no master (systemd removes its RuntimeDirectory anyway).
+        try:
+            with open(path, "r+") as f:
+                f.truncate(0)
+        except OSError:
+            errorlog.warn(f"cannot remove the pidfile {path}: {e.strerror or e} "
+                          "(put it in a directory the rproxy user may write)")
+        else:
+            errorlog.info(f"pidfile {path} emptied, not removed: {e.strerror or e} in its directory")

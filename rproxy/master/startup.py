@@ -7,13 +7,15 @@ it the master never has root again:
   2. look up user/group, refuse to start twice on the same pidfile
   3. rlimits: RLIMIT_NOFILE = max-nofile exactly, core limit up to its hard limit
   4. bind every listener
-  5. open the log files (and TLS key material: issue 10), still privileged
+  5. open the log files and load the TLS key material, still privileged
   6. daemonize when asked
   7. process title, signal handlers (recording only), pidfile
   8. drop privileges
   9. fork the workers and supervise them until told to stop
 """
 from __future__ import annotations
+
+import os
 
 from .. import errorlog
 from ..config.model import Config
@@ -82,7 +84,9 @@ def run_master(cfg: Config) -> int:
         arbiter.set_title()
         arbiter.install_signals()
         if cfg.pidfile:
-            pidfile.write(cfg.pidfile)
+            owner = (identity.uid if identity.uid is not None else os.geteuid(), identity.gid) \
+                if identity is not None else None
+            pidfile.write(cfg.pidfile, owner)
             pid_written = True
         elif cfg.daemonize:
             errorlog.notice("daemonize without a pidfile: `rproxy -s` cannot find this master")

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from support.confs import one_downstream
 from support.downstream import Downstream, _response, payload
 from support.proc import free_port, read_response, request
 
@@ -32,20 +33,7 @@ SMUGGLE = [
 
 
 def conf(port, ds_port, extra="", ds_extra="", connections=2):
-    return f"""
-workers = 1
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    {extra}
-    downstream {{
-        addr = 127.0.0.1
-        port = {ds_port}
-        connections = {connections}
-        {ds_extra}
-    }}
-}}
-"""
+    return one_downstream(port, ds_port, connections=connections, extra=extra, ds_extra=ds_extra)
 
 
 @pytest.fixture

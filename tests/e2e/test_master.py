@@ -26,6 +26,7 @@ import time
 import psutil
 import pytest
 
+from support.confs import one_downstream, server_block
 from support.downstream import Downstream
 from support.master import (KeepAliveClient, LostRequest, exited, fd_target, kill_tree,
                             live_children, privileged_free_port, proc_limits, title, wait_generation,
@@ -35,22 +36,8 @@ from support.proc import free_port, read_response, request, rproxy_command, wait
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-def server_block(port, ds_port, addr="127.0.0.1"):
-    return f"""
-server {{
-    addr = {addr}
-    port = {port}
-    downstream {{
-        addr = 127.0.0.1
-        port = {ds_port}
-        connections = 2
-    }}
-}}
-"""
-
-
 def conf(port, ds_port, workers=2, main="", servers=""):
-    return f"workers = {workers}\nshutdown-timeout = 10s\n{main}\n" + server_block(port, ds_port) + servers
+    return one_downstream(port, ds_port, workers=workers, main="shutdown-timeout = 10s\n" + main) + servers
 
 
 def rewrite(path: str, text: str) -> None:
@@ -489,7 +476,8 @@ def test_user_nobody_serves_on_a_privileged_port_and_cannot_add_one_on_reload(do
 
     p = None
     try:
-        text = conf(port, downstream.port, workers=2, main="user = nobody")
+        pid_path = os.path.join(d, "rproxy.pid")     # in a directory of root's
+        text = conf(port, downstream.port, workers=2, main=f"user = nobody\npidfile = {pid_path}")
         p = Rproxy(text, d, port=port)
         os.chmod(p.conf, 0o644)
         workers = wait_generation(p.pid, 1, 2)
@@ -513,6 +501,16 @@ def test_user_nobody_serves_on_a_privileged_port_and_cannot_add_one_on_reload(do
         wait_log(p, "reloaded ")
         wait_generation(p.pid, 2, 2)
         assert get(port, "/gen2")[0] == 200
+        # the pidfile was given to nobody before the drop: nobody cannot
+        # remove it from root's directory, but empties it at exit
+        assert os.stat(pid_path).st_uid == nobody.pw_uid
+        assert open(pid_path).read() == f"{p.pid}\n"
+        p.stop()
+        p = None
+        assert open(pid_path).read() == ""
+        r = subprocess.run(rproxy_command() + ["-s", "stop", "-p", pid_path], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 1 and "is empty: rproxy is not running" in r.stderr, r.stderr
     finally:
         if p is not None:
             p.stop()

@@ -16,6 +16,7 @@ import time
 import psutil
 import pytest
 
+from support.confs import one_downstream
 from support.downstream import payload
 from support.proc import read_response, request
 
@@ -23,19 +24,7 @@ SIZES = [0, 1024, 1024 * 1024]
 
 
 def conf(port, ds_port, workers=1, connections=4, extra=""):
-    return f"""
-workers = {workers}
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    {extra}
-    downstream {{
-        addr = 127.0.0.1
-        port = {ds_port}
-        connections = {connections}
-    }}
-}}
-"""
+    return one_downstream(port, ds_port, workers=workers, connections=connections, extra=extra)
 
 
 @pytest.fixture

@@ -182,11 +182,16 @@ class Downstream:
     open_connections: int = 0
 
     def __post_init__(self):
-        self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.host, self.bind_port))
+        if self.host.startswith("unix:"):            # a unix socket at that path; port is None
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(self.host[5:])
+            self.port = None
+        else:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((self.host, self.bind_port))
+            self.port = self.sock.getsockname()[1]
         self.sock.listen(512)
-        self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self._stop = False
         self._socks: list = []

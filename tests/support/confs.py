@@ -1,0 +1,25 @@
+"""Configuration text for tests: the 1.x shape most tests need (one server,
+one downstream, no vhosts), with room for the directives a test is about."""
+from __future__ import annotations
+
+
+def server_block(port, ds_port, *, addr="127.0.0.1", connections=2, extra="", ds_extra=""):
+    """A 1.x `server` on addr:port with one downstream on 127.0.0.1:ds_port."""
+    return f"""
+server {{
+    addr = {addr}
+    port = {port}
+    {extra}
+    downstream {{
+        addr = 127.0.0.1
+        port = {ds_port}
+        connections = {connections}
+        {ds_extra}
+    }}
+}}
+"""
+
+
+def one_downstream(port, ds_port, *, workers=1, main="", **server):
+    """A whole config: top-level `workers` and `main`, then server_block()."""
+    return f"workers = {workers}\n{main}\n" + server_block(port, ds_port, **server)
