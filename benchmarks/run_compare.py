@@ -7,6 +7,7 @@ candidate, keeps its JSON, and renders the markdown table the README quotes.
     python benchmarks/run_compare.py                       # the full default run (~4-5 min)
     python benchmarks/run_compare.py --scenarios small,1m --mem-conns 0
     python benchmarks/run_compare.py --tls                 # HTTPS scenarios (needs TLS)
+    python benchmarks/run_compare.py --access-log          # rproxy writing an access log (a file)
     python benchmarks/run_compare.py --render results/X.json   # table from an earlier run
     python benchmarks/run_compare.py --smoke               # CI: seconds, asserts only that it ran
 
@@ -24,9 +25,25 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_HARNESS = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "bench", "compare.py"))
+
+
+def _find_harness() -> str:
+    """shared/bench/compare.py next to the checkout, or next to a directory
+    above it (a git worktree may sit deeper than the main checkout)."""
+    d = os.path.dirname(HERE)
+    while True:
+        parent = os.path.dirname(d)
+        candidate = os.path.join(parent, "shared", "bench", "compare.py")
+        if os.path.exists(candidate) or parent == d:
+            return candidate if os.path.exists(candidate) else \
+                os.path.abspath(os.path.join(HERE, "..", "..", "shared", "bench", "compare.py"))
+        d = parent
+
+
+DEFAULT_HARNESS = _find_harness()
 TEMPLATE = os.path.join(HERE, "rproxy.conf.tmpl")
 TLS_TEMPLATE = os.path.join(HERE, "rproxy-tls.conf.tmpl")
+ACCESS_LOG_TEMPLATE = os.path.join(HERE, "rproxy-accesslog.conf.tmpl")
 RESULTS = os.path.join(HERE, "results")
 
 
@@ -83,6 +100,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scenarios", default=None, help="passed to compare.py (default: its own)")
     ap.add_argument("--mem-conns", default=None)
     ap.add_argument("--tls", action="store_true", help="run the HTTPS scenarios (tls group)")
+    ap.add_argument("--access-log", action="store_true",
+                    help="rproxy writes an access log to a file in the harness's work dir "
+                         "(rproxy-accesslog.conf.tmpl), to measure what logging costs")
     ap.add_argument("--render", metavar="JSON", help="only print the table of an earlier run")
     ap.add_argument("--smoke", action="store_true", help="a few seconds, for CI: checks the pipeline works")
     ap.add_argument("--out", default=None, help="JSON path (default: results/<date>-<scenarios>.json)")
@@ -98,7 +118,9 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     cmd = [sys.executable, args.harness, "--candidate", rproxy_command() + " -c {conf}",
            "--candidate-name", "rproxy"]
-    template = TLS_TEMPLATE if args.tls else TEMPLATE
+    if args.tls and args.access_log:
+        ap.error("--tls and --access-log: pick one template")
+    template = TLS_TEMPLATE if args.tls else ACCESS_LOG_TEMPLATE if args.access_log else TEMPLATE
     cmd += ["--candidate-conf", template]
     scenarios = args.scenarios or ("tls" if args.tls else None)
     if args.smoke:
@@ -109,7 +131,8 @@ def main(argv=None) -> int:
         cmd += ["--scenarios", scenarios]
     if args.mem_conns is not None and not args.smoke:
         cmd += ["--mem-conns", args.mem_conns]
-    out = args.out or os.path.join(RESULTS, f"{stamp}-{(scenarios or 'default').replace(',', '+')}.json")
+    label = (scenarios or "default").replace(",", "+") + ("-accesslog" if args.access_log else "")
+    out = args.out or os.path.join(RESULTS, f"{stamp}-{label}.json")
     cmd += ["--json", out, *args.extra]
     print("+ " + " ".join(cmd), file=sys.stderr)
     rc = subprocess.call(cmd)

@@ -11,6 +11,7 @@ import pytest
 
 import rproxy.fastpath  # noqa: F401  (loads llhttp's symbols first)
 from rproxy import _fastpath as fp
+from rproxy.accesslog import DEFAULT_FORMAT, parse_format
 
 ROUNDS = 10000
 
@@ -44,3 +45,20 @@ def test_response_head_parse_and_rewrite(benchmark):
 def test_balancer_pick(benchmark, method):
     picks = per_call(benchmark, fp.bench_lb_pick, method, 4, 8, ROUNDS)
     assert sum(picks) == ROUNDS
+
+
+def test_access_log_line_default_format(benchmark):
+    """One access log line of a fixed exchange, RProxy's default format
+    ({SRC} {HOST} {URI} {HOST}), rendered by the ops the worker runs."""
+    items = parse_format(DEFAULT_FORMAT)
+    line = per_call(benchmark, fp.bench_accesslog, REQUEST, items, ROUNDS)
+    assert line == b"192.0.2.1 example.com /index.html example.com\n"
+
+
+def test_access_log_line_combined_format(benchmark):
+    """The same with an nginx "combined"-like format plus timings: a
+    timestamp, the request line, escaping of header values."""
+    items = parse_format('{SRC} - - [{TS}] "{REQUEST}" {STATUS} {BODY_BYTES_SENT} "{REF}" "{UA}" '
+                         '{REQUEST_TIME} {DS_ADDR} {REQUEST_ID}')
+    line = per_call(benchmark, fp.bench_accesslog, REQUEST, items, ROUNDS)
+    assert b'"GET /index.html?page=2 HTTP/1.1" 200 1024 "-" "curl/8.5.0" 2.500 10.0.0.2:8081 ' in line

@@ -13,8 +13,9 @@ import sys
 import threading
 from typing import Sequence
 
-from . import errorlog
+from . import accesslog, errorlog
 from .config.model import Config, Downstream
+from .master import logfiles
 
 # what the fast path points into for the life of the worker (TLS contexts,
 # header builders)
@@ -89,8 +90,11 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
             ds_index[(si, ds.name)] = len(all_ds)
             all_ds.append(ds)
     buffer_size = max((s.buffer_size for s in cfg.servers), default=32768)
+    logfiles.open_all(cfg)          # opened by the master already; a no-op unless run on its own
+    logfiles.retain([cfg])          # what was inherited for another generation
+    logfiles.use_error_log(cfg)
     w = Worker(len(cfg.servers), len(all_ds), len(listener_fds), buffer_size=buffer_size,
-               errfd=errorlog.fd(), shutdown_timeout=cfg.shutdown_timeout)
+               errfd=errorlog.fd(), loglevel=errorlog.level(), shutdown_timeout=cfg.shutdown_timeout)
     for i, ds in enumerate(all_ds):
         family, raw, label = sockaddr_for(ds)
         if is_hostname(ds.addr):
@@ -133,6 +137,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
     from . import tls
 
     _KEEP.append(tls.configure_worker(w, cfg, ds_index, errorlog.log))
+    accesslog.configure_worker(cfg)
     names = [(i, ds) for i, ds in enumerate(all_ds) if is_hostname(ds.addr)]
     if names:
         Resolver(w, names).start()
@@ -224,10 +229,8 @@ def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, genera
 
 
 def reopen_logs(index: int = 0, generation: int = 0) -> None:
-    """SIGUSR1: reopen the log files this worker holds (today its error log,
-    when that is a file; issue 7 adds the access logs)."""
-    from .master import logfiles
-
+    """SIGUSR1: reopen the log files this worker holds, error and access
+    logs (the loop wrote out its buffered lines before handing over)."""
     for problem in logfiles.reopen():
         errorlog.error(f"worker {index} (gen {generation}): {problem}")
     errorlog.info(f"worker {index} (gen {generation}): log files reopened")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Optional
 
+from .. import accesslog
 from .errors import ConfigError
 from .model import Note, Position
 from .parser import ListValue, Node, Scalar
@@ -352,7 +353,7 @@ def _facility(text: str, pos: Position) -> str:
 
 
 def t_log_output(v, ctx=None) -> str:
-    """stderr | stdout | file:PATH | syslog:FACILITY."""
+    """stderr | stdout | file:PATH | syslog:FACILITY[:SOCKET]."""
     s = _scalar(v, "a log output")
     text = s.text.strip()
     if text.lower() in ("stderr", "stdout"):
@@ -363,41 +364,35 @@ def t_log_output(v, ctx=None) -> str:
             raise ConfigError("file: needs a path, e.g. file:/var/log/rproxy/access.log", s.pos)
         return "file:" + resolve_path(rest, s.pos)
     if sep and scheme.lower() == "syslog":
-        return "syslog:" + _facility(rest, s.pos)
-    hint = "stderr, stdout, file:PATH or syslog:FACILITY"
+        facility, sep, sock = rest.partition(":")
+        out = "syslog:" + _facility(facility, s.pos)
+        if sep:
+            # a datagram socket other than /dev/log (a chroot's, a test's)
+            if not sock:
+                raise ConfigError("syslog:FACILITY: needs a socket path after the second ':'", s.pos)
+            path = resolve_path(sock, s.pos)
+            if len(path.encode()) > _UNIX_PATH_MAX:
+                raise ConfigError(f"syslog socket path is {len(path.encode())} bytes long; the limit is "
+                                  f"{_UNIX_PATH_MAX}", s.pos)
+            out += ":" + path
+        return out
+    hint = "stderr, stdout, file:PATH or syslog:FACILITY[:SOCKET]"
     if not sep and "/" in text:
         hint = f"write file:{text}"
     raise ConfigError(f"invalid log output {s.text!r}", s.pos, hint=hint)
 
 
-LOG_TOKENS = ("SRC", "US_SPORT", "PROXY", "DS_SPORT", "TS", "UA", "METH", "URI", "PROTO",
-              "STATUS", "REF", "HOST", "US_HDR", "DS_HDR", "RULE")
-
-
 def t_log_format(v, ctx=None) -> str:
-    """RProxy's log format: literal text and {TOKEN}s; {US_HDR} and {DS_HDR}
-    take a header name as :'Name'.  RProxy silently dropped a logger whose
-    format had an unknown token; here it is an error with its column."""
+    """RProxy's log format: literal text and {TOKEN}s (accesslog.TOKENS);
+    {US_HDR} and {DS_HDR} take a header name as :'Name'.  RProxy silently
+    dropped a logger whose format had an unknown token; here it is an error
+    with its column.  The worker parses it again with the same function."""
     s = _scalar(v, "a log format")
-    text = s.text
-    i = 0
-    while True:
-        i = text.find("{", i)
-        if i < 0:
-            return text
-        m = re.compile(r"\{([A-Za-z_]+)\}").match(text, i)
-        if not m or m.group(1).upper() not in LOG_TOKENS:
-            shown = m.group(0) if m else text[i:i + 12]
-            close = difflib.get_close_matches(m.group(1).upper(), LOG_TOKENS, n=1) if m else []
-            raise ConfigError(f"unknown log format token {shown!r}", s.pos_at(i),
-                              hint=(f"did you mean '{{{close[0]}}}'?" if close else
-                                    "tokens: " + " ".join("{" + t + "}" for t in LOG_TOKENS)))
-        i = m.end()
-        if m.group(1).upper() in ("US_HDR", "DS_HDR"):
-            h = re.compile(r":'([^']+)'").match(text, i)
-            if not h:
-                raise ConfigError(f"{m.group(0)} needs a header name: {m.group(0)}:'Name'", s.pos_at(m.start()))
-            i = h.end()
+    try:
+        accesslog.parse_format(s.text)
+    except accesslog.FormatError as e:
+        raise ConfigError(e.message, s.pos_at(e.offset), hint=e.hint) from None
+    return s.text
 
 
 TYPES: dict[str, Callable[..., Any]] = {
@@ -515,9 +510,13 @@ TABLE: tuple[Directive, ...] = (
     _d("shutdown-timeout", MAIN, "duration", 30.0,
        "longest a graceful stop or reload waits for busy connections (0 = do not wait)", origin="rproxy"),
     _d("error-log", MAIN, "log output", "stderr", "where the master and workers write their error log: "
-       "stderr, file:PATH or syslog:FACILITY", active=False, origin="rproxy"),
+       "stderr, file:PATH or syslog:FACILITY[:SOCKET]", origin="rproxy"),
     _d("log-level", MAIN, "enum", "info", "least severe message the error log keeps", choices=LOG_LEVELS,
-       aliases=LOG_LEVEL_ALIASES, active=False, origin="rproxy"),
+       aliases=LOG_LEVEL_ALIASES, origin="rproxy"),
+    _d("access-log-buffer", MAIN, "size", 65536, "access log lines a worker gathers per output before one "
+       "write (0 = write each line at once)", lo=0, hi=16 * 1024 * 1024, origin="rproxy"),
+    _d("access-log-flush", MAIN, "duration", 0.2, "longest an access log line waits in that buffer",
+       lo=0.001, hi=60.0, origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
 
     # ---- server ----------------------------------------------------------
@@ -564,7 +563,7 @@ TABLE: tuple[Directive, ...] = (
        "(server level: 1.x only, where the block always existed)"),
     _d("ssl", (SERVER, VHOST, DOWNSTREAM), "block", doc="TLS for a listener, a vhost's SNI certificate, "
        "or (downstream) TLS toward the backend"),
-    _d("logging", (SERVER, VHOST), "block", doc="request and error logs (1.x or 2.x form)", active=False),
+    _d("logging", (SERVER, VHOST), "block", doc="request and error logs (1.x or 2.x form)"),
     _d("downstream", SERVER, "block", doc="a backend (named in 2.x, untitled in 1.x)", titled="optional",
        repeat=True),
     _d("vhost", SERVER, "block", doc="a virtual host, matched by Host / SNI", titled="yes", repeat=True,
@@ -709,26 +708,29 @@ TABLE: tuple[Directive, ...] = (
        origin="2"),
 
     # ---- logging ---------------------------------------------------------
-    _d("request", LOGGING, "block", doc="2.x: the access log", context=LOG_STREAM, origin="2", active=False),
-    _d("error", LOGGING, "block", doc="2.x: the error log", context=LOG_STREAM, origin="2", active=False),
+    _d("request", LOGGING, "block", doc="2.x: the access log (a vhost's replaces its server's)",
+       context=LOG_STREAM, origin="2"),
+    _d("error", LOGGING, "block", doc="2.x: where errors about this server's (vhost's) clients and "
+       "downstreams go, instead of `error-log`", context=LOG_STREAM, origin="2"),
     _d("general", LOGGING, "block", doc="2.x: accepted; RProxy never read it and neither does rproxy",
-       context=LOG_STREAM, origin="2", active=False),
-    _d("enabled", LOG_STREAM, "bool", False, "write this log", origin="2", active=False),
-    _d("output", LOG_STREAM, "log output", "file:/dev/stdout", "file:PATH, syslog:FACILITY, stderr or stdout",
-       origin="2", active=False),
-    _d("level", LOG_STREAM, "enum", "error", "least severe message kept", choices=LOG_LEVELS,
-       aliases=LOG_LEVEL_ALIASES, origin="2", active=False),
-    _d("format", LOG_STREAM, "log format", "{SRC} {HOST} {URI} {HOST}", "line template of {TOKENS}",
-       origin="2", active=False),
-    _d("enabled", LOGGING, "bool", False, "1.x: write the access log", origin="1", active=False),
+       context=LOG_STREAM, origin="2"),
+    _d("enabled", LOG_STREAM, "bool", False, "write this log", origin="2"),
+    _d("output", LOG_STREAM, "log output", "file:/dev/stdout",
+       "file:PATH, syslog:FACILITY[:SOCKET], stderr or stdout", origin="2"),
+    _d("level", LOG_STREAM, "enum", "error", "error log: least severe message kept (not used by request)",
+       choices=LOG_LEVELS, aliases=LOG_LEVEL_ALIASES, origin="2"),
+    _d("format", LOG_STREAM, "log format", "{SRC} {HOST} {URI} {HOST}",
+       "request log: line template of {TOKENS} (not used by error)", origin="2"),
+    _d("enabled", LOGGING, "bool", False, "1.x: write the access log", origin="1"),
     _d("type", LOGGING, "enum", "file", "1.x: where the access log goes (fd wrote nothing in RProxy)",
-       choices=("file", "syslog", "fd"), origin="1", active=False),
-    _d("filename", LOGGING, "path", "/dev/stdout", "1.x: access log file (type = file)", origin="1", active=False),
+       choices=("file", "syslog", "fd"), origin="1"),
+    _d("filename", LOGGING, "path", "/dev/stdout", "1.x: access log file (type = file)", origin="1"),
     _d("format", LOGGING, "log format", "{SRC} {HOST} {URI} {HOST}", "1.x: access log line template",
-       origin="1", active=False),
+       origin="1"),
     _d("facility", LOGGING, "enum", "local0", "1.x: syslog facility (type = syslog)",
-       choices=SYSLOG_FACILITIES, aliases=tuple(FACILITY_ALIASES.items()), origin="1", active=False),
-    _d("errorlog", LOGGING, "path", None, "1.x: error log file (default: stderr)", origin="1", active=False),
+       choices=SYSLOG_FACILITIES, aliases=tuple(FACILITY_ALIASES.items()), origin="1"),
+    _d("errorlog", LOGGING, "path", None, "1.x: error log file of this server (default: `error-log`)",
+       origin="1"),
 )
 
 # Names RProxy had at some point that rproxy does not accept, with the way to

@@ -85,6 +85,8 @@ class _Normaliser:
             error_log=opt(main, "error-log"),
             dialect=dialect,
             log_level=opt(main, "log-level"),
+            access_log_buffer=opt(main, "access-log-buffer"),
+            access_log_flush=opt(main, "access-log-flush"),
         )
 
     def check_account(self, main: Block, key: str) -> None:
@@ -419,8 +421,8 @@ class _Normaliser:
             return Logging()
         if not keys_1x:
             return Logging(
-                request=self.log_stream(b.sub("request")[0]) if b.sub("request") else LogStream(),
-                error=self.log_stream(b.sub("error")[0]) if b.sub("error") else Logging().error)
+                request=self.log_stream(b.sub("request")[0], "request") if b.sub("request") else LogStream(),
+                error=self.log_stream(b.sub("error")[0], "error") if b.sub("error") else Logging().error)
         kind = opt(b, "type")
         enabled = opt(b, "enabled")
         output = {"file": "file:" + opt(b, "filename"), "syslog": "syslog:" + opt(b, "facility")}.get(kind)
@@ -432,8 +434,15 @@ class _Normaliser:
         error = LogStream(enabled=True, output="file:" + errorlog) if errorlog else Logging().error
         return Logging(request=request, error=error)
 
-    @staticmethod
-    def log_stream(b: Block) -> LogStream:
+    def log_stream(self, b: Block, kind: str) -> LogStream:
+        if kind == "error" and b.given("format"):
+            self.note(b.pos_of("format"), "'format' is not used in an error block: rproxy's error lines "
+                                          "name the client or downstream themselves (RProxy prefixed "
+                                          "request errors with this format)")
+        if kind == "request" and b.given("level"):
+            self.note(b.pos_of("level"), "'level' is not used in a request block: every request is "
+                                         "logged (RProxy logged them at 'alert', so only 'emerg' "
+                                         "silenced them)")
         return LogStream(enabled=opt(b, "enabled"), output=opt(b, "output"), level=opt(b, "level"),
                          format=opt(b, "format"))
 

@@ -108,7 +108,7 @@ class Headers:
 class LogStream:
     """One of a logging block's `request` / `error` sub-sections."""
     enabled: bool = False
-    output: str = "file:/dev/stdout"    # file:PATH | syslog:FACILITY | stderr
+    output: str = "file:/dev/stdout"    # file:PATH | syslog:FACILITY[:SOCKET] | stderr | stdout
     level: str = "error"                # emerg alert crit error warn notice info debug
     format: str = "{SRC} {HOST} {URI} {HOST}"
 
@@ -239,6 +239,8 @@ class Config:
     error_log: str = "stderr"            # stderr | file:PATH | syslog:FACILITY
     dialect: str = "2"                   # "1", "2", or "mixed" (servers of both forms)
     log_level: str = "info"              # the master's error log threshold
+    access_log_buffer: int = 65536       # bytes of access log lines a worker gathers per output
+    access_log_flush: float = 0.2        # seconds a gathered line may wait
     # What `rproxy -t` reports besides the summary: values read differently
     # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
     notes: tuple[Note, ...] = field(default=(), compare=False)

@@ -87,6 +87,8 @@ def print_config(cfg: Config) -> str:
     o.set("shutdown-timeout", duration(cfg.shutdown_timeout))
     o.set("error-log", quote(cfg.error_log))
     o.set("log-level", cfg.log_level)
+    o.set("access-log-buffer", str(cfg.access_log_buffer))
+    o.set("access-log-flush", duration(cfg.access_log_flush))
     for srv in cfg.servers:
         _server(o, srv)
     return "\n".join(o.lines) + "\n"

@@ -29,7 +29,7 @@ cdef void control_read() noexcept nogil:
                 memcpy(ds.addr, rec.addr, rec.addrlen)
                 ds.addrlen = rec.addrlen
                 ds.family = rec.family
-                rp_elog(g_errfd, 5, "downstream %s (%s): address re-resolved", ds.name, ds.label)
+                rp_elog(ds_errfd(ds), 5, "downstream %s (%s): address re-resolved", ds.name, ds.label)
         elif rec.type == CTL_TLS_STORE:
             tls_apply_store(rec.index, (<void**>rec.addr)[0])
 

@@ -160,6 +160,7 @@ cdef enum:
     TK_EXCH = 3
     TK_WORKER = 4
     TK_PROBE = 5
+    TK_LOGFLUSH = 6         # access log buffers (accesslog.pxi)
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -228,6 +229,29 @@ cdef struct NameList:
     uint32_t* lens
 
 cdef struct Pipe
+cdef struct AccessLog       # a compiled access log format and its output (accesslog.pxi)
+
+cdef struct XLog:
+    # What an exchange's access log line needs beyond the exchange itself
+    # (accesslog.pxi): times, byte counts, the downstream connection used,
+    # and copies of request/response bytes whose buffers were reused.
+    int64_t t_start_us      # the first request byte arrived (loop clock)
+    int64_t t_ds_us         # handed to a downstream connection; 0 = never
+    int64_t t_ds_head_us    # its response head arrived; 0 = none
+    uint64_t seq            # request id sequence number
+    uint64_t bytes_out      # written to the client
+    uint64_t body_base      # bytes_out + queued once the final response head was queued
+    uint32_t flags          # XL_* (accesslog.pxi)
+    uint16_t status         # a response of rproxy's own (canned), or 0
+    uint16_t canned_len
+    uint16_t canned_body
+    uint16_t ds_sport
+    DownstreamRt* ds        # the downstream used (the last one, after a replay)
+    Peer ds_peer            # its address as connected
+    char* req_copy          # the request head, once the client buffer is to be reused
+    uint32_t req_copy_off   # client-buffer offset req_copy starts at
+    char* resp_copy         # {DS_HDR} values, copied at the response head
+
 cdef struct Tls                 # TLS state of a connection (tls.pxi)
 
 cdef struct Exchange:
@@ -260,6 +284,7 @@ cdef struct Exchange:
     int64_t failed_at       # when (ms)
     Pipe* pipe              # splice relay of a large body (see splice.pxi)
     uint64_t splice_left
+    XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
 
@@ -308,6 +333,7 @@ cdef struct DConn:
     int64_t assigned_at
     int64_t idle_since      # ms
     uint16_t local_port
+    Peer peer               # the address it connected to (for the access log)
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
 
@@ -315,6 +341,7 @@ cdef struct DownstreamRt:
     int index
     char name[64]
     char label[112]         # addr:port as configured, for logs
+    int errfd               # its server's error log; 0 = the worker's (g_errfd)
     uint8_t addr[128]       # sockaddr_storage bytes
     uint32_t addrlen
     int family
@@ -386,6 +413,8 @@ cdef struct RuleRt:
 cdef struct VhostRt:
     char name[128]
     NameList strip          # response headers removed (strip-headers)
+    AccessLog* alog         # its access log, else its server's (NULL: none)
+    int errfd               # its error log, else its server's; 0 = the worker's (g_errfd)
     char** globs
     uint32_t* glob_lens
     int nglobs
@@ -412,6 +441,8 @@ cdef struct ServerRt:
     uint32_t max_headers
     uint64_t client_max_body_size
     int max_pending
+    AccessLog* alog         # access log of requests not routed to a vhost with its own (NULL: none)
+    int errfd               # its error log; 0 = the worker's (g_errfd)
     uint8_t nodelay
     uint16_t port           # for X-Forwarded-Port / Forwarded
     uint8_t tls

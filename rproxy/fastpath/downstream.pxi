@@ -111,11 +111,12 @@ cdef void dc_connected(DConn* dc) noexcept nogil:
     dc.local_port = 0
     if ds.family != AF_UNIX and getsockname(dc.h.fd, <sockaddr*>ss, &sl) == 0:
         dc.local_port = ntohs((<sockaddr_in*>ss).sin_port)
+    peer_from_sockaddr(&dc.peer, ds.addr)       # what it connected to, whatever re-resolving does later
     cdef int i
     ds.n_up += 1
     if ds.down_logged:
         ds.down_logged = 0
-        rp_elog(g_errfd, 5, "downstream %s (%s) is up", ds.name, ds.label)
+        rp_elog(ds_errfd(ds), 5, "downstream %s (%s) is up", ds.name, ds.label)
         # it is back: the rest of the pool need not wait out its backoff
         for i in range(ds.nconns):
             if ds.conns[i].state == D_DOWN and &ds.conns[i] != dc:
@@ -183,8 +184,11 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
         resolve_request(ds)         # the name may point elsewhere now
     if ds.n_up == 0 and not ds.down_logged:
         ds.down_logged = 1
-        rp_elog(g_errfd, 3, "downstream %s (%s) is down: %s", ds.name, ds.label, strerror(err))
+        rp_elog(ds_errfd(ds), 3, "downstream %s (%s) is down: %s", ds.name, ds.label, strerror(err))
         pend_fail_dead()
+    elif rp_elog_wants(ds_errfd(ds), 7):
+        rp_elog(ds_errfd(ds), 7, "downstream %s (%s): connection failed (%s), %d in a row", ds.name,
+                ds.label, strerror(err), dc.fails)
     timer_arm(&dc.timer, backoff_ms(ds, dc.fails))
 
 
@@ -265,7 +269,7 @@ cdef void ds_exchange_failed(DownstreamRt* ds) noexcept nogil:
             ms = 60000
         ds.ejections += 1
         ds.eject_until = g_now + ms
-        rp_elog(g_errfd, 3, "downstream %s (%s) ejected for %lld ms after %d failures in a row",
+        rp_elog(ds_errfd(ds), 3, "downstream %s (%s) ejected for %lld ms after %d failures in a row",
                 ds.name, ds.label, ms, ds.fails_in_row)
 
 
@@ -283,7 +287,7 @@ cdef bint x_try_replay(Exchange* x, DConn* dc, const char* why) noexcept nogil:
         return False
     if (x.flags & XF_REQ_SENT_ANY) and not (x.flags & XF_IDEMPOTENT):
         return False
-    rp_elog(g_errfd, 6, "downstream %s (%s): %s; retrying the request on another connection",
+    rp_elog(ds_errfd(dc.ds), 6, "downstream %s (%s): %s; retrying the request on another connection",
             dc.ds.name, dc.ds.label, why)
     x.flags |= XF_RETRIED
     if dc.nreq <= 1:
@@ -315,13 +319,14 @@ cdef void dc_exchange_failed(DConn* dc, int status, const char* why) noexcept no
     if status == 502 and x_try_replay(x, dc, why):
         return
     c_errors_inc()
-    rp_elog(g_errfd, 3, "downstream %s (%s): %s -> %d", ds.name, ds.label, why, status)
+    rp_elog(x_errfd(x), 3, "downstream %s (%s): %s -> %d", ds.name, ds.label, why, status)
     dc_detach(dc)
     if status == 502:
         dc_failed(dc, ECONNRESET)
     else:
         dc_recycle(dc)
     if x.flags & XF_RESP_STARTED:
+        xlog_failed(x, status)
         uc_close(uc)
     else:
         uc_respond(uc, status, (x.flags & XF_REQ_DONE) != 0 and (x.flags & XF_KEEPALIVE) != 0)
@@ -422,7 +427,7 @@ cdef void dc_read(DConn* dc) noexcept nogil:
                 dc.flags &= ~DF_READABLE
                 return
             if n > 0:
-                rp_elog(g_errfd, 4, "downstream %s sent bytes on an idle connection; closing it",
+                rp_elog(ds_errfd(dc.ds), 4, "downstream %s sent bytes on an idle connection; closing it",
                         dc.ds.name)
             if dc.nreq == 0 and g_now - dc.connected_at < 100:
                 # accepted, then dropped at once: a broken downstream (backoff)
@@ -598,6 +603,7 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         uc.out.hlen = <uint32_t>(w.p - bdata(hb))
         uc.out.hbuf = hb
         x.flags |= XF_RESP_STARTED
+        xlog_response_head(x, dc)
         return 1
     if x.status >= 100 and x.status < 200:
         dc.fpos = dc.rpos
@@ -665,6 +671,7 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     dc.fpos = dc.rpos
     dc.fend = dc.rpos
     dc.phase = R_BODY
+    xlog_response_head(x, dc)
     if not (x.flags & XF_PIPELINED):
         rtt_sample(dc.ds, (g_now_us - dc.assigned_at) / 1000.0)
     if x.pnext != NULL and ((dc.flags & DF_EOF_BODY) or not llhttp_should_keep_alive(p)):
@@ -695,7 +702,7 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
         return
     elif dc.rpos != dc.rend:
         reuse = False               # bytes beyond the response: never let them leak
-        rp_elog(g_errfd, 4, "downstream %s sent %u bytes after its response; closing the connection",
+        rp_elog(ds_errfd(ds), 4, "downstream %s sent %u bytes after its response; closing the connection",
                 ds.name, dc.rend - dc.rpos)
     elif ds.max_requests and dc.nreq >= ds.max_requests:
         reuse = False
@@ -708,6 +715,7 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
     ds.fails_in_row = 0
     ds.ejections = 0
     dc_detach(dc)
+    xlog_done(x)
     x_free(x)
     uc.x = NULL
     uc.state = U_WAIT

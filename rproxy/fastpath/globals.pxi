@@ -49,8 +49,7 @@ cdef Listener* g_listeners = NULL
 cdef int g_nlisteners = 0
 
 # error log
-cdef int g_errfd = 2
-cdef int g_loglevel = 4             # 0 emerg .. 7 debug; default warn
+cdef int g_errfd = 2                # the worker's error log (levels: rp_util.h)
 
 # counters (tests assert these return to zero; `Worker.stats()`)
 cdef int64_t c_bufs_out = 0         # buffers taken from the pool and not yet returned

@@ -43,7 +43,7 @@ cdef void probe_result(Probe* pr, bint ok, const char* why) noexcept nogil:
         pr.fail_in_row = 0
         if ds.hc_down and pr.ok_in_row >= ds.hc_rise:
             ds.hc_down = 0
-            rp_elog(g_errfd, 5, "downstream %s (%s) passed %d health checks: up", ds.name, ds.label,
+            rp_elog(ds_errfd(ds), 5, "downstream %s (%s) passed %d health checks: up", ds.name, ds.label,
                     pr.ok_in_row)
             pend_serve()
     else:
@@ -51,7 +51,7 @@ cdef void probe_result(Probe* pr, bint ok, const char* why) noexcept nogil:
         pr.ok_in_row = 0
         if not ds.hc_down and pr.fail_in_row >= ds.hc_fall:
             ds.hc_down = 1
-            rp_elog(g_errfd, 3, "downstream %s (%s) failed %d health checks (%s): down", ds.name,
+            rp_elog(ds_errfd(ds), 3, "downstream %s (%s) failed %d health checks (%s): down", ds.name,
                     ds.label, pr.fail_in_row, why)
             pend_fail_dead()
     probe_schedule(pr, ds.hc_interval_ms)

@@ -25,6 +25,8 @@ cdef void timer_fire(Timer* t) noexcept nogil:
         worker_on_timer()
     elif t.kind == TK_PROBE:
         probe_on_timer(<Probe*>t.owner)
+    elif t.kind == TK_LOGFLUSH:
+        accesslog_on_timer()
 
 
 # ---- listeners -----------------------------------------------------------------------

@@ -97,15 +97,15 @@ cdef int redirect_on_377(DConn* dc) noexcept nogil:
         return 2
     v = bdata(dc.rbuf) + h.value.off
     if r.redirect_filter.n == 0:
-        rp_elog(g_errfd, 3, "rule '%s': internal redirect to %.*s refused: no redirect-filter configured",
+        rp_elog(x_errfd(x), 3, "rule '%s': internal redirect to %.*s refused: no redirect-filter configured",
                 r.name, <int>h.value.len, v)
         return 1
     if not redirect_allowed(r, v, h.value.len):
-        rp_elog(g_errfd, 3, "rule '%s': internal redirect to %.*s refused by redirect-filter",
+        rp_elog(x_errfd(x), 3, "rule '%s': internal redirect to %.*s refused by redirect-filter",
                 r.name, <int>h.value.len, v)
         return 1
     if redirect_target(v, h.value.len, ss, &sl) != 0:
-        rp_elog(g_errfd, 3, "rule '%s': internal redirect target %.*s is not an address[:port]",
+        rp_elog(x_errfd(x), 3, "rule '%s': internal redirect target %.*s is not an address[:port]",
                 r.name, <int>h.value.len, v)
         dc_exchange_failed(dc, 502, "bad internal redirect target")
         return 0
@@ -178,7 +178,7 @@ cdef void redirect_start(DConn* dc, uint8_t* ss, socklen_t sl) noexcept nogil:
 
 cdef void redirect_failed(DConn* t, int err) noexcept nogil:
     cdef Exchange* x = t.x
-    rp_elog(g_errfd, 3, "internal redirect: connect failed: %s", strerror(err))
+    rp_elog(x_errfd(x), 3, "internal redirect: connect failed: %s", strerror(err))
     x.dc = NULL
     tunnel_free(t)
     uc_respond(x.uc, 502, False)
@@ -192,6 +192,8 @@ cdef void redirect_connected(DConn* t) noexcept nogil:
     t.state = D_ACTIVE
     t.flags |= DF_READABLE | DF_WRITABLE
     x.flags |= XF_RESP_STARTED      # from now on failures can only close
+    xlog_relay(x)                   # the target's status, not the 377, is the client's
+    xlog_redirected(x, t)           # and its address: {DS_ADDR}, {DS_SPORT}
     uc.state = U_TUNNEL
     uc.flags |= UF_READABLE
     timer_arm(&uc.timer, uc.srv.tunnel_timeout_ms)

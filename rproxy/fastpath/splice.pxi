@@ -87,6 +87,7 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (SPLICE_F_MORE if x.splice_left else 0))
             if n > 0:
                 x.pipe.len -= <uint32_t>n
+                x.log.bytes_out += <uint64_t>n
                 continue
             if n < 0 and errno == EINTR:
                 continue

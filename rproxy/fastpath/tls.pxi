@@ -411,6 +411,18 @@ cdef void tls_uc_handshake(UConn* uc) noexcept nogil:
     tls_uc_failed(uc, e)
 
 
+cdef int tls_log_facts(UConn* uc, const char** proto, const char** cipher) noexcept nogil:
+    """{TLS_PROTO} and {TLS_CIPHER} of a client connection (accesslog.pxi):
+    OpenSSL's static names, e.g. TLSv1.3 and TLS_AES_256_GCM_SHA384; 0
+    before the handshake completed."""
+    cdef Tls* t = uc.tls
+    if t == NULL or t.ssl == NULL or t.cipher == NULL:
+        return 0
+    proto[0] = p_SSL_get_version(t.ssl)
+    cipher[0] = t.cipher
+    return 1
+
+
 cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
     """A failed handshake costs this connection only.  Plain HTTP sent to
     the TLS port gets a plain-text 400 saying so (as nginx does)."""
@@ -425,13 +437,13 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
     if e == SSL_ERROR_ZERO_RETURN or (e == SSL_ERROR_SYSCALL and first == 0
                                       and (saved == 0 or saved == ECONNRESET or saved == EPIPE)):
         p_ERR_clear_error()
-        rp_elog(g_errfd, 7, "client %.*s closed the connection during the TLS handshake", n, where)
+        rp_elog(uc_errfd(uc), 7, "client %.*s closed the connection during the TLS handshake", n, where)
         uc_close(uc)
         return
     c_tls_failed += 1
     if reason != NULL and strcmp(reason, "http request") == 0:
         p_ERR_clear_error()
-        rp_elog(g_errfd, 6, "client %.*s sent plain HTTP to a TLS port", n, where)
+        rp_elog(uc_errfd(uc), 6, "client %.*s sent plain HTTP to a TLS port", n, where)
         send(uc.h.fd, c_plain_http_resp, strlen(c_plain_http_resp), MSG_NOSIGNAL)
         uc_close(uc)
         return
@@ -444,7 +456,7 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
     else:
         errno = saved
         tls_error_text(uc.tls, why, 256)
-    rp_elog(g_errfd, 6, "client %.*s: TLS handshake failed: %s", n, where, why)
+    rp_elog(uc_errfd(uc), 6, "client %.*s: TLS handshake failed: %s", n, where, why)
     uc_close(uc)
 
 
@@ -701,7 +713,7 @@ cdef void tls_dc_handshake(DConn* dc) noexcept nogil:
     tls_error_text(t, why, 256)
     if not ds.tls_err_logged:
         ds.tls_err_logged = 1       # once per outage: every reconnect would say the same
-        rp_elog(g_errfd, 3, "downstream %s (%s): TLS handshake failed: %s", ds.name, ds.label, why)
+        rp_elog(ds_errfd(ds), 3, "downstream %s (%s): TLS handshake failed: %s", ds.name, ds.label, why)
     dc_failed(dc, EPROTO)
 
 

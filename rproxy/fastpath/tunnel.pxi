@@ -64,6 +64,7 @@ cdef void tunnel_start(Exchange* x, DConn* dc) noexcept nogil:
     if t == NULL:
         uc_close(uc)
         return
+    xlog_keep_request(x, uc)        # tunnel bytes reuse the client's read buffer
     x.dc = t
     uc.state = U_TUNNEL
     uc.fpos = uc.rpos               # what follows the request is tunnel data
@@ -135,6 +136,7 @@ cdef void tun_up(UConn* uc) noexcept nogil:
         if uc.rbuf != NULL and uc.fpos < uc.rend:
             t.out.bptr = bdata(uc.rbuf) + uc.fpos
             t.out.blen = uc.rend - uc.fpos
+            x.body_in += t.out.blen         # the client's tunnel bytes, for the access log
             uc.fpos = uc.rend
             continue
         if not (uc.flags & UF_READABLE):
@@ -183,6 +185,8 @@ cdef void tun_down(DConn* t) noexcept nogil:
             tun_maybe_done(uc)
             return
         if t.rbuf != NULL and t.fpos < t.rend:
+            if x.log.flags & XL_SNIFF:
+                xlog_sniff_status(x, bdata(t.rbuf) + t.fpos, t.rend - t.fpos)
             uc.out.bptr = bdata(t.rbuf) + t.fpos
             uc.out.blen = t.rend - t.fpos
             t.fpos = t.rend

@@ -48,12 +48,14 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.pipe = NULL
     x.splice_left = 0
     x.failed_ds = NULL
+    xlog_init(x)
     c_x_out += 1
     return x
 
 
 cdef void x_free(Exchange* x) noexcept nogil:
     global g_free_x, g_nfree_x, c_x_out
+    xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
     if x.flags & XF_PENDING:
         pend_remove(x)
@@ -164,7 +166,7 @@ cdef void pend_fail_dead() noexcept nogil:
 
 cdef void x_on_pending_timeout(Exchange* x) noexcept nogil:
     cdef UConn* uc = x.uc
-    rp_elog(g_errfd, 5, "pending timeout: no downstream connection free for rule '%s'", x.rule.name)
+    rp_elog(x_errfd(x), 5, "pending timeout: no downstream connection free for rule '%s'", x.rule.name)
     pend_remove(x)
     uc_reject(uc, 503)
 
@@ -266,7 +268,10 @@ cdef inline int64_t uc_write_timeout(UConn* uc) noexcept nogil:
 cdef int uc_send(UConn* uc) noexcept nogil:
     """Write the client's pending output.  0: all out; 1: the socket is full;
     -1: the client is gone (the connection has been closed)."""
+    cdef uint32_t before = uc.out.hlen + uc.out.blen
     cdef int r = conn_flush(&uc.out, uc.h.fd, uc.tls)
+    if uc.x != NULL:
+        uc.x.log.bytes_out += before - (uc.out.hlen + uc.out.blen)
     if r == 0:
         return 0
     if r > 0:
@@ -323,9 +328,10 @@ cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
     if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.tls != NULL and (uc.tls.flags & TF_WPEND)):
         uc_close(uc)                # half a response is out: only closing is honest
         return
-    x_drop(uc)
     if not keep or g_stop:
         uc.flags |= UF_CLOSE_AFTER
+    xlog_answer(x, status, c.close_resp if uc.flags & UF_CLOSE_AFTER else c.keep_resp)
+    x_drop(uc)
     out_release(&uc.out)
     if uc.flags & UF_CLOSE_AFTER:
         uc.out.hptr = c.close_resp
@@ -439,6 +445,7 @@ cdef bint uc_make_room(UConn* uc) noexcept nogil:
         return False
     # everything before rpos is consumed (uc_wants_input checked it)
     if uc.state == U_BODY:
+        xlog_keep_request(uc.x, uc)
         uc.x.flags |= XF_BODY_SPILLED   # the start of this request is about to be overwritten
     if uc.rpos == uc.rend:
         uc.rpos = 0
@@ -535,7 +542,7 @@ cdef void uc_parse_error(UConn* uc, llhttp_errno_t err) noexcept nogil:
     cdef char where[48]
     cdef int n = peer_format(&uc.peer, where, 48)
     c_errors_inc()
-    rp_elog(g_errfd, 4, "client %.*s: bad request (%d): %s", n, where, status,
+    rp_elog(uc_errfd(uc), 4, "client %.*s: bad request (%d): %s", n, where, status,
             llhttp_get_error_reason(&uc.parser))
     uc_respond(uc, status, False)
 
@@ -639,7 +646,7 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
         uc_redirect_https(uc, x, rule.vhost)
         return
     if rule.nds == 0:
-        rp_elog(g_errfd, 3, "rule '%s' has no downstreams", rule.name)
+        rp_elog(x_errfd(x), 3, "rule '%s' has no downstreams", rule.name)
         uc_reject(uc, 503)
         return
     if (x.flags & XF_IDEMPOTENT) and not (x.flags & XF_UPGRADE) and not rule.passthrough \
@@ -648,11 +655,11 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
     dc = lb_pick_for(x)
     if dc == NULL:
         if not rule_alive(rule):
-            rp_elog(g_errfd, 3, "rule '%s': every downstream is down: 502", rule.name)
+            rp_elog(x_errfd(x), 3, "rule '%s': every downstream is down: 502", rule.name)
             uc_reject(uc, 502)
             return
         if uc.srv.max_pending > 0 and g_npending >= uc.srv.max_pending:
-            rp_elog(g_errfd, 4, "max-pending (%d) reached: 503", uc.srv.max_pending)
+            rp_elog(x_errfd(x), 4, "max-pending (%d) reached: 503", uc.srv.max_pending)
             uc_reject(uc, 503)
             return
         uc.state = U_PENDING
@@ -688,6 +695,7 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     dc.ninflight += 1
     dc.ds.n_active += 1
     x.dc = dc
+    xlog_attach(x, dc)
     dc.nreq += 1
     w.p = bdata(hb)
     w.end = w.p + hb.cap
@@ -710,6 +718,7 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     if x.rule.passthrough:
         # RProxy's passthrough: after the head, bytes flow raw both ways
         x.flags |= XF_RESP_STARTED
+        xlog_relay(x)
         tunnel_start(x, dc)
         return
     uc.state = U_BODY
@@ -760,7 +769,7 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
                 uc.flags &= ~UF_MSG_DONE
                 x.flags |= XF_REQ_DONE
         else:
-            rp_elog(g_errfd, 4, "bad request body: %s", llhttp_get_error_reason(&uc.parser))
+            rp_elog(uc_errfd(uc), 4, "bad request body: %s", llhttp_get_error_reason(&uc.parser))
             uc_respond(uc, 400, False)
             return
         if uc.rpos == uc.fpos and not (x.flags & XF_REQ_DONE):
@@ -770,12 +779,12 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.state
     if not out_empty(&uc.out):
-        rp_elog(g_errfd, 6, "client write timeout")
+        rp_elog(uc_errfd(uc), 6, "client write timeout")
         uc_close(uc)
     elif st == U_IDLE or st == U_LINGER or st == U_CLOSING or st == U_TUNNEL:
         uc_close(uc)
     elif st == U_HEAD:
         uc_respond(uc, 408, False)
     elif st == U_BODY:
-        rp_elog(g_errfd, 5, "client body read timeout")
+        rp_elog(uc_errfd(uc), 5, "client body read timeout")
         uc_respond(uc, 408, False)

@@ -48,6 +48,62 @@ cdef int _namelist(NameList* l, names) except -1:
     return 0
 
 
+# ---- access logs (accesslog.pxi): a parsed format compiled into ops, once
+
+cdef AccessLog* _alog_compile(LogSink* sink, items) except NULL:
+    """The op list of a parsed format, writing to `sink` (once, at start-up)."""
+    cdef AccessLog* al
+    cdef LogOp* op
+    cdef bytes b
+    items = list(items)
+    al = <AccessLog*>calloc(1, sizeof(AccessLog))
+    if al == NULL:
+        raise MemoryError()
+    al.sink = sink
+    al.nops = len(items)
+    al.ops = <LogOp*>calloc(max(al.nops, 1), sizeof(LogOp))
+    dshdr = [it.text for it in items if it.token == "DS_HDR"][:64]
+    al.ndshdr = len(dshdr)
+    al.dshdr = <char**>calloc(max(al.ndshdr, 1), sizeof(char*))
+    al.dshdr_len = <uint32_t*>calloc(max(al.ndshdr, 1), sizeof(uint32_t))
+    if al.ops == NULL or al.dshdr == NULL or al.dshdr_len == NULL:
+        raise MemoryError()
+    for k, name in enumerate(dshdr):
+        b = name.encode()
+        al.dshdr[k] = _dup(b)
+        al.dshdr_len[k] = len(b)
+    for i, it in enumerate(items):
+        op = &al.ops[i]
+        op.slot = -1
+        if it.token is None:
+            op.code = LOP_TEXT
+            b = it.text.encode()
+        else:
+            op.code = LOG_OPS[it.token]
+            b = {"UA": b"User-Agent", "REF": b"Referer", "HOST": b"Host"}.get(it.token, it.text.encode())
+            if it.token == "DS_HDR":
+                op.slot = dshdr.index(it.text) if it.text in dshdr else -1
+            if op.code in _REQUEST_OPS:
+                al.needs |= AN_REQUEST
+            if op.code in _CLOCK_OPS:
+                al.needs |= AN_CLOCK
+        op.arg = _dup(b)
+        op.len = len(b)
+    return al
+
+
+cdef void _alog_free(AccessLog* al) noexcept:
+    cdef int i
+    for i in range(al.nops):
+        free(al.ops[i].arg)
+    for i in range(al.ndshdr):
+        free(al.dshdr[i])
+    free(al.ops)
+    free(al.dshdr)
+    free(al.dshdr_len)
+    free(al)
+
+
 HEADER_POLICY = {
     "x_forwarded_for": HP_XFF, "x_forwarded_for_replace": HP_XFF_REPLACE, "x_real_ip": HP_X_REAL_IP,
     "x_forwarded_proto": HP_X_FORWARDED_PROTO, "x_forwarded_host": HP_X_FORWARDED_HOST,
@@ -70,10 +126,10 @@ cdef class Worker:
     cdef int _resolve_rfd
 
     def __cinit__(self, int nservers, int ndownstreams, int nlisteners, *, int buffer_size=32768,
-                  int max_free_buffers=256, int errfd=2, int loglevel=4, double shutdown_timeout=30.0,
+                  int max_free_buffers=256, int errfd=2, int loglevel=6, double shutdown_timeout=30.0,
                   long long splice_min=131072):
         global g_servers, g_nservers, g_downstreams, g_ndownstreams, g_listeners, g_nlisteners
-        global g_buf_size, g_max_free_bufs, g_errfd, g_loglevel, g_shutdown_timeout_ms, g_pid
+        global g_buf_size, g_max_free_bufs, g_errfd, g_shutdown_timeout_ms, g_pid
         global g_epfd, g_stop, g_reopen, g_rand_state, g_splice_min
         if g_servers != NULL:
             raise RuntimeError("only one Worker per process")
@@ -83,7 +139,7 @@ cdef class Worker:
         g_splice_min = splice_min if splice_min > 0 else 0
         g_max_free_bufs = max_free_buffers
         g_errfd = errfd
-        g_loglevel = loglevel
+        rp_elog_set(errfd, loglevel, -1, NULL)  # lines above `loglevel` are dropped in C
         g_shutdown_timeout_ms = _ms(shutdown_timeout)
         g_pid = getpid()
         g_stop = 0
@@ -331,8 +387,10 @@ cdef class Worker:
         with nogil:
             rc = loop_run()
         if rc == RUN_REOPEN:
+            accesslog_flush_all()       # old files get every line written before the reopen
             return "reopen"
-        close_everything()
+        close_everything()              # (logs the exchanges it cuts short)
+        accesslog_flush_all()
         if rc == RUN_DRAINED:
             return "drained"
         if rc == RUN_ERROR:

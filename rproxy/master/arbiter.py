@@ -327,11 +327,17 @@ class Arbiter:
         if problems:
             self.reload_failed("; ".join(problems))
             return
+        try:
+            logfiles.open_all(new)      # new log outputs: opened now, inherited by the new workers
+        except logfiles.LogOpenError as e:
+            self.reload_failed(f"cannot open {e}{self._as_whom()}")
+            return
         from .startup import load_tls
 
         try:
             load_tls(new)                   # fresh contexts: certificates and keys are reloaded
         except StartupError as e:
+            logfiles.retain([self.cfg])
             self.reload_failed(str(e) + self._as_whom())
             return
         pending = PendingReload(new, self.generation + 1, time.monotonic() + READY_TIMEOUT)
@@ -343,6 +349,7 @@ class Arbiter:
                 self.listeners[key] = bind(srv)
             except OSError as e:
                 self.release_listeners(pending.added_listeners)
+                logfiles.retain([self.cfg])
                 self.reload_failed(bind_error_message(srv, e))
                 return
             pending.added_listeners.append(key)
@@ -352,6 +359,7 @@ class Arbiter:
                 privileges.set_max_nofile(new.max_nofile)     # inherited by the new workers
             except StartupError as e:
                 self.release_listeners(pending.added_listeners)
+                logfiles.retain([self.cfg])
                 self.reload_failed(str(e))
                 return
         self.pending = pending
@@ -389,6 +397,7 @@ class Arbiter:
         ones drain."""
         p, self.pending = self.pending, None
         old_generation = self.generation
+        old_error_log = (self.cfg.error_log, self.cfg.log_level)
         release_tls(self.cfg)
         self.cfg, self.generation = p.cfg, p.generation
         in_use = set()
@@ -397,8 +406,11 @@ class Arbiter:
             in_use.add(key)
             self.listeners[key].set_backlog(srv.backlog)
         # Removed listeners: the master's copy goes now; the draining workers'
-        # copies go with them, which closes the socket.
+        # copies go with them, which closes the socket.  Log outputs alike.
         self.release_listeners([k for k in self.listeners if k not in in_use])
+        if (self.cfg.error_log, self.cfg.log_level) != old_error_log:
+            logfiles.use_error_log(self.cfg)
+        logfiles.retain([self.cfg])
         draining = 0
         for w in self.workers.values():
             if w.generation != self.generation and w.kill_at is None:
@@ -419,6 +431,7 @@ class Arbiter:
             if w.generation == p.generation and w.kill_at is None:
                 self.stop_worker(w, signal.SIGTERM, FAST_STOP_GRACE)
         self.release_listeners(p.added_listeners)
+        logfiles.retain([self.cfg])
         if p.previous_nofile is not None:
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, p.previous_nofile)

@@ -187,7 +187,9 @@ def unreadable_files(cfg: Config) -> list[str]:
                 problem = _cannot_read(path)
                 if problem:
                     problems.append(f"TLS {what} {path} ({where}): {problem}")
-    # log files (issue 7) join this list once the workers write them
+    # Log files are not listed: they are handed to the dropped user at
+    # start-up (master/logfiles.py), and a reload opens the ones it adds
+    # itself, failing with the reason when it cannot.
     return problems
 
 

@@ -7,7 +7,7 @@ it the master never has root again:
   2. look up user/group, refuse to start twice on the same pidfile
   3. rlimits: RLIMIT_NOFILE = max-nofile exactly, core limit up to its hard limit
   4. bind every listener
-  5. (TLS key material and log files: loaded/opened here, still privileged)
+  5. open the log files and load the TLS key material, still privileged
   6. daemonize when asked
   7. process title, signal handlers (recording only), pidfile
   8. drop privileges
@@ -57,10 +57,18 @@ def run_master(cfg: Config) -> int:
     except StartupError as e:
         errorlog.log("emerg", str(e))
         return 1
-    # TLS key material is loaded here and log files (issue 7) are opened
-    # here: still privileged, before daemonizing so their errors reach the
-    # terminal.  Reloads re-read them as the dropped user
-    # (privileges.unreadable_files says which it cannot).
+    # TLS key material is loaded here and log files are opened here: still
+    # privileged, before daemonizing so their errors reach the terminal.
+    # Reloads re-read them as the dropped user (privileges.unreadable_files
+    # says which it cannot); log files are handed to that user so that it
+    # can reopen them (logfiles.py).
+    try:
+        owner = None if identity is None else (-1 if identity.uid is None else identity.uid, identity.gid)
+        logfiles.open_all(cfg, owner=owner)
+    except logfiles.LogOpenError as e:
+        errorlog.log("emerg", f"cannot open {e}")
+        arbiter.close_listeners()
+        return 1
     try:
         load_tls(cfg)
     except StartupError as e:
@@ -72,7 +80,7 @@ def run_master(cfg: Config) -> int:
     pid_written = False
     try:
         if cfg.daemonize:
-            readiness = daemon.detach(cfg.rootdir, arbiter.owned_fds())   # only the daemon returns
+            readiness = daemon.detach(cfg.rootdir, arbiter.owned_fds() + logfiles.fds())   # only the daemon returns
         arbiter.set_title()
         arbiter.install_signals()
         if cfg.pidfile:
@@ -87,6 +95,7 @@ def run_master(cfg: Config) -> int:
             privileges.warn_about_reload_limits(cfg)
         if readiness is not None:
             readiness.done()
+        logfiles.use_error_log(cfg)     # from here on, the configured error log
         logfiles.remember_stderr()
         return arbiter.run()
     except StartupError as e:

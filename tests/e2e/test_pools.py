@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import http.client
 import random
+import socket
 import time
 
 from support.downstream import Downstream
-from support.proc import request
+from support.proc import read_response, request
 
 
 def conf(port, ds_ports, connections=2, workers=1, lb="roundrobin"):
@@ -99,3 +100,36 @@ server {{
 """
     p = start_rproxy(conf_text, port)
     assert request(p.port, b"GET /named HTTP/1.1\r\nHost: a\r\n\r\n")[:3:2] == (200, b"/named")
+
+
+def test_requests_waiting_for_a_downstream_that_goes_down_get_502_at_once(start_rproxy, port):
+    """A request pending for the only connection of a downstream that then
+    dies is answered 502 when the downstream is marked down, not left to
+    the (long) pending timeout's 503."""
+    ds = Downstream()
+    conf_text = f"""
+workers = 1
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    pending-timeout = 20s
+    downstream {{ addr = 127.0.0.1  port = {ds.port}  connections = 1  retry = 10s }}
+}}
+"""
+    try:
+        p = start_rproxy(conf_text, port, check_quiet=False)
+        busy = socket.create_connection(("127.0.0.1", port), timeout=60)
+        busy.sendall(b"GET /slow/3000 HTTP/1.1\r\nHost: a\r\n\r\n")      # holds the only connection
+        while not ds.requests:
+            time.sleep(0.01)
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=60)
+        waiting.sendall(b"GET /waits HTTP/1.1\r\nHost: a\r\n\r\n")        # pending
+        time.sleep(0.2)
+        ds.close()                                  # the downstream dies, its listener too
+        assert read_response(waiting)[0] == 502, p.read_log()
+        assert read_response(busy)[0] == 502
+        waiting.close()
+        busy.close()
+        assert "is down" in p.read_log()
+    finally:
+        ds.close()

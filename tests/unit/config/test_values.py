@@ -287,7 +287,7 @@ def test_log_output_file_is_resolved(tmp_path):
     ("/var/log/a.log", "invalid log output '/var/log/a.log'", "write file:/var/log/a.log"),
     ("syslog:local9", "unknown syslog facility 'local9'", "did you mean 'local7'?"),
     ("file:", "file: needs a path, e.g. file:/var/log/rproxy/access.log", None),
-    ("http:x", "invalid log output 'http:x'", "stderr, stdout, file:PATH or syslog:FACILITY"),
+    ("http:x", "invalid log output 'http:x'", "stderr, stdout, file:PATH or syslog:FACILITY[:SOCKET]"),
 ])
 def test_log_output_rejects(text, message, hint):
     e = error("log output", text)
@@ -307,7 +307,7 @@ def test_log_format_valid(fmt):
 def test_log_format_unknown_token_points_at_its_column():
     e = error("log format", '"{SRC} {USER} x"')
     assert e.message == "unknown log format token '{USER}'"
-    assert e.hint == "did you mean '{US_HDR}'?"
+    assert e.hint == "did you mean '{QUERY}'?"
     assert e.pos.column == 5 + 1 + 6     # value column, quote, offset of the token
 
 
