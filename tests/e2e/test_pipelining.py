@@ -443,3 +443,30 @@ def test_mixed_load_every_client_gets_its_own_responses(start_rproxy, port):
         # the fixture then checks the worker is back to zero
     finally:
         ds.close()
+
+
+def test_every_pipelined_and_replayed_request_gets_its_access_log_line(start_rproxy, port, tmp_path):
+    """Three requests in flight on one connection; the downstream closes it
+    after the first response, so two are replayed on a new connection.
+    Each request is logged once, with its own path, status and the local
+    port of the connection that really answered it."""
+    def handler(req, s):
+        keep = Downstream.default_handler(req, s)
+        return keep and not req.target.startswith("/hold/")
+    ds = Downstream(handler=handler)
+    log = tmp_path / "access.log"
+    try:
+        p = start_rproxy("access-log-flush = 20ms\n" + conf(port, ds.port, pipeline=4, extra="").replace(
+            'vhost "*" {', f'logging {{ request {{ enabled = true  output = "file:{log}"  '
+                           f'format = "{{URI}} {{STATUS}} {{DS_SPORT}}" }} }}\n    vhost "*" {{', 1), port)
+        first, rest, cid = _three_in_flight(port, ds)
+        ds.release("a")
+        assert [answer(s) for s in (first, *rest)] == [(200, b"/hold/a"), (200, b"/p2"), (200, b"/p3")]
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 3, "three log lines")
+        time.sleep(0.1)                              # a fourth line, if any, would be flushed by now
+        lines = sorted(log.read_text().splitlines())
+        assert [ln.split()[:2] for ln in lines] == [["/hold/a", "200"], ["/p2", "200"], ["/p3", "200"]]
+        sport = {ln.split()[0]: ln.split()[2] for ln in lines}
+        assert sport["/p2"] == sport["/p3"] != sport["/hold/a"]    # replayed together on the new one
+    finally:
+        ds.close()
