@@ -91,7 +91,16 @@ def _above_stdio(fd: int) -> int:
 
 def _open_file(path: str, owner: Optional[tuple[int, int]]) -> int:
     created = not os.path.exists(path)
-    fd = _above_stdio(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640))
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        fd = _above_stdio(os.open(path, flags, 0o640))
+    except PermissionError:
+        if owner is None or os.geteuid() != 0 or owner[0] < 0:
+            raise
+        # root without CAP_DAC_OVERRIDE (the packaged unit's bounding set)
+        # cannot write into a log directory that belongs to the drop user:
+        # open it as that user, who will own the file anyway
+        fd = _above_stdio(_open_as(path, flags, owner))
     if owner is not None and os.geteuid() == 0:
         uid, gid = owner
         st = os.fstat(fd)
@@ -101,6 +110,21 @@ def _open_file(path: str, owner: Optional[tuple[int, int]]) -> int:
             if not st.st_mode & stat.S_IWUSR:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
     return fd
+
+
+def _open_as(path: str, flags: int, owner: tuple[int, int]) -> int:
+    """os.open with the effective ids of `owner` for the call (the master is
+    single-threaded while it opens its logs)."""
+    uid, gid = owner
+    os.setegid(gid if gid >= 0 else os.getegid())
+    try:
+        os.seteuid(uid)
+        try:
+            return os.open(path, flags, 0o640)
+        finally:
+            os.seteuid(0)
+    finally:
+        os.setegid(0)
 
 
 def _syslog_socket(path: str, fd: Optional[int] = None) -> int:

@@ -406,6 +406,16 @@ def test_deb_install_run_upgrade_remove_purge(deb, downstream, tmp_path):
         assert (status_code, body) == (200, b"/packaged/hello"), logtext()
         req = downstream.requests[-1]
         assert req.target == "/packaged/hello"
+        # the shipped access log, opened at start-up in the rproxy user's
+        # directory by a root without CAP_DAC_OVERRIDE
+        access = Path("/var/log/rproxy/access.log")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and b"/packaged/hello" not in (
+                access.read_bytes() if access.exists() else b""):
+            time.sleep(0.05)
+        assert re.search(r'^127\.0\.0\.1 - - \[[^]]+\] "GET /packaged/hello HTTP/1\.1" 200 15 "-" "[^"]*"$',
+                         access.read_text(), re.M), access.read_text()
+        assert access.stat().st_uid == uid_before
 
         if installed_directive_active("user"):
             assert {w.uids().effective for w in proc.children()} == {uid_before}

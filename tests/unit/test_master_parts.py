@@ -336,3 +336,37 @@ def _wait(predicate, what, timeout=15.0):
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.02)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_without_dac_override_opens_logs_as_their_owner():
+    """Under the packaged unit root lacks CAP_DAC_OVERRIDE: a log directory
+    owned by the drop user is closed to it, so the file is opened as that
+    user (and belongs to it)."""
+    import pwd
+    import subprocess
+    import sys
+
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    d = pathlib.Path(tempfile.mkdtemp(prefix="rproxy-logs-"))    # a path nobody can reach
+    os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(d, 0o2750)
+    code = f"""
+import os
+from rproxy.master import logfiles
+try:
+    os.open({str(d / 'x.log')!r}, os.O_WRONLY | os.O_CREAT, 0o640)
+    print("plain open worked")
+except PermissionError:
+    print("plain open refused")
+fd = logfiles._open_file({str(d / 'a.log')!r}, ({nobody.pw_uid}, {nobody.pw_gid}))
+st = os.fstat(fd)
+print(st.st_uid, os.geteuid(), os.getegid())
+"""
+    r = subprocess.run(["setpriv", "--bounding-set=-all,+setuid,+setgid,+chown", "--inh-caps=-all",
+                        sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=30)
+    shutil.rmtree(d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["plain open refused", f"{nobody.pw_uid} 0 0"], r.stdout
