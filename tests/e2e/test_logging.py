@@ -68,6 +68,18 @@ server {{
 """
 
 
+def one_x(port, ds_port, log, top, fmt="{URI}", ds_extra=""):
+    """A 1.x server with an access log (`top`: the top-level directives)."""
+    return f"""{top}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{fmt}" }} }}
+    downstream {{ addr = 127.0.0.1  port = {ds_port}  {ds_extra} }}
+}}
+"""
+
+
 def test_every_token_against_a_known_exchange(start_rproxy, port, tmp_path):
     peers = []
 
@@ -667,18 +679,10 @@ def _load(port, stop, sent, errors, prefix):
 
 def test_reopen_after_rename_under_load_loses_no_line(start_rproxy, downstream, port, tmp_path):
     log, err, pid = tmp_path / "access.log", tmp_path / "error.log", tmp_path / "rproxy.pid"
-    conf = f"""
-workers = 2
+    conf = one_x(port, downstream.port, log, f"""workers = 2
 pidfile = {pid}
 error-log = file:{err}
-access-log-flush = 50ms
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{URI}} {{STATUS}}" }} }}
-    downstream {{ addr = 127.0.0.1  port = {downstream.port}  connections = 8 }}
-}}
-"""
+access-log-flush = 50ms""", fmt="{URI} {STATUS}", ds_extra="connections = 8")
     p = start_rproxy(conf, port, check_quiet=False)
     errors, sent, stop = [], {}, threading.Event()
     threads = [threading.Thread(target=_load, args=(port, stop, sent, errors, f"t{k}")) for k in range(4)]
@@ -718,17 +722,9 @@ server {{
 
 def test_graceful_stop_and_reload_lose_no_line(start_rproxy, downstream, port, tmp_path):
     log = tmp_path / "access.log"
-    conf = f"""
-workers = 1
+    conf = one_x(port, downstream.port, log, """workers = 1
 access-log-flush = 60s
-access-log-buffer = 1m
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{URI}}" }} }}
-    downstream {{ addr = 127.0.0.1  port = {downstream.port} }}
-}}
-"""
+access-log-buffer = 1m""")
     p = start_rproxy(conf, port, check_quiet=False)
     for i in range(50):
         request(port, f"GET /before/{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
@@ -762,18 +758,10 @@ def test_the_shipped_logrotate_snippet_rotates_without_losing_a_line(start_rprox
         assert old in snippet
         snippet = snippet.replace(old, new)
     (tmp_path / "logrotate.conf").write_text(snippet)
-    conf = f"""
-workers = 2
+    conf = one_x(port, downstream.port, log, f"""workers = 2
 pidfile = {pid}
 error-log = file:{err}
-access-log-flush = 20ms
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{URI}}" }} }}
-    downstream {{ addr = 127.0.0.1  port = {downstream.port} }}
-}}
-"""
+access-log-flush = 20ms""")
     p = start_rproxy(conf, port, check_quiet=False)
     for i in range(20):
         request(port, f"GET /before/{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
@@ -807,19 +795,11 @@ def test_log_files_belong_to_the_drop_user_and_reopen_works_after_the_drop(start
     os.chown(logdir, nobody.pw_uid, nobody.pw_gid)     # the log directory is the user's
     log, err, pid = logdir / "access.log", logdir / "error.log", top / "rproxy.pid"
     err.write_text("")                                 # exists, root's: handed over at start-up
-    conf = f"""
-workers = 1
+    conf = one_x(port, downstream.port, log, f"""workers = 1
 user = nobody
 pidfile = {pid}
 error-log = file:{err}
-access-log-flush = 20ms
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{URI}}" }} }}
-    downstream {{ addr = 127.0.0.1  port = {downstream.port} }}
-}}
-"""
+access-log-flush = 20ms""")
     try:
         p = start_rproxy(conf, port, check_quiet=False)
         assert os.stat(log).st_uid == nobody.pw_uid and os.stat(err).st_uid == nobody.pw_uid
