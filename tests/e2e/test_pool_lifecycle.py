@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support.confs import one_downstream
+from support.confs import named_downstreams, one_downstream
 from support.downstream import Downstream
 from support.proc import request
 
@@ -38,6 +38,11 @@ def wait_log(p, text, timeout=10.0):
             return p.read_log()
         time.sleep(0.05)
     raise AssertionError(f"{text!r} not in the log:\n{p.read_log()[-2000:]}")
+
+
+def reset_connection(s):
+    """Close with an RST (SO_LINGER 0), as a crashing server would."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
 
 def conn_ids(ds, prefix):
@@ -69,15 +74,7 @@ def test_unix_socket_downstream(start_rproxy, port, tmp_path):
     path = str(tmp_path / "app.sock")
     ds = Downstream(host=f"unix:{path}")
     try:
-        p = start_rproxy(f"""
-workers = 1
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    downstream app {{ addr = "unix:{path}"  connections = 2 }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ app }} }} }}
-}}
-""", port)
+        p = start_rproxy(named_downstreams(port, {"app": f'addr = "unix:{path}"  connections = 2'}), port)
         results = keepalive_gets(p.port, ["/u1", "/u2", "/u3"])
         assert results == [(200, b"/u1"), (200, b"/u2"), (200, b"/u3")]
         assert conn_ids(ds, "/u")
@@ -135,21 +132,14 @@ def test_failing_downstream_is_ejected_and_its_requests_replayed(start_rproxy, p
     the replays, so every client sees 200; after 3 failures in a row b is
     ejected and stops being picked."""
     def reset(req, s):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        reset_connection(s)
         return False
 
     a, b = Downstream(), Downstream(handler=reset)
     try:
-        p = start_rproxy(f"""
-workers = 1
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    downstream a {{ addr = 127.0.0.1  port = {a.port}  connections = 2 }}
-    downstream b {{ addr = 127.0.0.1  port = {b.port}  connections = 2  retry = 20ms }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ a, b }}  lb-method = roundrobin }} }}
-}}
-""", port)
+        p = start_rproxy(named_downstreams(port, {
+            "a": f"addr = 127.0.0.1  port = {a.port}  connections = 2",
+            "b": f"addr = 127.0.0.1  port = {b.port}  connections = 2  retry = 20ms"}, lb="roundrobin"), port)
         statuses = [get(p.port, f"/e{i}")[0] for i in range(30)]
         assert statuses == [200] * 30
         log = wait_log(p, "ejected for 5000 ms after 3 failures in a row")
@@ -166,16 +156,9 @@ def test_enabled_false_on_reload_takes_a_downstream_out(start_rproxy, port):
     a, b = Downstream(), Downstream()
 
     def conf(b_enabled):
-        return f"""
-workers = 1
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    downstream a {{ addr = 127.0.0.1  port = {a.port}  connections = 2 }}
-    downstream b {{ addr = 127.0.0.1  port = {b.port}  connections = 2  enabled = {b_enabled} }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ a, b }}  lb-method = roundrobin }} }}
-}}
-"""
+        return named_downstreams(port, {
+            "a": f"addr = 127.0.0.1  port = {a.port}  connections = 2",
+            "b": f"addr = 127.0.0.1  port = {b.port}  connections = 2  enabled = {b_enabled}"}, lb="roundrobin")
     try:
         p = start_rproxy(conf("true"), port)
         assert [get(p.port, f"/before{i}")[0] for i in range(10)] == [200] * 10
@@ -205,7 +188,7 @@ def test_single_downstream_resetting_a_fresh_connection_is_retried_on_a_newer_on
     def reset_first(req, s):
         seen.append(req.conn_id)
         if len(seen) == 1:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            reset_connection(s)
             return False
         return Downstream.default_handler(req, s)
 

@@ -7,23 +7,14 @@ import random
 import socket
 import time
 
+from support.confs import named_downstreams
 from support.downstream import Downstream
 from support.proc import read_response, request
 
 
 def conf(port, ds_ports, connections=2, workers=1, lb="roundrobin"):
-    dss = "\n".join(f"downstream d{i} {{ addr = 127.0.0.1  port = {p}  connections = {connections} }}"
-                    for i, p in enumerate(ds_ports))
-    names = ", ".join(f"d{i}" for i in range(len(ds_ports)))
-    return f"""
-workers = {workers}
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    {dss}
-    vhost "*" {{ rule all {{ uri-gmatch = "*"  downstreams = {{ {names} }}  lb-method = {lb} }} }}
-}}
-"""
+    return named_downstreams(port, {f"d{i}": f"addr = 127.0.0.1  port = {p}  connections = {connections}"
+                                    for i, p in enumerate(ds_ports)}, lb=lb, workers=workers)
 
 
 def test_downstream_closing_idle_connections_never_shows_a_502(start_rproxy, port):

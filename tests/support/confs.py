@@ -23,3 +23,21 @@ server {{
 def one_downstream(port, ds_port, *, workers=1, main="", **server):
     """A whole config: top-level `workers` and `main`, then server_block()."""
     return f"workers = {workers}\n{main}\n" + server_block(port, ds_port, **server)
+
+
+def named_downstreams(port, downstreams, *, lb=None, workers=1, main="", server_extra=""):
+    """A 2.x server: named downstreams ({name: "addr = ... port = ..."}) and
+    one catch-all vhost whose one rule uses them all, in that order."""
+    blocks = "\n".join(f"    downstream {name} {{ {body} }}" for name, body in downstreams.items())
+    names = ", ".join(downstreams)
+    method = f"  lb-method = {lb}" if lb else ""
+    return f"""workers = {workers}
+{main}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    {server_extra}
+{blocks}
+    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ {names} }}{method} }} }}
+}}
+"""
