@@ -103,7 +103,8 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                          connect_timeout=ds.connect_timeout, read_timeout=ds.read_timeout,
                          write_timeout=ds.write_timeout, idle_timeout=ds.idle_timeout,
                          max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight,
-                         max_age=ds.max_age, high_watermark=ds.high_watermark, pipeline=ds.pipeline)
+                         max_age=ds.max_age, high_watermark=ds.high_watermark, pipeline=ds.pipeline,
+                         max_fails=ds.max_fails, fail_timeout=ds.fail_timeout)
         if ds.health_check is not None:
             hc = ds.health_check
             w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)

@@ -600,6 +600,10 @@ TABLE: tuple[Directive, ...] = (
        lo=0, origin="rproxy"),
     _d("max-age", DOWNSTREAM, "duration", 0.0, "age at which a connection is replaced (0 = unlimited)", origin="rproxy"),
     _d("weight", DOWNSTREAM, "int", 1, "relative share of requests", lo=1, hi=1000, origin="rproxy"),
+    _d("max-fails", DOWNSTREAM, "int", 3, "failed exchanges in a row (refused, reset, timed out, "
+       "malformed) after which the downstream is ejected (0 = never)", lo=0, hi=1000, origin="rproxy"),
+    _d("fail-timeout", DOWNSTREAM, "duration", 5.0, "how long an ejection lasts; doubled while the "
+       "downstream keeps failing, up to 12 times this", origin="rproxy"),
     _d("pipeline", DOWNSTREAM, "int", 1, "requests in flight per connection once none is idle (only "
        "idempotent ones without a body; those behind a failed response are replayed once)",
        lo=1, hi=64, origin="rproxy"),

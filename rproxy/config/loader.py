@@ -238,6 +238,7 @@ class _Normaliser:
             read_timeout=opt(b, "read-timeout"), write_timeout=opt(b, "write-timeout"),
             connect_timeout=opt(b, "connect-timeout"), retry=retry, idle_timeout=opt(b, "idle-timeout"),
             max_requests=opt(b, "max-requests"), max_age=opt(b, "max-age"), weight=opt(b, "weight"),
+            max_fails=opt(b, "max-fails"), fail_timeout=opt(b, "fail-timeout"),
             pipeline=opt(b, "pipeline"), health_check=hc, tls=bool(opt(b, "tls") or (ssl and ssl.enabled)),
             ssl=ssl, tls_name=opt(b, "tls-name"), pos=b.pos)
 

@@ -144,6 +144,8 @@ class Downstream:
     max_requests: int = 0                # per connection, 0 = unlimited
     max_age: float = 0.0                 # per connection, 0 = unlimited
     weight: int = 1
+    max_fails: int = 3                   # failed exchanges in a row before ejection (0 = never)
+    fail_timeout: float = 5.0            # first ejection; doubles while failing, up to 12x
     pipeline: int = 1                    # requests in flight per connection (idempotent only)
     health_check: Optional[HealthCheck] = None
     tls: bool = False

@@ -151,9 +151,10 @@ def _downstream(o: _Out, d: Downstream, title) -> None:
     if not d.addr.startswith("unix:"):
         o.set("port", str(d.port))
     o.set("enabled", _bool(d.enabled))
-    for name in ("connections", "high-watermark", "max-requests", "weight", "pipeline"):
+    for name in ("connections", "high-watermark", "max-requests", "weight", "max-fails", "pipeline"):
         o.set(name, str(getattr(d, name.replace("-", "_"))))
-    for name in ("read-timeout", "write-timeout", "connect-timeout", "retry", "idle-timeout", "max-age"):
+    for name in ("read-timeout", "write-timeout", "connect-timeout", "retry", "idle-timeout", "max-age",
+                 "fail-timeout"):
         o.set(name, duration(getattr(d, name.replace("-", "_"))))
     o.set("tls", _bool(d.tls))
     if d.tls_name is not None:

@@ -363,6 +363,7 @@ cdef struct DownstreamRt:
     uint32_t max_requests
     uint32_t high_watermark # request direction: client body bytes read at a time (0 = buffer)
     int max_fails           # consecutive failed exchanges before ejection
+    int64_t fail_timeout_ms # first ejection; doubled while failing, up to 12x
     int pipeline            # requests in flight per connection (1: no pipelining)
     int fails_in_row
     int ejections           # consecutive ejections (doubles the next one)

@@ -257,16 +257,17 @@ cdef void dc_abandon(DConn* dc) noexcept nogil:
 
 cdef void ds_exchange_failed(DownstreamRt* ds) noexcept nogil:
     """Passive health: after max-fails failed exchanges in a row the
-    downstream is ejected (not picked) for 5 s, doubling up to 60 s while it
-    keeps failing; its first success clears the count."""
+    downstream is ejected (not picked) for fail-timeout (5 s), doubling up
+    to 12 times that (60 s) while it keeps failing; its first success clears
+    the count."""
     cdef int64_t ms
     ds.fails_in_row += 1
     if ds.max_fails > 0 and ds.fails_in_row >= ds.max_fails and ds.eject_until <= g_now:
-        ms = 5000
+        ms = ds.fail_timeout_ms
         for _ in range(min(ds.ejections, 4)):
             ms *= 2
-        if ms > 60000:
-            ms = 60000
+        if ms > 12 * ds.fail_timeout_ms:
+            ms = 12 * ds.fail_timeout_ms
         ds.ejections += 1
         ds.eject_until = g_now + ms
         rp_elog(ds_errfd(ds), 3, "downstream %s (%s) ejected for %lld ms after %d failures in a row",

@@ -254,7 +254,7 @@ cdef class Worker:
     def set_downstream(self, int index, str name, str label, int family, bytes sockaddr, *,
                        int connections, retry, connect_timeout, read_timeout, write_timeout,
                        idle_timeout, int max_requests, bint enabled, int weight, max_age=0.0,
-                       int max_fails=3, int high_watermark=0, int pipeline=1):
+                       int max_fails=3, fail_timeout=5.0, int high_watermark=0, int pipeline=1):
         cdef DownstreamRt* d = &g_downstreams[index]
         d.index = index
         _copy_cstr(d.name, 64, name.encode())
@@ -274,6 +274,7 @@ cdef class Worker:
         d.max_age_ms = _ms(max_age)
         d.high_watermark = high_watermark
         d.max_fails = max_fails
+        d.fail_timeout_ms = max(_ms(fail_timeout), 1)
         d.pipeline = max(pipeline, 1)
         d.enabled = enabled
         d.weight = max(weight, 1)

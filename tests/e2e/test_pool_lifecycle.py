@@ -206,3 +206,35 @@ def test_single_downstream_resetting_a_fresh_connection_is_retried_on_a_newer_on
         assert "retrying the request on another connection" in p.read_log()
     finally:
         ds.close()
+
+
+@pytest.mark.parametrize("max_fails, fail_timeout", [(0, "5s"), (2, "300ms")])
+def test_max_fails_and_fail_timeout(start_rproxy, port, max_fails, fail_timeout):
+    """max-fails = 0 never ejects (every other request still meets b and is
+    replayed on a); max-fails = 2 ejects after two, for fail-timeout, after
+    which b is tried again."""
+    def reset(req, s):
+        reset_connection(s)
+        return False
+
+    a, b = Downstream(), Downstream(handler=reset)
+    try:
+        p = start_rproxy(named_downstreams(port, {
+            "a": f"addr = 127.0.0.1  port = {a.port}  connections = 2",
+            "b": f"addr = 127.0.0.1  port = {b.port}  connections = 2  retry = 20ms  "
+                 f"max-fails = {max_fails}  fail-timeout = {fail_timeout}"}, lb="roundrobin"), port)
+        statuses = [get(p.port, f"/f{i}")[0] for i in range(20)]
+        assert statuses == [200] * 20
+        if max_fails == 0:
+            assert "ejected" not in p.read_log()
+            assert len(conn_ids(b, "/f")) >= 8          # roundrobin keeps sending b its share
+        else:
+            wait_log(p, "downstream b (127.0.0.1:%d) ejected for 300 ms after 2 failures in a row" % b.port)
+            tried = len(conn_ids(b, "/f"))
+            assert 2 <= tried <= 4, tried
+            time.sleep(0.5)                             # the ejection is over: b is tried again
+            assert [get(p.port, f"/g{i}")[0] for i in range(4)] == [200] * 4
+            assert conn_ids(b, "/g")
+    finally:
+        a.close()
+        b.close()

@@ -88,7 +88,7 @@ ACTIVE = {
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
               "lb-method rewrite headers downstream vhost logging ssl",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
-                  "idle-timeout max-requests max-age weight pipeline health-check ssl tls tls-name",
+                  "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name",
     D.RETRY: "seconds useconds",
     D.HEALTH: "path interval timeout rise fall",
     D.REWRITE: "src dst",
