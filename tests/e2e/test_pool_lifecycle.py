@@ -127,29 +127,39 @@ def test_connect_timeout(start_rproxy, port):
         ls.close()
 
 
-def test_failing_downstream_is_ejected_and_its_requests_replayed(start_rproxy, port):
-    """b accepts and resets every request; the rule's other downstream takes
-    the replays, so every client sees 200; after 3 failures in a row b is
-    ejected and stops being picked."""
+@pytest.fixture
+def good_and_resetting():
+    """Two downstreams: a answers, b accepts and resets every request."""
     def reset(req, s):
         reset_connection(s)
         return False
 
     a, b = Downstream(), Downstream(handler=reset)
-    try:
-        p = start_rproxy(named_downstreams(port, {
-            "a": f"addr = 127.0.0.1  port = {a.port}  connections = 2",
-            "b": f"addr = 127.0.0.1  port = {b.port}  connections = 2  retry = 20ms"}, lb="roundrobin"), port)
-        statuses = [get(p.port, f"/e{i}")[0] for i in range(30)]
-        assert statuses == [200] * 30
-        log = wait_log(p, "ejected for 5000 ms after 3 failures in a row")
-        assert "downstream b" in log
-        tried_on_b = len(conn_ids(b, "/e"))
-        assert 3 <= tried_on_b <= 6, tried_on_b        # ejected after 3; roundrobin would send 15
-        assert len(conn_ids(a, "/e")) == 30             # every request answered by a
-    finally:
-        a.close()
-        b.close()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def proxy_over(start_rproxy, port, a, b, b_extra=""):
+    return start_rproxy(named_downstreams(port, {
+        "a": f"addr = 127.0.0.1  port = {a.port}  connections = 2",
+        "b": f"addr = 127.0.0.1  port = {b.port}  connections = 2  retry = 20ms  {b_extra}"},
+        lb="roundrobin"), port)
+
+
+def test_failing_downstream_is_ejected_and_its_requests_replayed(start_rproxy, port, good_and_resetting):
+    """b resets every request; the rule's other downstream takes the
+    replays, so every client sees 200; after 3 failures in a row (the
+    default max-fails) b is ejected and stops being picked."""
+    a, b = good_and_resetting
+    p = proxy_over(start_rproxy, port, a, b)
+    statuses = [get(p.port, f"/e{i}")[0] for i in range(30)]
+    assert statuses == [200] * 30
+    log = wait_log(p, "ejected for 5000 ms after 3 failures in a row")
+    assert "downstream b" in log
+    tried_on_b = len(conn_ids(b, "/e"))
+    assert 3 <= tried_on_b <= 6, tried_on_b        # ejected after 3; roundrobin would send 15
+    assert len(conn_ids(a, "/e")) == 30             # every request answered by a
 
 
 def test_enabled_false_on_reload_takes_a_downstream_out(start_rproxy, port):
@@ -209,32 +219,21 @@ def test_single_downstream_resetting_a_fresh_connection_is_retried_on_a_newer_on
 
 
 @pytest.mark.parametrize("max_fails, fail_timeout", [(0, "5s"), (2, "300ms")])
-def test_max_fails_and_fail_timeout(start_rproxy, port, max_fails, fail_timeout):
+def test_max_fails_and_fail_timeout(start_rproxy, port, good_and_resetting, max_fails, fail_timeout):
     """max-fails = 0 never ejects (every other request still meets b and is
     replayed on a); max-fails = 2 ejects after two, for fail-timeout, after
     which b is tried again."""
-    def reset(req, s):
-        reset_connection(s)
-        return False
-
-    a, b = Downstream(), Downstream(handler=reset)
-    try:
-        p = start_rproxy(named_downstreams(port, {
-            "a": f"addr = 127.0.0.1  port = {a.port}  connections = 2",
-            "b": f"addr = 127.0.0.1  port = {b.port}  connections = 2  retry = 20ms  "
-                 f"max-fails = {max_fails}  fail-timeout = {fail_timeout}"}, lb="roundrobin"), port)
-        statuses = [get(p.port, f"/f{i}")[0] for i in range(20)]
-        assert statuses == [200] * 20
-        if max_fails == 0:
-            assert "ejected" not in p.read_log()
-            assert len(conn_ids(b, "/f")) >= 8          # roundrobin keeps sending b its share
-        else:
-            wait_log(p, "downstream b (127.0.0.1:%d) ejected for 300 ms after 2 failures in a row" % b.port)
-            tried = len(conn_ids(b, "/f"))
-            assert 2 <= tried <= 4, tried
-            time.sleep(0.5)                             # the ejection is over: b is tried again
-            assert [get(p.port, f"/g{i}")[0] for i in range(4)] == [200] * 4
-            assert conn_ids(b, "/g")
-    finally:
-        a.close()
-        b.close()
+    a, b = good_and_resetting
+    p = proxy_over(start_rproxy, port, a, b, f"max-fails = {max_fails}  fail-timeout = {fail_timeout}")
+    statuses = [get(p.port, f"/f{i}")[0] for i in range(20)]
+    assert statuses == [200] * 20
+    if max_fails == 0:
+        assert "ejected" not in p.read_log()
+        assert len(conn_ids(b, "/f")) >= 8          # roundrobin keeps sending b its share
+    else:
+        wait_log(p, "downstream b (127.0.0.1:%d) ejected for 300 ms after 2 failures in a row" % b.port)
+        tried = len(conn_ids(b, "/f"))
+        assert 2 <= tried <= 4, tried
+        time.sleep(0.5)                             # the ejection is over: b is tried again
+        assert [get(p.port, f"/g{i}")[0] for i in range(4)] == [200] * 4
+        assert conn_ids(b, "/g")
