@@ -37,7 +37,7 @@ cdef int lb_choose(RuleRt* r) noexcept nogil:
                 return i
         return -1
     if r.lb == LB_ROUNDROBIN:
-        if r.rr_cur != NULL and not same_weights(r):
+        if r.rr_cur != NULL:
             return swrr_choose(r)
         for k in range(n):
             i = (r.rr_next + k) % n
@@ -87,12 +87,17 @@ cdef int lb_choose(RuleRt* r) noexcept nogil:
     return best
 
 
-cdef bint same_weights(RuleRt* r) noexcept nogil:
+cdef int rule_rr_setup(RuleRt* r) noexcept nogil:
+    """Once, when the rule is built (its downstreams' weights known): the
+    smooth weighted round-robin state, only when the weights differ (equal
+    weights take the plain rotation).  -1: out of memory."""
     cdef int i
+    r.rr_cur = NULL
     for i in range(1, r.nds):
         if r.dss[i].weight != r.dss[0].weight:
-            return False
-    return True
+            r.rr_cur = <int64_t*>calloc(r.nds, sizeof(int64_t))
+            return 0 if r.rr_cur != NULL else -1
+    return 0
 
 
 cdef int swrr_choose(RuleRt* r) noexcept nogil:
@@ -223,11 +228,6 @@ cdef DConn* replay_recent(Exchange* x) noexcept nogil:
                 return dc
             dc = dc.inext
     return NULL
-
-
-cdef inline bint dc_alive_now(DConn* dc) noexcept nogil:
-    """Not closed by its downstream, checked with a peek whatever its age."""
-    return not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN
 
 
 cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:

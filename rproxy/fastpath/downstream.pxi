@@ -51,15 +51,17 @@ cdef bint dc_alive(DConn* dc) noexcept nogil:
     it; a connection idle for over 250 ms is also peeked at, since that is
     where a downstream's keep-alive timeout strikes (a hot connection is
     not: under load the syscall would cost every request)."""
-    cdef ssize_t n
-    if dc.flags & DF_RDHUP:
-        return False
     if dc.ds.max_age_ms and g_now - dc.connected_at >= dc.ds.max_age_ms:
         return False                # aged out while idle: replace rather than use
     if g_now - dc.idle_since < 250:
-        return True
-    n = conn_peek(dc.h.fd, dc.tls)
-    return n < 0 and errno == EAGAIN
+        return not (dc.flags & DF_RDHUP)
+    return dc_alive_now(dc)
+
+
+cdef bint dc_alive_now(DConn* dc) noexcept nogil:
+    """Not closed by its downstream, checked with a peek whatever its age
+    (a replay's candidates: the request's last chance)."""
+    return not (dc.flags & DF_RDHUP) and conn_peek(dc.h.fd, dc.tls) < 0 and errno == EAGAIN
 
 
 cdef DConn* idle_pop(DownstreamRt* ds) noexcept nogil:

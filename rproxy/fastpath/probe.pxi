@@ -353,14 +353,12 @@ def lb_sequence(str method, list downstreams, int picks, bint hold=False, uint64
     cdef int n = len(downstreams)
     cdef DownstreamRt* dss = <DownstreamRt*>calloc(max(n, 1), sizeof(DownstreamRt))
     cdef DownstreamRt** ptrs = <DownstreamRt**>calloc(max(n, 1), sizeof(DownstreamRt*))
-    cdef int64_t* cur = <int64_t*>calloc(max(n, 1), sizeof(int64_t))
     cdef int i, k
     global g_rand_state, g_ignore_ejection
     memset(&r, 0, sizeof(RuleRt))
     r.lb = _lb_code(method)
     r.dss = ptrs
     r.nds = n
-    r.rr_cur = cur
     clock_update()
     if seed:
         g_rand_state = seed
@@ -377,6 +375,8 @@ def lb_sequence(str method, list downstreams, int picks, bint hold=False, uint64
         if spec.get("ejected", False):
             dss[i].eject_until = g_now + 60000
         ptrs[i] = &dss[i]
+    if rule_rr_setup(&r) != 0:
+        raise MemoryError()
     out = []
     g_ignore_ejection = all_ejected(&r)
     for k in range(picks):
@@ -387,7 +387,7 @@ def lb_sequence(str method, list downstreams, int picks, bint hold=False, uint64
     g_ignore_ejection = False
     free(dss)
     free(ptrs)
-    free(cur)
+    free(r.rr_cur)
     return out
 
 

@@ -234,9 +234,10 @@ cdef class Worker:
         _namelist(&r.redirect_filter, redirect_filter)
         r.nds = len(downstreams)
         r.dss = <DownstreamRt**>calloc(max(r.nds, 1), sizeof(DownstreamRt*))
-        r.rr_cur = <int64_t*>calloc(max(r.nds, 1), sizeof(int64_t))
         for i, d in enumerate(downstreams):
             r.dss[i] = &g_downstreams[<int>d]
+        if rule_rr_setup(r) != 0:
+            raise MemoryError()
         if r.match == M_REGEX:
             r.regex = <regex_t*>malloc(sizeof(regex_t))
             # captures are only needed when the match drives a rewrite
