@@ -20,7 +20,7 @@ def write(path: str, owner: Optional[tuple[int, int]] = None) -> None:
     """Write our pid to `path` atomically (temp file in the same directory,
     fsync, rename): a reader sees the old content or the whole new one.
 
-    `owner` (uid, gid): the user the master is about to become gets the
+    `owner` (uid or -1, gid): the user the master is about to become gets the
     file, so that at exit it can at least empty it when the directory is
     root's (systemd's RuntimeDirectory is, without User=)."""
     directory = os.path.dirname(os.path.abspath(path))

@@ -15,8 +15,6 @@ it the master never has root again:
 """
 from __future__ import annotations
 
-import os
-
 from .. import errorlog
 from ..config.model import Config
 from . import StartupError, daemon, logfiles, pidfile, privileges
@@ -62,8 +60,9 @@ def run_master(cfg: Config) -> int:
     # Reloads re-read them as the dropped user (privileges.unreadable_files
     # says which it cannot); log files are handed to that user so that it
     # can reopen them (logfiles.py).
+    # what the drop hands over: the log files and the pidfile (uid -1: only the group changes)
+    owner = None if identity is None else (-1 if identity.uid is None else identity.uid, identity.gid)
     try:
-        owner = None if identity is None else (-1 if identity.uid is None else identity.uid, identity.gid)
         logfiles.open_all(cfg, owner=owner)
     except logfiles.LogOpenError as e:
         errorlog.log("emerg", f"cannot open {e}")
@@ -84,8 +83,6 @@ def run_master(cfg: Config) -> int:
         arbiter.set_title()
         arbiter.install_signals()
         if cfg.pidfile:
-            owner = (identity.uid if identity.uid is not None else os.geteuid(), identity.gid) \
-                if identity is not None else None
             pidfile.write(cfg.pidfile, owner)
             pid_written = True
         elif cfg.daemonize:
