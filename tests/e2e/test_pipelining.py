@@ -149,6 +149,19 @@ def _three_in_flight(port, ds):
     return first, rest, cid
 
 
+def _three_answered(p, port, ds):
+    """Three requests in flight on one connection, the first released:
+    each client gets its own answer and none is a 502.  Returns the
+    connection id they were in flight on."""
+    first, rest, cid = _three_in_flight(port, ds)
+    ds.release("a")
+    assert answer(first) == (200, b"/hold/a")
+    assert answer(rest[0]) == (200, b"/p2")
+    assert answer(rest[1]) == (200, b"/p3")
+    assert "-> 502" not in p.read_log()
+    return cid
+
+
 def test_downstream_closing_after_the_first_response_replays_the_rest(start_rproxy, port):
     def handler(req, s):
         keep = Downstream.default_handler(req, s)
@@ -156,17 +169,12 @@ def test_downstream_closing_after_the_first_response_replays_the_rest(start_rpro
     ds = Downstream(handler=handler)
     try:
         p = start_rproxy(conf(port, ds.port, pipeline=4), port)
-        first, rest, cid = _three_in_flight(port, ds)
-        ds.release("a")
-        assert answer(first) == (200, b"/hold/a")
-        assert answer(rest[0]) == (200, b"/p2")
-        assert answer(rest[1]) == (200, b"/p3")
+        _three_answered(p, port, ds)
         # they were in flight on the connection that closed (wait_depth saw
         # them there, unanswered), and were answered on a new one
         assert ds.connections == 2
         for path in ("/p2", "/p3"):
             assert received(ds, path) == [2]
-        assert "-> 502" not in p.read_log()
     finally:
         ds.close()
 
@@ -190,14 +198,8 @@ def test_connection_close_response_sends_the_rest_elsewhere(start_rproxy, port):
     ds = Downstream(handler=_ending_response("connection-close"))
     try:
         p = start_rproxy(conf(port, ds.port, pipeline=4), port)
-        first, rest, cid = _three_in_flight(port, ds)
-        assert cid == 1
-        ds.release("a")
-        assert answer(first) == (200, b"/hold/a")
-        assert answer(rest[0]) == (200, b"/p2")
-        assert answer(rest[1]) == (200, b"/p3")
+        assert _three_answered(p, port, ds) == 1
         assert ds.connections == 2
-        assert "-> 502" not in p.read_log()
     finally:
         ds.close()
 
@@ -206,12 +208,7 @@ def test_close_delimited_response_sends_the_rest_elsewhere(start_rproxy, port):
     ds = Downstream(handler=_ending_response("close-delimited"))
     try:
         p = start_rproxy(conf(port, ds.port, pipeline=4), port)
-        first, rest, cid = _three_in_flight(port, ds)
-        ds.release("a")
-        assert answer(first) == (200, b"/hold/a")
-        assert answer(rest[0]) == (200, b"/p2")
-        assert answer(rest[1]) == (200, b"/p3")
-        assert "-> 502" not in p.read_log()
+        _three_answered(p, port, ds)
     finally:
         ds.close()
 
@@ -459,9 +456,7 @@ def test_every_pipelined_and_replayed_request_gets_its_access_log_line(start_rpr
         p = start_rproxy("access-log-flush = 20ms\n" + conf(port, ds.port, pipeline=4, extra="").replace(
             'vhost "*" {', f'logging {{ request {{ enabled = true  output = "file:{log}"  '
                            f'format = "{{URI}} {{STATUS}} {{DS_SPORT}}" }} }}\n    vhost "*" {{', 1), port)
-        first, rest, cid = _three_in_flight(port, ds)
-        ds.release("a")
-        assert [answer(s) for s in (first, *rest)] == [(200, b"/hold/a"), (200, b"/p2"), (200, b"/p3")]
+        _three_answered(p, port, ds)
         wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 3, "three log lines")
         time.sleep(0.1)                              # a fourth line, if any, would be flushed by now
         lines = sorted(log.read_text().splitlines())
