@@ -612,8 +612,7 @@ server {{
 }}
 """
     p = start_rproxy(conf, port, check_quiet=False)
-    # the master listens before it forks: wait for the worker to exist
-    worker, = [w.pid for w in wait_until(p.workers, what="the worker")]
+    worker, = [w.pid for w in p.workers()]
     request(port, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")     # warn: bad request (400)
     downstream.close()                                                        # error: downstream is down
     deadline = time.monotonic() + 10

@@ -61,6 +61,15 @@ class Rproxy:
                                      start_new_session=True, env=env)
         if wait and port is not None:
             wait_port(port, host, proc=self)
+            self._wait_for_a_worker()
+
+    def _wait_for_a_worker(self, timeout: float = 10.0) -> None:
+        """The master listens before it forks: a port that answers does not
+        mean a worker exists yet (tests read p.workers() right away).  Soft:
+        a master that exits or forks nothing is the test's to judge."""
+        deadline = time.monotonic() + timeout
+        while not self.workers() and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def poll(self):
         return self.proc.poll()
