@@ -194,6 +194,7 @@ cdef void redirect_connected(DConn* t) noexcept nogil:
     x.flags |= XF_RESP_STARTED      # from now on failures can only close
     xlog_relay(x)                   # the target's status, not the 377, is the client's
     xlog_redirected(x, t)           # and its address: {DS_ADDR}, {DS_SPORT}
+    xlog_keep_request(x, uc)        # tunnel bytes reuse the client's read buffer
     uc.state = U_TUNNEL
     uc.flags |= UF_READABLE
     timer_arm(&uc.timer, uc.srv.tunnel_timeout_ms)
