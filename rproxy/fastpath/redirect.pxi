@@ -156,10 +156,20 @@ cdef void redirect_start(DConn* dc, uint8_t* ss, socklen_t sl) noexcept nogil:
     w.end = w.p + hb.cap
     w.overflow = 0
     build_request_head(&w, uc, x, ds)
-    w.p -= 2                        # reopen the head before its final CRLF
-    w_put(&w, "X-Redirected-Via: ", 18)
-    w_str(&w, x.rule.name)
-    w_put(&w, "\r\n\r\n", 4)
+    if not w.overflow:
+        w.p -= 2                    # reopen the head before its final CRLF
+        w_put(&w, "X-Redirected-Via: ", 18)
+        w_str(&w, x.rule.name)
+        w_put(&w, "\r\n\r\n", 4)
+    if w.overflow:
+        # a truncated head must never be sent: the target would read the
+        # request's body as the rest of its head
+        rp_elog(x_errfd(x), 3, "internal redirect: the replayed request head does not fit a buffer")
+        x.dc = NULL
+        buf_put(hb)
+        tunnel_free(t)
+        uc_respond(uc, 502, False)
+        return
     t.out.hptr = bdata(hb)
     t.out.hlen = <uint32_t>(w.p - bdata(hb))
     t.out.hbuf = hb

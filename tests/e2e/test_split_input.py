@@ -330,3 +330,48 @@ def test_pipelined_trailers_after_large_body_do_not_crash_the_worker(start_rprox
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         c.sendall(b"GET /after HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         assert read_response(c)[:1] == (200,)
+
+
+# ---- heads re-emitted near the buffer's size ----------------------------------------
+
+def test_redirect_replay_never_sends_a_truncated_head(start_rproxy, port, downstream):
+    """An internal redirect re-emits the request head with one header more.
+    Heads sized around the buffer's limit are answered 431 (no room for the
+    first forward), 502 (no room for the replay: logged) or forwarded whole;
+    the redirect target never receives a cut head."""
+    mover = Downstream(handler=lambda req, s: s.sendall(
+        b"HTTP/1.1 377 X\r\nX-Internal-Redirect: 127.0.0.1:%d\r\nContent-Length: 0\r\n\r\n" % downstream.port)
+        or True)
+    conf = f"""
+workers = 1
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    max-header-size = 64k
+    max-request-line = 64k
+    downstream mover {{ addr = 127.0.0.1  port = {mover.port} }}
+    vhost "*" {{
+        rule moved {{ uri-prefix = "/"  downstreams = {{ mover }}  allow-redirect = true
+                     redirect-filter = {{ "127.0.0.1:*" }} }}
+    }}
+}}
+"""
+    seen = {}
+    try:
+        p = start_rproxy(conf, port, check_quiet=False)
+        for pad in range(32550, 32800, 3):
+            raw = b"GET /r HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * pad + b"\r\nConnection: close\r\n\r\n"
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(raw)
+                try:
+                    status = read_response(c)[0]
+                except ConnectionError:
+                    status = 0
+            seen.setdefault(status, []).append(pad)
+    finally:
+        mover.close()
+    assert downstream.errors == []
+    assert all(len(r.header("X-Pad") or "") in seen.get(200, []) for r in downstream.requests)
+    assert set(seen) <= {200, 431, 502, 0}, seen
+    assert 502 in seen and 431 in seen, seen
+    assert "replayed request head does not fit" in p.read_log()
