@@ -641,6 +641,9 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         w.end = w.p + hb.cap
         w.overflow = 0
         build_response_head(&w, dc, x, False)
+        if w.overflow:
+            buf_put(hb)             # interim heads are optional: drop one that would go out cut
+            return 0
         uc.out.hptr = bdata(hb)
         uc.out.hlen = <uint32_t>(w.p - bdata(hb))
         uc.out.hbuf = hb
