@@ -262,6 +262,17 @@ def test_h2c_upgrade_is_removed_and_the_request_goes_on_as_http11(rig):
     assert r.raw_head.startswith(b"GET /h2c HTTP/1.1\r\n")
     names = [k.lower() for k, _ in r.headers]
     assert "upgrade" not in names and "http2-settings" not in names and "connection" not in names
+    # with a body: llhttp is told it is no upgrade, so the body is read as one
+    # and the connection goes on
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        s.sendall(b"POST /h2c-body HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                  b"HTTP2-Settings: AAMA\r\nContent-Length: 5\r\n\r\nhello"
+                  b"GET /after-body HTTP/1.1\r\nHost: a\r\n\r\n")
+        st1, _, b1, buf = read_response(s)
+        st2, _, b2, _ = read_response(s, buf)
+    assert (st1, b1, st2, b2) == (200, b"/h2c-body", 200, b"/after-body")
+    r = [r for r in ds.requests if r.target == "/h2c-body"][0]
+    assert r.body == b"hello" and r.header("Upgrade") is None
     # HTTP2-Settings alone (not listed in Connection) is dropped too
     r = forwarded(rig, b"GET /s HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMA\r\n\r\n")
     assert r.header("HTTP2-Settings") is None
@@ -382,6 +393,8 @@ def test_malformed_transfer_encoding_from_a_downstream_is_502(start_rproxy, port
         assert b"hello" not in body
         log = wait_log(p, 0, reason)
         assert reason in log and "-> 502" in log, log
+        # the proxy carries on: the next request is answered (502 again, same downstream)
+        assert request(port, b"GET /r2 HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 502
     finally:
         ls.close()
 
