@@ -218,7 +218,7 @@ def test_valid_host_is_forwarded_unchanged(rig, host):
 
 def test_host_blanks_around_the_value_are_not_part_of_it(rig):
     r = forwarded(rig, b"GET /h HTTP/1.1\r\nHost: \t a.example  \r\n\r\n")
-    assert r.header_all("Host") == ["a.example"]
+    assert b"\r\nHost: a.example\r\n" in r.raw_head
 
 
 def test_absolute_form_authority_replaces_host(rig):
