@@ -1,7 +1,8 @@
 #!/bin/sh
 # The test command (CI runs exactly this): installs what the tests need from
 # nothing (Debian packages, then the project with its test extras into a
-# virtual environment), lints, then runs the whole suite.  Extra arguments go
+# virtual environment), then runs the whole suite, lint included
+# (tests/unit/test_lint.py: ruff and cython-lint).  Extra arguments go
 # to pytest.
 #   PYTHON=/path/to/python3   the Python to use (default: python3 on PATH).  One
 #                             that runs inside a virtual environment is installed
