@@ -52,7 +52,9 @@ sources_digest() {
 }
 
 install_current() {
-    [ -f "$_stamp" ] && [ -x "$VBIN/rproxy" ] && [ "$(cat "$_stamp")" = "$(sources_digest)" ]
+    [ -f "$_stamp" ] && [ -x "$VBIN/rproxy" ] && [ "$(cat "$_stamp")" = "$(sources_digest)" ] &&
+        # a regular install in the environment, not an editable one pointing here
+        "$VPY" -P -c 'import sys, rproxy; sys.exit(not rproxy.__file__.startswith(sys.prefix + "/"))' 2>/dev/null
 }
 
 mark_installing() {
