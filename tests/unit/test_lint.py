@@ -1,5 +1,5 @@
-"""Lint, as part of the test command: ruff over rproxy/, tests/ and
-benchmarks/ (pyflakes, syntax errors, invalid escapes: [tool.ruff] in
+"""Lint, as part of the test command: ruff over rproxy/, tests/, benchmarks/,
+setup.py and build/scripts/ (pyflakes, syntax errors, invalid escapes: [tool.ruff] in
 pyproject.toml) and cython-lint over the Cython sources ([tool.cython-lint]).
 Both are pinned in the `test` extras and run from the checkout these tests
 belong to."""
@@ -32,7 +32,8 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_ruff_finds_nothing():
-    r = run(tool("ruff"), "check", "--no-cache", "--output-format", "concise", "rproxy", "tests", "benchmarks")
+    r = run(tool("ruff"), "check", "--no-cache", "--output-format", "concise", "rproxy", "tests", "benchmarks",
+            "setup.py", "build/scripts")
     assert r.returncode == 0, f"ruff check (fix these, or `ruff check --fix`):\n{r.stdout}{r.stderr}"
 
 
