@@ -1,10 +1,17 @@
 #!/bin/sh
 # The test command (CI runs exactly this): installs what the tests need from
-# nothing (Debian packages, the project with its test extras), then runs the
-# whole suite.  Extra arguments go to pytest.
+# nothing (Debian packages, then the project with its test extras into a
+# virtual environment), then runs the whole suite, lint included
+# (tests/unit/test_lint.py: ruff and cython-lint).  Extra arguments go
+# to pytest.
+#   PYTHON=/path/to/python3   the Python to use (default: python3 on PATH).  One
+#                             that runs inside a virtual environment is installed
+#                             into as it is; any other gets ./.venv made from it
+#                             (a Debian system Python refuses global installs,
+#                             PEP 668): see scripts/venv.sh.
+#   RUN_TESTS_INSTALL_ONLY=1  stop after the install (tests/e2e/test_first_contact.py)
 set -eu
 cd "$(dirname "$0")"
-PY=${PYTHON:-python3}
 
 need=""
 for pkg in curl openssl nginx-light dpkg-dev debhelper dh-python python3-dev python3-venv python3-pip python3-lark python3-openssl python3-psutil python3-setproctitle adduser logrotate rpm rpmlint lintian; do
@@ -24,7 +31,20 @@ if [ -n "$need" ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 
+. ./scripts/venv.sh
+use_venv "${PYTHON:-python3}"
+PY=$VPY
 "$PY" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+mark_installing
 "$PY" -m pip install --quiet ".[test]"
-# run from tests' parent but against the installed package, not the source tree
-exec "$PY" -P -m pytest -q -p no:cacheprovider "$@" tests
+mark_installed
+if [ -n "${RUN_TESTS_INSTALL_ONLY:-}" ]; then
+    echo "run-tests: rproxy and the test tools installed in $VBIN; RUN_TESTS_INSTALL_ONLY is set, so no tests run"
+    exit 0
+fi
+
+# run from tests' parent but against the installed package, not the source
+# tree; a failure (or pytest's 5, "no tests ran") is the exit status in the end
+status=0
+"$PY" -P -m pytest -q -p no:cacheprovider "$@" tests || status=$?
+exit "$status"
