@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support.downstream import Downstream, _response
+from support.downstream import Downstream
 from support.proc import Rproxy, free_port, read_response, request
 from support.stats import assert_quiet
 
@@ -305,7 +305,7 @@ def test_transfer_encoding_chunked_and_expect_100_continue_still_pass(rig):
 # ---- underscores-in-headers = allow | reject -------------------------------------------------
 
 def test_underscores_allow_forwards_them_but_never_a_proxy_owned_spelling(start_rproxy, downstream, port):
-    p = start_rproxy(conf(port, downstream.port, "underscores-in-headers = allow"), port)
+    start_rproxy(conf(port, downstream.port, "underscores-in-headers = allow"), port)
     status, _, _ = request(port, b"GET /ua HTTP/1.1\r\nHost: a\r\nMy_Header: v\r\nX_SSL_Subject: /CN=forged\r\n"
                                  b"X_Forwarded_For: 6.6.6.6\r\nx_ssl_cipher: RC4\r\nContent_Length: 5\r\n"
                                  b"Transfer_Encoding: chunked\r\nX_Forwarded_Host: evil\r\n\r\n")
