@@ -20,7 +20,7 @@ from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
 from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers,
-                    HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Vhost,
+                    HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
 from .parser import Parsed, parse_file_collecting, parse_text_collecting
 
@@ -87,7 +87,15 @@ class _Normaliser:
             log_level=opt(main, "log-level"),
             access_log_buffer=opt(main, "access-log-buffer"),
             access_log_flush=opt(main, "access-log-flush"),
+            status=self.status(main.sub("status")[0]) if main.sub("status") else None,
+            reload_on_change=opt(main, "reload-on-change"),
         )
+
+    def status(self, b: Block) -> Status:
+        addr = opt(b, "addr")
+        if addr.startswith("unix:"):
+            self.error("the status listener takes an IPv4 or IPv6 address", b.pos_of("addr"))
+        return Status(addr=addr, port=opt(b, "port"), allow=tuple(opt(b, "allow")))
 
     def check_account(self, main: Block, key: str) -> None:
         name = main.get(key)

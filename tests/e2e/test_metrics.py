@@ -1,0 +1,239 @@
+"""Metrics: counters kept by the workers in a shared zone, summed and served
+by the master on the status listener (/metrics, /status)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from support.proc import free_port, request
+
+WORKERS = 2
+
+
+def conf(port, ds_port, status_port, *, workers=WORKERS, allow="127.0.0.1, ::1", extra_rule="", main=""):
+    return f"""workers = {workers}
+{main}
+status {{
+    addr = 127.0.0.1
+    port = {status_port}
+    allow = {{ {allow} }}
+}}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d1 {{ addr = 127.0.0.1  port = {ds_port}  connections = 2 }}
+    downstream dead {{ addr = 127.0.0.1  port = {free_port()}  connections = 1  retry = 5s }}
+    vhost "*" {{
+        default = true
+        rule api {{ uri-prefix = "/api/"  downstreams = {{ d1 }} }}
+        rule gone {{ uri-prefix = "/gone/"  downstreams = {{ dead }}  pending-timeout-placeholder }}
+        rule rest {{ uri-prefix = "/"  downstreams = {{ d1 }} }}
+        {extra_rule}
+    }}
+}}
+""".replace("  pending-timeout-placeholder", "")
+
+
+def http_get(port, path, host="127.0.0.1", timeout=10.0):
+    """(status, headers dict, body) of GET path on the status listener."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    assert int(headers["content-length"]) == len(body)
+    return status, headers, body
+
+
+def scrape(port) -> str:
+    status, headers, body = http_get(port, "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    return body.decode()
+
+
+def status_json(port) -> dict:
+    status, headers, body = http_get(port, "/status")
+    assert status == 200 and headers["content-type"] == "application/json"
+    return json.loads(body)
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+
+
+def samples(text: str) -> dict:
+    """{(name, frozenset(labels)): value} of a Prometheus text page."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, line
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def value(s: dict, name: str, **labels) -> float:
+    want = set(labels.items())
+    found = [v for (n, ls), v in s.items() if n == name and want <= set(ls)]
+    assert found, f"no sample {name} {labels}"
+    return sum(found)
+
+
+def wait_until(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def keepalive_gets(port, paths):
+    """GET each path on one connection; returns the statuses."""
+    from support.proc import read_response
+
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        buf = b""
+        for p in paths:
+            s.sendall(f"GET {p} HTTP/1.1\r\nHost: a.example\r\n\r\n".encode())
+            st, _, _, buf = read_response(s, buf)
+            out.append(st)
+    return out
+
+
+@pytest.fixture
+def proxy(start_rproxy, downstream, port):
+    sport = free_port()
+    p = start_rproxy(conf(port, downstream.port, sport), port, check_quiet=False)
+    p.status_port = sport
+    wait_until(lambda: status_json(sport)["process"]["workers"] == WORKERS, what="workers ready")
+    return p
+
+
+def test_exact_counts_after_a_known_workload(proxy, port):
+    """Requests from many connections land on both workers; the sum is exact."""
+    sport = proxy.status_port
+    srv = f"127.0.0.1:{port}"
+    accepted0 = value(samples(scrape(sport)), "rproxy_listener_accepted_total", server=srv)  # the start-up probe
+    # 40 connections x 3 requests: the kernel spreads them over the workers
+    for i in range(40):
+        assert keepalive_gets(port, ["/api/a", "/status/404", "/x"]) == [200, 404, 200]
+    # bytes: one request of known size
+    raw = b"GET /api/one HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"
+    st, _, body = request(port, raw)
+    assert st == 200
+    # requests with no route (400: no Host in HTTP/1.1)
+    for _ in range(3):
+        st, _, _ = request(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert st == 400
+    # the counters are written when each exchange ends: already there
+    s = samples(scrape(sport))
+    assert value(s, "rproxy_requests_total", server=srv, rule="api", code="2xx") == 41
+    assert value(s, "rproxy_requests_total", server=srv, rule="api") == 41
+    assert value(s, "rproxy_requests_total", server=srv, rule="rest", code="2xx") == 40
+    assert value(s, "rproxy_requests_total", server=srv, rule="rest", code="4xx") == 40
+    assert value(s, "rproxy_requests_total", server=srv, rule="", vhost="", code="4xx") == 3
+    assert value(s, "rproxy_downstream_responses_total", downstream="d1") == 121
+    assert value(s, "rproxy_downstream_request_duration_seconds_count", downstream="d1") == 121
+    assert value(s, "rproxy_downstream_first_byte_seconds_count", downstream="d1") == 121
+    assert value(s, "rproxy_downstream_request_duration_seconds_bucket", downstream="d1", le="+Inf") == 121
+    assert value(s, "rproxy_listener_accepted_total", server=srv) == accepted0 + 44
+    assert value(s, "rproxy_workers") == WORKERS
+    assert value(s, "rproxy_generation") == 1
+    # both workers took part (otherwise this test proves nothing about summing)
+    served = [w for w in status_json(sport)["workers"]]
+    assert len(served) == WORKERS
+    # bytes in: the exact request head of /api/one is in there
+    js = status_json(sport)
+    api = next(r for r in js["rules"] if r["rule"] == "api")
+    assert api["bytes_in"] == 40 * len(b"GET /api/a HTTP/1.1\r\nHost: a.example\r\n\r\n") + len(raw)
+    assert api["bytes_out"] > 0
+
+
+def test_promtool_accepts_the_metrics(proxy, port, tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian: prometheus) is not installed")
+    keepalive_gets(port, ["/api/a", "/x"])
+    text = scrape(proxy.status_port)
+    r = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    # every family has HELP and TYPE, and histograms have their +Inf bucket
+    for fam in ("rproxy_requests_total", "rproxy_downstream_first_byte_seconds",
+                "rproxy_downstream_connections", "rproxy_listener_tls_handshakes_total",
+                "rproxy_reloads_total", "rproxy_workers"):
+        assert f"# TYPE {fam} " in text
+
+
+def test_gauges_connections_and_health(proxy, port):
+    sport = proxy.status_port
+
+    def pool():
+        s = samples(scrape(sport))
+        return (value(s, "rproxy_downstream_connections", downstream="d1", state="idle"),
+                value(s, "rproxy_downstream_up", downstream="d1"),
+                value(s, "rproxy_downstream_up", downstream="dead"),
+                value(s, "rproxy_downstream_connect_failures_total", downstream="dead"))
+    # 2 connections per worker to d1; the dead one is refused in each worker
+    wait_until(lambda: pool() == (2 * WORKERS, 1, 0, pool()[3]) and pool()[3] >= WORKERS, what=f"gauges {pool()}")
+    # an open client connection shows while it is open
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        c.recv(1000)
+        wait_until(lambda: value(samples(scrape(sport)), "rproxy_listener_connections") == 1,
+                   what="one open connection")
+    wait_until(lambda: value(samples(scrape(sport)), "rproxy_listener_connections") == 0,
+               what="no open connection")
+
+
+def test_status_json_schema(proxy, port):
+    keepalive_gets(port, ["/api/a"])
+    js = status_json(proxy.status_port)
+    assert js["version"] == 1
+    assert set(js) >= {"version", "time", "process", "workers", "servers", "rules", "downstreams",
+                       "certificates"}
+    p = js["process"]
+    assert set(p) >= {"pid", "generation", "workers", "workers_configured", "worker_restarts", "reloads",
+                      "config_loaded_at", "started_at"}
+    assert p["pid"] == proxy.pid and p["workers_configured"] == WORKERS
+    for w in js["workers"]:
+        assert set(w) >= {"index", "pid", "generation", "clients", "pending", "heartbeat_age_seconds"}
+    for r in js["rules"]:
+        assert set(r) >= {"server", "vhost", "rule", "requests", "bytes_in", "bytes_out", "pending",
+                          "pending_timeouts", "pending_rejected"}
+        assert set(r["requests"]) == {"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
+    d1 = next(d for d in js["downstreams"] if d["downstream"] == "d1")
+    assert set(d1) >= {"server", "downstream", "rules", "up", "health_check", "connections", "in_flight",
+                       "pending", "rtt_seconds", "responses", "connect_failures", "replays", "ejections",
+                       "pending_timeouts", "request_duration_seconds", "first_byte_seconds"}
+    assert set(d1["connections"]) == {"idle", "busy", "connecting", "down"}
+    assert ["*", "api"] in d1["rules"] and ["*", "rest"] in d1["rules"]
+    h = d1["first_byte_seconds"]
+    assert h["count"] >= 1 and h["buckets"][-1][1] <= h["count"]
+    wait_until(lambda: next(d for d in status_json(proxy.status_port)["downstreams"]
+                            if d["downstream"] == "d1")["rtt_seconds"] is not None, what="an rtt sample")
+
+
+def test_other_paths_are_404(proxy):
+    st, _, body = http_get(proxy.status_port, "/nope")
+    assert st == 404
+    st, _, _ = http_get(proxy.status_port, "/metrics/x")
+    assert st == 404
