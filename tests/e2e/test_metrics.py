@@ -35,8 +35,8 @@ server {{
         default = true
         rule api {{ uri-prefix = "/api/"  downstreams = {{ d1 }} }}
         rule gone {{ uri-prefix = "/gone/"  downstreams = {{ dead }}  pending-timeout-placeholder }}
-        rule rest {{ uri-prefix = "/"  downstreams = {{ d1 }} }}
         {extra_rule}
+        rule rest {{ uri-prefix = "/"  downstreams = {{ d1 }} }}
     }}
 }}
 """.replace("  pending-timeout-placeholder", "")
@@ -237,3 +237,100 @@ def test_other_paths_are_404(proxy):
     assert st == 404
     st, _, _ = http_get(proxy.status_port, "/metrics/x")
     assert st == 404
+
+
+# ---- totals across worker deaths and reloads ---------------------------------------
+
+def total_requests(sport, rule=None) -> float:
+    s = samples(scrape(sport))
+    return value(s, "rproxy_requests_total", **({"rule": rule} if rule else {}))
+
+
+def test_counters_survive_a_killed_worker_and_reloads(proxy, port):
+    from support.master import wait_generation, wait_log
+
+    sport = proxy.status_port
+    for _ in range(10):
+        keepalive_gets(port, ["/api/a", "/x"])
+    assert total_requests(sport) == 20
+    # a worker killed outright: its slot is folded into the retired totals
+    victim = proxy.workers()[0]
+    victim.send_signal(signal.SIGKILL)
+    wait_log(proxy, "died (signal SIGKILL); starting a new one")
+    wait_until(lambda: status_json(sport)["process"]["workers"] == WORKERS
+               and victim.pid not in {w["pid"] for w in status_json(sport)["workers"]}, what="a respawn")
+    assert total_requests(sport) == 20
+    assert value(samples(scrape(sport)), "rproxy_worker_restarts_total") == 1
+    for _ in range(5):
+        keepalive_gets(port, ["/api/a"])
+    assert total_requests(sport) == 25
+    # a reload with the same configuration: a new generation, the same zone
+    proxy.signal(signal.SIGHUP)
+    wait_log(proxy, "reloaded ")
+    wait_generation(proxy.pid, 2, WORKERS)
+    wait_until(lambda: len(status_json(sport)["workers"]) == WORKERS, what="generation 1 gone")
+    assert total_requests(sport) == 25
+    for _ in range(5):
+        keepalive_gets(port, ["/api/a"])
+    assert total_requests(sport, "api") == 20
+    s = samples(scrape(sport))
+    assert value(s, "rproxy_generation") == 2
+    assert value(s, "rproxy_reloads_total", result="ok") == 1
+
+
+def test_a_reload_that_outgrows_the_zone_keeps_the_totals(start_rproxy, downstream, port):
+    """Enough new rules that a new zone is needed: the old zone's totals are
+    folded into it, by label, once its workers have drained."""
+    from support.master import wait_generation, wait_log
+
+    sport = free_port()
+    p = start_rproxy(conf(port, downstream.port, sport), port, check_quiet=False)
+    wait_until(lambda: status_json(sport)["process"]["workers"] == WORKERS, what="workers ready")
+    for _ in range(7):
+        keepalive_gets(port, ["/api/a", "/x"])
+    many = "\n".join(f'rule extra{i} {{ uri-prefix = "/extra{i}/"  downstreams = {{ d1 }} }}' for i in range(40))
+    with open(p.conf, "w") as f:
+        f.write(conf(port, downstream.port, sport, extra_rule=many))
+    p.signal(signal.SIGHUP)
+    wait_log(p, "reloaded ")
+    wait_generation(p.pid, 2, WORKERS)
+    wait_until(lambda: len(status_json(sport)["workers"]) == WORKERS, what="generation 1 gone")
+    assert total_requests(sport, "api") == 7
+    assert total_requests(sport, "rest") == 7
+    keepalive_gets(port, ["/extra39/x", "/api/b"])
+    assert total_requests(sport, "extra39") == 1
+    assert total_requests(sport, "api") == 8
+
+
+# ---- the allow list ------------------------------------------------------------------
+
+def test_allow_list_is_enforced(start_rproxy, downstream, port):
+    sport = free_port()
+    p = start_rproxy(conf(port, downstream.port, sport, allow="10.0.0.0/8"), port, check_quiet=False)
+    for path in ("/metrics", "/status", "/nope"):
+        st, _, body = http_get(sport, path)
+        assert st == 403 and b"allow list" in body
+    assert "127.0.0.1 is not allowed: 403" in p.read_log()
+    # the proxy itself is unaffected
+    assert keepalive_gets(port, ["/x"]) == [200]
+
+
+def test_ipv6_loopback_allowed_by_default(start_rproxy, downstream, port):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    sport = free_port("::1")
+    text = conf(port, downstream.port, sport).replace("status {\n    addr = 127.0.0.1", "status {\n    addr = ::1")
+    text = text.replace("    allow = { 127.0.0.1, ::1 }\n", "")
+    start_rproxy(text, port, check_quiet=False)
+    st, _, body = http_get(sport, "/metrics", host="::1")
+    assert st == 200 and b"rproxy_requests_total" in body
+
+
+def test_the_status_port_must_be_free_at_start(start_rproxy, downstream, port):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        sport = busy.getsockname()[1]
+        p = start_rproxy(conf(port, downstream.port, sport), None, check_quiet=False)
+        assert p.proc.wait(15) == 1
+        assert f"cannot listen on status 127.0.0.1:{sport}" in p.read_log()
