@@ -227,7 +227,7 @@ def prometheus(s: dict) -> str:
     o.family("rproxy_downstream_ejections_total", "counter", "Times the downstream was ejected after max-fails",
              ((dl(x), x["ejections"]) for x in d))
     o.family("rproxy_downstream_up", "gauge", "1 when at least one worker can use the downstream (connected, "
-             "healthy, not ejected)", ((dl(x), x["up"]) for x in d))
+             "healthy, not ejected); enabled downstreams only", ((dl(x), x["up"]) for x in d if x["enabled"]))
     o.family("rproxy_downstream_health_check_up", "gauge", "Active health check verdict (downstreams with a "
              "health-check only)", ((dl(x), x["health_check"] == "up") for x in d if x["health_check"]))
     o.family("rproxy_downstream_ejected_workers", "gauge", "Workers that currently eject the downstream",

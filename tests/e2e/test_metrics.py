@@ -334,3 +334,111 @@ def test_the_status_port_must_be_free_at_start(start_rproxy, downstream, port):
         p = start_rproxy(conf(port, downstream.port, sport), None, check_quiet=False)
         assert p.proc.wait(15) == 1
         assert f"cannot listen on status 127.0.0.1:{sport}" in p.read_log()
+
+
+# ---- shipped alert rules and dashboard -------------------------------------------------
+
+BUILD = os.path.join(os.path.dirname(__file__), "..", "..", "build", "common")
+METRIC = re.compile(r"\b(rproxy_[a-z0-9_]+)")
+
+
+def test_alert_rules_pass_promtool_and_fire(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (Debian: prometheus) is not installed")
+    rules = os.path.abspath(os.path.join(BUILD, "rproxy-alerts.yml"))
+    r = subprocess.run([promtool, "check", "rules", rules], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    assert b"SUCCESS: 8 rules found" in r.stdout
+    # the rules do what they say, on synthetic series
+    (tmp_path / "t.yml").write_text(f"""rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'rproxy_downstream_up{{server="s", downstream="d"}}'
+        values: '1 1 0 0 0 0'
+      - series: 'rproxy_certificate_expiry_timestamp_seconds{{name="a.example", where="s"}}'
+        values: '{10 * 86400}x90'
+      - series: 'rproxy_requests_total{{server="s", vhost="v", rule="r", code="2xx"}}'
+        values: '0+60x10'
+      - series: 'rproxy_requests_total{{server="s", vhost="v", rule="r", code="5xx"}}'
+        values: '0+30x10'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: RproxyDownstreamDown
+        exp_alerts:
+          - exp_labels: {{severity: critical, server: s, downstream: d}}
+            exp_annotations:
+              summary: "rproxy downstream d on s is down"
+              description: "No rproxy worker has been able to use downstream d for 1 minute."
+      - eval_time: 1m
+        alertname: RproxyDownstreamDown
+        exp_alerts: []
+      - eval_time: 70m
+        alertname: RproxyCertificateExpiringVerySoon
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: RproxyHigh5xxRate
+        exp_alerts:
+          - exp_labels: {{severity: warning, server: s, vhost: v, rule: r}}
+            exp_annotations:
+              summary: "rproxy rule v/r: 33.33% 5xx"
+              description: "More than 5% of the requests of rule r on s got a 5xx for 5 minutes."
+""")
+    r = subprocess.run([promtool, "test", "rules", str(tmp_path / "t.yml")], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_rules_and_dashboard_use_real_metric_names(proxy, port):
+    keepalive_gets(port, ["/api/a"])
+    # the rtt gauge appears with the first publish after a sample (once a second)
+    wait_until(lambda: "rproxy_downstream_rtt_seconds" in {n for n, _ in samples(scrape(proxy.status_port))},
+               what="an rtt gauge")
+    exported = {n for n, _ in samples(scrape(proxy.status_port))}
+    with open(os.path.join(BUILD, "rproxy-alerts.yml")) as f:
+        used = set(METRIC.findall(f.read()))
+    with open(os.path.join(BUILD, "rproxy-grafana.json")) as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    for e in exprs:
+        used |= set(METRIC.findall(e))
+    # certificate expiry has no series without TLS; its name is checked in test_tls_metrics
+    missing = used - exported - {"rproxy_certificate_expiry_timestamp_seconds"}
+    assert not missing, missing
+    assert len(dash["panels"]) >= 12 and dash["uid"] == "rproxy-overview"
+
+
+def test_tls_handshakes_and_certificate_expiry(start_rproxy, downstream, port, test_pki):
+    import ssl
+
+    srv = test_pki["server"]
+    sport = free_port()
+    text = conf(port, downstream.port, sport, workers=1).replace(
+        f"    port = {port}\n", f'    port = {port}\n    ssl {{ enabled = true  cert = "{srv.crt}"  key = "{srv.key}" }}\n', 1)
+    start_rproxy(text, port, check_quiet=False)
+    ctx = ssl.create_default_context(cafile=test_pki["ca"].crt)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2       # a session to resume without waiting for tickets
+    session = None
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                s.sendall(b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                while s.recv(65536):
+                    pass
+                session = s.session
+    with socket.create_connection(("127.0.0.1", port)) as raw:      # not TLS at all
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw.recv(1000)
+    s = samples(scrape(sport))
+    label = f"127.0.0.1:{port}"
+    assert value(s, "rproxy_listener_tls_handshakes_total", server=label, result="full") == 1
+    assert value(s, "rproxy_listener_tls_handshakes_total", server=label, result="resumed") == 1
+    assert value(s, "rproxy_listener_tls_handshakes_total", server=label, result="failed") == 1
+    exp = value(s, "rproxy_certificate_expiry_timestamp_seconds", where=label)
+    from cryptography import x509
+
+    with open(srv.crt, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    assert exp == cert.not_valid_after_utc.timestamp()
+    assert [(c["name"], c["where"]) for c in status_json(sport)["certificates"]] == [("localhost", label)]
