@@ -57,7 +57,8 @@ def _gather(zones) -> tuple:
             if w[wg["pid"]]:
                 workers.append({"index": w[wg["index"]], "pid": w[wg["pid"]],
                                 "generation": w[wg["generation"]], "clients": w[wg["clients"]],
-                                "pending": w[wg["pending"]], "heartbeat_ms": w[wg["heartbeat_ms"]]})
+                                "pending": w[wg["pending"]], "heartbeat_ms": w[wg["heartbeat_ms"]],
+                                "requests": z.slot_requests(slot)})
             area = z.slot_gauges(slot)
             for k in KINDS:
                 for lab in z.catalog[k]:

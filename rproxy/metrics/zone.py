@@ -182,6 +182,15 @@ class Zone:
             total = [a + b for a, b in zip(total, vals)]
         return total
 
+    def slot_requests(self, slot: int) -> int:
+        """Requests the worker in `slot` has finished (every rule's classes)."""
+        lay = layout()["rule_counters"]
+        at = self.slot_base(slot) + self.wg_words + self.coff["rule"]
+        n = self.cwords["rule"]
+        w = self.words
+        return sum(sum(w[at + i * n + lay["class"]:at + i * n + lay["class"] + 6])
+                   for i in range(len(self.catalog["rule"])))
+
     def slot_gauges(self, slot: int) -> list:
         gbase = self.slot_base(slot) + self.wg_words + self.counter_words
         return self.words[gbase:gbase + self.gauge_words].tolist()

@@ -158,9 +158,9 @@ def test_exact_counts_after_a_known_workload(proxy, port):
     assert value(s, "rproxy_listener_accepted_total", server=srv) == accepted0 + 44
     assert value(s, "rproxy_workers") == WORKERS
     assert value(s, "rproxy_generation") == 1
-    # both workers took part (otherwise this test proves nothing about summing)
-    served = [w for w in status_json(sport)["workers"]]
-    assert len(served) == WORKERS
+    # per worker: the slots add up to the total
+    served = [w["requests"] for w in status_json(sport)["workers"]]
+    assert len(served) == WORKERS and sum(served) == 124
     # bytes in: the exact request head of /api/one is in there
     js = status_json(sport)
     api = next(r for r in js["rules"] if r["rule"] == "api")
@@ -215,7 +215,8 @@ def test_status_json_schema(proxy, port):
                       "config_loaded_at", "started_at"}
     assert p["pid"] == proxy.pid and p["workers_configured"] == WORKERS
     for w in js["workers"]:
-        assert set(w) >= {"index", "pid", "generation", "clients", "pending", "heartbeat_age_seconds"}
+        assert set(w) >= {"index", "pid", "generation", "clients", "pending", "requests",
+                          "heartbeat_age_seconds"}
     for r in js["rules"]:
         assert set(r) >= {"server", "vhost", "rule", "requests", "bytes_in", "bytes_out", "pending",
                           "pending_timeouts", "pending_rejected"}
