@@ -66,6 +66,12 @@ class _Normaliser:
     def config(self, main: Block) -> Config:
         servers = tuple(s for s in (self.server(b) for b in main.sub("server")) if s is not None)
         self.check_listeners(servers)
+        status = self.status(main.sub("status")[0]) if main.sub("status") else None
+        if status is not None:
+            for s in servers:
+                if (s.addr, s.port) == (status.addr, status.port):
+                    self.error(f"the status listener {status.label} is also server {s.label}'s listener",
+                               main.sub("status")[0].pos)
         for key in ("user", "group"):
             self.check_account(main, key)
         forms = {s.dialect for s in servers}
@@ -87,7 +93,7 @@ class _Normaliser:
             log_level=opt(main, "log-level"),
             access_log_buffer=opt(main, "access-log-buffer"),
             access_log_flush=opt(main, "access-log-flush"),
-            status=self.status(main.sub("status")[0]) if main.sub("status") else None,
+            status=status,
             reload_on_change=opt(main, "reload-on-change"),
         )
 

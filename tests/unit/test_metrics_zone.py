@@ -147,3 +147,11 @@ def test_status_block_directives():
         loads("status { allow = { 10.0.0.300/8 } }\n")
     assert "invalid address or network '10.0.0.300/8'" in e.value.render()
     assert loads("reload-on-change = yes\n").reload_on_change is True
+
+
+def test_status_listener_cannot_be_a_server_listener():
+    from rproxy.config import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as e:
+        loads("status { port = 8080 }\nserver { port = 8080  downstream { addr = 127.0.0.1 port = 1 } }\n")
+    assert "the status listener 127.0.0.1:8080 is also server 127.0.0.1:8080's listener" in e.value.render()
