@@ -263,7 +263,7 @@ cdef void m_publish() noexcept nogil:
 
 cdef void m_on_timer() noexcept nogil:
     m_publish()
-    if not g_stop:
+    if g_stop != 2:                 # a draining worker keeps publishing as its exchanges end
         timer_arm(&g_m_timer, 1000)
 
 
