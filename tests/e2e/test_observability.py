@@ -105,3 +105,43 @@ def test_reload_on_change_good_then_broken_edit(tmp_path, downstream, port):
         wait_generation(p.pid, 3, 2)
     finally:
         p.stop()
+
+
+def test_reload_on_change_picks_up_a_renewed_certificate(tmp_path, downstream, port, test_pki):
+    import shutil
+    import ssl
+
+    cert, key = tmp_path / "site.crt", tmp_path / "site.key"
+    shutil.copy(test_pki["server"].crt, cert)
+    shutil.copy(test_pki["server"].key, key)
+    text = f"""reload-on-change = true
+workers = 1
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    ssl {{ enabled = true  cert = "{cert}"  key = "{key}" }}
+    downstream {{ addr = 127.0.0.1  port = {downstream.port} }}
+}}
+"""
+    p = Rproxy(text, tmp_path, port=port)
+
+    def served_serial():
+        ctx = ssl.create_default_context(cafile=test_pki["ca"].crt)
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                return s.getpeercert()["serialNumber"]
+    try:
+        wait_generation(p.pid, 1, 1)
+        first = served_serial()
+        # a renewer writes the new pair next to the old one and renames it in place
+        new = test_pki["pki"].server("renewed", test_pki["ca"], dns=("localhost",), ips=("127.0.0.1",))
+        shutil.copy(new.key, tmp_path / "site.key.new")
+        shutil.copy(new.crt, tmp_path / "site.crt.new")
+        os.rename(tmp_path / "site.key.new", key)
+        os.rename(tmp_path / "site.crt.new", cert)
+        wait_log(p, "reloaded ")
+        assert f"reload-on-change: " in p.read_log() and str(cert) in p.read_log()
+        wait_generation(p.pid, 2, 1)
+        wait_until(lambda: served_serial() != first, 10, "the renewed certificate to be served")
+    finally:
+        p.stop()

@@ -175,6 +175,15 @@ def test_shipped_files_are_the_sources(deb_tree, rpm_tree):
         assert (tree / unitdir / "rproxy.service").read_text() == (common / "rproxy.service").read_text()
 
 
+def test_dashboard_and_alert_rules_are_in_the_docs(deb_tree, rpm_tree):
+    common = BUILD / "common"
+    for tree in (deb_tree, rpm_tree):
+        for name in ("rproxy-grafana.json", "rproxy-alerts.yml"):
+            shipped = list(tree.glob(f"usr/share/doc/rproxy*/{name}"))
+            assert len(shipped) == 1, (tree, name)
+            assert shipped[0].read_bytes() == (common / name).read_bytes()
+
+
 def test_shipped_config_is_safe_and_commented():
     text = (BUILD / "common" / "rproxy.conf").read_text()
     addrs = re.findall(r"^\s*addr\s*=\s*(\S+)", text, re.M)
