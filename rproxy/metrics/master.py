@@ -249,6 +249,8 @@ class Observability:
 
     def worker_died(self) -> None:
         self.worker_restarts += 1
+        if self.ready_sent:
+            sdnotify.status(f"a worker died and is being replaced; {self.status_line(self.arbiter.cfg)}")
 
     def workers_alive(self) -> int:
         a = self.arbiter
