@@ -23,6 +23,7 @@ from rproxy._fastpath import (  # noqa: E402
     XSSL_BITS,
     Worker,
     check_posix_regex,
+    metrics_layout,
     set_https_redirect,
     set_malloc_trim_threshold,
     set_parent_death_signal,
