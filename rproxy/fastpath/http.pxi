@@ -414,6 +414,9 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         elif hid == H_X_FORWARDED_PORT:
             if hp & HP_X_FORWARDED_PORT:
                 continue
+        elif hid == H_EXPECT:
+            if x.flags & XF_SENT_CONTINUE:
+                continue            # rproxy answered it and read the body (request buffering)
         w_put(w, base + h.name.off, h.name.len)
         w_put(w, ": ", 2)
         w_put(w, base + h.value.off, h.value.len)

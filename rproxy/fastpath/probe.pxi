@@ -425,6 +425,7 @@ def probe_pipeline_pick(str method, list downstreams):
             d.rtt_ms = spec.get("rtt", 0.0)
             d.rtt_samples = 1 if "rtt" in spec else 0
             d.nconns = len(spec["conns"])
+            d.nslots = d.nconns
             d.conns = <DConn*>calloc(max(d.nconns, 1), sizeof(DConn))
             for j, c in enumerate(spec["conns"]):
                 dc = &d.conns[j]
