@@ -486,10 +486,12 @@ cdef bint req_spill(UConn* uc) noexcept nogil:
     cdef Exchange* x = uc.x
     cdef char* base = bdata(uc.rbuf)
     cdef uint32_t n = uc.rpos - x.head_end
-    cdef uint64_t file_max
+    cdef uint64_t file_max, mem_max = uc.srv.client_body_buffer_size
     if x.qbb == NULL and n:
         file_max = uc.srv.client_max_body_size if uc.srv.client_max_body_size else uc.srv.max_temp_file_size
-        x.qbb = bb_new(uc.srv.client_body_buffer_size, file_max)
+        if (uc.parser.flags & F_CONTENT_LENGTH) and x.body_in + n + uc.parser.content_length > mem_max:
+            mem_max = 0             # known to be larger than the memory buffer: all of it to the file (nginx)
+        x.qbb = bb_new(mem_max, file_max)
         if x.qbb == NULL:
             set_errno(ENOMEM)
             req_buffer_failed(uc, "no memory for the body buffer")
@@ -498,6 +500,8 @@ cdef bint req_spill(UConn* uc) noexcept nogil:
         uc_dispatch(uc)             # larger than we buffer: stream the rest
         return False
     if bb_append(x.qbb, base + x.head_end, n) != <int64_t>n:
+        if x.qbb.err:
+            set_errno(x.qbb.err)
         req_buffer_failed(uc, "writing the temp file failed")
         return False
     x.flags |= XF_BODY_SPILLED      # not replayable from the client's buffer any more

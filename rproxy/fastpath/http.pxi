@@ -576,6 +576,7 @@ cdef void canned_init() noexcept nogil:
     canned_add(503, "Service Unavailable")
     canned_add(504, "Gateway Timeout")
     canned_add(505, "HTTP Version Not Supported")
+    canned_add(507, "Insufficient Storage")     # a request body's temp file found the disk full
 
 
 cdef Canned* canned_get(int status) noexcept nogil:

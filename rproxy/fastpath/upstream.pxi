@@ -775,6 +775,7 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
             if bb_take(x.qbb, &dc.out) < 0:    # the buffered part of the body goes first
                 req_buffer_failed(uc, "reading the temp file back failed")
                 return
+            timer_arm(&uc.timer, uc_read_timeout(uc))  # the body moves on: the client is not late
             continue
         base = bdata(uc.rbuf)
         if uc.rpos > uc.fpos:
