@@ -25,6 +25,9 @@ from support.stats import worker_stats
 
 KIB = 1024
 MIB = 1024 * 1024
+# a client that will read its response in the end: a receive buffer below
+# the loopback MSS makes TCP trickle it (zero-window probes every 200 ms)
+RCVBUF = 64 * KIB
 
 
 def conf(port, ds_port, tmp, *, server="", ds="", rule="", workers=1, main=""):
@@ -72,6 +75,24 @@ def wait_for(cond, timeout=5.0):
             return True
         time.sleep(0.05)
     return cond()
+
+
+def read_big(s) -> tuple:
+    """(status, body) of a Content-Length response, read in linear time
+    (read_response's bytes concatenation is quadratic for MiBs in 4k reads)."""
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    i = buf.index(b"\r\n\r\n")
+    head = bytes(buf[:i]).decode()
+    n = int([ln.split(":")[1] for ln in head.split("\r\n") if ln.lower().startswith("content-length")][0])
+    body = buf[i + 4:]
+    while len(body) < n:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        body += d
+    return int(head.split()[1]), bytes(body)
 
 
 def post_head(path, n, extra=b""):
@@ -213,11 +234,11 @@ def test_disk_full_while_buffering_a_response_falls_back_to_backpressure(start_r
     ds = Downstream()
     p = start_rproxy(conf(port, ds.port, tiny_tmpfs, server="response-buffer-size = 16k"), port)
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.sendall(b"GET /bytes/4194304 HTTP/1.1\r\nHost: a\r\n\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        s.sendall(b"GET /bytes/8388608 HTTP/1.1\r\nHost: a\r\n\r\n")
         time.sleep(0.5)                                 # let the buffer and the tmpfs fill up
-        st, _, body, _ = read_response(s)
-    assert st == 200 and body == payload(4 * MIB)
+        st, body = read_big(s)
+    assert st == 200 and body == payload(8 * MIB)
     assert "response buffering: temp file in" in p.read_log()
     assert "No space left on device" in p.read_log()
     ds.close()
@@ -351,3 +372,82 @@ def test_pool_grows_to_max_connections_and_shrinks_back(start_rproxy, port, tdir
     assert wait_for(lambda: ds.open_connections == 1, timeout=10), ds.open_connections
     assert request(port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
     ds.close()
+
+
+def temp_file_sizes(proxy, tmp) -> list:
+    sizes = []
+    for w in proxy.workers():
+        d = f"/proc/{w.pid}/fd"
+        for fd in os.listdir(d):
+            try:
+                if os.readlink(f"{d}/{fd}").startswith(str(tmp) + "/"):
+                    sizes.append(os.stat(f"{d}/{fd}").st_size)
+            except OSError:
+                pass
+    return sizes
+
+
+def test_response_temp_file_stops_at_max_temp_file_size(start_rproxy, port, tdir):
+    """A stalled client of an 8 MiB response: the proxy buffers 16k in memory
+    and 256k in its temp file, never more (the downstream then waits, as
+    without buffering); once the client reads, all of it arrives intact."""
+    ds = Downstream()
+    p = start_rproxy(conf(port, ds.port, tdir, server="response-buffer-size = 16k  max-temp-file-size = 256k"),
+                     port)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        s.sendall(b"GET /bytes/8388608 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert wait_for(lambda: temp_file_sizes(p, tdir) == [256 * KIB]), temp_file_sizes(p, tdir)
+        time.sleep(0.5)
+        assert temp_file_sizes(p, tdir) == [256 * KIB]        # full, and not growing
+        st, body = read_big(s)
+    assert st == 200 and body == payload(8 * MIB)
+    assert wait_for(lambda: temp_fds(p, tdir) == 0)
+    ds.close()
+
+
+def head_watcher():
+    """A raw downstream: notes when a request head arrives, reads the
+    Content-Length body, answers with the body's sha256."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    seen = {}
+
+    def run():
+        c, _ = ls.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(65536)
+        seen["head"] = True
+        head, body = data.split(b"\r\n\r\n", 1)
+        n = int([ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0])
+        while len(body) < n:
+            body += c.recv(65536)
+        digest = hashlib.sha256(body).hexdigest().encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(digest), digest))
+        time.sleep(0.3)
+        c.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return ls, seen
+
+
+@pytest.mark.parametrize("size,streams", [(48 * KIB, False), (256 * KIB, True)])
+def test_request_body_over_max_temp_file_size_streams_the_rest(start_rproxy, port, tdir, size, streams):
+    """Without client-max-body-size a request body is buffered up to
+    max-temp-file-size; a larger one starts streaming once that is full
+    (rather than being refused), and arrives intact either way."""
+    ls, seen = head_watcher()
+    body = payload(size)
+    p = start_rproxy(conf(port, ls.getsockname()[1], tdir,
+                          server="buffer-size = 4096  client-body-buffer-size = 4k  max-temp-file-size = 64k"), port)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(post_head("/up", size) + body[:-1000])
+        time.sleep(0.5)
+        assert seen.get("head", False) is streams
+        assert all(n <= 64 * KIB for n in temp_file_sizes(p, tdir))
+        s.sendall(body[-1000:])
+        st, _, got, _ = read_response(s)
+    assert (st, got) == (200, hashlib.sha256(body).hexdigest().encode())
+    ls.close()
