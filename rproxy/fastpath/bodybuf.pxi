@@ -359,7 +359,7 @@ cdef bint rsp_may_read(DConn* dc, UConn* uc) noexcept nogil:
     response buffer, once nothing of dc's buffer is still waiting."""
     if out_empty(&uc.out):
         return True
-    if not (dc.x.flags & XF_RESP_BUFFER) or dc.phase != R_BODY or out_borrows(&uc.out, dc):
+    if (dc.flags & DF_SPLICE) or not (dc.x.flags & XF_RESP_BUFFER) or dc.phase != R_BODY or out_borrows(&uc.out, dc):
         return False
     return dc.fpos == dc.fend and uc.rbb != NULL and bb_room(uc.rbb) > 0
 
@@ -510,3 +510,45 @@ cdef bint req_spill(UConn* uc) noexcept nogil:
     uc.rend = x.head_end + (uc.rend - uc.rpos)
     uc.rpos = x.head_end
     return uc.rend < uc.rbuf.cap
+
+
+cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
+    """A spliced body (splice.pxi) met a client that does not keep up: move
+    what the pipe holds into the response buffer's memory (the pipe is
+    filled in steps of at most response-buffer-size while buffering), and go
+    on copying, the parser told how much of the body is left.  1: done, copy
+    from now on; 0: not possible now (keep waiting, as without buffering);
+    -1: failed, the client was closed."""
+    cdef Exchange* x = dc.x
+    cdef UConn* uc = x.uc
+    cdef Pipe* p = x.pipe
+    cdef Buf* b
+    cdef ssize_t n
+    if uc.rbb == NULL:
+        uc.rbb = bb_new(uc.srv.response_buffer_size, uc.srv.max_temp_file_size)
+        if uc.rbb == NULL:
+            return 0
+    if bb_len(uc.rbb) or uc.rbb.mem_max < p.len or not out_empty(&uc.out):
+        return 0
+    b = buf_get()
+    if b == NULL:
+        return 0
+    while p.len:
+        n = read(p.rfd, bdata(b), min(p.len, b.cap))
+        if n < 0 and errno == EINTR:
+            continue
+        if n <= 0 or bb_mem_append(uc.rbb, bdata(b), <uint32_t>n) < 0:
+            buf_put(b)
+            rp_elog(uc_errfd(uc), 3, "response buffering: taking a spliced body over failed: %s", strerror(errno))
+            uc_close(uc)
+            return -1
+        p.len -= <uint32_t>n
+    buf_put(b)
+    dc.flags &= ~DF_SPLICE
+    bb_take(uc.rbb, &uc.out)
+    if x.splice_left == 0:
+        dc.phase = R_DONE           # the whole body was in the pipe already
+        dc_response_done(dc)
+        return -1                   # (handled: nothing more to read)
+    dc.parser.content_length = x.splice_left   # what llhttp did not see went through the pipe
+    return 1

@@ -647,7 +647,7 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     if (p.flags & F_CHUNKED) and (x.flags & XF_HTTP10) and not (x.flags & XF_HEAD_REQ):
         dc.flags |= DF_DECHUNK      # HTTP/1.0 cannot read chunked: strip it, end by closing
     elif (p.flags & F_CONTENT_LENGTH) and p.content_length >= g_splice_min and g_splice_min \
-            and not (x.flags & XF_RESP_BUFFER) \
+            and (not (x.flags & XF_RESP_BUFFER) or uc.srv.response_buffer_size >= 4096) \
             and not (x.flags & XF_HEAD_REQ) and x.status >= 200 and x.status != 204 and x.status != 304 \
             and dc.tls == NULL and uc.tls == NULL:     # TLS bytes must pass through OpenSSL
         dc.flags |= DF_SPLICE
