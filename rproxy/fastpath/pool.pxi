@@ -59,8 +59,3 @@ cdef void pool_grow(RuleRt* r) noexcept nogil:
         dc.fails = 0
         dc_connect(dc)
         return
-
-
-cdef void pool_release_extra(DConn* dc) noexcept nogil:
-    """Close an extra connection for good (until the next growth)."""
-    dc_teardown(dc)
