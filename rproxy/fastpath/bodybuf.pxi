@@ -85,6 +85,21 @@ cdef void bb_free(BodyBuf* bb) noexcept nogil:
     free(bb)
 
 
+cdef void bb_clear(BodyBuf* bb) noexcept nogil:
+    """Forget every byte held (the temp file stays open, emptied)."""
+    cdef Buf* b
+    while bb.first != NULL:
+        b = bb.first
+        bb.first = b.next
+        buf_put(b)
+    bb.last = NULL
+    bb.roff = 0
+    bb.wlen = 0
+    bb.mem = 0
+    bb.frd = 0
+    bb.fwr = 0
+
+
 cdef inline uint64_t bb_len(BodyBuf* bb) noexcept nogil:
     if bb == NULL:
         return 0
@@ -322,9 +337,10 @@ cdef void rsp_absorb(UConn* uc) noexcept nogil:
     if bb_room(uc.rbb) < uc.out.blen:
         return
     if bb_append(uc.rbb, uc.out.bptr, uc.out.blen) != <int64_t>uc.out.blen:
+        bb_clear(uc.rbb)            # the borrowed bytes stay where they are: keep no copy of a part
         if uc.rbb.err:
             rsp_buffer_failed(uc, uc.rbb)
-        return                      # (nothing was lost: the borrowed bytes stay where they are)
+        return
     uc.out.blen = 0
     uc.out.bptr = NULL
     bb_take(uc.rbb, &uc.out)
