@@ -169,6 +169,9 @@ class Rule:
     upstream_read_timeout: Optional[float] = None
     upstream_write_timeout: Optional[float] = None
     headers: Optional[Headers] = None
+    rate_limit: tuple[str, ...] = ()     # names of top-level rate limits
+    deny: bool = False                   # path blocking: answered with deny_status
+    deny_status: int = 403
     pos: Optional[Position] = field(default=None, compare=False)
 
 
@@ -184,6 +187,9 @@ class Vhost:
     default: bool = False
     https_redirect: bool = False
     https_redirect_port: int = 443
+    rate_limit: tuple[str, ...] = ()
+    # access rules in file order: (network text, allowed); first match wins, none: allowed
+    access: tuple[tuple[str, bool], ...] = ()
     pos: Optional[Position] = field(default=None, compare=False)
 
 
@@ -193,6 +199,8 @@ class Server:
     port: int = 8080
     backlog: int = 1024
     threads: Optional[int] = None
+    proxy_protocol: bool = False         # expect PROXY v1/v2 before anything else
+    proxy_protocol_from: tuple[str, ...] = ()
     read_timeout: float = 60.0           # client idle while a request is being read
     write_timeout: float = 60.0          # a stalled write toward the client
     keepalive_timeout: float = 75.0      # client idle between requests
@@ -239,6 +247,17 @@ class Status:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A top-level `rate-limit NAME { }` (GCRA in the shared zone)."""
+    name: str
+    rate: float                          # requests per second
+    burst: int = 1
+    key: str = "client-ip"               # client-ip | route | header:NAME
+    mode: str = "reject"                 # reject | delay | dry-run
+    store: str = "local"
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     servers: tuple[Server, ...] = ()
@@ -258,6 +277,8 @@ class Config:
     access_log_flush: float = 0.2        # seconds a gathered line may wait
     status: Optional[Status] = None      # the admin listener, when configured
     reload_on_change: bool = False
+    rate_limits: tuple[RateLimit, ...] = ()
+    rate_limit_zone: int = 1024 ** 2     # bytes of shared memory for limit states
     # What `rproxy -t` reports besides the summary: values read differently
     # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
     notes: tuple[Note, ...] = field(default=(), compare=False)
