@@ -171,6 +171,7 @@ cdef enum:
     TK_PROBE = 5
     TK_LOGFLUSH = 6         # access log buffers (accesslog.pxi)
     TK_METRICS = 7          # gauges published to the metrics zone (metrics.pxi)
+    TK_LIMIT = 8            # a request held by a `mode = delay` rate limit (limits.pxi)
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -400,6 +401,7 @@ cdef struct DownstreamRt:
     uint8_t tls_err_logged
 
 cdef struct VhostRt
+cdef struct EdgePolicy      # access rules, deny, rate limits of a rule (limits.pxi)
 
 cdef struct RuleRt:
     char name[64]
@@ -428,6 +430,7 @@ cdef struct RuleRt:
     int64_t up_read_ms      # upstream-read-timeout: the client's, once routed here (0 = server's)
     int64_t up_write_ms
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
+    EdgePolicy* edge        # limits.pxi: NULL = nothing to check
 
 cdef struct VhostRt:
     char name[128]

@@ -29,6 +29,8 @@ cdef void timer_fire(Timer* t) noexcept nogil:
         accesslog_on_timer()
     elif t.kind == TK_METRICS:
         m_on_timer()
+    elif t.kind == TK_LIMIT:
+        edge_on_timer(<Exchange*>t.owner)
 
 
 # ---- listeners -----------------------------------------------------------------------

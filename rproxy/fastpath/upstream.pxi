@@ -677,7 +677,6 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
     """A request head is complete in [mstart, rpos): route it and start it."""
     cdef Exchange* x = uc.x
     cdef int status = 0
-    cdef DConn* dc
     cdef RuleRt* rule = request_admit(uc, &status)
     cdef char where[48]
     cdef int n
@@ -692,6 +691,14 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             uc_reject(uc, status)
         return
     x.rule = rule
+    if rule.edge != NULL and edge_admit(uc, x, rule):
+        return                      # refused or held (limits.pxi)
+    uc_start(uc, x, rule)
+
+
+cdef void uc_start(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
+    """An admitted request: redirect, or find it a downstream connection."""
+    cdef DConn* dc
     if rule.vhost.https_redirect and uc.tls == NULL:
         uc_redirect_https(uc, x, rule.vhost)
         return
