@@ -585,7 +585,8 @@ TABLE: tuple[Directive, ...] = (
        origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
     _d("rate-limit-zone", MAIN, "size", 1024 ** 2, "shared memory for rate limit states, kept across reloads "
-       "of the same size: 8 bytes a key, 131,072 keys per MB", lo=64 * 1024, hi=1024 ** 3, origin="rproxy"),
+       "of the same size: 8 bytes a key, 131,072 keys per MB (rounded down to a power of two)", lo=4096,
+       hi=1024 ** 3, origin="rproxy"),
     _d("rate-limit", MAIN, "block", doc="a named rate limit, referenced by vhosts and rules (`rate-limit = "
        "{ NAME }`)", titled="yes", repeat=True, origin="rproxy"),
     _d("redis", MAIN, "block", doc="the Redis server of `store = redis` limits (not built yet)", active=False,

@@ -1,0 +1,190 @@
+"""Edge policy through the real proxy (issue 19): rate limits in the shared
+zone (exact across workers, per client address / header / route, reject,
+delay, dry-run, zone full, kept across a reload), access rules and deny
+rules."""
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+from support.master import wait_generation, wait_log
+from support.proc import free_port, read_response
+
+
+def conf(port, ds_port, vhost_body, workers=1, top=""):
+    return f"""workers = {workers}
+{top}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream app {{ addr = 127.0.0.1  port = {ds_port} }}
+    vhost "*" {{
+{vhost_body}
+    }}
+}}
+"""
+
+
+def get(port, path=b"/", extra=b"", source="127.0.0.1", keep=None):
+    """One request on a new connection from `source`: (status, headers dict, body)."""
+    s = keep or socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    try:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n")
+        st, hs, body, _ = read_response(s)
+        return st, dict(hs), body
+    finally:
+        if keep is None:
+            s.close()
+
+
+def statuses(port, n, **kw):
+    return [get(port, **kw)[0] for _ in range(n)]
+
+
+# ---- rate limits -----------------------------------------------------------------------
+
+def test_per_ip_limit_is_exact_across_workers(start_rproxy, port, downstream):
+    """4 workers share one budget: burst = 10 admits exactly 10 of 40 new
+    connections (spread over the workers by the kernel), the rest get 429
+    with Retry-After and the RateLimit headers; another address has its own."""
+    p = start_rproxy(conf(port, downstream.port, """
+        rate-limit = { per-ip }
+        rule all { uri-prefix = "/"  downstreams = { app } }""", workers=4,
+        top="rate-limit per-ip { key = client-ip  rate = 1/h  burst = 10 }"), port)
+    got = statuses(port, 40)
+    assert got.count(200) == 10 and got.count(429) == 30, got
+    assert got[:10] == [200] * 10
+    st, hs, body = get(port)
+    assert st == 429
+    assert 3500 <= int(hs["retry-after"]) <= 3600       # one emission interval (1/h)
+    assert hs["ratelimit-policy"] == '"per-ip";q=10;w=36000'
+    assert hs["ratelimit"].startswith('"per-ip";r=0;t=')
+    assert b"per-ip" in body
+    assert statuses(port, 12, source="127.0.0.2").count(200) == 10     # its own budget
+    assert len(downstream.requests) == 20
+    log = wait_log(p, "rate limit 'per-ip' exceeded: 429")
+    assert "client 127.0.0.1" in log
+
+
+def test_header_key_and_missing_header(start_rproxy, port, downstream):
+    start_rproxy(conf(port, downstream.port, """
+        rule all { uri-prefix = "/"  downstreams = { app }  rate-limit = { per-key } }""", workers=2,
+        top="rate-limit per-key { key = header:X-Api-Key  rate = 1/h  burst = 3 }"), port)
+    assert statuses(port, 5, extra=b"X-Api-Key: alpha\r\n") == [200, 200, 200, 429, 429]
+    assert statuses(port, 4, extra=b"x-api-key: beta\r\n") == [200, 200, 200, 429]
+    assert statuses(port, 6) == [200] * 6          # no key: not limited (as nginx's empty key)
+
+
+def test_route_key_is_one_budget_for_everyone(start_rproxy, port, downstream):
+    start_rproxy(conf(port, downstream.port, """
+        rule api { uri-prefix = "/api/"  downstreams = { app }  rate-limit = { whole } }
+        rule rest { uri-prefix = "/"  downstreams = { app } }""", workers=2,
+        top="rate-limit whole { key = route  rate = 1/h  burst = 4 }"), port)
+    got = [get(port, b"/api/x", source=src)[0] for src in ("127.0.0.1", "127.0.0.2", "127.0.0.3") * 2]
+    assert got.count(200) == 4 and got.count(429) == 2, got
+    assert statuses(port, 3, path=b"/other") == [200] * 3       # another rule: no limit
+
+
+def test_dry_run_counts_and_logs_only(start_rproxy, port, downstream):
+    p = start_rproxy(conf(port, downstream.port, """
+        rate-limit = { watch }
+        rule all { uri-prefix = "/"  downstreams = { app } }""",
+        top="rate-limit watch { rate = 1/h  burst = 2  mode = dry-run }"), port)
+    assert statuses(port, 5) == [200] * 5
+    log = wait_log(p, "rate limit 'watch' exceeded (dry-run: admitted)", 3)
+    assert "429" not in log
+
+
+def test_delay_mode_paces_requests_and_refuses_beyond_burst(start_rproxy, port, downstream):
+    """rate 2/s, burst 2: one passes now, two wait their turn (0.5 s, 1 s),
+    the others get 429 at once; the loop keeps serving meanwhile."""
+    start_rproxy(conf(port, downstream.port, """
+        rule paced { uri-prefix = "/paced"  downstreams = { app }  rate-limit = { pace } }
+        rule rest { uri-prefix = "/"  downstreams = { app } }""",
+        top="rate-limit pace { rate = 2/s  burst = 2  mode = delay }"), port)
+    results = []
+    lock = threading.Lock()
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+
+    def one(s):
+        t0 = time.monotonic()
+        st = get(port, b"/paced", keep=s)[0]
+        with lock:
+            results.append((st, time.monotonic() - t0))
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in socks]
+    for t in threads:
+        t.start()
+    assert get(port, b"/fast")[0] == 200           # not held behind them
+    for t in threads:
+        t.join(10)
+    for s in socks:
+        s.close()
+    ok = sorted(d for st, d in results if st == 200)
+    assert len(ok) == 3 and sum(1 for st, _ in results if st == 429) == 2, results
+    assert ok[1] >= 0.4 and ok[2] >= 0.9           # held for their turn (lower bounds only)
+
+
+def test_zone_full_reuses_slots_and_keeps_serving(start_rproxy, port, downstream):
+    """A 4k zone holds 512 keys: 1,500 distinct keys overflow it (the states
+    closest to expiry are taken over); the proxy keeps limiting exactly."""
+    start_rproxy(conf(port, downstream.port, """
+        rule all { uri-prefix = "/"  downstreams = { app }  rate-limit = { tiny } }""",
+        top="rate-limit-zone = 4k\nrate-limit tiny { key = header:K  rate = 1/h  burst = 2 }"), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    for i in range(1500):
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nK: k%d\r\n\r\n" % i)
+        assert read_response(s)[0] == 200
+    s.close()
+    assert statuses(port, 3, extra=b"K: fresh\r\n") == [200, 200, 429]
+
+
+def test_limits_survive_a_reload(start_rproxy, port, downstream):
+    p = start_rproxy(conf(port, downstream.port, """
+        rate-limit = { r }
+        rule all { uri-prefix = "/"  downstreams = { app } }""", workers=2,
+        top="rate-limit r { rate = 1/h  burst = 3 }"), port)
+    wait_generation(p.pid, 1, 2)
+    assert statuses(port, 2) == [200, 200]
+    p.signal(signal.SIGHUP)
+    wait_generation(p.pid, 2, 2)
+    assert statuses(port, 3) == [200, 429, 429]
+
+
+# ---- access and deny rules -----------------------------------------------------------------
+
+def test_access_rules_first_match_wins(start_rproxy, port, downstream):
+    """allow / deny are checked in file order, first match wins, no match
+    is allowed; CIDR edges (/31) and `all`."""
+    p = start_rproxy(conf(port, downstream.port, """
+        access { deny = { 127.0.0.3, 10.0.0.0/8 }  allow = { 127.0.0.2/31, ::1 } }
+        rule all { uri-prefix = "/"  downstreams = { app } }"""), port)
+    assert get(port, source="127.0.0.2")[0] == 200          # 127.0.0.2/31 holds .2 and .3
+    assert get(port, source="127.0.0.3")[0] == 403          # but the deny comes first
+    assert get(port, source="127.0.0.1")[0] == 200          # no match: allowed
+    wait_log(p, "client 127.0.0.3")
+    p.stop()
+    port2 = free_port()
+    p2 = start_rproxy(conf(port2, downstream.port, """
+        access { allow = { 127.0.0.2/31 }  deny = { all } }
+        rule all { uri-prefix = "/"  downstreams = { app } }"""), port2)
+    assert [get(port2, source=f"127.0.0.{i}")[0] for i in (1, 2, 3, 4)] == [403, 200, 200, 403]
+    assert len(downstream.requests) == 4
+    log = wait_log(p2, "denied by the access rules of vhost '*': 403", 2)
+    assert "client 127.0.0.4" in log
+
+
+def test_deny_rules_block_paths(start_rproxy, port, downstream):
+    p = start_rproxy(conf(port, downstream.port, """
+        rule admin { uri-prefix = "/admin/"  deny = true }
+        rule hidden { uri-prefix = "/.git"  deny = true  status = 404 }
+        rule all { uri-prefix = "/"  downstreams = { app } }"""), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    assert get(port, b"/admin/users", keep=s)[0] == 403
+    assert get(port, b"/.git/config", keep=s)[0] == 404     # same connection: kept alive
+    assert get(port, b"/ok", keep=s)[0] == 200
+    s.close()
+    assert [r.target for r in downstream.requests] == ["/ok"]
+    wait_log(p, "rule 'hidden' denies: 404")
