@@ -623,9 +623,9 @@ TABLE: tuple[Directive, ...] = (
     _d("backlog", SERVER, "int", 1024, "listen() backlog", lo=1),
     _d("proxy-protocol", SERVER, "bool", False, "expect a PROXY protocol v1 or v2 header on every connection "
        "(before TLS); its client address is used for X-Forwarded-For, access rules, limits and logs",
-       origin="rproxy"),
+       origin="rproxy", active=False),
     _d("proxy-protocol-from", SERVER, "CIDR list", (), "sources allowed to send that header (others are "
-       "closed with a log line); required with proxy-protocol", origin="rproxy"),
+       "closed with a log line); required with proxy-protocol", origin="rproxy", active=False),
     _d("threads", SERVER, "int", None, "RProxy's per-server thread count; sets the worker count when "
        "`workers` is not given", lo=1, hi=1024),
     _d("host", SERVER, "string", None, "1.x: accepted and never used by RProxy either", origin="1", active=False),
