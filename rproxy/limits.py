@@ -100,9 +100,14 @@ def _access_entries(access) -> list:
 
 
 def configure_worker(cfg) -> None:
-    """In a worker: attach the zone inherited from the master and give each
-    rule its access rules, deny status and limits."""
-    from .fastpath import _edge_attach, _edge_set_rule
+    """In a worker: attach the zone inherited from the master, give each
+    rule its access rules, deny status and limits, and each PROXY protocol
+    listener its trusted sources."""
+    from .fastpath import _edge_attach, _edge_set_rule, _pp_set_server
+
+    for si, srv in enumerate(cfg.servers):
+        if srv.proxy_protocol:
+            _pp_set_server(si, [e[:3] for e in _access_entries((n, True) for n in srv.proxy_protocol_from)])
 
     index = {lim.name: i for i, lim in enumerate(cfg.rate_limits)}
     if cfg.rate_limits:

@@ -623,9 +623,9 @@ TABLE: tuple[Directive, ...] = (
     _d("backlog", SERVER, "int", 1024, "listen() backlog", lo=1),
     _d("proxy-protocol", SERVER, "bool", False, "expect a PROXY protocol v1 or v2 header on every connection "
        "(before TLS); its client address is used for X-Forwarded-For, access rules, limits and logs",
-       origin="rproxy", active=False),
+       origin="rproxy"),
     _d("proxy-protocol-from", SERVER, "CIDR list", (), "sources allowed to send that header (others are "
-       "closed with a log line); required with proxy-protocol", origin="rproxy", active=False),
+       "closed with a log line); required with proxy-protocol", origin="rproxy"),
     _d("threads", SERVER, "int", None, "RProxy's per-server thread count; sets the worker count when "
        "`workers` is not given", lo=1, hi=1024),
     _d("host", SERVER, "string", None, "1.x: accepted and never used by RProxy either", origin="1", active=False),
@@ -717,6 +717,9 @@ TABLE: tuple[Directive, ...] = (
        "certificate is verified unless that says verify-peer = false)", origin="rproxy"),
     _d("tls-name", DOWNSTREAM, "string", None, "name sent as SNI and checked in the downstream's certificate "
        "(default: addr; no SNI for an IP address)", origin="rproxy"),
+    _d("proxy-protocol", DOWNSTREAM, "enum", "off", "send a PROXY protocol header to this downstream (not "
+       "built: pooled connections are shared by many clients)", choices=("off", "v1", "v2"), origin="rproxy",
+       active=False),
     _d("health-check", DOWNSTREAM, "block", doc="active HTTP health check", origin="rproxy"),
     _d("seconds", RETRY, "int", 1, "whole seconds", lo=0, origin="1"),
     _d("useconds", RETRY, "int", 0, "microseconds", lo=0, origin="1"),

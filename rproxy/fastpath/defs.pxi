@@ -321,6 +321,7 @@ cdef struct UConn:
     Peer peer
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
+    uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
 
 cdef struct DConn:
     Handle h
@@ -475,6 +476,7 @@ cdef struct ServerRt:
     void* tls_ctx           # SSL_CTX* of a TLS listener, else NULL
     int tls_verify_depth
     void* tls_hdr_fn        # PyObject*: client certificate -> X-SSL-* header block (NULL: none wanted)
+    void* pp                # PPServer* (proxyproto.pxi): PROXY protocol expected; NULL = no
 cdef struct Listener:
     Handle h
     ServerRt* srv

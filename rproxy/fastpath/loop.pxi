@@ -85,6 +85,9 @@ cdef void listener_on_event(Listener* l) noexcept nogil:
         if uc == NULL:
             close(fd)
             continue
+        if l.srv.pp != NULL and pp_accept(uc) != 0:
+            uc_close(uc)
+            continue
         if l.srv.tls_ctx != NULL and tls_uc_start(uc) != 0:
             uc_close(uc)
             continue

@@ -188,3 +188,124 @@ def test_deny_rules_block_paths(start_rproxy, port, downstream):
     s.close()
     assert [r.target for r in downstream.requests] == ["/ok"]
     wait_log(p, "rule 'hidden' denies: 404")
+
+
+# ---- PROXY protocol in ------------------------------------------------------------------------
+
+def pp_conf(port, ds_port, trusted="127.0.0.0/8", vhost_extra="", server_extra=""):
+    return f"""workers = 1
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    proxy-protocol = true
+    proxy-protocol-from = {{ {trusted} }}
+    {server_extra}
+    downstream app {{ addr = 127.0.0.1  port = {ds_port} }}
+    vhost "*" {{
+        {vhost_extra}
+        headers {{ x-forwarded-for = true  x-forwarded-for-mode = replace }}
+        rule all {{ uri-prefix = "/"  downstreams = {{ app }} }}
+    }}
+}}
+"""
+
+
+def v2_header(src, dst, sport, dport, command=1):
+    import ipaddress
+    import struct
+
+    a, b = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    fam = 0x11 if a.version == 4 else 0x21
+    body = a.packed + b.packed + struct.pack("!HH", sport, dport)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20 | command, fam]) + struct.pack("!H", len(body)) + body
+
+
+def pp_get(port, header, pieces=1, path=b"/"):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    data = header + b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    step = max(1, len(data) // pieces)
+    for i in range(0, len(data), step):
+        s.sendall(data[i:i + step])
+        if pieces > 1:
+            time.sleep(0.02)            # separate reads on the proxy's side
+    try:
+        return read_response(s)[0]
+    finally:
+        s.close()
+
+
+def closed_without_answer(port, data):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(data)
+        try:
+            return s.recv(100) == b""
+        except ConnectionResetError:
+            return True
+    finally:
+        s.close()
+
+
+def test_proxy_protocol_v1_and_v2_carry_the_client_address(start_rproxy, port, downstream):
+    p = start_rproxy(pp_conf(port, downstream.port, vhost_extra="access { deny = { 198.51.100.0/24 } }"), port)
+    assert pp_get(port, b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n") == 200
+    assert downstream.requests[-1].header("X-Forwarded-For") == "203.0.113.7"
+    assert pp_get(port, v2_header("2001:db8::42", "::1", 40000, 443), pieces=5) == 200
+    assert downstream.requests[-1].header("X-Forwarded-For") == "2001:db8::42"
+    assert pp_get(port, b"PROXY TCP6 2001:db8::9 ::1 1 2\r\n", pieces=4) == 200
+    assert downstream.requests[-1].header("X-Forwarded-For") == "2001:db8::9"
+    # LOCAL (v2) and UNKNOWN (v1): the connection's own address
+    assert pp_get(port, v2_header("10.9.9.9", "10.0.0.1", 1, 2, command=0)) == 200
+    assert downstream.requests[-1].header("X-Forwarded-For") == "127.0.0.1"
+    assert pp_get(port, b"PROXY UNKNOWN\r\n") == 200
+    assert downstream.requests[-1].header("X-Forwarded-For") == "127.0.0.1"
+    # access rules see the carried address
+    assert pp_get(port, b"PROXY TCP4 198.51.100.5 127.0.0.1 1 2\r\n") == 403
+    wait_log(p, "client 198.51.100.5")
+
+
+def test_proxy_protocol_with_curl(start_rproxy, port, downstream):
+    import subprocess
+
+    start_rproxy(pp_conf(port, downstream.port), port)
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--haproxy-protocol",
+                        f"http://127.0.0.1:{port}/curl"], capture_output=True, text=True, timeout=20)
+    assert r.stdout == "200"
+    assert downstream.requests[-1].header("X-Forwarded-For") == "127.0.0.1"
+
+
+def test_proxy_protocol_refusals_close_and_log(start_rproxy, port, downstream):
+    p = start_rproxy(pp_conf(port, downstream.port), port)
+    assert closed_without_answer(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")       # never read as HTTP
+    assert closed_without_answer(port, b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\nGET / HTTP/1.1\r\n\r\n")
+    assert closed_without_answer(port, b"PROXY TCP4 1.2.3.999 5.6.7.8 1 2\r\n")
+    assert closed_without_answer(port, b"PROXY " + b"X" * 200)                     # no end in 107 bytes
+    assert closed_without_answer(port, v2_header("1.2.3.4", "5.6.7.8", 1, 2)[:14] + b"\xff\xff" + b"x" * 40)
+    log = p.read_log()
+    assert "no PROXY protocol header: connection closed" in log
+    assert log.count("malformed PROXY protocol header: connection closed") == 4
+    assert pp_get(port, b"PROXY TCP4 203.0.113.1 127.0.0.1 1 2\r\n") == 200        # still serving
+    assert len(downstream.requests) == 1
+
+
+def test_proxy_protocol_from_an_untrusted_source_is_closed(start_rproxy, port, downstream):
+    p = start_rproxy(pp_conf(port, downstream.port, trusted="10.0.0.0/8"), port)
+    assert closed_without_answer(port, b"PROXY TCP4 1.2.3.4 127.0.0.1 1 2\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    wait_log(p, "client 127.0.0.1")
+    assert "not in proxy-protocol-from: connection closed" in p.read_log()
+    assert downstream.requests == []
+
+
+def test_proxy_protocol_comes_before_tls(start_rproxy, port, downstream, test_pki):
+    import ssl
+
+    cert = test_pki["server"]
+    start_rproxy(pp_conf(port, downstream.port, server_extra=f'ssl {{ enabled = true  cert = "{cert.crt}"  '
+                                                              f'key = "{cert.key}" }}'), port)
+    ctx = ssl.create_default_context(cafile=test_pki["ca"].crt)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(v2_header("192.0.2.33", "127.0.0.1", 5000, 443))
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET /tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert read_response(s)[0] == 200
+    assert downstream.requests[-1].header("X-Forwarded-For") == "192.0.2.33"

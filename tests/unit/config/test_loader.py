@@ -87,7 +87,7 @@ ACTIVE = {
     D.STATUS: "addr port allow",
     D.RATE_LIMIT: "key rate burst mode store",
     D.ACCESS: "allow deny",
-    D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
+    D.SERVER: "addr port backlog proxy-protocol proxy-protocol-from threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
               "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl",
