@@ -309,3 +309,48 @@ def test_proxy_protocol_comes_before_tls(start_rproxy, port, downstream, test_pk
         s.sendall(b"GET /tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert read_response(s)[0] == 200
     assert downstream.requests[-1].header("X-Forwarded-For") == "192.0.2.33"
+
+
+def test_haproxy_send_proxy_v2_in_front_of_two_nodes(start_rproxy, downstream, tmp_path):
+    """HAProxy in TCP mode balances over two rproxy nodes (separate masters)
+    with send-proxy-v2: the backend sees HAProxy's client, on both nodes."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy (Debian package) is not installed")
+    ports = [free_port(), free_port()]
+    for pt in ports:
+        start_rproxy(pp_conf(pt, downstream.port), pt)
+    front = free_port()
+    cfgf = tmp_path / "haproxy.cfg"
+    cfgf.write_text(f"""global
+    log stderr local0 err
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend f
+    bind 127.0.0.1:{front}
+    default_backend nodes
+backend nodes
+    balance roundrobin
+    server n1 127.0.0.1:{ports[0]} send-proxy-v2
+    server n2 127.0.0.1:{ports[1]} send-proxy-v2
+""")
+    h = subprocess.Popen(["haproxy", "-db", "-f", str(cfgf)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        from support.proc import wait_port
+
+        wait_port(front)
+        for _ in range(4):
+            assert get(front, source="127.0.0.5")[0] == 200
+    finally:
+        h.terminate()
+        h.wait(10)
+    assert [r.header("X-Forwarded-For") for r in downstream.requests] == ["127.0.0.5"] * 4
+    assert downstream.connections >= 2          # both nodes served (each has its own pool)
