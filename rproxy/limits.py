@@ -99,6 +99,39 @@ def _access_entries(access) -> list:
     return out
 
 
+# GCRA in Redis: KEYS[1] the key, ARGV[1] T (us), ARGV[2] tolerance (us).
+# Returns -(d + 1) when admitted (d: us to hold it in delay mode), else the
+# us until it would conform.  Redis's own clock: nodes need not agree on time.
+REDIS_SCRIPT = """local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local T = tonumber(ARGV[1])
+local tol = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local d = tat - now
+if d > tol then return d - tol end
+redis.call('SET', KEYS[1], string.format('%d', tat + T), 'PX', math.floor((tat + T - now) / 1000) + 1)
+return -(d + 1)
+"""
+
+
+def configure_redis(cfg) -> None:
+    import hashlib
+
+    from .fastpath import _redis_attach
+    from .worker import sockaddr_for
+
+    r = cfg.redis
+    family, raw, _ = sockaddr_for(_RedisAddr(r.addr, r.port))
+    _redis_attach(family, raw, r.timeout, r.fail == "closed",
+                  hashlib.sha1(REDIS_SCRIPT.encode()).hexdigest(), REDIS_SCRIPT)
+
+
+class _RedisAddr:
+    def __init__(self, addr, port):
+        self.addr, self.port, self.name = addr, port, "redis"
+
+
 def configure_worker(cfg) -> None:
     """In a worker: attach the zone inherited from the master, give each
     rule its access rules, deny status and limits, and each PROXY protocol
@@ -113,10 +146,12 @@ def configure_worker(cfg) -> None:
     if cfg.rate_limits:
         z = zone_for(cfg)           # the master's, inherited through fork (or this process's own)
         limits = [{"name": lim.name, "id": z.catalog[lim.name], "rate": lim.rate, "burst": lim.burst,
-                   "mode": lim.mode, "key": lim.key,
+                   "mode": lim.mode, "key": lim.key, "store": lim.store,
                    "counters_word": z.counters_at + z.catalog[lim.name] * z.lc_words}
                   for lim in cfg.rate_limits]
         _edge_attach(z.mm, z.slots_at, z.nslots, z.epoch_us, limits)
+        if any(lim.store == "redis" for lim in cfg.rate_limits):
+            configure_redis(cfg)
     for si, srv in enumerate(cfg.servers):
         for vi, vh in enumerate(srv.vhosts):
             access = _access_entries(vh.access)

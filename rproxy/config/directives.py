@@ -589,7 +589,7 @@ TABLE: tuple[Directive, ...] = (
        hi=1024 ** 3, origin="rproxy"),
     _d("rate-limit", MAIN, "block", doc="a named rate limit, referenced by vhosts and rules (`rate-limit = "
        "{ NAME }`)", titled="yes", repeat=True, origin="rproxy"),
-    _d("redis", MAIN, "block", doc="the Redis server of `store = redis` limits (not built yet)", active=False,
+    _d("redis", MAIN, "block", doc="the Redis server of `store = redis` limits (one connection per worker)",
        origin="rproxy"),
 
     # ---- rate-limit / redis ----------------------------------------------
@@ -602,13 +602,14 @@ TABLE: tuple[Directive, ...] = (
     _d("mode", RATE_LIMIT, "enum", "reject", "reject (429 + Retry-After), delay (hold up to burst, paced "
        "at rate; beyond: 429), dry-run (count and log only)", choices=("reject", "delay", "dry-run"),
        origin="rproxy"),
-    _d("store", RATE_LIMIT, "enum", "local", "local (the shared zone: exact across workers) | redis (not "
-       "built yet: refused)", choices=("local", "redis"), origin="rproxy"),
-    _d("addr", REDIS, "address", "127.0.0.1", "Redis address", origin="rproxy", active=False),
-    _d("port", REDIS, "int", 6379, "Redis port", lo=1, hi=65535, origin="rproxy", active=False),
-    _d("timeout", REDIS, "duration", 0.05, "longest a Redis answer may take", origin="rproxy", active=False),
-    _d("fail", REDIS, "enum", "open", "Redis down or slow: open (admit) | closed (503)",
-       choices=("open", "closed"), origin="rproxy", active=False),
+    _d("store", RATE_LIMIT, "enum", "local", "local (the shared zone: exact across this node's workers) | "
+       "redis (one budget for every node using the same Redis)", choices=("local", "redis"), origin="rproxy"),
+    _d("addr", REDIS, "address", "127.0.0.1", "Redis address (IPv4 or IPv6)", origin="rproxy"),
+    _d("port", REDIS, "int", 6379, "Redis port", lo=1, hi=65535, origin="rproxy"),
+    _d("timeout", REDIS, "duration", 0.05, "longest a Redis answer may take before `fail` applies",
+       lo=0.001, hi=60, origin="rproxy"),
+    _d("fail", REDIS, "enum", "open", "Redis down, slow or failing: open (admit and count) | closed (503)",
+       choices=("open", "closed"), origin="rproxy"),
 
     # ---- status ----------------------------------------------------------
     _d("addr", STATUS, "listen address", "127.0.0.1", "listen address of the status listener (IPv4 or IPv6)",

@@ -20,7 +20,7 @@ from typing import Mapping, Optional
 from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
-from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers, RateLimit,
+from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers, RateLimit, Redis,
                     HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
 from .parser import Parsed, parse_file_collecting, parse_text_collecting
@@ -103,7 +103,21 @@ class _Normaliser:
             status=status,
             reload_on_change=opt(main, "reload-on-change"),
             rate_limits=tuple(self.limits.values()), rate_limit_zone=opt(main, "rate-limit-zone"),
+            redis=self.redis(main),
         )
+
+    def redis(self, main: Block) -> Optional[Redis]:
+        uses = any(lim.store == "redis" for lim in self.limits.values())
+        if not main.sub("redis"):
+            return Redis() if uses else None
+        b = main.sub("redis")[0]
+        addr = opt(b, "addr")
+        if addr.startswith("unix:") or D._ip(addr) is None:
+            self.error("redis 'addr' must be an IPv4 or IPv6 address (a name would be resolved in the loop)",
+                       b.pos_of("addr"))
+        if not uses:
+            self.note(b.pos, "a redis block with no rate-limit using store = redis: it is not used")
+        return Redis(addr=addr, port=opt(b, "port"), timeout=opt(b, "timeout"), fail=opt(b, "fail"))
 
     def rate_limit(self, b: Block) -> Optional[RateLimit]:
         if len(b.title.encode()) > NAME_MAX or not re.fullmatch(r"[A-Za-z0-9_.-]+", b.title):
@@ -113,10 +127,6 @@ class _Normaliser:
         if not b.has("rate"):
             if not b.given("rate"):
                 self.error(f"rate-limit '{b.title}' has no 'rate'", b.pos, hint="rate = 100/s")
-            return None
-        if opt(b, "store") == "redis":
-            self.error(f"rate-limit '{b.title}': store = redis is not built yet", b.pos_of("store"),
-                       hint="store = local (exact across this node's workers)")
             return None
         return RateLimit(name=b.title, rate=opt(b, "rate"), burst=opt(b, "burst"), key=opt(b, "key"),
                          mode=opt(b, "mode"), store=opt(b, "store"))

@@ -258,6 +258,15 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Redis:
+    """`redis { }`: the store of `store = redis` limits."""
+    addr: str = "127.0.0.1"
+    port: int = 6379
+    timeout: float = 0.05
+    fail: str = "open"                   # open (admit) | closed (503)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     servers: tuple[Server, ...] = ()
@@ -279,6 +288,7 @@ class Config:
     reload_on_change: bool = False
     rate_limits: tuple[RateLimit, ...] = ()
     rate_limit_zone: int = 1024 ** 2     # bytes of shared memory for limit states
+    redis: Optional[Redis] = None
     # What `rproxy -t` reports besides the summary: values read differently
     # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
     notes: tuple[Note, ...] = field(default=(), compare=False)

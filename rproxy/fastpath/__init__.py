@@ -25,6 +25,7 @@ from rproxy._fastpath import (  # noqa: E402
     _edge_attach,
     _edge_set_rule,
     _pp_set_server,
+    _redis_attach,
     bench_edge_gcra,
     edge_layout,
     check_posix_regex,
@@ -49,4 +50,4 @@ __all__ = ["Worker", "check_posix_regex", "set_malloc_trim_threshold", "set_pare
            "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "tls_bind", "tls_callbacks", "tls_constants",
            "tls_register_context", "tls_set_downstream", "tls_set_rule", "tls_set_server", "tls_set_vhost",
            "tls_stats", "tls_store_record", "_edge_attach", "_edge_set_rule", "bench_edge_gcra", "edge_layout",
-           "_pp_set_server"]
+           "_pp_set_server", "_redis_attach"]

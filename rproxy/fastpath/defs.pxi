@@ -24,6 +24,7 @@ cdef enum:
     K_SIGNAL = 4
     K_PROBE = 5
     K_CONTROL = 6
+    K_REDIS = 7             # the rate limit store's connection (redis.pxi)
 
 cdef enum:
     # upstream (client) connection states
@@ -172,6 +173,7 @@ cdef enum:
     TK_LOGFLUSH = 6         # access log buffers (accesslog.pxi)
     TK_METRICS = 7          # gauges published to the metrics zone (metrics.pxi)
     TK_LIMIT = 8            # a request held by a `mode = delay` rate limit (limits.pxi)
+    TK_REDIS = 9            # reconnecting to the rate limit store (redis.pxi)
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -301,6 +303,9 @@ cdef struct Exchange:
     XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
+    uint8_t edge_wait       # waiting for the Redis store's answer (limits.pxi)
+    uint8_t edge_next       # the next of its rule's limits to check
+    int64_t edge_hold       # us to hold it (delay mode), the largest so far
 
 cdef struct UConn:
     Handle h

@@ -73,6 +73,7 @@ cdef struct LimitRt:
     uint32_t burst
     uint8_t mode
     uint8_t key
+    uint8_t redis               # store = redis (redis.pxi), else the zone
     char hdr[64]                # key = header:NAME
     uint32_t hdr_len
     unsigned long long* counters
@@ -335,14 +336,11 @@ cdef void edge_answer(UConn* uc, Exchange* x, int status, const char* reason, Li
 # ---- admission -----------------------------------------------------------------------------
 
 cdef bint edge_admit(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
-    """True: the request was answered (403, deny status, 429) or is held
-    (delay); False: go on."""
+    """True: the request was answered (403, deny status, 429, 503) or is
+    held (delay, or waiting for Redis); False: go on."""
     cdef EdgePolicy* e = rule.edge
     cdef char where[48]
-    cdef int n, i, rc
-    cdef int64_t wait, hold = 0
-    cdef uint64_t h
-    cdef LimitRt* L
+    cdef int n
     if not edge_access_allowed(e, &uc.peer):
         n = peer_format(&uc.peer, where, 48)
         rp_elog(x_errfd(x), 4, "client %.*s: denied by the access rules of vhost '%s': 403", n, where,
@@ -356,48 +354,140 @@ cdef bint edge_admit(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
                     else "Gone" if e.deny == 410 else "Unavailable For Legal Reasons" if e.deny == 451
                     else "Denied", NULL, 0)
         return True
-    if g_edge_slots == NULL:
+    if e.nlimits == 0:
         return False
-    for i in range(e.nlimits):
+    x.edge_next = 0
+    x.edge_hold = 0
+    return edge_limits(uc, x, e)
+
+
+cdef void edge_hold_x(UConn* uc, Exchange* x, int64_t ms) noexcept nogil:
+    """Park x (no reading, no downstream) until its timer fires."""
+    uc.state = U_PENDING
+    timer_stop(&uc.timer)
+    timer_init(&x.ptimer, TK_LIMIT, x)
+    timer_arm(&x.ptimer, ms)
+
+
+cdef bint edge_verdict(UConn* uc, Exchange* x, LimitRt* L, int rc, int64_t wait) noexcept nogil:
+    """Apply one limit's decision; True when x was answered."""
+    cdef char where[48]
+    cdef int n
+    if rc == 0:
+        if L.counters != NULL:
+            rp_add64(&L.counters[LC_DELAYED if wait > 0 and L.mode == LM_DELAY else LC_ADMITTED], 1)
+        if L.mode == LM_DELAY and wait > x.edge_hold:
+            x.edge_hold = wait
+        return False
+    n = peer_format(&uc.peer, where, 48)
+    if L.mode == LM_DRY_RUN:
+        if L.counters != NULL:
+            rp_add64(&L.counters[LC_DRY_LIMITED], 1)
+        rp_elog(x_errfd(x), 5, "client %.*s: rate limit '%s' exceeded (dry-run: admitted)", n, where, L.name)
+        return False
+    if L.counters != NULL:
+        rp_add64(&L.counters[LC_LIMITED], 1)
+    rp_elog(x_errfd(x), 4, "client %.*s: rate limit '%s' exceeded: 429 (retry after %lld ms)", n, where,
+            L.name, <long long>((wait + 999) // 1000))
+    edge_answer(uc, x, 429, "Too Many Requests", L, wait)
+    return True
+
+
+cdef bint edge_limits(UConn* uc, Exchange* x, EdgePolicy* e) noexcept nogil:
+    """Check the limits from x.edge_next on.  True: answered or held."""
+    cdef int i, rc
+    cdef int64_t wait
+    cdef uint64_t h
+    cdef LimitRt* L
+    while x.edge_next < e.nlimits:
+        i = x.edge_next
+        x.edge_next += 1
         L = e.limits[i].lim
         if not edge_key(uc, x, L, e.limits[i].scope, &h):
             continue
+        if L.redis:
+            if redis_ask(x, L, h) == 0:
+                x.edge_wait = 1
+                edge_hold_x(uc, x, g_redis.timeout_ms)
+                return True
+            if edge_store_failed(uc, x, L, "is down"):
+                return True
+            continue
+        if g_edge_slots == NULL:
+            continue
         wait = 0
         rc = edge_gcra(L, h, &wait)
-        if rc == 0:
-            if L.counters != NULL:
-                rp_add64(&L.counters[LC_DELAYED if wait > 0 and L.mode == LM_DELAY else LC_ADMITTED], 1)
-            if L.mode == LM_DELAY and wait > hold:
-                hold = wait
-            continue
-        n = peer_format(&uc.peer, where, 48)
-        if L.mode == LM_DRY_RUN:
-            if L.counters != NULL:
-                rp_add64(&L.counters[LC_DRY_LIMITED], 1)
-            rp_elog(x_errfd(x), 5, "client %.*s: rate limit '%s' exceeded (dry-run: admitted)", n, where,
-                    L.name)
-            continue
-        if L.counters != NULL:
-            rp_add64(&L.counters[LC_LIMITED], 1)
-        rp_elog(x_errfd(x), 4, "client %.*s: rate limit '%s' exceeded: 429 (retry after %lld ms)", n, where,
-                L.name, <long long>((wait + 999) // 1000))
-        edge_answer(uc, x, 429, "Too Many Requests", L, wait)
-        return True
-    if hold > 0:
+        if edge_verdict(uc, x, L, rc, wait):
+            return True
+    if x.edge_hold > 0:
         # held without blocking the loop: the exchange's timer resumes it
-        uc.state = U_PENDING
-        timer_stop(&uc.timer)
-        timer_init(&x.ptimer, TK_LIMIT, x)
-        timer_arm(&x.ptimer, (hold + 999) // 1000)
+        edge_hold_x(uc, x, (x.edge_hold + 999) // 1000)
+        x.edge_hold = 0
         return True
     return False
 
 
-cdef void edge_on_timer(Exchange* x) noexcept nogil:
-    """A delayed request's turn has come."""
+cdef bint edge_store_failed(UConn* uc, Exchange* x, LimitRt* L, const char* what) noexcept nogil:
+    """Redis gave no decision for L: fail open (admit, count) or closed
+    (503).  True when x was answered."""
+    cdef char where[48]
+    cdef int n
+    if g_redis.fail_closed:
+        n = peer_format(&uc.peer, where, 48)
+        rp_elog(x_errfd(x), 4, "client %.*s: rate limit '%s': redis %s (fail = closed): 503", n, where,
+                L.name, what)
+        if L.counters != NULL:
+            rp_add64(&L.counters[LC_LIMITED], 1)
+        edge_answer(uc, x, 503, "Service Unavailable", NULL, 0)
+        return True
+    if L.counters != NULL:
+        rp_add64(&L.counters[LC_ADMITTED], 1)
+    return False
+
+
+cdef void edge_resume(Exchange* x) noexcept nogil:
+    """After a Redis answer (or its failure): the remaining limits, then on."""
     cdef UConn* uc = x.uc
+    timer_stop(&x.ptimer)
     timer_init(&x.ptimer, TK_EXCH, x)
-    uc_start(uc, x, x.rule)
+    if not edge_limits(uc, x, x.rule.edge):
+        uc_start(uc, x, x.rule)
+
+
+cdef void edge_redis_answer(Exchange* x, long long v) noexcept nogil:
+    """The script's answer for x: v <= -1 admitted (held -(v + 1) us in
+    delay mode), v >= 1 refused (retry after v us)."""
+    cdef LimitRt* L = x.rule.edge.limits[x.edge_next - 1].lim
+    x.edge_wait = 0
+    if v < 0:
+        edge_verdict(x.uc, x, L, 0, -(v + 1))
+    elif edge_verdict(x.uc, x, L, 1, v if v > 0 else 1):
+        return
+    edge_resume(x)
+
+
+cdef void edge_redis_failed(Exchange* x) noexcept nogil:
+    cdef LimitRt* L = x.rule.edge.limits[x.edge_next - 1].lim
+    x.edge_wait = 0
+    timer_stop(&x.ptimer)
+    if edge_store_failed(x.uc, x, L, "failed"):
+        return
+    edge_resume(x)
+
+
+cdef void edge_on_timer(Exchange* x) noexcept nogil:
+    """A delayed request's turn has come, or Redis did not answer in time."""
+    cdef LimitRt* L
+    if x.edge_wait:
+        redis_forget(x)
+        x.edge_wait = 0
+        L = x.rule.edge.limits[x.edge_next - 1].lim
+        if edge_store_failed(x.uc, x, L, "timed out"):
+            return
+        edge_resume(x)
+        return
+    timer_init(&x.ptimer, TK_EXCH, x)
+    uc_start(x.uc, x, x.rule)
 
 
 # ---- set-up (from rproxy/limits.py) -----------------------------------------------------------
@@ -441,6 +531,9 @@ def _edge_attach(buf, long long slots_word, long long nslots, long long epoch_us
         L.T = T
         L.burst = lim["burst"]
         L.mode = {"reject": LM_REJECT, "delay": LM_DELAY, "dry-run": LM_DRY_RUN}[lim["mode"]]
+        L.redis = lim.get("store") == "redis"
+        if L.redis:
+            L.id = 0                    # the same key on every node: the name is in the Redis key
         L.tol = T * lim["burst"] if L.mode == LM_DELAY else T * (lim["burst"] - 1)
         L.window_s = max(1, -(-lim["burst"] * T // 1000000))
         key = lim["key"]

@@ -31,6 +31,8 @@ cdef void timer_fire(Timer* t) noexcept nogil:
         m_on_timer()
     elif t.kind == TK_LIMIT:
         edge_on_timer(<Exchange*>t.owner)
+    elif t.kind == TK_REDIS:
+        redis_on_timer()
 
 
 # ---- listeners -----------------------------------------------------------------------
@@ -249,6 +251,8 @@ cdef int loop_run() noexcept nogil:
                 probe_on_event(<Probe*>h, e)
             elif h.kind == K_CONTROL:
                 control_read()
+            elif h.kind == K_REDIS:
+                redis_on_event(e)
         timers_run()
         run_ready()
         free_dead()

@@ -51,6 +51,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.pipe = NULL
     x.splice_left = 0
     x.failed_ds = NULL
+    x.edge_wait = 0
     xlog_init(x)
     c_x_out += 1
     return x
@@ -61,6 +62,8 @@ cdef void x_free(Exchange* x) noexcept nogil:
     m_request_done(x)
     xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
+    if x.edge_wait:
+        redis_forget(x)             # limits.pxi / redis.pxi
     if x.flags & XF_PENDING:
         pend_remove(x)
     if x.pipe != NULL:

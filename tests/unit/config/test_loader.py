@@ -83,9 +83,10 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
             "error-log log-level access-log-buffer access-log-flush status reload-on-change "
-            "rate-limit-zone rate-limit",
+            "rate-limit-zone rate-limit redis",
     D.STATUS: "addr port allow",
     D.RATE_LIMIT: "key rate burst mode store",
+    D.REDIS: "addr port timeout fail",
     D.ACCESS: "allow deny",
     D.SERVER: "addr port backlog proxy-protocol proxy-protocol-from threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
