@@ -312,6 +312,7 @@ cdef struct Exchange:
     uint8_t edge_wait       # waiting for the Redis store's answer (limits.pxi)
     uint8_t edge_next       # the next of its rule's limits to check
     int64_t edge_hold       # us to hold it (delay mode), the largest so far
+    void* edge_limit        # LimitRt* that refused / delayed it, for {RATE_LIMIT}; NULL = none
 
 cdef struct UConn:
     Handle h

@@ -361,6 +361,11 @@ cdef bint edge_admit(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
     return edge_limits(uc, x, e)
 
 
+cdef const char* edge_limit_name(Exchange* x) noexcept nogil:
+    """For the access log's {RATE_LIMIT}."""
+    return (<LimitRt*>x.edge_limit).name if x.edge_limit != NULL else NULL
+
+
 cdef void edge_hold_x(UConn* uc, Exchange* x, int64_t ms) noexcept nogil:
     """Park x (no reading, no downstream) until its timer fires."""
     uc.state = U_PENDING
@@ -378,7 +383,9 @@ cdef bint edge_verdict(UConn* uc, Exchange* x, LimitRt* L, int rc, int64_t wait)
             rp_add64(&L.counters[LC_DELAYED if wait > 0 and L.mode == LM_DELAY else LC_ADMITTED], 1)
         if L.mode == LM_DELAY and wait > x.edge_hold:
             x.edge_hold = wait
+            x.edge_limit = L
         return False
+    x.edge_limit = L
     n = peer_format(&uc.peer, where, 48)
     if L.mode == LM_DRY_RUN:
         if L.counters != NULL:

@@ -53,6 +53,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.splice_left = 0
     x.failed_ds = NULL
     x.edge_wait = 0
+    x.edge_limit = NULL
     xlog_init(x)
     c_x_out += 1
     return x

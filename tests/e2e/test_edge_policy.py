@@ -87,14 +87,21 @@ def test_route_key_is_one_budget_for_everyone(start_rproxy, port, downstream):
     assert statuses(port, 3, path=b"/other") == [200] * 3       # another rule: no limit
 
 
-def test_dry_run_counts_and_logs_only(start_rproxy, port, downstream):
-    p = start_rproxy(conf(port, downstream.port, """
-        rate-limit = { watch }
-        rule all { uri-prefix = "/"  downstreams = { app } }""",
+def test_dry_run_counts_and_logs_only(start_rproxy, port, downstream, tmp_path):
+    alog = tmp_path / "access.log"
+    p = start_rproxy(conf(port, downstream.port, f"""
+        logging {{ request {{ enabled = true  output = "file:{alog}"  format = "{{STATUS}} {{RATE_LIMIT}}" }} }}
+        rate-limit = {{ watch }}
+        rule all {{ uri-prefix = "/"  downstreams = {{ app }} }}""",
         top="rate-limit watch { rate = 1/h  burst = 2  mode = dry-run }"), port)
     assert statuses(port, 5) == [200] * 5
     log = wait_log(p, "rate limit 'watch' exceeded (dry-run: admitted)", 3)
     assert "429" not in log
+    from support.master import wait_until
+
+    lines = wait_until(lambda: alog.exists() and len(alog.read_text().splitlines()) == 5 and alog.read_text(),
+                       10, "5 access log lines").splitlines()
+    assert lines == ["200 -", "200 -", "200 watch", "200 watch", "200 watch"]
 
 
 def test_delay_mode_paces_requests_and_refuses_beyond_burst(start_rproxy, port, downstream):
