@@ -398,8 +398,8 @@ cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
 
 cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     cdef int r
-    if uc.pp_wait and (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) and pp_read(uc) != 0:
-        return                      # PROXY protocol header awaited (proxyproto.pxi)
+    if uc.pp_wait and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
+        return                      # PROXY protocol header awaited (proxyproto.pxi): nothing else yet
     if uc.tls != NULL and (uc.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
         ev = tls_uc_event(uc, ev)
         if ev == 0:
