@@ -361,3 +361,20 @@ backend nodes
         h.wait(10)
     assert [r.header("X-Forwarded-For") for r in downstream.requests] == ["127.0.0.5"] * 4
     assert downstream.connections >= 2          # both nodes served (each has its own pool)
+
+
+def test_limit_counts_reach_the_metrics(start_rproxy, port, downstream):
+    import json
+    import urllib.request
+
+    sport = free_port()
+    start_rproxy(conf(port, downstream.port, """
+        rate-limit = { counted }
+        rule all { uri-prefix = "/"  downstreams = { app } }""", workers=2,
+        top=f"status {{ port = {sport} }}\nrate-limit counted {{ rate = 1/h  burst = 3 }}"), port)
+    assert statuses(port, 5) == [200, 200, 200, 429, 429]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{sport}/metrics", timeout=10).read().decode()
+    assert 'rproxy_rate_limit_requests_total{limit="counted",outcome="admitted"} 3' in text
+    assert 'rproxy_rate_limit_requests_total{limit="counted",outcome="limited"} 2' in text
+    st = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{sport}/status", timeout=10).read())
+    assert st["rate_limits"][0]["limited"] == 2
