@@ -266,8 +266,9 @@ def test_proxy_protocol_v1_and_v2_carry_the_client_address(start_rproxy, port, d
     assert downstream.requests[-1].header("X-Forwarded-For") == "127.0.0.1"
     assert pp_get(port, b"PROXY UNKNOWN\r\n") == 200
     assert downstream.requests[-1].header("X-Forwarded-For") == "127.0.0.1"
-    # access rules see the carried address
+    # access rules see the carried address, an IPv4-mapped IPv6 one as IPv4
     assert pp_get(port, b"PROXY TCP4 198.51.100.5 127.0.0.1 1 2\r\n") == 403
+    assert pp_get(port, v2_header("::ffff:198.51.100.6", "::1", 1, 2)) == 403
     wait_log(p, "client 198.51.100.5")
 
 
@@ -378,3 +379,22 @@ def test_limit_counts_reach_the_metrics(start_rproxy, port, downstream):
     assert 'rproxy_rate_limit_requests_total{limit="counted",outcome="limited"} 2' in text
     st = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{sport}/status", timeout=10).read())
     assert st["rate_limits"][0]["limited"] == 2
+
+
+def test_access_rules_ipv6(start_rproxy, port, downstream):
+    """An IPv6 listener; a prefix cut inside a byte (::1/127 holds ::0 and ::1)."""
+    p = start_rproxy(f"""workers = 1
+server {{
+    addr = ::1
+    port = {port}
+    downstream app {{ addr = 127.0.0.1  port = {downstream.port} }}
+    vhost "*" {{
+        access {{ allow = {{ ::2/127 }}  deny = {{ ::1/127 }} }}
+        rule all {{ uri-prefix = "/"  downstreams = {{ app }} }}
+    }}
+}}
+""", port, host="::1")
+    s = socket.create_connection(("::1", port), timeout=10)
+    assert get(port, keep=s)[0] == 403
+    s.close()
+    wait_log(p, "denied by the access rules")
