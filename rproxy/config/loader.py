@@ -140,6 +140,12 @@ class _Normaliser:
                 self.error(f"{what}: unknown rate-limit '{n}'", pos, hint=_did_you_mean(n, self.limit_names))
         return tuple(dict.fromkeys(names))
 
+    def check_limit_count(self, b: Block, refs: tuple, vhost_limits: tuple) -> tuple:
+        if len(set(refs) | set(vhost_limits)) > 8:          # EDGE_MAX_LIMITS in limits.pxi
+            self.error(f"rule '{b.title}': at most 8 rate limits per request (its vhost's and its own)",
+                       b.pos_of("rate_limit"))
+        return refs
+
     def access(self, b: Block) -> tuple:
         """allow / deny in file order: [(network, allowed)]."""
         parts = []
@@ -147,7 +153,10 @@ class _Normaliser:
             if b.has(key):
                 parts.append((_order(b.pos_of(key)), [(n, allowed) for n in opt(b, key)]))
         parts.sort(key=lambda p: p[0])
-        return tuple(x for _, items in parts for x in items)
+        out = tuple(x for _, items in parts for x in items)
+        if len(out) > 64:               # EDGE_MAX_ACCESS in limits.pxi (`all` counts twice)
+            self.error(f"at most 64 access entries per vhost ({len(out)} given; `all` counts as two)", b.pos)
+        return out
 
     def status(self, b: Block) -> Status:
         addr = opt(b, "addr")
@@ -338,7 +347,8 @@ class _Normaliser:
         if ssl is not None and ssl.enabled and not server_tls:
             self.note(b.sub("ssl")[0].pos, f"vhost '{b.title}' has TLS settings but its server does not "
                                            "speak TLS: they are never used")
-        rules = tuple(r for r in (self.rule(rb, ds_names) for rb in b.sub("rule")) if r is not None)
+        vlimits = tuple(opt(b, "rate-limit"))
+        rules = tuple(r for r in (self.rule(rb, ds_names, vlimits) for rb in b.sub("rule")) if r is not None)
         return Vhost(
             name=b.title, aliases=opt(b, "aliases"), strip_headers=opt(b, "strip-headers"), ssl=ssl,
             headers=self.headers(b.sub("headers")[0]) if b.sub("headers") else None,
@@ -348,7 +358,7 @@ class _Normaliser:
             rate_limit=self.limit_refs(b, f"vhost '{b.title}'"),
             access=self.access(b.sub("access")[0]) if b.sub("access") else (), pos=b.pos)
 
-    def rule(self, b: Block, ds_names: set) -> Optional[Rule]:
+    def rule(self, b: Block, ds_names: set, vhost_limits: tuple = ()) -> Optional[Rule]:
         ok = True
         if len(b.title.encode()) > NAME_MAX:
             self.error(f"rule name is longer than {NAME_MAX} bytes", b.title_pos)
@@ -398,7 +408,8 @@ class _Normaliser:
             upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers,
             request_buffering=opt(b, "request-buffering") if b.has("request_buffering") else None,
             response_buffering=opt(b, "response-buffering") if b.has("response_buffering") else None,
-            rate_limit=self.limit_refs(b, f"rule '{b.title}'"), deny=opt(b, "deny"),
+            rate_limit=self.check_limit_count(b, self.limit_refs(b, f"rule '{b.title}'"), vhost_limits),
+            deny=opt(b, "deny"),
             deny_status=opt(b, "status"), pos=b.pos)
 
     # ---- headers, ssl, logging -------------------------------------------

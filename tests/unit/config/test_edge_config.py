@@ -72,3 +72,13 @@ def test_deny_rule_status():
     assert (rule.deny, rule.deny_status) == (True, 451)
     assert "must be between 400 and 499" in errors(srv().replace('rule r {', 'rule b { uri-prefix = "/x"  '
                                                                               'deny = true  status = 200 }\n rule r {'))
+
+
+def test_runtime_bounds_are_config_errors():
+    nets = ", ".join(f"10.0.{i}.0/24" for i in range(65))
+    assert "at most 64 access entries per vhost" in errors(
+        srv().replace('vhost "v" {', f'vhost "v" {{ access {{ allow = {{ {nets} }} }}'))
+    top = "\n".join(f"rate-limit l{i} {{ rate = 1/s }}" for i in range(9))
+    names = ", ".join(f"l{i}" for i in range(9))
+    assert "at most 8 rate limits per request" in errors(
+        srv(top=top).replace('vhost "v" {', f'vhost "v" {{ rate-limit = {{ {names} }}'))
