@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Sequence
 
-from . import accesslog, errorlog
+from . import accesslog, errorlog, limits
 from .config.model import Config, Downstream
 from .master import logfiles
 
@@ -156,6 +156,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
 
     _KEEP.append(tls.configure_worker(w, cfg, ds_index, errorlog.log))
     accesslog.configure_worker(cfg)
+    limits.configure_worker(cfg)    # edge policy: access rules, deny, rate limits (limits.pxi)
     names = [(i, ds) for i, ds in enumerate(all_ds) if is_hostname(ds.addr)]
     if names:
         Resolver(w, names).start()

@@ -24,6 +24,7 @@ cdef enum:
     K_SIGNAL = 4
     K_PROBE = 5
     K_CONTROL = 6
+    K_REDIS = 7             # the rate limit store's connection (redis.pxi)
 
 cdef enum:
     # upstream (client) connection states
@@ -175,6 +176,8 @@ cdef enum:
     TK_PROBE = 5
     TK_LOGFLUSH = 6         # access log buffers (accesslog.pxi)
     TK_METRICS = 7          # gauges published to the metrics zone (metrics.pxi)
+    TK_LIMIT = 8            # a request held by a `mode = delay` rate limit (limits.pxi)
+    TK_REDIS = 9            # reconnecting to the rate limit store (redis.pxi)
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -306,6 +309,10 @@ cdef struct Exchange:
     XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
+    uint8_t edge_wait       # waiting for the Redis store's answer (limits.pxi)
+    uint8_t edge_next       # the next of its rule's limits to check
+    int64_t edge_hold       # us to hold it (delay mode), the largest so far
+    void* edge_limit        # LimitRt* that refused / delayed it, for {RATE_LIMIT}; NULL = none
 
 cdef struct UConn:
     Handle h
@@ -327,6 +334,7 @@ cdef struct UConn:
     Peer peer
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
+    uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
 
 cdef struct DConn:
     Handle h
@@ -409,6 +417,7 @@ cdef struct DownstreamRt:
     uint8_t tls_err_logged
 
 cdef struct VhostRt
+cdef struct EdgePolicy      # access rules, deny, rate limits of a rule (limits.pxi)
 
 cdef struct RuleRt:
     char name[64]
@@ -439,6 +448,7 @@ cdef struct RuleRt:
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
     uint8_t request_buffering
     uint8_t response_buffering
+    EdgePolicy* edge        # limits.pxi: NULL = nothing to check
 
 cdef struct VhostRt:
     char name[128]
@@ -488,6 +498,7 @@ cdef struct ServerRt:
     void* tls_ctx           # SSL_CTX* of a TLS listener, else NULL
     int tls_verify_depth
     void* tls_hdr_fn        # PyObject*: client certificate -> X-SSL-* header block (NULL: none wanted)
+    void* pp                # PPServer* (proxyproto.pxi): PROXY protocol expected; NULL = no
 cdef struct Listener:
     Handle h
     ServerRt* srv

@@ -52,6 +52,8 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.qbb = NULL
     x.splice_left = 0
     x.failed_ds = NULL
+    x.edge_wait = 0
+    x.edge_limit = NULL
     xlog_init(x)
     c_x_out += 1
     return x
@@ -62,6 +64,8 @@ cdef void x_free(Exchange* x) noexcept nogil:
     m_request_done(x)
     xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
+    if x.edge_wait:
+        redis_forget(x)             # limits.pxi / redis.pxi
     if x.flags & XF_PENDING:
         pend_remove(x)
     if x.pipe != NULL:
@@ -394,6 +398,8 @@ cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
 
 cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     cdef int r
+    if uc.pp_wait and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
+        return                      # PROXY protocol header awaited (proxyproto.pxi): nothing else yet
     if uc.tls != NULL and (uc.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
         ev = tls_uc_event(uc, ev)
         if ev == 0:
@@ -710,6 +716,14 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             uc_reject(uc, status)
         return
     x.rule = rule
+    if rule.edge != NULL and edge_admit(uc, x, rule):
+        return                      # refused or held (limits.pxi)
+    uc_start(uc, x, rule)
+
+
+cdef void uc_start(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
+    """An admitted request: redirect, or find it a downstream connection."""
+    cdef DConn* dc
     if rule.vhost.https_redirect and uc.tls == NULL:
         uc_redirect_https(uc, x, rule.vhost)
         return

@@ -412,6 +412,7 @@ cdef class Worker:
                 if g_probes[i].ds != NULL:
                     probe_schedule(&g_probes[i], 1)
             m_start()
+            redis_start()
             self._built = True
         with nogil:
             rc = loop_run()
