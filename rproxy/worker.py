@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Sequence
 
-from . import accesslog, errorlog
+from . import accesslog, edge, errorlog
 from .config.model import Config, Downstream
 from .master import logfiles
 
@@ -135,7 +135,10 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                            allow_redirect=rule.allow_redirect, redirect_filter=rule.redirect_filter,
                            up_read_timeout=rule.upstream_read_timeout,
                            up_write_timeout=rule.upstream_write_timeout)
+                if edge.needs_edge(rule):
+                    w.set_edge(si, vi, ri, **edge.worker_args(rule))
     w.set_owned_headers(sorted(owned))
+    edge.configure_mime()
     if metrics is not None:
         buf, args = metrics
         w.set_metrics(buf, args["worker_word"], args["servers"], args["rules"], args["unrouted"],

@@ -19,6 +19,7 @@ from typing import Mapping, Optional
 from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
+from .edge import edge_ops, edge_rule
 from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers,
                     HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
@@ -274,7 +275,8 @@ class _Normaliser:
         if ssl is not None and ssl.enabled and not server_tls:
             self.note(b.sub("ssl")[0].pos, f"vhost '{b.title}' has TLS settings but its server does not "
                                            "speak TLS: they are never used")
-        rules = tuple(r for r in (self.rule(rb, ds_names) for rb in b.sub("rule")) if r is not None)
+        vedge = edge_ops(self, b, None)
+        rules = tuple(r for r in (self.rule(rb, ds_names, vedge) for rb in b.sub("rule")) if r is not None)
         return Vhost(
             name=b.title, aliases=opt(b, "aliases"), strip_headers=opt(b, "strip-headers"), ssl=ssl,
             headers=self.headers(b.sub("headers")[0]) if b.sub("headers") else None,
@@ -282,7 +284,7 @@ class _Normaliser:
             rules=rules, default=opt(b, "default"), https_redirect=opt(b, "https-redirect"),
             https_redirect_port=opt(b, "https-redirect-port"), pos=b.pos)
 
-    def rule(self, b: Block, ds_names: set) -> Optional[Rule]:
+    def rule(self, b: Block, ds_names: set, vedge=None) -> Optional[Rule]:
         ok = True
         if len(b.title.encode()) > NAME_MAX:
             self.error(f"rule name is longer than {NAME_MAX} bytes", b.title_pos)
@@ -329,7 +331,8 @@ class _Normaliser:
             replace_path=replace, passthrough=opt(b, "passthrough"), allow_redirect=opt(b, "allow-redirect"),
             redirect_filter=opt(b, "redirect-filter"),
             upstream_read_timeout=opt(b, "upstream-read-timeout"),
-            upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers, pos=b.pos)
+            upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers, pos=b.pos,
+            **edge_rule(self, b, vedge, dss))
 
     # ---- headers, ssl, logging -------------------------------------------
 

@@ -264,6 +264,7 @@ cdef struct XLog:
     char* resp_copy         # {DS_HDR} values, copied at the response head
 
 cdef struct Tls                 # TLS state of a connection (tls.pxi)
+cdef struct EdgeRule            # static files, redirects, header rules, sticky (edge.pxi)
 
 cdef struct Exchange:
     Exchange* next          # free list / pending queue
@@ -300,6 +301,10 @@ cdef struct Exchange:
     XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
+    int sf_fd               # a static file being sent (static.pxi), -1 = none
+    uint64_t sf_off
+    uint64_t sf_left
+    int16_t sticky_set      # edge.pxi: set the sticky cookie for the downstream used (1), or not (0)
 
 cdef struct UConn:
     Handle h
@@ -428,6 +433,7 @@ cdef struct RuleRt:
     int64_t up_read_ms      # upstream-read-timeout: the client's, once routed here (0 = server's)
     int64_t up_write_ms
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
+    EdgeRule* edge          # static files, redirect, header rules, sticky (edge.pxi); NULL = none
 
 cdef struct VhostRt:
     char name[128]

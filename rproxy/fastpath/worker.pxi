@@ -253,6 +253,18 @@ cdef class Worker:
                 raise ValueError(f"rule {name}: bad regular expression: {msg.decode()}")
             r.nsub = <int>r.regex.re_nsub
 
+    def set_edge(self, int server, int vhost, int index, *, req_ops=(), resp_ops=(), redirect=None,
+                 int status=302, root=None, index_files=(), bint autoindex=False, str sticky="off",
+                 str cookie="rp_srv", tokens=()):
+        """Issue 20's rule actions (edge.pxi): header ops (kind, name, value,
+        tls_only), a redirect template, a static root, sticky sessions."""
+        import os
+        rootfd = -1
+        if root is not None:
+            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        edge_setup(&g_servers[server].vhosts[vhost].rules[index], req_ops, resp_ops, redirect, status,
+                   rootfd, index_files, autoindex, sticky, cookie, tokens)
+
     def set_owned_headers(self, names):
         """Request header names the proxy owns (x509-extension headers): a
         client's copies are always dropped.  X-SSL-* is owned by prefix."""
