@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-from . import directives as D
 
 # what each security-headers level sends (documented in the README)
 BASIC = (("X-Content-Type-Options", "nosniff"),

@@ -81,7 +81,7 @@ STATIC = 'rule files { uri-prefix = "/static/"  root = "%s"  autoindex = %s }'
 # ---- static files --------------------------------------------------------------------
 
 def test_static_files_validators_ranges_and_head(start_rproxy, port, site):
-    p = start_rproxy(conf(port, STATIC % (site, "false")), port=port)
+    start_rproxy(conf(port, STATIC % (site, "false")), port=port)
     st, h, body = get(port, "/static/a.txt")
     assert (st, body) == (200, b"hello world\n")
     assert h["content-type"] == "text/plain; charset=utf-8" and h["accept-ranges"] == "bytes"
