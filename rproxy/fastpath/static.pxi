@@ -539,8 +539,8 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
     # a precompressed sibling (.br, then .gz) when the client accepts it
     v = req_header(uc, x, "accept-encoding", 15, &vlen)
     for zi in range(2):
-        if rlen + 4 >= SF_PATH_MAX:
-            break
+        if rlen + 4 >= SF_PATH_MAX or v == NULL:
+            break                   # a client accepting no coding gets the file (no probe, no Vary)
         memcpy(zrel, rel, rlen)
         if zi == 0:
             memcpy(zrel + rlen, ".br", 4)

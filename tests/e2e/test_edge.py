@@ -165,8 +165,9 @@ def test_static_dirs_index_autoindex_precompressed_and_fallback(start_rproxy, po
     st, h, zbody = get(port, "/static/app.js", [("Accept-Encoding", "br, gzip")])
     assert h.get("content-encoding") == "gzip" and gzip.decompress(zbody) == (site / "app.js").read_bytes()
     assert h["vary"] == "Accept-Encoding" and h["content-type"].startswith("text/javascript")
-    st, h, plain = get(port, "/static/app.js")
+    st, h, plain = get(port, "/static/app.js", [("Accept-Encoding", "deflate")])
     assert "content-encoding" not in h and h["vary"] == "Accept-Encoding" and plain == (site / "app.js").read_bytes()
+    assert "vary" not in get(port, "/static/a.txt", [("Accept-Encoding", "gzip")])[1]
     assert "content-encoding" not in get(port, "/static/app.js", [("Accept-Encoding", "gzip;q=0")])[1]
     # try-files: a miss (or a method other than GET/HEAD) goes to the rule's downstreams
     assert get(port, "/a.txt")[2] == b"hello world\n"
