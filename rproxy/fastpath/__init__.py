@@ -41,7 +41,8 @@ from rproxy._fastpath import (  # noqa: E402
     tls_store_record,
 )
 
-__all__ = ["Worker", "check_posix_regex", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes",
-           "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "set_mime_types", "tls_bind", "tls_callbacks", "tls_constants",
+__all__ = ["Worker", "check_posix_regex", "metrics_layout", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes",
+           "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "set_mime_types",
+           "tls_bind", "tls_callbacks", "tls_constants",
            "tls_register_context", "tls_set_downstream", "tls_set_rule", "tls_set_server", "tls_set_vhost",
            "tls_stats", "tls_store_record"]

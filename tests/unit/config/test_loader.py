@@ -82,14 +82,17 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # the same routing tables.
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
-            "error-log log-level access-log-buffer access-log-flush status reload-on-change",
+            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir",
     D.STATUS: "addr port allow",
     D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
-              "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl",
+              "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl client-body-buffer-size "
+              "response-buffer-size max-temp-file-size client-body-timeout send-timeout request-buffering "
+              "response-buffering",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
-                  "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name",
+                  "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name "
+                  "max-connections",
     D.RETRY: "seconds useconds",
     D.HEALTH: "path interval timeout rise fall",
     D.REWRITE: "src dst",
@@ -98,7 +101,7 @@ ACTIVE = {
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
             "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
             "root index autoindex redirect status sticky sticky-cookie sticky-key security-headers "
-            "request-headers response-headers",
+            "request-headers response-headers request-buffering response-buffering",
     D.HDR_RULES: "set add remove",
     D.SECHDR: "profile strict-transport-security content-security-policy x-content-type-options "
               "referrer-policy x-frame-options permissions-policy cross-origin-opener-policy",
