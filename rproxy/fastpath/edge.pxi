@@ -20,6 +20,9 @@ cdef enum:
     HOP_DEFAULT = 3         # add unless the message already has one (security headers)
 
 cdef enum:
+    SF_ANSWERED = -2        # Exchange.sf_fd: answered by edge.pxi / static.pxi, no file in flight
+
+cdef enum:
     STICKY_OFF = 0
     STICKY_COOKIE = 1
     STICKY_IP_HASH = 2
@@ -190,6 +193,8 @@ cdef void edge_answer(UConn* uc, Exchange* x, Buf* hb, W* w, int status, bint ke
         return
     x.status = <uint16_t>status
     x.flags |= XF_RESP_STARTED
+    if x.sf_fd < 0:
+        x.sf_fd = SF_ANSWERED       # ours, without a file: edge_on_drained ends it
     xlog_done(x)
     if not keep or g_stop:
         uc.flags |= UF_CLOSE_AFTER
@@ -290,13 +295,14 @@ cdef bint edge_on_drained(UConn* uc) noexcept nogil:
     """Hook in uc_on_drained: a response of ours (static file, redirect) is
     in progress on this connection.  True when it handled the event."""
     cdef Exchange* x = uc.x
-    if x == NULL or x.dc != NULL or not (x.flags & XF_RESP_STARTED) or x.rule == NULL \
-            or x.rule.edge == NULL:
+    if x == NULL or x.dc != NULL:
         return False
     if x.sf_fd >= 0:
         static_pump(uc)
         return True
-    x_drop(uc)                  # a redirect or a head-only answer is all out
+    if x.sf_fd != SF_ANSWERED:
+        return False                # not a response of ours: the usual flow
+    x_drop(uc)                  # a redirect, an error or a listing is all out
     uc_on_drained(uc)
     return True
 

@@ -854,6 +854,7 @@ cdef void edge_answer_keep_body(UConn* uc, Exchange* x, Buf* hb, W* w, bint keep
         return
     x.status = 200
     x.flags |= XF_RESP_STARTED
+    x.sf_fd = SF_ANSWERED
     xlog_done(x)
     if not keep or g_stop:
         uc.flags |= UF_CLOSE_AFTER
