@@ -13,6 +13,14 @@
 # build_request_head / build_response_head call edge_*_skip for each header
 # they copy and edge_*_extra before the final CRLF; everything else is here.
 
+cdef extern from "<time.h>" nogil:
+    cdef struct tm:
+        pass
+    tm* gmtime_r(const time_t* t, tm* out)
+    time_t time(time_t* t)
+    size_t strftime(char* s, size_t max, const char* fmt, const tm* t)
+
+
 cdef enum:
     HOP_SET = 0             # replace every header of that name
     HOP_ADD = 1             # add one more
@@ -213,12 +221,26 @@ cdef void edge_answer(UConn* uc, Exchange* x, Buf* hb, W* w, int status, bint ke
     # else: the rest goes out on EPOLLOUT (edge_on_drained goes on)
 
 
+cdef char g_date[40]                # "Date: ...\r\n" of the current second (RFC 9110 6.6.1)
+cdef uint32_t g_date_len = 0
+cdef time_t g_date_at = 0
+
+
 cdef void w_status_line(W* w, int status, const char* reason) noexcept nogil:
+    """Status line, Server and Date: rproxy is the origin of these responses."""
+    global g_date_len, g_date_at
+    cdef time_t now = time(NULL)
+    cdef tm t
+    if now != g_date_at:
+        gmtime_r(&now, &t)
+        g_date_len = <uint32_t>strftime(g_date, 40, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &t)
+        g_date_at = now
     w_put(w, "HTTP/1.1 ", 9)
     w_uint(w, <uint64_t>status)
     w_put(w, " ", 1)
     w_str(w, reason)
     w_put(w, "\r\nServer: rproxy\r\n", 18)
+    w_put(w, g_date, g_date_len)
 
 
 cdef void w_end_head(W* w, UConn* uc, Exchange* x, bint keep) noexcept nogil:

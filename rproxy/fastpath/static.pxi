@@ -58,12 +58,6 @@ cdef extern from "<errno.h>" nogil:
         EACCES
         ENAMETOOLONG
 
-cdef extern from "<time.h>" nogil:
-    cdef struct tm:
-        pass
-    tm* gmtime_r(const time_t* t, tm* out)
-    size_t strftime(char* s, size_t max, const char* fmt, const tm* t)
-
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:
         pass

@@ -382,5 +382,37 @@ def test_sticky_ip_hash_and_cookie_secure_over_tls(start_rproxy, port, test_pki)
             d.close()
 
 
+# ---- REDbot (HTTP lint) on a file and on a proxied resource -------------------------------
+
+def test_redbot_finds_no_framing_or_validator_fault(start_rproxy, port, site, downstream):
+    redbot = os.path.join(os.path.dirname(sys.executable), "redbot")
+    if not os.path.exists(redbot):
+        pytest.skip("redbot is not installed (pip install redbot)")
+
+    def handler(req, s):
+        body = b"<!doctype html><title>t</title><p>proxied</p>\n"
+        s.sendall(b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nContent-Type: text/html\r\n"
+                  b"Cache-Control: max-age=60\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        return True
+    downstream.handler = handler
+    body = (STATIC % (site, "false")) + '\nrule app { uri-prefix = "/"  downstreams = { app } }'
+    start_rproxy(conf(port, "security-headers = basic\n" + body, [("app", downstream.port)]), port=port)
+
+    def lint(path):
+        out = subprocess.run([redbot, "-o", "text", f"http://127.0.0.1:{port}{path}"], capture_output=True,
+                             text=True, timeout=60).stdout
+        assert "The Content-Length header is correct" in out, out
+        for bad in ("Content-Length header isn't right", "doesn't have a Date header", "Transfer-Encoding",
+                    "chunk", "isn't a valid", "invalid"):
+            assert bad not in out, (bad, out)
+        return out
+    out = lint("/static/style.css")
+    for good in ("If-None-Match conditional requests are supported",
+                 "If-Modified-Since conditional requests are supported",
+                 "A ranged request returned the correct partial content"):
+        assert good in out, out
+    lint("/page")
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
