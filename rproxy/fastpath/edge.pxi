@@ -393,7 +393,7 @@ cdef int sticky_ip_pick(UConn* uc, RuleRt* r) noexcept nogil:
         a = (a ^ uc.peer.addr[i]) * 1099511628211ULL
     for i in range(r.nds):
         d = r.dss[i]
-        if not d.enabled or d.hc_down or d.n_up == 0 or d.eject_until > g_now:
+        if not sticky_alive(d):
             continue
         score = mix64(a ^ mix64(<uint64_t>(d.index + 1)))
         if best < 0 or score > best_score:
@@ -403,7 +403,7 @@ cdef int sticky_ip_pick(UConn* uc, RuleRt* r) noexcept nogil:
 
 
 cdef bint sticky_alive(DownstreamRt* d) noexcept nogil:
-    return d.enabled and not d.hc_down and d.n_up > 0 and d.eject_until <= g_now
+    return d.enabled and not d.hc_down and (d.n_up > 0 or not d.down_logged) and d.eject_until <= g_now
 
 
 cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil:
@@ -418,7 +418,8 @@ cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil:
         k = sticky_from_cookie(x.uc, x)
     else:
         k = sticky_ip_pick(x.uc, r)
-    if k < 0 or not sticky_alive(r.dss[k]):
+    if k < 0 or not sticky_alive(r.dss[k]) or r.dss[k].n_up == 0:
+        # none named, or it is down (or has no connection up right now): balance
         if r.edge.sticky == STICKY_COOKIE:
             x.sticky_set = 1
         return NULL

@@ -413,9 +413,8 @@ cdef int static_serve(UConn* uc, Exchange* x) noexcept nogil:
     cdef EdgeRule* e = x.rule.edge
     cdef const char* url = bdata(uc.rbuf) + x.url_sp.off
     cdef const char* p = url + x.path_off
-    cdef uint32_t plen = x.path_len, rlen = 0, vlen = 0, k
+    cdef uint32_t plen = x.path_len, rlen = 0
     cdef char rel[SF_PATH_MAX]
-    cdef char tmp[SF_PATH_MAX]
     cdef int st, fd, dfd, i, err
     cdef stat_t sb
     cdef bint fwd = x.rule.nds > 0
