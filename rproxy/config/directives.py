@@ -493,12 +493,16 @@ RETRY, REWRITE, HEALTH = "retry", "rewrite", "health-check"
 STATUS = "status"
 RATE_LIMIT, REDIS, ACCESS = "rate-limit", "redis", "access"
 SSL, CRL, HEADERS, X509, LOGGING, LOG_STREAM = "ssl", "crl", "headers", "x509-extension", "logging", "log-stream"
+# issue 20 (edge.pxi): header rules, their free-form set/add blocks, security headers
+HDR_RULES, HDR_PAIRS, SECHDR = "header-rules", "header-pairs", "security-headers"
+FREEFORM = {HDR_PAIRS}            # blocks whose every `Name = value` is data, not a directive
 
 CONTEXT_PHRASE = {MAIN: "the top level", LOG_STREAM: "a logging 'request', 'error' or 'general' block"}
 CONTEXT_TITLE = {MAIN: "top level", LOG_STREAM: "logging → request / error / general",
                  CRL: "ssl → crl", X509: "headers → x509-extension", RETRY: "downstream → retry",
                  HEALTH: "downstream → health-check", RULE: "vhost → rule", REWRITE: "server → rewrite",
-                 ACCESS: "vhost → access"}
+                 ACCESS: "vhost → access",
+                 HDR_RULES: "request-headers / response-headers", SECHDR: "security-headers { }"}
 
 ORIGINS = {"1": "RProxy 1.x", "2": "RProxy 2.x", "1,2": "RProxy 1.x, 2.x", "rproxy": "rproxy"}
 
@@ -773,8 +777,8 @@ TABLE: tuple[Directive, ...] = (
     _d("uri-prefix", RULE, "request path", None, "path prefix match", origin="rproxy"),
     _d("deny", RULE, "bool", False, "refuse this rule's requests (path blocking) with `status`",
        origin="rproxy"),
-    _d("status", RULE, "int", 403, "status of a `deny = true` rule: 403, 404, 410 or 451", lo=400, hi=499,
-       origin="rproxy"),
+    _d("status", RULE, "int", None, "status of the rule's own answer: with `deny = true` 403 (default), 404, "
+       "410 or 451; with `redirect` 301, 302 (default), 303, 307 or 308", lo=301, hi=499, origin="rproxy"),
     _d("downstreams", RULE, "list", (), "downstream names this rule forwards to (none = 404)", origin="2"),
     _d("lb-method", RULE, "enum", "rtt", "how a downstream is picked", choices=LB_METHODS, origin="2"),
     _d("replace-path", RULE, "string", None, "path sent downstream: replaces the matched prefix (uri-prefix), "
@@ -797,6 +801,36 @@ TABLE: tuple[Directive, ...] = (
     _d("upstream-write-timeout", RULE, "duration", None, "client write timeout for this rule's requests "
        "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),
+
+    # ---- serving and shaping at the edge (issue 20, edge.pxi / static.pxi) --
+    _d("root", RULE, "path", None, "serve files from this directory (GET/HEAD; a uri-prefix maps onto it); "
+       "a miss goes to the rule's downstreams when it has some", origin="rproxy"),
+    _d("index", RULE, "list", ("index.html",), "files tried for a directory request", origin="rproxy"),
+    _d("autoindex", RULE, "bool", False, "list a directory without an index file (else 403)", origin="rproxy"),
+    _d("redirect", RULE, "string", None, "answer with a redirect to this URL: $scheme $host $path (after a "
+       "uri-prefix) $query (with its ?) $request_uri, \\1..\\9 of a uri-rmatch", origin="rproxy"),
+    _d("sticky", RULE, "enum", "off", "keep a client on one downstream: a signed cookie, or a hash of the "
+       "client address", choices=("off", "cookie", "ip-hash"), origin="rproxy"),
+    _d("sticky-cookie", RULE, "string", "rp_srv", "name of that cookie", origin="rproxy"),
+    _d("sticky-key", RULE, "string", None, "HMAC key of the cookie values (default: a random key made "
+       "at start, kept across reloads)", origin="rproxy"),
+    _d("security-headers", (VHOST, RULE), "enum", None, "off, basic or strict (see the README; a rule's "
+       "replaces its vhost's; default off)", choices=("off", "basic", "strict"), origin="rproxy"),
+    _d("security-headers", (VHOST, RULE), "block", doc="security headers one by one, over a profile",
+       field="security_headers_block", context=SECHDR, origin="rproxy"),
+    _d("request-headers", (VHOST, RULE), "block", doc="request header rules toward the downstream "
+       "(a vhost's first, then its rule's)", context=HDR_RULES, origin="rproxy"),
+    _d("response-headers", (VHOST, RULE), "block", doc="response header rules toward the client "
+       "(also on redirects and files)", context=HDR_RULES, origin="rproxy"),
+    _d("set", HDR_RULES, "block", doc="`Name = value` pairs replacing any header of that name",
+       context=HDR_PAIRS, origin="rproxy"),
+    _d("add", HDR_RULES, "block", doc="`Name = value` pairs added", context=HDR_PAIRS, origin="rproxy"),
+    _d("remove", HDR_RULES, "header list", (), "header names removed", origin="rproxy"),
+    _d("profile", SECHDR, "enum", "basic", "the headers to start from", choices=("off", "basic", "strict"),
+       origin="rproxy"),
+    *(_d(name, SECHDR, "string", None, f"{name} value (off = not sent)", origin="rproxy")
+      for name in ("strict-transport-security", "content-security-policy", "x-content-type-options",
+                   "referrer-policy", "x-frame-options", "permissions-policy", "cross-origin-opener-policy")),
 
     # ---- headers ---------------------------------------------------------
     _d("x-forwarded-for", HEADERS, "bool", True, "add the client address to X-Forwarded-For"),
@@ -1021,6 +1055,8 @@ class Collector:
                 pos: Position, inside_inactive: bool = False) -> Block:
         blk = Block(name, context, title.text if title is not None else None, pos,
                     title.pos if title is not None else None)
+        if context in FREEFORM:
+            return self.pairs(nodes, blk)
         for node in nodes:
             d = lookup(context, node.key, node.kind == "block")
             if d is None:
@@ -1043,6 +1079,30 @@ class Collector:
                 self.block(node, d, blk, inside_inactive or not d.active)
             else:
                 self.option(node, d, blk)
+        return blk
+
+    def pairs(self, nodes: list[Node], blk: Block) -> Block:
+        """A free-form block: `Header-Name = value` items, kept in order in
+        blk.values["pairs"] as (name, value, position)."""
+        out = []
+        for node in nodes:
+            if node.kind != "assign" or node.value is None:
+                self.errors.append(ConfigError(f"'{node.name}': write Header-Name = \"value\"", node.pos))
+                continue
+            if node.value.broken:
+                continue
+            try:
+                name = _header_name(Scalar(node.name, node.name, None, node.pos))
+                value = _scalar(node.value, "a header value").text
+            except ConfigError as e:
+                self.errors.append(e)
+                continue
+            if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+                self.errors.append(ConfigError(f"header value of '{node.name}' holds a control character",
+                                               node.value.pos))
+                continue
+            out.append((name, value, node.pos))
+        blk.values["pairs"] = tuple(out)
         return blk
 
     def block(self, node: Node, d: Directive, parent: Block, inside_inactive: bool) -> None:

@@ -20,6 +20,7 @@ from typing import Mapping, Optional
 from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
+from .edge import edge_ops, edge_rule
 from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers, RateLimit, Redis,
                     HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
@@ -348,7 +349,8 @@ class _Normaliser:
             self.note(b.sub("ssl")[0].pos, f"vhost '{b.title}' has TLS settings but its server does not "
                                            "speak TLS: they are never used")
         vlimits = tuple(opt(b, "rate-limit"))
-        rules = tuple(r for r in (self.rule(rb, ds_names, vlimits) for rb in b.sub("rule")) if r is not None)
+        vedge = edge_ops(self, b, None)
+        rules = tuple(r for r in (self.rule(rb, ds_names, vlimits, vedge) for rb in b.sub("rule")) if r is not None)
         return Vhost(
             name=b.title, aliases=opt(b, "aliases"), strip_headers=opt(b, "strip-headers"), ssl=ssl,
             headers=self.headers(b.sub("headers")[0]) if b.sub("headers") else None,
@@ -358,7 +360,17 @@ class _Normaliser:
             rate_limit=self.limit_refs(b, f"vhost '{b.title}'"),
             access=self.access(b.sub("access")[0]) if b.sub("access") else (), pos=b.pos)
 
-    def rule(self, b: Block, ds_names: set, vhost_limits: tuple = ()) -> Optional[Rule]:
+    def deny_status(self, b: Block) -> int:
+        """`status` of a `deny = true` rule (403 when not given).  The same
+        directive is a redirect's status (config/edge.py checks that one)."""
+        status = opt(b, "status")
+        if not opt(b, "deny") or status is None:
+            return 403
+        if status not in (403, 404, 410, 451):
+            self.error(f"'status' of a deny rule must be 403, 404, 410 or 451, not {status}", b.pos_of("status"))
+        return status
+
+    def rule(self, b: Block, ds_names: set, vhost_limits: tuple = (), vedge=None) -> Optional[Rule]:
         ok = True
         if len(b.title.encode()) > NAME_MAX:
             self.error(f"rule name is longer than {NAME_MAX} bytes", b.title_pos)
@@ -409,8 +421,8 @@ class _Normaliser:
             request_buffering=opt(b, "request-buffering") if b.has("request_buffering") else None,
             response_buffering=opt(b, "response-buffering") if b.has("response_buffering") else None,
             rate_limit=self.check_limit_count(b, self.limit_refs(b, f"rule '{b.title}'"), vhost_limits),
-            deny=opt(b, "deny"),
-            deny_status=opt(b, "status"), pos=b.pos)
+            deny=opt(b, "deny"), deny_status=self.deny_status(b),
+            pos=b.pos, **edge_rule(self, b, vedge, dss))
 
     # ---- headers, ssl, logging -------------------------------------------
 

@@ -176,6 +176,18 @@ class Rule:
     deny: bool = False                   # path blocking: answered with deny_status
     deny_status: int = 403
     pos: Optional[Position] = field(default=None, compare=False)
+    # issue 20 (edge.pxi, static.pxi); header ops are (kind, name, value, tls_only),
+    # the vhost's already merged in front of the rule's
+    root: Optional[str] = None
+    index: tuple[str, ...] = ("index.html",)
+    autoindex: bool = False
+    redirect: Optional[str] = None
+    status: int = 302
+    sticky: str = "off"
+    sticky_cookie: str = "rp_srv"
+    sticky_key: Optional[str] = None
+    request_ops: tuple = ()
+    response_ops: tuple = ()
 
 
 @dataclass(frozen=True)

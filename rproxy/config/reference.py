@@ -21,7 +21,7 @@ END = "<!-- END REFERENCE -->"
 
 # Sections of the reference, in reading order: each block kind's body.
 _SECTIONS = (D.MAIN, D.STATUS, D.RATE_LIMIT, D.REDIS, D.SERVER, D.DOWNSTREAM, D.RETRY, D.HEALTH, D.REWRITE,
-             D.VHOST, D.ACCESS, D.RULE, D.HEADERS,
+             D.VHOST, D.ACCESS, D.RULE, D.HDR_RULES, D.SECHDR, D.HEADERS,
              D.X509, D.SSL, D.CRL, D.LOGGING, D.LOG_STREAM)
 
 _LEGEND = """\

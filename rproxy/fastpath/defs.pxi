@@ -272,6 +272,7 @@ cdef struct XLog:
     char* resp_copy         # {DS_HDR} values, copied at the response head
 
 cdef struct Tls                 # TLS state of a connection (tls.pxi)
+cdef struct EdgeRule            # static files, redirects, header rules, sticky (edge.pxi)
 
 cdef struct Exchange:
     Exchange* next          # free list / pending queue
@@ -313,6 +314,10 @@ cdef struct Exchange:
     uint8_t edge_next       # the next of its rule's limits to check
     int64_t edge_hold       # us to hold it (delay mode), the largest so far
     void* edge_limit        # LimitRt* that refused / delayed it, for {RATE_LIMIT}; NULL = none
+    int sf_fd               # a static file being sent (static.pxi), -1 = none
+    uint64_t sf_off
+    uint64_t sf_left
+    int16_t sticky_set      # edge.pxi: set the sticky cookie for the downstream used (1), or not (0)
 
 cdef struct UConn:
     Handle h
@@ -449,6 +454,7 @@ cdef struct RuleRt:
     uint8_t request_buffering
     uint8_t response_buffering
     EdgePolicy* edge        # limits.pxi: NULL = nothing to check
+    EdgeRule* serve_edge    # static files, redirect, header rules, sticky (edge.pxi); NULL = none
 
 cdef struct VhostRt:
     char name[128]

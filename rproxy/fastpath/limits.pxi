@@ -264,7 +264,7 @@ cdef bint edge_access_allowed(EdgePolicy* e, Peer* p) noexcept nogil:
 
 # ---- answers -----------------------------------------------------------------------------
 
-cdef void edge_answer(UConn* uc, Exchange* x, int status, const char* reason, LimitRt* L,
+cdef void policy_answer(UConn* uc, Exchange* x, int status, const char* reason, LimitRt* L,
                       int64_t retry_us) noexcept nogil:
     """403 / 404 / 429 ... of the proxy's own, with the rate limit headers
     when L is given (draft-ietf-httpapi-ratelimit-headers: RateLimit-Policy
@@ -345,12 +345,12 @@ cdef bint edge_admit(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
         n = peer_format(&uc.peer, where, 48)
         rp_elog(x_errfd(x), 4, "client %.*s: denied by the access rules of vhost '%s': 403", n, where,
                 rule.vhost.name)
-        edge_answer(uc, x, 403, "Forbidden", NULL, 0)
+        policy_answer(uc, x, 403, "Forbidden", NULL, 0)
         return True
     if e.deny:
         n = peer_format(&uc.peer, where, 48)
         rp_elog(x_errfd(x), 5, "client %.*s: rule '%s' denies: %d", n, where, rule.name, <int>e.deny)
-        edge_answer(uc, x, e.deny, "Not Found" if e.deny == 404 else "Forbidden" if e.deny == 403
+        policy_answer(uc, x, e.deny, "Not Found" if e.deny == 404 else "Forbidden" if e.deny == 403
                     else "Gone" if e.deny == 410 else "Unavailable For Legal Reasons" if e.deny == 451
                     else "Denied", NULL, 0)
         return True
@@ -396,7 +396,7 @@ cdef bint edge_verdict(UConn* uc, Exchange* x, LimitRt* L, int rc, int64_t wait)
         rp_add64(&L.counters[LC_LIMITED], 1)
     rp_elog(x_errfd(x), 4, "client %.*s: rate limit '%s' exceeded: 429 (retry after %lld ms)", n, where,
             L.name, <long long>((wait + 999) // 1000))
-    edge_answer(uc, x, 429, "Too Many Requests", L, wait)
+    policy_answer(uc, x, 429, "Too Many Requests", L, wait)
     return True
 
 
@@ -445,7 +445,7 @@ cdef bint edge_store_failed(UConn* uc, Exchange* x, LimitRt* L, const char* what
                 L.name, what)
         if L.counters != NULL:
             rp_add64(&L.counters[LC_LIMITED], 1)
-        edge_answer(uc, x, 503, "Service Unavailable", NULL, 0)
+        policy_answer(uc, x, 503, "Service Unavailable", NULL, 0)
         return True
     if L.counters != NULL:
         rp_add64(&L.counters[LC_ADMITTED], 1)

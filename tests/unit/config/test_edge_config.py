@@ -70,8 +70,15 @@ def test_deny_rule_status():
     cfg = loads(srv().replace('rule r {', 'rule blocked { uri-prefix = "/x"  deny = true  status = 451 }\n rule r {'))
     rule = cfg.servers[0].vhosts[0].rules[0]
     assert (rule.deny, rule.deny_status) == (True, 451)
-    assert "must be between 400 and 499" in errors(srv().replace('rule r {', 'rule b { uri-prefix = "/x"  '
+    assert "must be between 301 and 499" in errors(srv().replace('rule r {', 'rule b { uri-prefix = "/x"  '
                                                                               'deny = true  status = 200 }\n rule r {'))
+    # one `status` directive serves deny rules and redirect rules (issue 20), each with its own set
+    assert "of a deny rule must be 403, 404, 410 or 451" in errors(
+        srv().replace('rule r {', 'rule b { uri-prefix = "/x"  deny = true  status = 302 }\n rule r {'))
+    assert "of a redirect must be 301, 302, 303, 307 or 308" in errors(
+        srv().replace('rule r {', 'rule b { uri-prefix = "/x"  redirect = "/y"  status = 404 }\n rule r {'))
+    assert "both redirect and deny" in errors(
+        srv().replace('rule r {', 'rule b { uri-prefix = "/x"  redirect = "/y"  deny = true }\n rule r {'))
 
 
 def test_runtime_bounds_are_config_errors():

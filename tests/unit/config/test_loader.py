@@ -102,10 +102,14 @@ ACTIVE = {
     D.HEALTH: "path interval timeout rise fall",
     D.REWRITE: "src dst",
     D.VHOST: "aliases strip-headers default rule headers logging ssl https-redirect https-redirect-port "
-             "rate-limit access",
+             "rate-limit access security-headers request-headers response-headers",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
             "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
-            "request-buffering response-buffering rate-limit deny status",
+            "root index autoindex redirect status sticky sticky-cookie sticky-key security-headers "
+            "request-headers response-headers request-buffering response-buffering rate-limit deny",
+    D.HDR_RULES: "set add remove",
+    D.SECHDR: "profile strict-transport-security content-security-policy x-content-type-options "
+              "referrer-policy x-frame-options permissions-policy cross-origin-opener-policy",
     D.HEADERS: "x-forwarded-for x-forwarded-for-mode x-real-ip x-forwarded-proto x-forwarded-host "
                "x-forwarded-port forwarded via x-ssl-subject x-ssl-issuer x-ssl-notbefore x-ssl-notafter "
                "x-ssl-serial x-ssl-sha1 x-ssl-cipher x-ssl-certificate x509-extension",
@@ -134,7 +138,7 @@ SAMPLES = {"bool": "false", "string": "x", "list": "{ a }", "path": f'"{HERE}"',
            "rate": "10/s", "limit key": "header:X-Key"}
 SAMPLE_OVERRIDES = {"downstreams": "{ d }", "buffer-size": "4096", "max-request-line": "1024",
                     "max-header-size": "1024", "port": "1", "interval": "10s", "rate-limit": "{}",
-                    "status": "404"}
+                    "root": f'"{os.path.dirname(HERE)}"', "status": "301"}
 COMPANIONS = {D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-prefix": '"/"'},
               D.X509: {"name": "X-A", "oid": "1.2"}, D.REWRITE: {"src": '"^/"', "dst": '"/"'},
               D.CRL: {"file": f'"{HERE}"'}, D.RATE_LIMIT: {"rate": "1/s"}}
@@ -148,6 +152,9 @@ PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "st
          D.REWRITE: [(D.SERVER, "server"), (D.REWRITE, "rewrite")],
          D.VHOST: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"')],
          D.RULE: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.RULE, "rule r")],
+         D.HDR_RULES: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.RULE, "rule r"),
+                       (D.HDR_RULES, "response-headers")],
+         D.SECHDR: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.SECHDR, "security-headers")],
          D.HEADERS: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.HEADERS, "headers")],
          D.X509: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.HEADERS, "headers"),
                   (D.X509, "x509-extension")],
