@@ -281,10 +281,12 @@ def gen_answer(rng: random.Random, case: Case, corpus: dict, method: bytes, upgr
         # interim responses up to just under a full buffer, so the final head
         # straddles the end of the first read (the 1,308 x 100 Continue)
         one = b"HTTP/1.1 100 Continue\r\n\r\n"
-        parts.append(one * (BUFFER // len(one) - 1))
-        used = len(parts[0])
-        pad = BUFFER - used - rng.randint(1, 40) - len(b"HTTP/1.1 100 Continue\r\nX-Pad: \r\n\r\n")
-        parts.append(b"HTTP/1.1 100 Continue\r\nX-Pad: " + b"x" * max(0, pad) + b"\r\n\r\n")
+        parts.append(one * (BUFFER // len(one) - 3))
+        # one more, padded so the final head starts `inside` bytes before the buffer's end
+        inside = rng.randint(1, 40)
+        shell = len(b"HTTP/1.1 100 Continue\r\nX-Pad: \r\n\r\n")
+        pad = BUFFER - len(parts[0]) - inside - shell
+        parts.append(b"HTTP/1.1 100 Continue\r\nX-Pad: " + b"x" * pad + b"\r\n\r\n")
         case.notes.append("1xx up to a full buffer")
     else:
         for _ in range(n_interim):
@@ -294,8 +296,6 @@ def gen_answer(rng: random.Random, case: Case, corpus: dict, method: bytes, upgr
         if n_interim:
             case.notes.append(f"{n_interim} interim responses")
     interim_len = len(b"".join(parts))
-    if n_interim == "fill":
-        force = BUFFER                           # the final head's cut, right at the buffer's end
     close = False
     body = b""
     if upgrade:
@@ -348,11 +348,19 @@ def gen_answer(rng: random.Random, case: Case, corpus: dict, method: bytes, upgr
         data = data[:rng.randint(0, len(data))]
         close = True
         case.notes.append("downstream closes early")
-    pieces = split_pieces(rng, data, max_cuts=rng.choice((0, 1, 2, 4)), force=force)
-    if force is not None:
-        # the pause that matters is the one at the forced cut
-        pieces = [(b, 0.3 if i and sum(len(x) for x, _ in pieces[:i]) == force else p)
-                  for i, (b, p) in enumerate(pieces)]
+    if n_interim == "fill" and len(data) > BUFFER:
+        # one write of exactly a buffer, a pause, then the rest (maybe cut again)
+        pieces = [(data[:BUFFER], 0)] + [(b, p or 0.3) if i == 0 else (b, p) for i, (b, p) in
+                                         enumerate(split_pieces(rng, data[BUFFER:], max_cuts=rng.choice((0, 2))))]
+    else:
+        pieces = split_pieces(rng, data, max_cuts=rng.choice((0, 1, 2, 4)), force=force)
+        if force is not None:
+            # the pause that matters is the one at the forced cut
+            at = 0
+            for i, (b, p) in enumerate(pieces):
+                if i and at == force:
+                    pieces[i] = (b, rng.choice((0.02, 0.3)))
+                at += len(b)
     return pieces, close
 
 

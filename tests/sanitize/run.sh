@@ -14,7 +14,14 @@
 #      printing the reports.
 # Arguments go to the e2e pytest run (then exit code 5, "nothing selected",
 # is not an error); RPROXY_FUZZ_SECONDS=0 skips the fuzz.
+# `run.sh fuzz ARGS...` runs only the fuzz, with those arguments (e.g.
+# --seconds 1800 --seed 7, or --seed 1 --case 42 -v to replay one case).
 set -eu
+MODE=all
+if [ "${1:-}" = fuzz ]; then
+    MODE=fuzz
+    shift
+fi
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 PY=${PYTHON:-python3}
@@ -109,7 +116,9 @@ rm -rf "$canary"
 #    meaningless, and takes ~100 s under ASan (the rest of the suite ~120 s).
 status=0
 e2e=0
-if [ $# -gt 0 ]; then
+if [ $MODE = fuzz ]; then
+    say "e2e left out (run.sh fuzz)"
+elif [ $# -gt 0 ]; then
     "$VPY" -P -m pytest -q -p no:cacheprovider "$@" || e2e=$?
     [ $e2e -eq 5 ] && { say "pytest selected no test"; e2e=0; }
 else
@@ -125,11 +134,14 @@ say "e2e under sanitizers: exit $e2e, $((t2 - t1)) s"
 
 # ---- 3. the fuzz ---------------------------------------------------------------------
 fuzz=0
-if [ "$FUZZ_SECONDS" != 0 ]; then
+if [ $MODE = fuzz ]; then
+    "$VPY" -P tests/fuzz/fuzz_proxy.py --reports "$REPORTS" "$@" || fuzz=$?
+    say "fuzz $*: exit $fuzz, $(($(now) - t2)) s"
+    [ $fuzz -eq 0 ] || status=1
+elif [ "$FUZZ_SECONDS" != 0 ]; then
     "$VPY" -P tests/fuzz/fuzz_proxy.py --seconds "$FUZZ_SECONDS" --seed "$FUZZ_SEED" \
         --reports "$REPORTS" || fuzz=$?
-    t3=$(now)
-    say "fuzz ($FUZZ_SECONDS s, seed $FUZZ_SEED): exit $fuzz, $((t3 - t2)) s"
+    say "fuzz ($FUZZ_SECONDS s, seed $FUZZ_SEED): exit $fuzz, $(($(now) - t2)) s"
     [ $fuzz -eq 0 ] || status=1
 fi
 
