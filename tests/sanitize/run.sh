@@ -71,41 +71,62 @@ UBSAN_LIB=$(gcc -print-file-name=libubsan.so)
 for lib in "$ASAN_LIB" "$UBSAN_LIB"; do
     [ -e "$lib" ] || { echo "sanitize: gcc does not know $lib" >&2; exit 2; }
 done
-rm -rf "$REPORTS"
-mkdir -p "$REPORTS"
-chmod 1777 "$REPORTS"       # a test may drop rproxy's privileges to nobody
+case "$ROOT$REPORTS" in *[[:space:]]*)
+    echo "sanitize: paths with spaces are not supported ($ROOT, $REPORTS)" >&2; exit 2;;
+esac
+# UBSan's report path.  In a process with both runtimes, libubsan sets its
+# report path by calling __sanitizer_set_report_path, which libasan (first in
+# LD_PRELOAD) interposes: UBSAN_OPTIONS' log_path lands on ASan's reports and
+# UBSan's own stay on stderr.  So UBSAN_OPTIONS names ASan's path (harmless),
+# and a .pth file of this venv sets libubsan's own path from
+# RPROXY_UBSAN_LOG_PATH when libubsan is preloaded (rproxy's processes only).
+SITE=$("$VPY" -P -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+cat > "$SITE/rproxy_sanitize_ubsan.pth" <<'PTH'
+import os; _p = os.environ.get("RPROXY_UBSAN_LOG_PATH"); _l = [x for x in os.environ.get("LD_PRELOAD", "").split(":") if "libubsan" in x]; _p and _l and __import__("ctypes").CDLL(_l[0]).__sanitizer_set_report_path(_p.encode()); del _p, _l
+PTH
 # detect_leaks=0: CPython's own allocations are not leaks we can act on.
 # log_path: one file per process (asan.PID / ubsan.PID); any file fails the stage.
 # ASan stops a process at its first error (the worker dies, the master logs it);
-# UBSan reports and goes on, so one run shows every kind at once.
-ASAN_OPTIONS="detect_leaks=0:log_path=$REPORTS/asan:suppressions=$ROOT/tests/sanitize/asan.supp"
-ASAN_OPTIONS="$ASAN_OPTIONS:print_suppressions=0:strict_memcmp=1:detect_invalid_pointer_pairs=0"
-UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=0:log_path=$REPORTS/ubsan"
-RPROXY_TEST_SANITIZER_ENV="LD_PRELOAD=$ASAN_LIB:$UBSAN_LIB ASAN_OPTIONS=$ASAN_OPTIONS UBSAN_OPTIONS=$UBSAN_OPTIONS"
-RPROXY_SANITIZER_REPORTS=$REPORTS
-export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
+# UBSan reports and goes on (each kind once per place), so one run shows them all.
+san_env() {     # REPORT_DIR -> NAME=VALUE words for rproxy's processes
+    echo "LD_PRELOAD=$ASAN_LIB:$UBSAN_LIB" \
+        "ASAN_OPTIONS=detect_leaks=0:log_path=$1/asan:suppressions=$ROOT/tests/sanitize/asan.supp:strict_memcmp=1" \
+        "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0:log_path=$1/asan" \
+        "RPROXY_UBSAN_LOG_PATH=$1/ubsan"
+}
 
-# the instrumented modules import with the runtime preloaded, and the runtime
-# does write a report file for an overflow (a canary: a stage that cannot
-# report would always be green)
-env LD_PRELOAD="$ASAN_LIB:$UBSAN_LIB" ASAN_OPTIONS="$ASAN_OPTIONS" "$VPY" -P -c "import rproxy.fastpath" || {
+# A canary, through the same environment: the instrumented modules import,
+# and both runtimes write their report files (a stage that cannot report
+# would always be green).
+canary=$(mktemp -d)
+printf 'int rp_canary_ub(int x) { return x + 2147483647; }\n' > "$canary/ub.c"
+gcc -shared -fPIC $SAN_FLAGS "$canary/ub.c" -o "$canary/ub.so"
+env $(san_env "$canary") "$VPY" -P -c "import rproxy.fastpath" || {
     echo "sanitize: the instrumented fast path does not import with the runtime preloaded" >&2
     exit 2
 }
-canary=$(mktemp -d)
-env LD_PRELOAD="$ASAN_LIB:$UBSAN_LIB" ASAN_OPTIONS="detect_leaks=0:log_path=$canary/asan" "$VPY" -P -c "
+env $(san_env "$canary") "$VPY" -P -c "
 import ctypes
+ctypes.CDLL('$canary/ub.so').rp_canary_ub(5)   # signed overflow: UBSan
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 src = libc.malloc(8)
 dst = ctypes.create_string_buffer(64)
-ctypes.memmove(dst, src, 16)    # reads 8 bytes past an 8-byte block
+ctypes.memmove(dst, src, 16)    # reads 8 bytes past an 8-byte block: ASan
 " >/dev/null 2>&1 || true
-if ! grep -qs "heap-buffer-overflow" "$canary"/asan.*; then
-    echo "sanitize: the ASan runtime wrote no report for a known overflow (canary)" >&2
+if ! grep -qs "heap-buffer-overflow" "$canary"/asan.* || ! grep -qs "runtime error: signed integer overflow" "$canary"/ubsan.*; then
+    echo "sanitize: the runtimes did not write the canary's reports in $canary" >&2
+    ls -l "$canary" >&2
     exit 2
 fi
 rm -rf "$canary"
+
+rm -rf "$REPORTS"
+mkdir -p "$REPORTS"
+chmod 1777 "$REPORTS"       # a test may drop rproxy's privileges to nobody
+RPROXY_TEST_SANITIZER_ENV=$(san_env "$REPORTS")
+RPROXY_SANITIZER_REPORTS=$REPORTS
+export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
 
 # ---- 2. the end-to-end suite ----------------------------------------------------------
 # Left out:
