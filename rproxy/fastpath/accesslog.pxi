@@ -13,7 +13,7 @@
 #   passthrough, redirect_connected  xlog_relay  raw bytes from here: tun_down reads the
 #                                        status they begin with (xlog_sniff_status)
 #   redirect_connected  xlog_redirected  the redirect target's address and local port
-#   uc_make_room / tunnel_start  xlog_keep_request  copy the request head before its
+#   uc_make_room / tunnel_start / redirect_connected  xlog_keep_request  copy the request head before its
 #                                        buffer is reused (a large body, a tunnel)
 #   x_free           xlog_emit           render and append the line
 #
@@ -363,6 +363,7 @@ cdef void xlog_keep_request(Exchange* x, UConn* uc) noexcept nogil:
         return
     memcpy(x.log.req_copy, bdata(uc.rbuf) + lo, n)
     x.log.req_copy_off = lo
+    x.log.req_copy_len = n
 
 
 cdef void xlog_emit(Exchange* x) noexcept nogil:
@@ -388,12 +389,19 @@ cdef inline int xlog_tls_facts(UConn* uc, const char** proto, const char** ciphe
 
 # ---- rendering ---------------------------------------------------------------------
 
-cdef inline const char* xreq(Exchange* x, UConn* uc, uint32_t off) noexcept nogil:
-    """Request head bytes at client-buffer offset `off`, wherever they are
-    now; NULL if they are gone."""
+cdef inline const char* xreq(Exchange* x, UConn* uc, uint32_t off, uint32_t n) noexcept nogil:
+    """The n request head bytes at client-buffer offset `off`, wherever they
+    are now; NULL if they are gone or the span is not wholly inside what holds
+    them (the copy, or the bytes read into the client's buffer)."""
+    cdef uint32_t rel
     if x.log.req_copy != NULL:
-        return x.log.req_copy + (off - x.log.req_copy_off)
-    if (x.log.flags & XL_REQ_LOST) or uc.rbuf == NULL:
+        if off < x.log.req_copy_off:
+            return NULL
+        rel = off - x.log.req_copy_off
+        if rel > x.log.req_copy_len or n > x.log.req_copy_len - rel:
+            return NULL
+        return x.log.req_copy + rel
+    if (x.log.flags & XL_REQ_LOST) or uc.rbuf == NULL or off > uc.rend or n > uc.rend - off:
         return NULL
     return bdata(uc.rbuf) + off
 
@@ -553,9 +561,9 @@ cdef void w_request_header(W* w, Exchange* x, UConn* uc, const char* name, uint3
     for i in range(x.nreq):
         if x.req[i].name.len != nlen:
             continue
-        p = xreq(x, uc, x.req[i].name.off)
+        p = xreq(x, uc, x.req[i].name.off, nlen)
         if p != NULL and strncasecmp(p, name, nlen) == 0:
-            w_esc_or_dash(w, xreq(x, uc, x.req[i].value.off), x.req[i].value.len)
+            w_esc_or_dash(w, xreq(x, uc, x.req[i].value.off, x.req[i].value.len), x.req[i].value.len)
             return
     w_dash(w)
 
@@ -663,9 +671,9 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
         elif op.code == LOP_DS_HDR:
             w_response_header(&w, x, op.slot)
         elif op.code == LOP_METH:
-            w_esc_or_dash(&w, xreq(x, uc, x.method_sp.off), x.method_sp.len)
+            w_esc_or_dash(&w, xreq(x, uc, x.method_sp.off, x.method_sp.len), x.method_sp.len)
         elif op.code == LOP_URI or op.code == LOP_QUERY or op.code == LOP_REQUEST_URI:
-            u = xreq(x, uc, x.url_sp.off) if x.url_sp.len else NULL
+            u = xreq(x, uc, x.url_sp.off, x.url_sp.len) if x.url_sp.len else NULL
             if u == NULL:
                 w_dash(&w)
             elif op.code == LOP_REQUEST_URI:
@@ -687,14 +695,14 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
         elif op.code == LOP_PROTO:
             w_proto(&w, x, uc)
         elif op.code == LOP_REQUEST:
-            p = xreq(x, uc, x.method_sp.off)
+            p = xreq(x, uc, x.method_sp.off, x.method_sp.len)
             if p == NULL or x.method_sp.len == 0:
                 w_dash(&w)
             elif not x.head_end and x.log.req_copy == NULL:
                 w_request_line_as_received(&w, x, uc, p)
             else:
                 w_esc(&w, p, x.method_sp.len)
-                u = xreq(x, uc, x.url_sp.off) if x.url_sp.len else NULL
+                u = xreq(x, uc, x.url_sp.off, x.url_sp.len) if x.url_sp.len else NULL
                 if u != NULL:
                     w_put(&w, " ", 1)
                     w_esc(&w, u, x.url_sp.len)

@@ -78,6 +78,7 @@ cdef enum:
     DF_TUNNEL = 0x200       # a tunnel's own connection, outside the pool
     DF_TUN_DOWN_EOF = 0x400 # tunnel: the downstream finished sending
     DF_SPLICE = 0x800       # relay the rest of this body with splice(2)
+    DF_HEAD_PARTIAL = 0x1000  # a response head is partly parsed in [hstart, rend): keep those bytes
 
 cdef enum:
     # Exchange.flags
@@ -250,6 +251,7 @@ cdef struct XLog:
     Peer ds_peer            # its address as connected
     char* req_copy          # the request head, once the client buffer is to be reused
     uint32_t req_copy_off   # client-buffer offset req_copy starts at
+    uint32_t req_copy_len   # bytes in req_copy: spans outside [off, off + len) are not read
     char* resp_copy         # {DS_HDR} values, copied at the response head
 
 cdef struct Tls                 # TLS state of a connection (tls.pxi)

@@ -458,11 +458,18 @@ cdef void dc_read(DConn* dc) noexcept nogil:
             dc.rend = 0
             dc.hstart = 0
         elif dc.rpos == dc.rend and dc.fpos == dc.fend:
-            dc.rpos = 0
-            dc.fpos = 0
-            dc.fend = 0
-            dc.rend = 0
-            dc.hstart = 0
+            if dc.flags & DF_HEAD_PARTIAL:
+                # everything read is parsed, but the head is not complete:
+                # its recorded spans point at [hstart, rend), which the next
+                # read must extend, not overwrite
+                if dc.hstart > 0:
+                    dc_shift(dc, dc.hstart)
+            else:
+                dc.rpos = 0
+                dc.fpos = 0
+                dc.fend = 0
+                dc.rend = 0
+                dc.hstart = 0
         room = dc.rbuf.cap - dc.rend
         if room == 0:
             if dc.phase == R_HEAD and dc.hstart > 0:
@@ -495,6 +502,8 @@ cdef void dc_read(DConn* dc) noexcept nogil:
 
 
 cdef void dc_shift(DConn* dc, uint32_t d) noexcept nogil:
+    """Drop the first d bytes of the read buffer (all before the head in
+    progress, if any), keeping that head's recorded spans on their bytes."""
     cdef Exchange* x = dc.x
     cdef char* base = bdata(dc.rbuf)
     cdef int i
@@ -504,6 +513,13 @@ cdef void dc_shift(DConn* dc, uint32_t d) noexcept nogil:
     dc.fpos = dc.fpos - d if dc.fpos >= d else 0
     dc.fend = dc.fend - d if dc.fend >= d else 0
     dc.hstart = 0
+    if not (dc.flags & DF_HEAD_PARTIAL):
+        # no head in progress: the spans recorded belong to a head already
+        # re-emitted and point at bytes the move discards
+        x.nresp = 0
+        x.reason_sp.off = 0
+        x.reason_sp.len = 0
+        return
     if x.reason_sp.len:
         x.reason_sp.off -= d
     for i in range(x.nresp):
@@ -533,17 +549,20 @@ cdef void dc_process(DConn* dc) noexcept nogil:
     while dc.phase != R_DONE:
         if dc.phase == R_HEAD and dc.rpos == dc.rend:
             break
-        if dc.phase == R_HEAD:
-            dc.hstart = dc.rpos
+        if dc.phase == R_HEAD and not (dc.flags & DF_HEAD_PARTIAL):
+            dc.hstart = dc.rpos     # a new head starts here (a partial one keeps its start)
         err = llhttp_execute(&dc.parser, base + dc.rpos, dc.rend - dc.rpos)
         if err == HPE_OK:
             dc.rpos = dc.rend
+            if dc.phase == R_HEAD:
+                dc.flags |= DF_HEAD_PARTIAL
             if dc.phase == R_BODY and not (dc.flags & DF_DECHUNK):
                 dc.fend = dc.rpos
             break
         if err == HPE_PAUSED:
             dc.rpos = <uint32_t>(llhttp_get_error_pos(&dc.parser) - base)
             llhttp_resume(&dc.parser)
+            dc.flags &= ~DF_HEAD_PARTIAL
             if dc.flags & DF_HEAD_DONE:
                 dc.flags &= ~DF_HEAD_DONE
                 r = dc_on_response_head(dc)
@@ -622,6 +641,9 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         w.end = w.p + hb.cap
         w.overflow = 0
         build_response_head(&w, dc, x, False)
+        if w.overflow:
+            buf_put(hb)             # interim heads are optional: drop one that would go out cut
+            return 0
         uc.out.hptr = bdata(hb)
         uc.out.hlen = <uint32_t>(w.p - bdata(hb))
         uc.out.hbuf = hb

@@ -164,6 +164,8 @@ cdef int req_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept nog
     cdef UConn* uc = <UConn*>p.data
     cdef Exchange* x = uc.x
     cdef Header* h
+    if uc.state != U_HEAD:
+        return 0                    # a trailer field: forwarded with the body bytes, never a header
     if x.hstate != HS_FIELD:
         if x.nreq >= uc.srv.max_headers:
             x.err_status = 431
@@ -183,7 +185,10 @@ cdef int req_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept nog
 cdef int req_on_header_value(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
     cdef Exchange* x = uc.x
-    cdef Header* h = &x.req[x.nreq - 1]
+    cdef Header* h
+    if uc.state != U_HEAD:
+        return 0                    # a trailer value (see req_on_header_field)
+    h = &x.req[x.nreq - 1]
     if x.hstate != HS_VALUE:
         h.value.off = _uoff(uc, at)
         h.value.len = <uint32_t>n
@@ -235,6 +240,8 @@ cdef int resp_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept no
     cdef DConn* dc = <DConn*>p.data
     cdef Exchange* x = dc.x
     cdef Header* h
+    if dc.phase != R_HEAD:
+        return 0                    # a trailer field: relayed with the body bytes, never a header
     if x.hstate != HS_FIELD:
         if x.nresp >= HDR_CAP:
             return HPE_USER
@@ -253,7 +260,10 @@ cdef int resp_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept no
 cdef int resp_on_header_value(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef DConn* dc = <DConn*>p.data
     cdef Exchange* x = dc.x
-    cdef Header* h = &x.resp[x.nresp - 1]
+    cdef Header* h
+    if dc.phase != R_HEAD:
+        return 0                    # a trailer value (see resp_on_header_field)
+    h = &x.resp[x.nresp - 1]
     if x.hstate != HS_VALUE:
         h.value.off = _doff(dc, at)
         h.value.len = <uint32_t>n

@@ -156,10 +156,20 @@ cdef void redirect_start(DConn* dc, uint8_t* ss, socklen_t sl) noexcept nogil:
     w.end = w.p + hb.cap
     w.overflow = 0
     build_request_head(&w, uc, x, ds)
-    w.p -= 2                        # reopen the head before its final CRLF
-    w_put(&w, "X-Redirected-Via: ", 18)
-    w_str(&w, x.rule.name)
-    w_put(&w, "\r\n\r\n", 4)
+    if not w.overflow:
+        w.p -= 2                    # reopen the head before its final CRLF
+        w_put(&w, "X-Redirected-Via: ", 18)
+        w_str(&w, x.rule.name)
+        w_put(&w, "\r\n\r\n", 4)
+    if w.overflow:
+        # a truncated head must never be sent: the target would read the
+        # request's body as the rest of its head
+        rp_elog(x_errfd(x), 3, "internal redirect: the replayed request head does not fit a buffer")
+        x.dc = NULL
+        buf_put(hb)
+        tunnel_free(t)
+        uc_respond(uc, 502, False)
+        return
     t.out.hptr = bdata(hb)
     t.out.hlen = <uint32_t>(w.p - bdata(hb))
     t.out.hbuf = hb
@@ -194,6 +204,7 @@ cdef void redirect_connected(DConn* t) noexcept nogil:
     x.flags |= XF_RESP_STARTED      # from now on failures can only close
     xlog_relay(x)                   # the target's status, not the 377, is the client's
     xlog_redirected(x, t)           # and its address: {DS_ADDR}, {DS_SPORT}
+    xlog_keep_request(x, uc)        # tunnel bytes reuse the client's read buffer
     uc.state = U_TUNNEL
     uc.flags |= UF_READABLE
     timer_arm(&uc.timer, uc.srv.tunnel_timeout_ms)

@@ -601,6 +601,8 @@ cdef void tls_put_headers(W* w, Tls* t, uint64_t mask) noexcept nogil:
     while i + 3 <= t.hdrs_len:
         bit = <uint8_t>t.hdrs[i]
         n = <uint32_t><uint8_t>t.hdrs[i + 1] | (<uint32_t><uint8_t>t.hdrs[i + 2] << 8)
+        if n > t.hdrs_len - i - 3:
+            break                   # a record longer than the block: never read past it
         if bit < 64 and (mask & (<uint64_t>1 << bit)):
             w_put(w, t.hdrs + i + 3, n)
         i += 3 + n

@@ -46,6 +46,7 @@ class Request:
     raw_head: bytes
     body: bytes
     chunked: bool
+    trailers: list = field(default_factory=list)    # [(name, value)] after a chunked body
 
     def header(self, name: str) -> Optional[str]:
         for k, v in self.headers:
@@ -120,6 +121,7 @@ def read_request(r: _Reader, conn_id: int) -> Optional[Request]:
         raise ProtocolError("duplicate Content-Length")
     body = b""
     chunked = False
+    trailers = []
     if te:
         if te[-1].lower() != "chunked":
             raise ProtocolError(f"unsupported transfer-encoding {te}")
@@ -137,6 +139,8 @@ def read_request(r: _Reader, conn_id: int) -> Optional[Request]:
                         raise ProtocolError("closed inside trailers")
                     if t == b"":
                         break
+                    k, _, v = t.partition(b":")
+                    trailers.append((k.decode("latin-1"), v.strip().decode("latin-1")))
                 break
             parts.append(r.exactly(size))
             if r.exactly(2) != b"\r\n":
@@ -145,7 +149,7 @@ def read_request(r: _Reader, conn_id: int) -> Optional[Request]:
     elif cl:
         body = r.exactly(int(cl[0]))
     del names
-    return Request(conn_id, method, target, version, headers, head, body, chunked)
+    return Request(conn_id, method, target, version, headers, head, body, chunked, trailers)
 
 
 def _response(status: int, body: bytes, headers=(), head_only=False) -> bytes:
