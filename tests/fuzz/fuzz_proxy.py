@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import socket
 import sys
 import tempfile
@@ -53,6 +54,7 @@ sys.path.insert(0, os.path.dirname(HERE))           # tests/: support.*
 
 from support.proc import Rproxy, free_port  # noqa: E402
 
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
 BUFFER = 32768                 # buffer-size (the default)
 PAUSES = (0, 0, 0, 0.001, 0.01, 0.03, 0.08, 0.3)
 PROXY_ERRORS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -381,7 +383,7 @@ class Downstream:
         self.plans: list = []
         self.received: list = []     # raw bytes per request (head + body as framed)
         self.tunnel_in = b""
-        self.sent = b""
+        self.sent: dict = {}         # per downstream connection: what it sent (they interleave)
         self.errors: list = []
         self.answering = 0
         threading.Thread(target=self._accept, daemon=True).start()
@@ -390,7 +392,7 @@ class Downstream:
         with self.lock:
             self.case = case
             self.plans = list(case.plans)
-            self.received, self.tunnel_in, self.sent, self.errors = [], b"", b"", []
+            self.received, self.tunnel_in, self.sent, self.errors = [], b"", {}, []
 
     def busy(self) -> bool:
         with self.lock:
@@ -448,7 +450,7 @@ class Downstream:
             with self.lock:
                 if self.case is not case:
                     return False
-                self.sent += data
+                self.sent[id(c)] = self.sent.get(id(c), b"") + data
             try:
                 c.sendall(data)
             except OSError:                 # the proxy gave up on this exchange
@@ -709,7 +711,19 @@ def run_client(port: int, case: Case, deadline: float) -> tuple:
 
 # ---- the checks ------------------------------------------------------------------------
 
-def header_pairs(data: bytes) -> set:
+class Streams:
+    """Byte streams, `x in streams`: x is a run of one of them."""
+
+    def __init__(self, streams):
+        self.streams = [bytes(x) for x in streams]
+
+    def __contains__(self, x: bytes) -> bool:
+        return any(x in s for s in self.streams)
+
+
+def header_pairs(data) -> set:
+    if isinstance(data, Streams):
+        return set().union(*(header_pairs(x) for x in data.streams))
     out = set()
     for ln in data.replace(b"\r\n", b"\n").split(b"\n"):
         if b":" in ln:
@@ -719,15 +733,17 @@ def header_pairs(data: bytes) -> set:
 
 
 def status_lines(data: bytes) -> set:
-    out = set()
-    for ln in data.split(b"\r\n"):
-        if ln.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) and ln[9:12].isdigit():
-            out.add((int(ln[9:12]), ln[13:]))
-    return out
+    """(code, reason) of every status line in data, also right after a body
+    that does not end in CRLF."""
+    if isinstance(data, Streams):
+        return set().union(*(status_lines(x) for x in data.streams))
+    return {(int(m.group(1)), m.group(2)) for m in STATUS_LINE.finditer(data)}
 
 
-def check_client_side(case: Case, got: bytes, ds_sent: bytes) -> list:
+def check_client_side(case: Case, got: bytes, streams: list) -> list:
+    """streams: what each downstream connection sent in this case."""
     problems = []
+    ds_sent = Streams(streams)
     rs, problem = parse_responses(got, case.methods)
     if problem not in (None, "incomplete"):
         problems.append(f"the client got bytes that are not HTTP: {problem}")
@@ -865,13 +881,13 @@ def main(argv=None) -> int:
             while ds.busy() and time.monotonic() < end:
                 time.sleep(0.01)
             with ds.lock:
-                ds_sent = ds.sent
+                ds_sent = list(ds.sent.values())
                 problems = [] if case.client_close_early else check_client_side(case, got, ds_sent)
                 problems += check_downstream_side(case, ds)
             stats["cases"] += 1
             stats["requests"] += len(case.methods)
             stats["client bytes"] += len(case.client_bytes())
-            stats["downstream bytes"] += len(ds_sent)
+            stats["downstream bytes"] += sum(map(len, ds_sent))
             time.sleep(0.01)
             new = [f for f in report_files(args.reports) if f not in before]
             if new:
