@@ -249,7 +249,7 @@ def gen_case(seed: int, number: int, corpus: dict) -> Case:
         else:
             raw_body = b""
         rng.shuffle(headers)
-        head = line.replace(line, b" ".join((method, target, version))) + b"\r\n" + \
+        head = b" ".join((method, target, version)) + b"\r\n" + \
             b"".join(h[0] + b": " + h[1] + b"\r\n" if len(h) == 2 else h[0] + b"\r\n" for h in headers) + b"\r\n"
         stream.append(head + raw_body)
         case.methods.append(method)
