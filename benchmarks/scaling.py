@@ -38,7 +38,7 @@ def wait_port(port, timeout=10.0):
 
 
 def nginx_conf(wd, port, workers, upstream=None):
-    body = (f"location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}"
+    body = ("location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
             if upstream else f"root {wd}/html;")
     up = f"upstream be {{ server 127.0.0.1:{upstream}; keepalive 256; }}" if upstream else ""
     path = os.path.join(wd, f"nginx-{port}.conf")

@@ -113,8 +113,43 @@ def cmd_signal(command: str, path: str, pidfile_path=None) -> int:
     return control.send(command, pidfile_path)
 
 
+def missing_part():
+    """Why this copy of rproxy cannot run (None: it can): its compiled core
+    (`rproxy._fastpath`, with llhttp) or a dependency does not import, as in
+    a source checkout that was never built, or a broken install."""
+    try:
+        from . import fastpath  # noqa: F401  (llhttp's symbols, then the compiled core)
+        from .config import loader  # noqa: F401  (lark)
+    except ImportError as e:
+        return str(e) or type(e).__name__
+    return None
+
+
+def explain_missing(why: str) -> None:
+    """Say what to do instead of a traceback."""
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(pkg)
+    if os.path.exists(os.path.join(root, "setup.py")) and os.path.exists(os.path.join(pkg, "_fastpath.pyx")):
+        sys.stderr.write(
+            f"rproxy: cannot run from the source checkout {root}: {why}\n"
+            "  This is the source tree, without its compiled core (`python -m rproxy` run inside a checkout\n"
+            "  imports the source tree, never an installed copy).  Either:\n"
+            "    ./quickstart.sh      creates ./.venv, installs rproxy into it and runs it with a demo downstream\n"
+            "    pip install .        (in a virtual environment), then run the installed `rproxy` command,\n"
+            "                         e.g. .venv/bin/rproxy -c rproxy.conf\n"
+            "  To work on the source tree itself: python setup.py build_ext --inplace\n")
+    else:
+        sys.stderr.write(
+            f"rproxy: this installation of rproxy ({pkg}) is incomplete: {why}\n"
+            "  Reinstall it (pip install --force-reinstall ., or the rproxy package of your distribution).\n")
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    why = missing_part()
+    if why is not None:
+        explain_missing(why)
+        return 1
     if args.test:
         return cmd_test(args.config)
     if args.signal:

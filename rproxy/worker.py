@@ -117,6 +117,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                      max_headers=srv.max_headers, client_max_body_size=srv.client_max_body_size,
                      max_pending=srv.max_pending, nvhosts=len(srv.vhosts), port=port,
                      tls=bool(srv.ssl and srv.ssl.enabled), high_watermark=srv.high_watermark)
+        w.set_underscores(si, srv.underscores_in_headers)
         for vi, vh in enumerate(srv.vhosts):
             globs = [vh.name, *vh.aliases]
             w.set_vhost(si, vi, globs, vh.default, len(vh.rules), strip_headers=vh.strip_headers)

@@ -555,6 +555,9 @@ TABLE: tuple[Directive, ...] = (
        origin="rproxy"),
     _d("buffer-size", SERVER, "size", 32768, "per-connection read buffer", lo=4096, hi=16 * 1024 ** 2,
        origin="rproxy"),
+    _d("underscores-in-headers", SERVER, "enum", "drop", "request header names containing `_`: drop them, "
+       "allow them (except spellings of a header rproxy owns or acts on, e.g. X_SSL_Subject), or reject "
+       "the request with 400", choices=("drop", "allow", "reject"), origin="rproxy"),
     _d("lb-method", SERVER, "enum", "rtt", "1.x: how the server's rewrites pick a downstream",
        choices=LB_METHODS, origin="1"),
     _d("rewrite", SERVER, "block", doc="1.x: a regex route with a path rewrite, tried in file order",

@@ -159,7 +159,8 @@ class _Normaliser:
             disable_downstream_nagle=opt(b, "disable-downstream-nagle"),
             max_request_line=opt(b, "max-request-line"), max_header_size=opt(b, "max-header-size"),
             max_headers=opt(b, "max-headers"), client_max_body_size=opt(b, "client-max-body-size"),
-            buffer_size=opt(b, "buffer-size"), ssl=ssl, logging=logging,
+            buffer_size=opt(b, "buffer-size"), underscores_in_headers=opt(b, "underscores-in-headers"),
+            ssl=ssl, logging=logging,
             downstreams=tuple(dss), vhosts=vhosts, dialect="1" if legacy else "2", pos=b.pos)
 
     def reject_1x_only(self, b: Block) -> None:

@@ -206,6 +206,7 @@ class Server:
     max_header_size: int = 16384
     max_headers: int = 100
     client_max_body_size: int = 0        # 0 = unlimited
+    underscores_in_headers: str = "drop"  # drop | allow | reject (request header names with '_')
     buffer_size: int = 32768
     ssl: Optional[SSL] = None
     logging: Optional[Logging] = None

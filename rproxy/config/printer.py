@@ -104,7 +104,7 @@ def _server(o: _Out, s: Server) -> None:
     for name in ("read-timeout", "write-timeout", "keepalive-timeout", "pending-timeout"):
         o.set(name, duration(getattr(s, name.replace("-", "_"))))
     for name in ("max-pending", "high-watermark", "max-request-line", "max-header-size", "max-headers",
-                 "client-max-body-size", "buffer-size"):
+                 "client-max-body-size", "buffer-size", "underscores-in-headers"):
         o.set(name, str(getattr(s, name.replace("-", "_"))))
     for name in ("disable-server-nagle", "disable-client-nagle", "disable-downstream-nagle"):
         o.set(name, _bool(getattr(s, name.replace("-", "_"))))

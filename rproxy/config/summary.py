@@ -55,6 +55,8 @@ def _server_lines(srv: Server, mixed: bool) -> list[str]:
     out.append(f"  limits: request line {format_size(srv.max_request_line)}, head "
                f"{format_size(srv.max_header_size)}, {srv.max_headers} headers, body {body}, "
                f"buffer {format_size(srv.buffer_size)}")
+    if srv.underscores_in_headers != "drop":
+        out.append(f"  request header names with '_': {srv.underscores_in_headers}")
     for ds in srv.downstreams:
         out.append("  " + _downstream_text(ds))
     for vh in srv.vhosts:

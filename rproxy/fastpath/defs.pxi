@@ -97,6 +97,7 @@ cdef enum:
     XF_PIPE_OK = 0x1000     # may share a connection with other requests in flight (see pipeline.pxi)
     XF_PIPELINED = 0x2000   # joined a busy connection: its wait is not a time-to-first-byte sample
     XF_FAILED_FRESH = 0x4000      # the first attempt failed on a connection's first request
+    XF_REFUSE_CLOSE = 0x8000      # refused at admission with a framing fault: its body cannot be skipped, close
 
 cdef enum:
     HS_NONE = 0
@@ -125,6 +126,13 @@ cdef enum:
     H_VIA
     H_X_SSL                 # any X-SSL-*: owned by the proxy, never taken from clients
     H_X_INTERNAL_REDIRECT
+    H_HTTP2_SETTINGS        # h2c upgrade parameters: never forwarded (downstreams speak HTTP/1.1)
+
+cdef enum:
+    # underscores-in-headers (ServerRt.underscores): request header names with `_`
+    US_DROP = 0             # dropped (nginx's default)
+    US_ALLOW = 1            # forwarded, unless they alias a header the proxy owns or acts on
+    US_REJECT = 2           # 400
 
 cdef enum:
     # header policy (RuleRt.hp): request headers the proxy adds.  A header
@@ -272,6 +280,8 @@ cdef struct Exchange:
     Span method_sp
     Span url_sp
     Span reason_sp
+    Span host_sp            # the effective host (absolute-form authority, else Host, OWS trimmed); len 0 = none
+    const char* why         # why admission refused the request (logged), or NULL
     uint16_t nreq
     uint16_t nresp
     int64_t t_start         # ms, request began
@@ -443,6 +453,7 @@ cdef struct ServerRt:
     uint32_t max_header_size
     uint32_t max_headers
     uint64_t client_max_body_size
+    uint8_t underscores     # US_*: request header names containing `_`
     int max_pending
     AccessLog* alog         # access log of requests not routed to a vhost with its own (NULL: none)
     int errfd               # its error log; 0 = the worker's (g_errfd)

@@ -604,7 +604,11 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     cdef W w
     cdef bint close_client
     cdef int r
+    cdef const char* why = response_strict(dc, x)     # framing rules (http.pxi)
     x.status = <uint16_t>p.status_code
+    if why != NULL:
+        dc_exchange_failed(dc, 502, why)
+        return -1
     if x.status == 101:
         if not (x.flags & XF_UPGRADE):
             dc_exchange_failed(dc, 502, "101 Switching Protocols to a request that asked for none")

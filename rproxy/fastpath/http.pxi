@@ -43,6 +43,8 @@ cdef int header_id(const char* p, uint32_t n) noexcept nogil:
     elif n == 14:
         if c == c'c' and strncasecmp(p, "content-length", 14) == 0:
             return H_CONTENT_LENGTH
+        if c == c'h' and strncasecmp(p, "http2-settings", 14) == 0:
+            return H_HTTP2_SETTINGS
     elif n == 15:
         if c == c'x' and strncasecmp(p, "x-forwarded-for", 15) == 0:
             return H_X_FORWARDED_FOR
@@ -329,6 +331,326 @@ cdef int peer_format(Peer* p, char* out, int cap) noexcept nogil:
     return 1
 
 
+# ---- strictness: Host, framing and header names ---------------------------------
+#
+# What a request (or a response) must look like before a byte of it is
+# forwarded, beyond what llhttp's strict mode already refuses.  Every check is
+# a walk over bytes with one lookup in g_cc, a 256-entry class table.
+
+from libc.string cimport memchr
+
+cdef enum:
+    CC_TCHAR = 0x01         # RFC 9110 token character
+    CC_REG = 0x02           # RFC 3986 reg-name: unreserved / sub-delims, except ',' (a list separator)
+    CC_HEX = 0x04
+    CC_DIGIT = 0x08
+    CC_V6 = 0x10            # may appear inside [ ] of an IPv6 literal
+    CC_OWS = 0x20           # SP / HTAB
+
+cdef uint8_t g_cc[256]
+
+
+cdef void _cc_set(const char* chars, uint8_t bit) noexcept nogil:
+    cdef const uint8_t* p = <const uint8_t*>chars
+    while p[0]:
+        g_cc[p[0]] |= bit
+        p += 1
+
+
+cdef void strict_tables_init() noexcept nogil:
+    cdef const char* alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    memset(g_cc, 0, 256)
+    _cc_set(alnum, CC_TCHAR | CC_REG)
+    _cc_set("!#$%&'*+-.^_`|~", CC_TCHAR)
+    _cc_set("-._~!$&'()*+;=", CC_REG)
+    _cc_set("0123456789abcdefABCDEF", CC_HEX | CC_V6)
+    _cc_set("0123456789", CC_DIGIT)
+    _cc_set(":.", CC_V6)
+    _cc_set(" \t", CC_OWS)
+
+
+strict_tables_init()        # once, at import: the table is read-only afterwards
+
+
+cdef inline void ows_trim(const char** v, uint32_t* n) noexcept nogil:
+    while n[0] and (g_cc[<uint8_t>v[0][0]] & CC_OWS):
+        v[0] += 1
+        n[0] -= 1
+    while n[0] and (g_cc[<uint8_t>v[0][n[0] - 1]] & CC_OWS):
+        n[0] -= 1
+
+
+cdef bint host_valid(const char* v, uint32_t n) noexcept nogil:
+    """RFC 3986 `host [ ":" port ]`: a reg-name (unreserved, sub-delims but
+    ',', %XX; an IPv4 address is one), or an IPv6 address in brackets; the
+    port all digits, at most 65535.  No userinfo, no path, no blanks, no
+    byte above 0x7f; the host part at most 255 bytes and never empty."""
+    cdef uint32_t i = 0, digits = 0, port = 0
+    cdef char a6[48]
+    cdef uint8_t addr[16]
+    cdef uint8_t c
+    if n == 0:
+        return False
+    if v[0] == c'[':
+        i = 1
+        while i < n and (g_cc[<uint8_t>v[i]] & CC_V6):
+            i += 1
+        if i >= n or v[i] != c']' or i - 1 < 2 or i - 1 > 45:
+            return False
+        memcpy(a6, v + 1, i - 1)
+        a6[i - 1] = 0
+        if inet_pton(AF_INET6, a6, addr) != 1:
+            return False
+        i += 1
+    else:
+        while i < n:
+            c = <uint8_t>v[i]
+            if g_cc[c] & CC_REG:
+                i += 1
+            elif c == c'%' and i + 2 < n and (g_cc[<uint8_t>v[i + 1]] & CC_HEX) \
+                    and (g_cc[<uint8_t>v[i + 2]] & CC_HEX):
+                i += 3
+            else:
+                break
+        if i == 0:
+            return False
+    if i > 255:
+        return False
+    if i == n:
+        return True
+    if v[i] != c':':
+        return False
+    i += 1
+    while i < n:
+        if not (g_cc[<uint8_t>v[i]] & CC_DIGIT) or digits == 5:
+            return False
+        port = port * 10 + <uint32_t>(v[i] - 48)
+        digits += 1
+        i += 1
+    return port <= 65535
+
+
+cdef int target_authority(const char* url, uint32_t n, uint32_t* aoff, uint32_t* alen) noexcept nogil:
+    """The authority of an absolute-form request target.  0: origin-form or
+    `*` (no authority); 1: absolute-form, the authority at url[*aoff, +*alen);
+    -1: neither (another scheme, no `//`), refused."""
+    cdef uint32_t i, s
+    if n == 0 or url[0] == c'/' or (n == 1 and url[0] == c'*'):
+        return 0
+    if n >= 7 and strncasecmp(url, "http://", 7) == 0:
+        i = 7
+    elif n >= 8 and strncasecmp(url, "https://", 8) == 0:
+        i = 8
+    else:
+        return -1
+    s = i
+    while i < n and url[i] != c'/' and url[i] != c'?' and url[i] != c'#':
+        i += 1
+    aoff[0] = s
+    alen[0] = i - s
+    return 1
+
+
+cdef int te_check(const char* v, uint32_t n) noexcept nogil:
+    """A Transfer-Encoding value: 0 when it is a list of known codings, each
+    a bare token, with `chunked` once and last; 400 when malformed (an empty
+    element, a parameter, `identity`, chunked missing, repeated or not last);
+    501 when well-formed around a coding rproxy does not know."""
+    cdef uint32_t i = 0, s, k
+    cdef bint last_chunked = False, unknown = False
+    cdef int nchunked = 0
+    cdef const char* t
+    while True:
+        while i < n and (g_cc[<uint8_t>v[i]] & CC_OWS):
+            i += 1
+        s = i
+        while i < n and (g_cc[<uint8_t>v[i]] & CC_TCHAR):
+            i += 1
+        if i == s:
+            return 400                  # empty element, or not a token
+        t = v + s
+        k = i - s
+        while i < n and (g_cc[<uint8_t>v[i]] & CC_OWS):
+            i += 1
+        if i < n and v[i] != c',':
+            return 400                  # a parameter (;) or stray bytes
+        last_chunked = False
+        if k == 7 and strncasecmp(t, "chunked", 7) == 0:
+            nchunked += 1
+            last_chunked = True
+        elif k == 8 and strncasecmp(t, "identity", 8) == 0:
+            return 400                  # not a transfer coding since RFC 7230
+        elif not ((k == 4 and strncasecmp(t, "gzip", 4) == 0)
+                  or (k == 6 and strncasecmp(t, "x-gzip", 6) == 0)
+                  or (k == 7 and strncasecmp(t, "deflate", 7) == 0)
+                  or (k == 8 and strncasecmp(t, "compress", 8) == 0)
+                  or (k == 10 and strncasecmp(t, "x-compress", 10) == 0)):
+            unknown = True
+        if i == n:
+            break
+        i += 1                          # past the ','
+    if nchunked != 1 or not last_chunked:
+        return 400
+    return 501 if unknown else 0
+
+
+cdef inline bint _is_h2c(const char* t, uint32_t k) noexcept nogil:
+    return k == 3 and strncasecmp(t, "h2c", 3) == 0
+
+
+cdef int upgrade_wanted(const char* v, uint32_t n) noexcept nogil:
+    """Protocols an Upgrade value offers other than h2c (HTTP/2 is never
+    spoken to a downstream: h2c is removed and the request goes on as HTTP/1.1)."""
+    cdef uint32_t i = 0, s, e
+    cdef int k = 0
+    while i < n:
+        while i < n and (v[i] == c',' or (g_cc[<uint8_t>v[i]] & CC_OWS)):
+            i += 1
+        s = i
+        while i < n and v[i] != c',':
+            i += 1
+        e = i
+        while e > s and (g_cc[<uint8_t>v[e - 1]] & CC_OWS):
+            e -= 1
+        if e > s and not _is_h2c(v + s, e - s):
+            k += 1
+    return k
+
+
+cdef void w_upgrade_without_h2c(W* w, const char* v, uint32_t n) noexcept nogil:
+    cdef uint32_t i = 0, s, e
+    cdef bint first = True
+    while i < n:
+        while i < n and (v[i] == c',' or (g_cc[<uint8_t>v[i]] & CC_OWS)):
+            i += 1
+        s = i
+        while i < n and v[i] != c',':
+            i += 1
+        e = i
+        while e > s and (g_cc[<uint8_t>v[e - 1]] & CC_OWS):
+            e -= 1
+        if e > s and not _is_h2c(v + s, e - s):
+            if not first:
+                w_put(w, ", ", 2)
+            w_put(w, v + s, e - s)
+            first = False
+
+
+cdef bint underscore_alias(const char* p, uint32_t n) noexcept nogil:
+    """A name with `_` that reads as a header the proxy owns or acts on once
+    `_` is taken for `-` (as CGI-style downstreams do: X_SSL_Subject,
+    X_Forwarded_For, Transfer_Encoding)."""
+    cdef char buf[256]
+    cdef uint32_t i
+    if n > 256:
+        return True                     # no header the proxy knows is that long: refuse to guess
+    for i in range(n):
+        buf[i] = c'-' if p[i] == c'_' else p[i]
+    return header_id(buf, n) != H_OTHER or (g_owned.n and names_has(&g_owned, buf, n))
+
+
+cdef int request_strict(UConn* uc, Exchange* x) noexcept nogil:
+    """Admission checks on a complete request head, before routing: 0, or
+    the status to refuse it with (reason in x.why).  Records the effective
+    host in x.host_sp: the absolute-form authority (RFC 9112 3.2.2: it
+    replaces Host), else the Host value."""
+    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* url = base + x.url_sp.off
+    cdef Header* h
+    cdef Header* host = NULL
+    cdef Header* te = NULL
+    cdef Header* expect = NULL
+    cdef int i, hid, nhost = 0, nte = 0, nexpect = 0, r
+    cdef const char* v
+    cdef uint32_t n, aoff = 0, alen = 0
+    cdef bint reject_us = uc.srv.underscores == US_REJECT
+    for i in range(x.nreq):
+        h = &x.req[i]
+        hid = header_id(base + h.name.off, h.name.len)
+        if hid == H_HOST:
+            nhost += 1
+            host = h
+        elif hid == H_TRANSFER_ENCODING:
+            nte += 1
+            te = h
+        elif hid == H_EXPECT:
+            nexpect += 1
+            expect = h
+        if reject_us and memchr(base + h.name.off, c'_', h.name.len) != NULL:
+            x.why = "header name with an underscore (underscores-in-headers = reject)"
+            return 400
+    if nhost > 1:
+        x.why = "more than one Host"
+        return 400
+    if nhost == 0 and not (x.flags & XF_HTTP10):
+        x.why = "no Host"               # RFC 9112 3.2: required in HTTP/1.1
+        return 400
+    if host != NULL:
+        v = base + host.value.off
+        n = host.value.len
+        ows_trim(&v, &n)
+        if not host_valid(v, n):
+            x.why = "invalid Host"
+            return 400
+        x.host_sp.off = <uint32_t>(v - base)
+        x.host_sp.len = n
+    r = target_authority(url, x.url_sp.len, &aoff, &alen)
+    if r < 0:
+        x.why = "request target is neither a path nor an http(s) absolute URI"
+        return 400
+    if r > 0:
+        if not host_valid(url + aoff, alen):
+            x.why = "invalid authority in the request target"
+            return 400
+        x.host_sp.off = x.url_sp.off + aoff
+        x.host_sp.len = alen
+    if nte:
+        x.flags |= XF_REFUSE_CLOSE      # whatever follows, its body cannot be skipped reliably
+        if x.flags & XF_HTTP10:
+            x.why = "Transfer-Encoding in an HTTP/1.0 request"
+            return 400
+        if nte > 1:
+            x.why = "more than one Transfer-Encoding"
+            return 400
+        r = te_check(base + te.value.off, te.value.len)
+        if r:
+            x.why = "unknown transfer coding" if r == 501 else "malformed Transfer-Encoding"
+            return r
+        x.flags &= ~XF_REFUSE_CLOSE
+    if nexpect:
+        v = base + expect.value.off
+        n = expect.value.len
+        ows_trim(&v, &n)
+        if nexpect > 1 or n != 12 or strncasecmp(v, "100-continue", 12) != 0:
+            x.why = "unsupported Expect"
+            return 417
+    return 0
+
+
+cdef const char* response_strict(DConn* dc, Exchange* x) noexcept nogil:
+    """The same framing rules for a downstream's response head: NULL, or
+    why it is refused (the client then gets 502)."""
+    cdef const char* base = bdata(dc.rbuf)
+    cdef Header* te = NULL
+    cdef int i, nte = 0, r
+    for i in range(x.nresp):
+        if header_id(base + x.resp[i].name.off, x.resp[i].name.len) == H_TRANSFER_ENCODING:
+            nte += 1
+            te = &x.resp[i]
+    if nte == 0:
+        return NULL
+    if dc.parser.http_major == 1 and dc.parser.http_minor == 0:
+        return "Transfer-Encoding in an HTTP/1.0 response"
+    if nte > 1:
+        return "more than one Transfer-Encoding in the response"
+    r = te_check(base + te.value.off, te.value.len)
+    if r == 501:
+        return "unknown transfer coding in the response"
+    if r:
+        return "malformed Transfer-Encoding in the response"
+    return NULL
+
+
 # ---- re-emitting heads -------------------------------------------------------
 
 cdef void w_quoted_host(W* w, const char* v, uint32_t n) noexcept nogil:
@@ -361,13 +683,17 @@ cdef void w_replacement(W* w, RuleRt* r, const char* path, Exchange* x) noexcept
 cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noexcept nogil:
     """The head sent to the downstream: the client's request line and
     headers, minus hop-by-hop and proxy-owned headers, plus the rule's
-    X-Forwarded-* policy; HTTP/1.1 and origin-form whatever the client used."""
+    X-Forwarded-* policy; HTTP/1.1 and origin-form whatever the client used.
+    Host is the effective host (x.host_sp: an absolute-form authority
+    replaces the client's Host), header names with `_` are dropped per
+    underscores-in-headers, h2c is taken out of Upgrade."""
     cdef const char* base = bdata(uc.rbuf)
     cdef const char* url = base + x.url_sp.off
     cdef Tokens toks
     cdef int i, hid, nxff = 0
     cdef int xff_idx[16]
-    cdef Header* host = NULL
+    cdef bint host = False
+    cdef uint8_t us = uc.srv.underscores
     cdef uint32_t hp = x.rule.hp
     cdef Header* h
     cdef char ip[64]
@@ -398,12 +724,18 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
             if (toks.n and tokens_has(&toks, base + h.name.off, h.name.len)) \
                     or (g_owned.n and names_has(&g_owned, base + h.name.off, h.name.len)):
                 continue
+            if memchr(base + h.name.off, c'_', h.name.len) != NULL \
+                    and (us != US_ALLOW or underscore_alias(base + h.name.off, h.name.len)):
+                continue
         elif hid == H_CONNECTION or hid == H_KEEP_ALIVE or hid == H_PROXY_CONNECTION or hid == H_TE \
-                or hid == H_X_SSL:
+                or hid == H_X_SSL or hid == H_HTTP2_SETTINGS:
             continue
         elif hid == H_UPGRADE:
-            if not (x.flags & XF_UPGRADE):
-                continue
+            if (x.flags & XF_UPGRADE) and upgrade_wanted(base + h.value.off, h.value.len):
+                w_put(w, "Upgrade: ", 9)
+                w_upgrade_without_h2c(w, base + h.value.off, h.value.len)
+                w_put(w, "\r\n", 2)
+            continue
         elif hid == H_X_FORWARDED_FOR:
             if hp & HP_XFF:
                 if not (hp & HP_XFF_REPLACE) and nxff < 16:
@@ -411,7 +743,15 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
                     nxff += 1
                 continue
         elif hid == H_HOST:
-            host = h
+            if not host:
+                w_put(w, "Host: ", 6)
+                if x.host_sp.len:
+                    w_put(w, base + x.host_sp.off, x.host_sp.len)
+                else:
+                    w_put(w, base + h.value.off, h.value.len)
+                w_put(w, "\r\n", 2)
+            host = True
+            continue
         elif hid == H_X_REAL_IP:
             if hp & HP_X_REAL_IP:
                 continue
@@ -444,9 +784,9 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         w_put(w, "\r\n", 2)
     if hp & HP_X_FORWARDED_PROTO:
         w_str(w, "X-Forwarded-Proto: https\r\n" if uc.tls != NULL else "X-Forwarded-Proto: http\r\n")
-    if (hp & HP_X_FORWARDED_HOST) and host != NULL:
+    if (hp & HP_X_FORWARDED_HOST) and x.host_sp.len:
         w_put(w, "X-Forwarded-Host: ", 18)
-        w_put(w, base + host.value.off, host.value.len)
+        w_put(w, base + x.host_sp.off, x.host_sp.len)
         w_put(w, "\r\n", 2)
     if hp & HP_X_FORWARDED_PORT:
         w_put(w, "X-Forwarded-Port: ", 18)
@@ -464,18 +804,21 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         else:
             w_put(w, "unknown", 7)
         w_str(w, ";proto=https" if uc.tls != NULL else ";proto=http")
-        if host != NULL:
+        if x.host_sp.len:
             w_put(w, ";host=", 6)
-            w_quoted_host(w, base + host.value.off, host.value.len)
+            w_quoted_host(w, base + x.host_sp.off, x.host_sp.len)
         w_put(w, "\r\n", 2)
     if hp & HP_VIA:
         w_str(w, "Via: 1.0 rproxy\r\n" if x.flags & XF_HTTP10 else "Via: 1.1 rproxy\r\n")
     if x.rule.xssl and uc.tls != NULL:
         tls_put_headers(w, uc.tls, x.rule.xssl)
-    if host == NULL:
+    if not host:
         # HTTP/1.0 clients may omit Host; the downstream speaks HTTP/1.1
         w_put(w, "Host: ", 6)
-        w_str(w, ds.label)
+        if x.host_sp.len:
+            w_put(w, base + x.host_sp.off, x.host_sp.len)     # from an absolute-form target
+        else:
+            w_str(w, ds.label)
         w_put(w, "\r\n", 2)
     if x.flags & XF_UPGRADE:
         w_put(w, "Connection: upgrade\r\n", 21)
@@ -583,6 +926,7 @@ cdef void canned_init() noexcept nogil:
     canned_add(503, "Service Unavailable")
     canned_add(504, "Gateway Timeout")
     canned_add(505, "HTTP Version Not Supported")
+    canned_add(417, "Expectation Failed")     # appended: canned_get's fallback is entry 8 (500)
 
 
 cdef Canned* canned_get(int status) noexcept nogil:

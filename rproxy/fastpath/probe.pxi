@@ -12,7 +12,7 @@ cdef uint32_t g_probe_glob_len = 1
 
 
 cdef void probe_setup(int max_headers, int max_request_line, int max_header_size,
-                      uint64_t max_body, uint32_t hp) noexcept nogil:
+                      uint64_t max_body, uint32_t hp, uint8_t underscores=US_DROP) noexcept nogil:
     http_settings_init()
     memset(&g_probe_srv, 0, sizeof(ServerRt))
     memset(&g_probe_vhost, 0, sizeof(VhostRt))
@@ -23,6 +23,7 @@ cdef void probe_setup(int max_headers, int max_request_line, int max_header_size
     g_probe_srv.max_header_size = max_header_size
     g_probe_srv.client_max_body_size = max_body
     g_probe_srv.port = 8080
+    g_probe_srv.underscores = underscores
     g_probe_srv.vhosts = &g_probe_vhost
     g_probe_srv.nvhosts = 1
     g_probe_vhost.globs = &g_probe_glob
@@ -77,14 +78,16 @@ cdef int probe_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil
 
 
 def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
-                  int max_header_size=16384, int client_max_body_size=0, policy=()):
+                  int max_header_size=16384, int client_max_body_size=0, policy=(),
+                  str underscores="drop"):
     """Run the fast path's request glue on `data` (one request head, maybe
     followed by more bytes).  Returns ("forward", head_sent_downstream, head_len)
     | ("reject", status) | ("incomplete",)."""
     cdef uint32_t hp = 0
     for k in policy:
         hp |= HEADER_POLICY[k]
-    probe_setup(max_headers, max_request_line, max_header_size, client_max_body_size, hp)
+    probe_setup(max_headers, max_request_line, max_header_size, client_max_body_size, hp,
+                UNDERSCORES[underscores])
     cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
     cdef Buf* rb = <Buf*>malloc(sizeof(Buf) + len(data) + 1)
     cdef Buf* ob = <Buf*>malloc(sizeof(Buf) + 65536)
@@ -473,3 +476,23 @@ def probe_pipeline_pick(str method, list downstreams):
             free(dss[i].conns)
         free(dss)
         free(ptrs)
+
+
+def probe_strict(str what, bytes value):
+    """The strictness checks of http.pxi on one value, for tests:
+    "host" -> host_valid (bool); "te" -> te_check (0, 400 or 501);
+    "authority" -> target_authority's authority (bytes), None for
+    origin-form, False when refused."""
+    cdef const char* v = value
+    cdef uint32_t n = len(value), aoff = 0, alen = 0
+    cdef int r
+    if what == "host":
+        return bool(host_valid(v, n))
+    if what == "te":
+        return te_check(v, n)
+    if what == "authority":
+        r = target_authority(v, n, &aoff, &alen)
+        if r < 0:
+            return False
+        return value[aoff:aoff + alen] if r else None
+    raise ValueError(what)

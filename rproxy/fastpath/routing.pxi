@@ -148,25 +148,19 @@ cdef VhostRt* vhost_for(ServerRt* srv, const char* host, uint32_t hlen) noexcept
 
 
 cdef RuleRt* route(UConn* uc, Exchange* x, int* status) noexcept nogil:
-    """Pick the rule for a parsed request head, or set *status (400/404)."""
+    """Pick the rule for a parsed request head, or set *status (421/404).
+    The vhost is chosen by the effective host (x.host_sp, checked by
+    request_strict: the absolute-form authority, else Host)."""
     cdef const char* base = bdata(uc.rbuf)
-    cdef int i, nhost = 0
-    cdef Header* host = NULL
+    cdef int i
     cdef char hbuf[256]
     cdef uint32_t hlen = 0, poff, plen
     cdef VhostRt* v
-    for i in range(x.nreq):
-        if header_id(base + x.req[i].name.off, x.req[i].name.len) == H_HOST:
-            host = &x.req[i]
-            nhost += 1
-    if nhost > 1 or (nhost == 0 and not (x.flags & XF_HTTP10)):
-        status[0] = 400             # RFC 9112 3.2: exactly one Host in HTTP/1.1
-        return NULL
-    if host != NULL:
-        hlen = host_normalise(base + host.value.off, host.value.len, hbuf, 256)
+    if x.host_sp.len:
+        hlen = host_normalise(base + x.host_sp.off, x.host_sp.len, hbuf, 256)
     v = vhost_for(uc.srv, hbuf, hlen)
     if uc.tls != NULL and uc.tls.vhost != NULL and v != uc.tls.vhost:
-        if host != NULL:
+        if x.host_sp.len:
             rp_elog(g_errfd, 6, "Host %.*s is not the vhost the TLS server name chose: 421", hlen, hbuf)
             status[0] = 421         # domain fronting: the certificate was for another vhost
             return NULL

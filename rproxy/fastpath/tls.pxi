@@ -617,16 +617,11 @@ cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil:
     cdef const char* url = base + x.url_sp.off
     cdef char host[256]
     cdef uint32_t hlen = 0
-    cdef int i
-    cdef Header* h = NULL
     cdef Buf* hb
     cdef W w
     cdef bint keep
-    for i in range(x.nreq):
-        if header_id(base + x.req[i].name.off, x.req[i].name.len) == H_HOST:
-            h = &x.req[i]
-    if h != NULL:
-        hlen = host_normalise(base + h.value.off, h.value.len, host, 256)
+    if x.host_sp.len:               # the absolute-form authority, else Host (request_strict)
+        hlen = host_normalise(base + x.host_sp.off, x.host_sp.len, host, 256)
     elif strchr(v.name, c'*') == NULL:
         hlen = <uint32_t>strlen(v.name)      # HTTP/1.0 without Host: the vhost's own name
         memcpy(host, v.name, hlen)

@@ -36,6 +36,9 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.url_sp.len = 0
     x.reason_sp.off = 0
     x.reason_sp.len = 0
+    x.host_sp.off = 0
+    x.host_sp.len = 0
+    x.why = NULL
     x.nreq = 0
     x.nresp = 0
     x.t_start = g_now
@@ -593,14 +596,23 @@ cdef void uc_process(UConn* uc) noexcept nogil:
 
 cdef RuleRt* request_admit(UConn* uc, int* status) noexcept nogil:
     """Classify a complete request head and route it: the rule to use, or
-    NULL with *status set (400 bad Host, 404 no route, 405 CONNECT, 413 body
-    too large, 505 not HTTP/1.x).  *status 0 with NULL never happens."""
+    NULL with *status set (400 bad Host or framing, 404 no route, 405
+    CONNECT, 413 body too large, 417 Expect, 501 unknown transfer coding,
+    505 not HTTP/1.x; x.why says why when it is worth a log line).
+    *status 0 with NULL never happens."""
     cdef Exchange* x = uc.x
     cdef llhttp_t* p = &uc.parser
     cdef uint8_t m = p.method
+    cdef int st
     x.method = m
     if p.http_major != 1:
-        status[0] = 505
+        x.flags |= XF_REFUSE_CLOSE
+        if request_line_has_version(uc, x):
+            x.why = "HTTP version not supported"
+            status[0] = 505
+        else:
+            x.why = "no HTTP version in the request line"   # llhttp reads it as HTTP/0.9
+            status[0] = 400
         return NULL
     if p.http_minor == 0:
         x.flags |= XF_HTTP10
@@ -614,6 +626,10 @@ cdef RuleRt* request_admit(UConn* uc, int* status) noexcept nogil:
     if m == HTTP_CONNECT:
         status[0] = 405                 # a reverse proxy is not a CONNECT proxy
         return NULL
+    st = request_strict(uc, x)          # Host, framing, header names, Expect (http.pxi)
+    if st:
+        status[0] = st
+        return NULL
     if (p.flags & F_TRANSFER_ENCODING) and not (p.flags & F_CHUNKED):
         # RFC 9112 6.3: a request whose final coding is not chunked has no
         # reliable length.  llhttp only notices after the head (past our pause),
@@ -621,12 +637,36 @@ cdef RuleRt* request_admit(UConn* uc, int* status) noexcept nogil:
         status[0] = 400
         return NULL
     if p.upgrade:
-        x.flags |= XF_UPGRADE           # forwarded with its Upgrade; tunnel after a 101
+        if request_upgrade_wanted(uc, x):
+            x.flags |= XF_UPGRADE       # forwarded with its Upgrade; tunnel after a 101
+        else:
+            # only h2c was offered: not an upgrade.  llhttp decides after this
+            # pause whether the rest is another protocol: it now parses on as
+            # HTTP/1.1 (body, keep-alive) and the request goes on as one.
+            p.upgrade = 0
     if uc.srv.client_max_body_size and (p.flags & F_CONTENT_LENGTH) \
             and p.content_length > uc.srv.client_max_body_size:
         status[0] = 413
         return NULL
     return route(uc, x, status)
+
+
+cdef bint request_line_has_version(UConn* uc, Exchange* x) noexcept nogil:
+    """Did the request line carry a version after its target?  (llhttp takes
+    `GET /` with none for HTTP/0.9.)"""
+    cdef uint32_t e = x.url_sp.off + x.url_sp.len
+    return x.url_sp.len > 0 and e < uc.rend and bdata(uc.rbuf)[e] == c' '
+
+
+cdef bint request_upgrade_wanted(UConn* uc, Exchange* x) noexcept nogil:
+    """Does some Upgrade header offer a protocol other than h2c?"""
+    cdef const char* base = bdata(uc.rbuf)
+    cdef int i
+    for i in range(x.nreq):
+        if header_id(base + x.req[i].name.off, x.req[i].name.len) == H_UPGRADE \
+                and upgrade_wanted(base + x.req[i].value.off, x.req[i].value.len):
+            return True
+    return False
 
 
 cdef void uc_on_head(UConn* uc) noexcept nogil:
@@ -635,8 +675,14 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
     cdef int status = 0
     cdef DConn* dc
     cdef RuleRt* rule = request_admit(uc, &status)
+    cdef char where[48]
+    cdef int n
     if rule == NULL:
-        if status == 505 or status == 405 or status == 413:
+        if x.why != NULL:
+            n = peer_format(&uc.peer, where, 48)
+            c_errors_inc()
+            rp_elog(uc_errfd(uc), 4, "client %.*s: bad request (%d): %s", n, where, status, x.why)
+        if status == 505 or status == 405 or status == 413 or (x.flags & XF_REFUSE_CLOSE):
             uc_respond(uc, status, False)
         else:
             uc_reject(uc, status)

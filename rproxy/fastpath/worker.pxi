@@ -110,6 +110,8 @@ HEADER_POLICY = {
     "x_forwarded_port": HP_X_FORWARDED_PORT, "forwarded": HP_FORWARDED, "via": HP_VIA,
 }
 
+UNDERSCORES = {"drop": US_DROP, "allow": US_ALLOW, "reject": US_REJECT}
+
 
 def _ms(seconds):
     """Seconds (float) -> whole milliseconds, at least 1 when non-zero."""
@@ -184,6 +186,10 @@ cdef class Worker:
         s.max_pending = max_pending
         s.vhosts = <VhostRt*>calloc(max(nvhosts, 1), sizeof(VhostRt))
         s.nvhosts = nvhosts
+
+    def set_underscores(self, int index, str mode):
+        """underscores-in-headers of a server: drop | allow | reject."""
+        g_servers[index].underscores = UNDERSCORES[mode]
 
     def set_vhost(self, int server, int index, globs, bint is_default, int nrules, strip_headers=()):
         cdef VhostRt* v = &g_servers[server].vhosts[index]

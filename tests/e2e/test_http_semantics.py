@@ -11,8 +11,8 @@ import time
 import pytest
 
 from support.confs import one_downstream
-from support.downstream import Downstream, _response, payload
-from support.proc import free_port, read_response, request
+from support.downstream import _response, payload
+from support.proc import read_response, request
 
 SMUGGLE = [
     b"POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",

@@ -9,7 +9,6 @@ and graceful stop / reload without a lost line.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import shutil
@@ -92,7 +91,7 @@ def test_every_token_against_a_known_exchange(start_rproxy, port, tmp_path):
     ds = Downstream(handler=handler)
     log = tmp_path / "access.log"
     try:
-        p = start_rproxy(two_x(port, ds.port, log, ALL_TOKENS.replace('"', '\\"')), port)
+        start_rproxy(two_x(port, ds.port, log, ALL_TOKENS.replace('"', '\\"')), port)
         raw = (f"GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example.test:{port}\r\nUser-Agent: ua/1.0\r\n"
                f"Referer: http://ref.test/page\r\nX-A: hello\r\n\r\n").encode()
         t0 = time.time()
@@ -643,7 +642,7 @@ server {{
     downstream {{ addr = 127.0.0.1  port = {downstream.port} }}
 }}
 """
-    p = start_rproxy(conf, port, check_quiet=False)
+    start_rproxy(conf, port, check_quiet=False)
     request(port, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
     downstream.close()
     deadline = time.monotonic() + 10
@@ -682,7 +681,7 @@ def test_reopen_after_rename_under_load_loses_no_line(start_rproxy, downstream, 
 pidfile = {pid}
 error-log = file:{err}
 access-log-flush = 50ms""", fmt="{URI} {STATUS}", ds_extra="connections = 8")
-    p = start_rproxy(conf, port, check_quiet=False)
+    start_rproxy(conf, port, check_quiet=False)
     errors, sent, stop = [], {}, threading.Event()
     threads = [threading.Thread(target=_load, args=(port, stop, sent, errors, f"t{k}")) for k in range(4)]
     for t in threads:

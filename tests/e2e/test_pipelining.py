@@ -313,7 +313,7 @@ def test_interim_response_goes_to_its_own_client_only(start_rproxy, port):
         return Downstream.default_handler(req, s)
     ds = Downstream(handler=handler)
     try:
-        p = start_rproxy(conf(port, ds.port, pipeline=4), port)
+        start_rproxy(conf(port, ds.port, pipeline=4), port)
         first = get(port, "/hold/early")
         wait_until(lambda: received(ds, "/hold/early"), "the first request reached the downstream")
         rest = [get(port, "/p2"), get(port, "/p3")]

@@ -5,7 +5,6 @@ on reload).  Real rproxy, real downstream servers on 127.0.0.1 / ::1."""
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import time
 

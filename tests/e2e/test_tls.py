@@ -351,15 +351,15 @@ def test_x_ssl_header_values(start_rproxy, downstream, port, test_pki):
 
 
 def test_x_ssl_headers_follow_the_rule_policy(start_rproxy, downstream, port, test_pki):
-    vhosts = f'''
-    vhost "localhost" {{
+    vhosts = '''
+    vhost "localhost" {
         default = true
-        headers {{ x-ssl-subject = true  x-ssl-certificate = false }}
-        rule some {{ uri-prefix = "/some/"  downstreams = {{ app }}
-                     headers {{ x-ssl-serial = true  x-ssl-certificate = false }} }}
-        rule none {{ uri-prefix = "/none/"  downstreams = {{ app }}  headers {{ x-ssl-certificate = false }} }}
-        rule rest {{ uri-prefix = "/"  downstreams = {{ app }} }}
-    }}'''
+        headers { x-ssl-subject = true  x-ssl-certificate = false }
+        rule some { uri-prefix = "/some/"  downstreams = { app }
+                     headers { x-ssl-serial = true  x-ssl-certificate = false } }
+        rule none { uri-prefix = "/none/"  downstreams = { app }  headers { x-ssl-certificate = false } }
+        rule rest { uri-prefix = "/"  downstreams = { app } }
+    }'''
     p = start_rproxy(tls_conf(port, downstream.port, test_pki, vhosts=vhosts,
                               server_ssl=f'ca = "{test_pki["ca"].crt}"\nverify-peer = true'), port)
     with connect(p.port, client_context(test_pki, cert=test_pki["alice"])) as s:

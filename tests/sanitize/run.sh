@@ -132,6 +132,8 @@ export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
 # Left out:
 #  - test_packaging.py: builds .deb/.rpm packages from the source, not the
 #    sanitizer build (and minutes of dpkg-buildpackage);
+#  - test_first_contact.py: clones the tree and installs it afresh (the
+#    normal build, minutes of compiling) to run the README's commands;
 #  - test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded:
 #    asserts on worker RSS, which ASan's shadow memory and quarantine make
 #    meaningless, and takes ~100 s under ASan (the rest of the suite ~120 s).
@@ -144,7 +146,7 @@ elif [ $# -gt 0 ]; then
     [ $e2e -eq 5 ] && { say "pytest selected no test"; e2e=0; }
 else
     "$VPY" -P -m pytest -q -p no:cacheprovider tests/e2e \
-        --ignore=tests/e2e/test_packaging.py \
+        --ignore=tests/e2e/test_packaging.py --ignore=tests/e2e/test_first_contact.py \
         --deselect=tests/e2e/test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded \
         || e2e=$?
     [ $e2e -eq 5 ] && say "pytest collected no test"     # a failure: the stage must test something

@@ -2,7 +2,6 @@
 import importlib.machinery
 import os
 
-import rproxy
 
 
 def test_fastpath_is_a_compiled_extension():

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import rproxy.fastpath  # noqa: F401  (loads llhttp's symbols first)
 from rproxy._fastpath import parse_request
 
-OK_STATUSES = {400, 404, 405, 413, 414, 431, 505}   # 404: no rule for that path
+OK_STATUSES = {400, 404, 405, 413, 414, 417, 431, 501, 505}   # 404: no rule for that path
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade", b"trailer"}
 
 

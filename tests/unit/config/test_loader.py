@@ -86,7 +86,7 @@ ACTIVE = {
     D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
-              "lb-method rewrite headers downstream vhost logging ssl",
+              "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
                   "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name",
     D.RETRY: "seconds useconds",
@@ -424,3 +424,28 @@ def test_model_objects_carry_their_position_but_compare_without_it():
     assert (a.pos.line, b.pos.line) == (1, 3)
     assert a == b
     assert isinstance(a, Server)
+
+
+# ---- underscores-in-headers (issue 14: no spelling of a proxy-owned header reaches a downstream) --
+
+def test_underscores_in_headers_defaults_to_drop_and_takes_each_mode():
+    base = 'server { %s downstream d { addr = 127.0.0.1 port = 1 } vhost "*" { } }\n'
+    assert load_text(base % "").servers[0].underscores_in_headers == "drop"
+    for mode in ("drop", "allow", "reject", "Reject"):
+        cfg = load_text(base % f"underscores-in-headers = {mode}")
+        assert cfg.servers[0].underscores_in_headers == mode.lower()
+
+
+def test_underscores_in_headers_bad_value_is_an_error_with_its_position():
+    text = 'server {\n    underscores-in-headers = yes\n}\n'
+    with pytest.raises(ConfigErrors) as e:
+        load_text(text)
+    (err,) = e.value.errors
+    assert err.message == "'underscores-in-headers': invalid value 'yes'"
+    assert (err.pos.line, err.pos.column) == (2, 30)
+    assert err.hint == "one of drop, allow, reject"
+
+
+def test_underscores_in_headers_is_a_server_setting_only():
+    text = 'server { downstream d { addr = 127.0.0.1 port = 1 } vhost "*" { underscores-in-headers = allow } }\n'
+    assert errors(text) == ["'underscores-in-headers' is not allowed in a 'vhost' block"]
