@@ -26,7 +26,8 @@ def _installed_rproxy() -> str:
 def sanitizer_env() -> dict[str, str]:
     """RPROXY_TEST_SANITIZER_ENV (set by tests/sanitize/run.sh): whitespace
     separated NAME=VALUE words (LD_PRELOAD of the ASan/UBSan runtimes,
-    ASAN_OPTIONS, UBSAN_OPTIONS) that go into rproxy's own processes only:
+    ASAN_OPTIONS, UBSAN_OPTIONS, RPROXY_UBSAN_LOG_PATH) that go into rproxy's
+    own processes only:
     a preloaded libasan makes curl, ps, openssl... hang, and an instrumented
     fast path cannot be imported without it."""
     words = os.environ.get("RPROXY_TEST_SANITIZER_ENV", "").split()
@@ -45,7 +46,7 @@ _wrapper: Optional[str] = None
 def rproxy_command() -> list[str]:
     """The installed `rproxy` console script (the one next to this Python).
 
-    Under the sanitizer stage it is a one-line sh wrapper that puts
+    Under the sanitizer stage it is a small sh wrapper that puts
     sanitizer_env() in the environment and execs that script (same pid):
     every launcher -- Rproxy, the tests' own `rproxy -s ...` runs, the
     logrotate snippet, a test's env={...} -- gets the runtime into rproxy
