@@ -103,3 +103,10 @@ def test_the_buffer_filling_answer_cuts_the_final_head_at_the_buffer_end():
         assert pieces[1][1] > 0                                 # then a pause
         seen += 1
     assert seen
+
+
+def test_a_dechunked_body_after_byte_edits_is_judged_by_runs_of_sent_bytes():
+    sent = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"]
+    streams = fz.Streams(sent)
+    assert fz.dechunked_from(b"hello world", streams)
+    assert not fz.dechunked_from(b"hello\x00\x91orld", streams)
