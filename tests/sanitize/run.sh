@@ -136,7 +136,8 @@ export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
 #    normal build, minutes of compiling) to run the README's commands;
 #  - test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded:
 #    asserts on worker RSS, which ASan's shadow memory and quarantine make
-#    meaningless, and takes ~100 s under ASan (the rest of the suite ~120 s).
+#    meaningless, and takes ~100 s under ASan (the rest of the suite ~210 s
+#    on a busy 2-core machine).
 status=0
 e2e=0
 if [ $MODE = fuzz ]; then
@@ -145,7 +146,7 @@ elif [ $# -gt 0 ]; then
     "$VPY" -P -m pytest -q -p no:cacheprovider "$@" || e2e=$?
     [ $e2e -eq 5 ] && { say "pytest selected no test"; e2e=0; }
 else
-    "$VPY" -P -m pytest -q -p no:cacheprovider tests/e2e \
+    "$VPY" -P -m pytest -q -p no:cacheprovider --durations=10 tests/e2e \
         --ignore=tests/e2e/test_packaging.py --ignore=tests/e2e/test_first_contact.py \
         --deselect=tests/e2e/test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded \
         || e2e=$?
