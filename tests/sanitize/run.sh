@@ -137,7 +137,11 @@ export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
 #  - test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded:
 #    asserts on worker RSS, which ASan's shadow memory and quarantine make
 #    meaningless, and takes ~100 s under ASan (the rest of the suite ~210 s
-#    on a busy 2-core machine).
+#    on a busy 2-core machine);
+#  - test_master.py::test_killed_worker_is_replaced: races worker start-up,
+#    which ASan makes slower: it can SIGKILL a worker that is titled but has
+#    not reported ready yet, and the master then rightly logs "failed at
+#    start-up" instead of the "died" the test expects (seen once in four runs).
 status=0
 e2e=0
 if [ $MODE = fuzz ]; then
@@ -149,6 +153,7 @@ else
     "$VPY" -P -m pytest -q -p no:cacheprovider --durations=10 tests/e2e \
         --ignore=tests/e2e/test_packaging.py --ignore=tests/e2e/test_first_contact.py \
         --deselect=tests/e2e/test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded \
+        --deselect=tests/e2e/test_master.py::test_killed_worker_is_replaced \
         || e2e=$?
     [ $e2e -eq 5 ] && say "pytest collected no test"     # a failure: the stage must test something
 fi
