@@ -8,6 +8,7 @@ candidate, keeps its JSON, and renders the markdown table the README quotes.
     python benchmarks/run_compare.py --scenarios small,1m --mem-conns 0
     python benchmarks/run_compare.py --tls                 # HTTPS scenarios (needs TLS)
     python benchmarks/run_compare.py --access-log          # rproxy writing an access log (a file)
+    python benchmarks/run_compare.py --metrics             # rproxy with its status listener (metrics on)
     python benchmarks/run_compare.py --render results/X.json   # table from an earlier run
     python benchmarks/run_compare.py --smoke               # CI: seconds, asserts only that it ran
 
@@ -44,6 +45,7 @@ DEFAULT_HARNESS = _find_harness()
 TEMPLATE = os.path.join(HERE, "rproxy.conf.tmpl")
 TLS_TEMPLATE = os.path.join(HERE, "rproxy-tls.conf.tmpl")
 ACCESS_LOG_TEMPLATE = os.path.join(HERE, "rproxy-accesslog.conf.tmpl")
+METRICS_TEMPLATE = os.path.join(HERE, "rproxy-metrics.conf.tmpl")
 RESULTS = os.path.join(HERE, "results")
 
 
@@ -103,6 +105,9 @@ def main(argv=None) -> int:
     ap.add_argument("--access-log", action="store_true",
                     help="rproxy writes an access log to a file in the harness's work dir "
                          "(rproxy-accesslog.conf.tmpl), to measure what logging costs")
+    ap.add_argument("--metrics", action="store_true",
+                    help="rproxy with its status listener, every worker counting into the metrics zone "
+                         "(rproxy-metrics.conf.tmpl), to measure what metrics cost")
     ap.add_argument("--render", metavar="JSON", help="only print the table of an earlier run")
     ap.add_argument("--smoke", action="store_true", help="a few seconds, for CI: checks the pipeline works")
     ap.add_argument("--out", default=None, help="JSON path (default: results/<date>-<scenarios>.json)")
@@ -118,9 +123,10 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     cmd = [sys.executable, args.harness, "--candidate", rproxy_command() + " -c {conf}",
            "--candidate-name", "rproxy"]
-    if args.tls and args.access_log:
-        ap.error("--tls and --access-log: pick one template")
-    template = TLS_TEMPLATE if args.tls else ACCESS_LOG_TEMPLATE if args.access_log else TEMPLATE
+    if args.tls + args.access_log + args.metrics > 1:
+        ap.error("--tls, --access-log, --metrics: pick one template")
+    template = TLS_TEMPLATE if args.tls else ACCESS_LOG_TEMPLATE if args.access_log else \
+        METRICS_TEMPLATE if args.metrics else TEMPLATE
     cmd += ["--candidate-conf", template]
     scenarios = args.scenarios or ("tls" if args.tls else None)
     if args.smoke:
@@ -131,7 +137,8 @@ def main(argv=None) -> int:
         cmd += ["--scenarios", scenarios]
     if args.mem_conns is not None and not args.smoke:
         cmd += ["--mem-conns", args.mem_conns]
-    label = (scenarios or "default").replace(",", "+") + ("-accesslog" if args.access_log else "")
+    label = (scenarios or "default").replace(",", "+") + ("-accesslog" if args.access_log else "") \
+        + ("-metrics" if args.metrics else "")
     out = args.out or os.path.join(RESULTS, f"{stamp}-{label}.json")
     cmd += ["--json", out, *args.extra]
     print("+ " + " ".join(cmd), file=sys.stderr)

@@ -62,3 +62,9 @@ def test_access_log_line_combined_format(benchmark):
                          '{REQUEST_TIME} {DS_ADDR} {REQUEST_ID}')
     line = per_call(benchmark, fp.bench_accesslog, REQUEST, items, ROUNDS)
     assert b'"GET /index.html?page=2 HTTP/1.1" 200 1024 "-" "curl/8.5.0" 2.500 10.0.0.2:8081 ' in line
+
+
+def test_metrics_exchange_end(benchmark):
+    """What metrics add per request: one ended exchange counted into its
+    rule, its downstream and both histograms (x_free's m_request_done)."""
+    assert per_call(benchmark, fp.bench_metrics_exchange, ROUNDS) == ROUNDS

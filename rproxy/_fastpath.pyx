@@ -20,6 +20,7 @@ cdef extern from "rp_util.h" nogil:
 
 include "fastpath/defs.pxi"
 include "fastpath/globals.pxi"
+include "fastpath/metrics.pxi"
 include "fastpath/buffers.pxi"
 include "fastpath/tls.pxi"
 include "fastpath/timers.pxi"

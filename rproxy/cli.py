@@ -1,4 +1,5 @@
-"""The `rproxy` command: run (-c), test a config (-t), signal a master (-s)."""
+"""The `rproxy` command: run (-c), test a config (-t), signal a master (-s),
+watch a running one (`rproxy top`)."""
 from __future__ import annotations
 
 import argparse
@@ -145,7 +146,12 @@ def explain_missing(why: str) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["top"]:
+        from .metrics import top
+
+        return top.main(argv[1:])
+    args = parse_args(argv)
     why = missing_part()
     if why is not None:
         explain_missing(why)

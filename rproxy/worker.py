@@ -79,8 +79,10 @@ def header_policy(headers) -> list[str]:
     return out
 
 
-def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
-    """A fast-path Worker for `cfg`; listener_fds: (fd, server index) pairs."""
+def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *, index: int = 0,
+          generation: int = 0):
+    """A fast-path Worker for `cfg`; listener_fds: (fd, server index) pairs;
+    metrics: (zone buffer, Zone.worker_args) of this worker's metrics slot."""
     from .fastpath import Worker
 
     ds_index: dict[tuple[int, str], int] = {}
@@ -134,6 +136,10 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]]):
                            up_read_timeout=rule.upstream_read_timeout,
                            up_write_timeout=rule.upstream_write_timeout)
     w.set_owned_headers(sorted(owned))
+    if metrics is not None:
+        buf, args = metrics
+        w.set_metrics(buf, args["worker_word"], args["servers"], args["rules"], args["unrouted"],
+                      args["downstreams"], os.getpid(), generation, index)
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)
     from . import tls
@@ -185,7 +191,7 @@ class Resolver(threading.Thread):
 
 
 def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, generation: int,
-        ready_fd: int | None = None, master_pid: int | None = None) -> int:
+        ready_fd: int | None = None, master_pid: int | None = None, metrics=None) -> int:
     """Body of a worker process; returns its exit code.
 
     ready_fd: written to once the worker is built (the master waits for that
@@ -213,7 +219,7 @@ def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, genera
             raise RuntimeError(f"boot failure injected by RPROXY_FAULT_BOOT_GENERATION={fault}")
         if cfg.memtrim_sz:
             fastpath.set_malloc_trim_threshold(cfg.memtrim_sz)
-        w = build(cfg, listener_fds)
+        w = build(cfg, listener_fds, metrics, index=index, generation=generation)
     except Exception as e:  # noqa: BLE001 - any failure here is a boot error
         errorlog.error(f"worker {index} (gen {generation}): cannot start: {e}")
         return EXIT_BOOT_ERROR
@@ -239,11 +245,12 @@ def reopen_logs(index: int = 0, generation: int = 0) -> None:
 
 
 def main_for_child(cfg: Config, listener_fds, index: int, generation: int, *,
-                   ready_fd: int | None = None, master_pid: int | None = None) -> None:
+                   ready_fd: int | None = None, master_pid: int | None = None, metrics=None) -> None:
     """Run in a freshly forked child; never returns."""
     code = 1
     try:
-        code = run(cfg, listener_fds, index, generation, ready_fd=ready_fd, master_pid=master_pid)
+        code = run(cfg, listener_fds, index, generation, ready_fd=ready_fd, master_pid=master_pid,
+                   metrics=metrics)
     except BaseException as e:  # noqa: BLE001
         try:
             errorlog.error(f"worker {index}: crashed: {e!r}")

@@ -253,6 +253,18 @@ def _glob_item(s: Scalar) -> str:
     return s.text
 
 
+def t_cidr_list(v, ctx=None) -> tuple:
+    """Addresses or networks (10.0.0.0/8, ::1), as their normalised text."""
+    out = []
+    for x in _items(v):
+        try:
+            out.append(str(ipaddress.ip_network(x.text.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(f"invalid address or network {x.text!r}", x.pos,
+                              hint="an IPv4 or IPv6 address, or a CIDR such as 10.0.0.0/8") from None
+    return tuple(out)
+
+
 def t_glob_list(v, ctx=None) -> tuple:
     return tuple(_glob_item(x) for x in _items(v))
 
@@ -407,6 +419,7 @@ TYPES: dict[str, Callable[..., Any]] = {
     "listen address": t_listen_address,
     "address": t_address,
     "glob list": t_glob_list,
+    "CIDR list": t_cidr_list,
     "header name": t_header_name,
     "header list": t_header_list,
     "OID": t_oid,
@@ -418,7 +431,7 @@ TYPES: dict[str, Callable[..., Any]] = {
     "log format": t_log_format,
 }
 
-LIST_TYPES = {"list", "glob list", "header list", "protocol list"}
+LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list"}
 
 
 # --------------------------------------------------------------------------
@@ -431,6 +444,7 @@ _UNSET = object()
 # request / error / general sub-blocks.
 MAIN, SERVER, DOWNSTREAM, VHOST, RULE = "main", "server", "downstream", "vhost", "rule"
 RETRY, REWRITE, HEALTH = "retry", "rewrite", "health-check"
+STATUS = "status"
 SSL, CRL, HEADERS, X509, LOGGING, LOG_STREAM = "ssl", "crl", "headers", "x509-extension", "logging", "log-stream"
 
 CONTEXT_PHRASE = {MAIN: "the top level", LOG_STREAM: "a logging 'request', 'error' or 'general' block"}
@@ -517,7 +531,18 @@ TABLE: tuple[Directive, ...] = (
        "write (0 = write each line at once)", lo=0, hi=16 * 1024 * 1024, origin="rproxy"),
     _d("access-log-flush", MAIN, "duration", 0.2, "longest an access log line waits in that buffer",
        lo=0.001, hi=60.0, origin="rproxy"),
+    _d("reload-on-change", MAIN, "bool", False, "reload (as SIGHUP does) when the config file, an included "
+       "file or a certificate file changes (inotify, debounced)", origin="rproxy"),
+    _d("status", MAIN, "block", doc="the admin listener: GET /metrics (Prometheus) and /status (JSON)",
+       origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
+
+    # ---- status ----------------------------------------------------------
+    _d("addr", STATUS, "listen address", "127.0.0.1", "listen address of the status listener (IPv4 or IPv6)",
+       origin="rproxy"),
+    _d("port", STATUS, "int", 9145, "its port", lo=1, hi=65535, origin="rproxy"),
+    _d("allow", STATUS, "CIDR list", ("127.0.0.1/32", "::1/128"), "client addresses or networks allowed "
+       "(everyone else gets 403)", origin="rproxy"),
 
     # ---- server ----------------------------------------------------------
     _d("addr", SERVER, "listen address", "127.0.0.1", "listen address: IPv4, IPv6 or unix:/path"),

@@ -20,7 +20,7 @@ from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
 from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers,
-                    HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Vhost,
+                    HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
 from .parser import Parsed, parse_file_collecting, parse_text_collecting
 
@@ -66,6 +66,12 @@ class _Normaliser:
     def config(self, main: Block) -> Config:
         servers = tuple(s for s in (self.server(b) for b in main.sub("server")) if s is not None)
         self.check_listeners(servers)
+        status = self.status(main.sub("status")[0]) if main.sub("status") else None
+        if status is not None:
+            for s in servers:
+                if (s.addr, s.port) == (status.addr, status.port):
+                    self.error(f"the status listener {status.label} is also server {s.label}'s listener",
+                               main.sub("status")[0].pos)
         for key in ("user", "group"):
             self.check_account(main, key)
         forms = {s.dialect for s in servers}
@@ -87,7 +93,15 @@ class _Normaliser:
             log_level=opt(main, "log-level"),
             access_log_buffer=opt(main, "access-log-buffer"),
             access_log_flush=opt(main, "access-log-flush"),
+            status=status,
+            reload_on_change=opt(main, "reload-on-change"),
         )
+
+    def status(self, b: Block) -> Status:
+        addr = opt(b, "addr")
+        if addr.startswith("unix:"):
+            self.error("the status listener takes an IPv4 or IPv6 address", b.pos_of("addr"))
+        return Status(addr=addr, port=opt(b, "port"), allow=tuple(opt(b, "allow")))
 
     def check_account(self, main: Block, key: str) -> None:
         name = main.get(key)

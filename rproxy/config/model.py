@@ -227,6 +227,18 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Status:
+    """The admin listener (`status { }`): /metrics and /status."""
+    addr: str = "127.0.0.1"
+    port: int = 9145
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+
+    @property
+    def label(self) -> str:
+        return f"[{self.addr}]:{self.port}" if ":" in self.addr else f"{self.addr}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     servers: tuple[Server, ...] = ()
@@ -244,6 +256,8 @@ class Config:
     log_level: str = "info"              # the master's error log threshold
     access_log_buffer: int = 65536       # bytes of access log lines a worker gathers per output
     access_log_flush: float = 0.2        # seconds a gathered line may wait
+    status: Optional[Status] = None      # the admin listener, when configured
+    reload_on_change: bool = False
     # What `rproxy -t` reports besides the summary: values read differently
     # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
     notes: tuple[Note, ...] = field(default=(), compare=False)

@@ -113,6 +113,24 @@ def _inactive_lines(cfg: Config) -> list[str]:
     return out
 
 
+def _status_lines(cfg: Config, workers: int) -> list[str]:
+    out = []
+    if cfg.status is not None:
+        nrules = sum(len(vh.rules) for srv in cfg.servers for vh in srv.vhosts) + len(cfg.servers)
+        nds = sum(len(srv.downstreams) for srv in cfg.servers)
+        cap = lambda n: max(16, 2 * n)      # noqa: E731 (rproxy.metrics.zone.Zone's capacity rule)
+        out.append(f"status {cfg.status.label}: GET /metrics (Prometheus), GET /status (JSON); allowed: "
+                   f"{', '.join(cfg.status.allow)}; everyone else gets 403")
+        out.append(f"  metrics zone: {max(8, 4 * workers)} worker slots; records for {len(cfg.servers)} "
+                   f"listener(s), {nrules} rule(s) (with one per listener for unrouted requests), {nds} "
+                   f"downstream(s); room for {cap(nrules)} rules and {cap(nds)} downstreams before a reload "
+                   "needs a new zone")
+    if cfg.reload_on_change:
+        out.append("reload-on-change: the config file, its includes and certificate files are watched "
+                   "(inotify); a change reloads as SIGHUP does")
+    return out
+
+
 def summary(cfg: Config) -> str:
     n, why = cfg.worker_count()
     lines = [f"configuration {cfg.path} ({_DIALECTS[cfg.dialect]})",
@@ -121,6 +139,7 @@ def summary(cfg: Config) -> str:
         lines.append("no server blocks: nothing will listen")
     for srv in cfg.servers:
         lines += _server_lines(srv, cfg.dialect == "mixed")
+    lines += _status_lines(cfg, n)
     if cfg.inactive:
         lines.append("accepted, not yet active (checked, but this version does not act on them):")
         lines += _inactive_lines(cfg)

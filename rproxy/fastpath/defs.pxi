@@ -170,6 +170,7 @@ cdef enum:
     TK_WORKER = 4
     TK_PROBE = 5
     TK_LOGFLUSH = 6         # access log buffers (accesslog.pxi)
+    TK_METRICS = 7          # gauges published to the metrics zone (metrics.pxi)
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -351,6 +352,8 @@ cdef struct DConn:
 
 cdef struct DownstreamRt:
     int index
+    uint64_t* mc            # its metrics records in the zone (metrics.pxi), NULL = off
+    uint64_t* mg
     char name[64]
     char label[112]         # addr:port as configured, for logs
     int errfd               # its server's error log; 0 = the worker's (g_errfd)
@@ -400,6 +403,9 @@ cdef struct VhostRt
 
 cdef struct RuleRt:
     char name[64]
+    uint64_t* mc            # its metrics records in the zone (metrics.pxi), NULL = off
+    uint64_t* mg
+    int m_pending
     VhostRt* vhost
     int match
     char* pattern
@@ -441,6 +447,9 @@ cdef struct VhostRt:
 
 cdef struct ServerRt:
     int index
+    uint64_t* mc            # its metrics records in the zone (metrics.pxi), NULL = off
+    uint64_t* mg
+    uint64_t* mc_none       # requests no rule took
     VhostRt* vhosts
     int nvhosts
     int64_t read_timeout_ms

@@ -180,6 +180,7 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
     """A connect failed or a connection broke: close, then reconnect after
     the backoff delay."""
     cdef DownstreamRt* ds = dc.ds
+    m_ds_failed(dc)
     dc_teardown(dc)
     dc.fails += 1
     if ds.hostname:
@@ -271,6 +272,7 @@ cdef void ds_exchange_failed(DownstreamRt* ds) noexcept nogil:
         if ms > 12 * ds.fail_timeout_ms:
             ms = 12 * ds.fail_timeout_ms
         ds.ejections += 1
+        m_ejection(ds)
         ds.eject_until = g_now + ms
         rp_elog(ds_errfd(ds), 3, "downstream %s (%s) ejected for %lld ms after %d failures in a row",
                 ds.name, ds.label, ms, ds.fails_in_row)
@@ -293,6 +295,7 @@ cdef bint x_try_replay(Exchange* x, DConn* dc, const char* why) noexcept nogil:
     rp_elog(ds_errfd(dc.ds), 6, "downstream %s (%s): %s; retrying the request on another connection",
             dc.ds.name, dc.ds.label, why)
     x.flags |= XF_RETRIED
+    m_replay(dc.ds)
     if dc.nreq <= 1:
         x.flags |= XF_FAILED_FRESH
     x.flags &= ~XF_REQ_SENT_ANY

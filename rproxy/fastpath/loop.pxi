@@ -27,6 +27,8 @@ cdef void timer_fire(Timer* t) noexcept nogil:
         probe_on_timer(<Probe*>t.owner)
     elif t.kind == TK_LOGFLUSH:
         accesslog_on_timer()
+    elif t.kind == TK_METRICS:
+        m_on_timer()
 
 
 # ---- listeners -----------------------------------------------------------------------
@@ -76,6 +78,7 @@ cdef void listener_on_event(Listener* l) noexcept nogil:
                 return
             continue                # ECONNABORTED and friends: that client is gone
         c_accepted += 1
+        m_accepted(l.srv)
         uc = uc_new(fd, l.srv, ss)
         if uc == NULL:
             close(fd)

@@ -393,6 +393,7 @@ cdef void tls_uc_handshake(UConn* uc) noexcept nogil:
         if p_SSL_session_reused(t.ssl):
             t.flags |= TF_RESUMED
             c_tls_resumed += 1
+        m_tls_done(uc.srv, (t.flags & TF_RESUMED) != 0)
         t.cipher = p_SSL_CIPHER_get_name(p_SSL_get_current_cipher(t.ssl))
         if uc.srv.tls_hdr_fn != NULL:
             tls_client_cert_headers(uc)
@@ -441,6 +442,7 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
         uc_close(uc)
         return
     c_tls_failed += 1
+    m_tls_failed(uc.srv)
     if reason != NULL and strcmp(reason, "http request") == 0:
         p_ERR_clear_error()
         rp_elog(uc_errfd(uc), 6, "client %.*s sent plain HTTP to a TLS port", n, where)

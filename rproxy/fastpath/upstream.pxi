@@ -58,6 +58,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
 
 cdef void x_free(Exchange* x) noexcept nogil:
     global g_free_x, g_nfree_x, c_x_out
+    m_request_done(x)
     xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
     if x.flags & XF_PENDING:
@@ -170,6 +171,7 @@ cdef void pend_fail_dead() noexcept nogil:
 cdef void x_on_pending_timeout(Exchange* x) noexcept nogil:
     cdef UConn* uc = x.uc
     rp_elog(x_errfd(x), 5, "pending timeout: no downstream connection free for rule '%s'", x.rule.name)
+    m_pend_timeout(x)
     pend_remove(x)
     uc_reject(uc, 503)
 
@@ -206,6 +208,7 @@ cdef UConn* uc_new(int fd, ServerRt* srv, const uint8_t* ss) noexcept nogil:
     g_uconns = uc
     uc.flags |= UF_IN_LIST
     g_nuconns += 1
+    m_conn_open(srv)
     return uc
 
 
@@ -233,6 +236,7 @@ cdef void uc_close(UConn* uc) noexcept nogil:
         if uc.next != NULL:
             uc.next.prev = uc.prev
         g_nuconns -= 1
+        m_conn_closed(uc.srv)
     uc.flags = UF_DEAD | (uc.flags & UF_READY)
     uc.next = g_dead
     g_dead = uc
@@ -706,6 +710,7 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             return
         if uc.srv.max_pending > 0 and g_npending >= uc.srv.max_pending:
             rp_elog(x_errfd(x), 4, "max-pending (%d) reached: 503", uc.srv.max_pending)
+            m_pend_rejected(x)
             uc_reject(uc, 503)
             return
         uc.state = U_PENDING

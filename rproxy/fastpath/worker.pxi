@@ -391,6 +391,7 @@ cdef class Worker:
             for i in range(g_nprobes):
                 if g_probes[i].ds != NULL:
                     probe_schedule(&g_probes[i], 1)
+            m_start()
             self._built = True
         with nogil:
             rc = loop_run()
@@ -404,6 +405,10 @@ cdef class Worker:
         if rc == RUN_ERROR:
             return "error"
         return "stopped"
+
+    def set_metrics(self, *args, **kw):
+        """Point the runtime tables at this worker's slot of the metrics zone (metrics.pxi)."""
+        self._keep.append(_metrics_attach(*args, **kw))
 
     def drain(self):
         """Begin a graceful stop (as SIGQUIT does)."""

@@ -85,6 +85,7 @@ class WorkerProc:
     shutdown_timeout: float
     started: float
     ready_fd: Optional[int]             # read end of its readiness pipe, until it reports
+    metrics: Optional[tuple] = None     # (zone, slot) of the metrics zone it counts into
     ready: bool = False
     kill_at: Optional[float] = None     # told to stop: SIGKILL if still alive then
     killed: bool = False
@@ -116,6 +117,9 @@ class Arbiter:
         self._signals: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._signals_installed = False
+        from ..metrics.master import Observability
+
+        self.obs = Observability(self)                      # metrics zone, status listener, sd_notify
 
     # ---- start-up ---------------------------------------------------------------
 
@@ -129,6 +133,11 @@ class Arbiter:
                 except OSError as e:
                     self.close_listeners()
                     raise StartupError(bind_error_message(srv, e)) from None
+        try:
+            self.obs.bind(self.cfg)
+        except StartupError:
+            self.close_listeners()
+            raise
 
     def close_listeners(self) -> None:
         for bl in self.listeners.values():
@@ -137,7 +146,8 @@ class Arbiter:
 
     def owned_fds(self) -> list[int]:
         """Descriptors the master needs (kept when daemonizing closes the rest)."""
-        return [self._wake_r, self._wake_w, *(bl.sock.fileno() for bl in self.listeners.values())]
+        return [self._wake_r, self._wake_w, *(bl.sock.fileno() for bl in self.listeners.values()),
+                *self.obs.owned_fds()]
 
     def listener_fds(self, cfg: Config) -> list[tuple[int, int]]:
         """(fd, server index) for each server of `cfg`."""
@@ -164,6 +174,7 @@ class Arbiter:
 
     def spawn_worker(self, cfg: Config, generation: int, index: int) -> None:
         fds = self.listener_fds(cfg)
+        metrics = self.obs.slot_for(cfg, pending=generation != self.generation)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         master_pid = os.getpid()
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
@@ -173,21 +184,25 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
             os.close(ready_r)
             os.close(ready_w)
+            if metrics is not None:
+                self.obs.give_back(metrics[0], metrics[1])
             errorlog.error(f"cannot fork worker {index}: {e.strerror or e}; retrying in 1s")
             self.respawn_at = time.monotonic() + 1.0
             return
         if pid == 0:
             try:
-                self._become_worker(cfg, fds, index, generation, ready_r, ready_w, master_pid)
+                self._become_worker(cfg, fds, index, generation, ready_r, ready_w, master_pid, metrics)
             finally:
                 os._exit(1)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         os.close(ready_w)
         os.set_blocking(ready_r, False)
         self.workers[pid] = WorkerProc(pid, index, generation, cfg.shutdown_timeout,
-                                       time.monotonic(), ready_r)
+                                       time.monotonic(), ready_r,
+                                       metrics=None if metrics is None else metrics[:2])
 
-    def _become_worker(self, cfg, fds, index, generation, ready_r, ready_w, master_pid) -> None:
+    def _become_worker(self, cfg, fds, index, generation, ready_r, ready_w, master_pid,
+                       metrics=None) -> None:
         """In the child: shed the master's state, then run the worker."""
         signal.set_wakeup_fd(-1)
         for sig in SIGNAL_NAMES:
@@ -205,7 +220,9 @@ class Arbiter:
         for bl in self.listeners.values():
             if bl.sock.fileno() not in mine:
                 bl.sock.close()
-        self.worker_main(cfg, fds, index, generation, ready_fd=ready_w, master_pid=master_pid)
+        self.obs.child_cleanup()
+        kw = {} if metrics is None else {"metrics": (metrics[0].mm, metrics[2])}
+        self.worker_main(cfg, fds, index, generation, ready_fd=ready_w, master_pid=master_pid, **kw)
 
     def manage_workers(self) -> None:
         """Keep one worker per index of the serving generation."""
@@ -249,6 +266,8 @@ class Arbiter:
                 if w.ready_fd is not None:
                     os.close(w.ready_fd)
                     w.ready_fd = None
+            if w.metrics is not None:
+                self.obs.give_back(*w.metrics)      # its counts join the retired totals
             self.worker_exited(w, os.waitstatus_to_exitcode(status))
 
     def worker_exited(self, w: WorkerProc, code: int) -> None:
@@ -265,6 +284,7 @@ class Arbiter:
         if not w.ready:
             self.boot_failed(who, how)
         else:
+            self.obs.worker_died()
             errorlog.warn(f"{who} died ({how}); starting a new one")
 
     def boot_failed(self, who: str, how: str) -> None:
@@ -311,6 +331,7 @@ class Arbiter:
 
         path = self.cfg.path
         errorlog.notice(f"reloading {path}")
+        self.obs.reloading(path)
         try:
             new = load(path)
         except ConfigErrors as e:
@@ -339,6 +360,11 @@ class Arbiter:
         except StartupError as e:
             logfiles.retain([self.cfg])
             self.reload_failed(str(e) + self._as_whom())
+            return
+        problem = self.obs.reload_begin(new)
+        if problem is not None:
+            logfiles.retain([self.cfg])
+            self.reload_failed(problem)
             return
         pending = PendingReload(new, self.generation + 1, time.monotonic() + READY_TIMEOUT)
         for srv in new.servers:
@@ -374,6 +400,7 @@ class Arbiter:
     def reload_failed(self, why: str) -> None:
         errorlog.error(f"reload failed, still serving the previous configuration "
                        f"(generation {self.generation}): {why}")
+        self.obs.reload_failed()
         self._after_reload()
 
     def release_listeners(self, keys) -> None:
@@ -418,6 +445,7 @@ class Arbiter:
                 draining += 1
         self.boot_failures = 0
         self.respawn_at = 0.0
+        self.obs.reload_commit(self.cfg)
         errorlog.notice(f"reloaded {self.cfg.path}: generation {self.generation} serving with "
                         f"{self.worker_count()} worker(s); {draining} worker(s) of generation "
                         f"{old_generation} and older draining")
@@ -478,6 +506,7 @@ class Arbiter:
         if self.stopping == "fast" or self.stopping == how:
             return
         self.stopping = how
+        self.obs.stopping(how)
         if self.pending is not None:
             p, self.pending = self.pending, None
             for w in self.workers.values():
@@ -508,6 +537,7 @@ class Arbiter:
     def run(self) -> int:
         self.set_title()
         self.install_signals()
+        self.obs.start(self.cfg)
         self.manage_workers()
         errorlog.notice(f"rproxy started: {self.worker_count()} worker(s), "
                         + ", ".join(l.label for l in self.listeners.values()))
@@ -520,6 +550,7 @@ class Arbiter:
             now = time.monotonic()
             self.check_pending(now)
             self.kill_overdue(now)
+            self.obs.tick(now)
             if self.stopping:
                 if not self.workers:
                     break
@@ -527,6 +558,7 @@ class Arbiter:
                 self.manage_workers()
             self.wait(self.next_timeout(time.monotonic()))
         self.close_listeners()
+        self.obs.close()
         errorlog.notice("rproxy stopped")
         return self.exit_code
 
@@ -536,6 +568,8 @@ class Arbiter:
             deadlines.append(self.pending.deadline)
         if not self.stopping and self.respawn_at > now:
             deadlines.append(self.respawn_at)
+        if self.obs.next_deadline() is not None:
+            deadlines.append(self.obs.next_deadline())
         return max(0.0, min([now + 1.0, *deadlines]) - now)
 
     def wait(self, timeout: float) -> None:
@@ -545,6 +579,7 @@ class Arbiter:
         booting = {w.ready_fd: w for w in self.workers.values() if w.ready_fd is not None}
         for fd in booting:
             poller.register(fd, select.POLLIN)
+        observed = self.obs.register(poller, select)
         try:
             events = poller.poll(timeout * 1000)
         except InterruptedError:
@@ -556,6 +591,8 @@ class Arbiter:
                         pass
                 except BlockingIOError:
                     pass
+            elif fd in observed:
+                self.obs.on_event(observed[fd], fd)
             elif booting[fd].ready_fd == fd:
                 self.read_readiness(booting[fd])
 

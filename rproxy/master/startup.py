@@ -28,6 +28,7 @@ def preload_modules() -> None:
 
     from .. import fastpath  # noqa: F401
     from ..config import loader  # noqa: F401
+    from ..metrics import master  # noqa: F401
 
 
 def load_tls(cfg: Config) -> None:

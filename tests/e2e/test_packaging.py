@@ -175,11 +175,20 @@ def test_shipped_files_are_the_sources(deb_tree, rpm_tree):
         assert (tree / unitdir / "rproxy.service").read_text() == (common / "rproxy.service").read_text()
 
 
+def test_dashboard_and_alert_rules_are_in_the_docs(deb_tree, rpm_tree):
+    common = BUILD / "common"
+    for tree in (deb_tree, rpm_tree):
+        for name in ("rproxy-grafana.json", "rproxy-alerts.yml"):
+            shipped = list(tree.glob(f"usr/share/doc/rproxy*/{name}"))
+            assert len(shipped) == 1, (tree, name)
+            assert shipped[0].read_bytes() == (common / name).read_bytes()
+
+
 def test_shipped_config_is_safe_and_commented():
     text = (BUILD / "common" / "rproxy.conf").read_text()
     addrs = re.findall(r"^\s*addr\s*=\s*(\S+)", text, re.M)
     assert addrs and set(addrs) == {"127.0.0.1"}, addrs
-    assert re.search(r"^daemonize\s*=\s*false", text, re.M)      # the unit is Type=exec
+    assert re.search(r"^daemonize\s*=\s*false", text, re.M)      # the unit supervises the foreground master
     assert re.search(r"^user\s*=\s*rproxy", text, re.M)
     assert re.search(r"^pidfile\s*=\s*/run/rproxy/rproxy.pid", text, re.M)
     comments = [ln for ln in text.splitlines() if ln.lstrip().startswith("#")]
@@ -198,7 +207,8 @@ def test_man_page_is_rendered_from_the_directive_table(deb_tree, rpm_tree):
 
 def test_unit_file_settings():
     u = Unit.load(str(BUILD / "common" / "rproxy.service"))
-    assert u.one("Type") == "exec"
+    assert u.one("Type") == "notify"           # the master sends READY=1 / RELOADING=1 / STOPPING=1
+    assert u.one("NotifyAccess") == "main"
     conf = "/etc/rproxy/rproxy.conf"
     assert u.commands("ExecStartPre") == [["/usr/bin/rproxy", "-t", "-c", conf]]
     assert u.commands("ExecStart") == [["/usr/bin/rproxy", "-c", conf]]
