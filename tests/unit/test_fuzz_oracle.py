@@ -110,3 +110,10 @@ def test_a_dechunked_body_after_byte_edits_is_judged_by_runs_of_sent_bytes():
     streams = fz.Streams(sent)
     assert fz.dechunked_from(b"hello world", streams)
     assert not fz.dechunked_from(b"hello\x00\x91orld", streams)
+
+
+def test_any_status_in_the_proxys_canned_shape_is_its_own_response():
+    own = (b"HTTP/1.1 417 Expectation Failed\r\nServer: rproxy\r\nContent-Type: text/plain\r\n"
+           b"Content-Length: 23\r\nConnection: close\r\n\r\n417 Expectation Failed\n")
+    assert fz.check_client_side(a_case(), own, [SENT]) == []
+    assert fz.check_client_side(a_case(), own.replace(b"23\r\n", b"24\r\n") + b"x", [SENT])
