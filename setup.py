@@ -17,6 +17,7 @@ llhttp must be rebuilt the same way for its code to be checked too:
 tests/sanitize/run.sh does both.
 """
 import glob
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -31,14 +32,13 @@ SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O
 def _prefixes():
     """Every prefix under which pip may have put llhttp's header."""
     seen = []
-    try:
-        import llhttp  # noqa: F401  (present in the build environment)
-
-        pkg_dir = os.path.dirname(os.path.abspath(llhttp.__file__))
+    # found, not imported: importing it loads its C module, which in the
+    # sanitizer build (RPROXY_SANITIZE) aborts without the ASan runtime preloaded
+    spec = importlib.util.find_spec("llhttp")     # present in the build environment
+    if spec is not None and spec.origin:
+        pkg_dir = os.path.dirname(os.path.abspath(spec.origin))
         # <prefix>/lib/pythonX.Y/site-packages/llhttp -> <prefix>
         seen.append(os.path.abspath(os.path.join(pkg_dir, "..", "..", "..", "..")))
-    except ImportError:
-        pass
     for p in (sysconfig.get_paths().get("data"), sys.prefix, sys.base_prefix):
         if p:
             seen.append(p)

@@ -53,8 +53,13 @@ if ! { ll=$(so_of __llhttp 2>/dev/null) && instrumented "$ll"; }; then
         "$VPY" -m pip install --quiet --no-cache-dir --force-reinstall --no-deps \
         --no-binary llhttp "llhttp==$LLHTTP_VERSION"
 fi
+# the build requirements (pyproject's pins) live in this venv, so each run
+# builds without making an isolated build environment (half a minute on a
+# busy machine); llhttp's header comes from the instrumented llhttp above
+BUILD_REQS=$("$VPY" -P -c "import tomllib; print(' '.join(r for r in tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'] if not r.startswith('llhttp')))")
+"$VPY" -m pip install --quiet $BUILD_REQS
 say "building rproxy with RPROXY_SANITIZE=1"
-RPROXY_SANITIZE=1 "$VPY" -m pip install --quiet --no-cache-dir ".[test]"
+RPROXY_SANITIZE=1 "$VPY" -m pip install --quiet --no-cache-dir --no-build-isolation ".[test]"
 for mod in __llhttp rproxy._fastpath; do
     so=$(so_of "$mod")
     if ! instrumented "$so"; then
@@ -138,6 +143,9 @@ export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
 #    asserts on worker RSS, which ASan's shadow memory and quarantine make
 #    meaningless, and takes ~100 s under ASan (the rest of the suite ~210 s
 #    on a busy 2-core machine);
+#  - test_pools.py::test_downstream_closing_idle_connections_never_shows_a_502:
+#    ~20 s of idle-timeout cycles under ASan (the stage has a time budget);
+#    the pool's close/reconnect paths run in test_pool_lifecycle.py too;
 #  - test_master.py::test_killed_worker_is_replaced: races worker start-up,
 #    which ASan makes slower: it can SIGKILL a worker that is titled but has
 #    not reported ready yet, and the master then rightly logs "failed at
@@ -154,6 +162,7 @@ else
         --ignore=tests/e2e/test_packaging.py --ignore=tests/e2e/test_first_contact.py \
         --deselect=tests/e2e/test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded \
         --deselect=tests/e2e/test_master.py::test_killed_worker_is_replaced \
+        --deselect=tests/e2e/test_pools.py::test_downstream_closing_idle_connections_never_shows_a_502 \
         || e2e=$?
     [ $e2e -eq 5 ] && say "pytest collected no test"     # a failure: the stage must test something
 fi
