@@ -3,18 +3,22 @@
 # nothing (Debian packages, then the project with its test extras into a
 # virtual environment), then runs the whole suite, lint included
 # (tests/unit/test_lint.py: ruff and cython-lint).  Extra arguments go
-# to pytest.
+# to pytest.  Then the sanitizer stage (tests/sanitize/run.sh: the end-to-end
+# suite on an ASan + UBSan build, and a 60 s fuzz; README "Memory safety"),
+# whatever the suite's result.  The exit status is the suite's, else the stage's.
 #   PYTHON=/path/to/python3   the Python to use (default: python3 on PATH).  One
 #                             that runs inside a virtual environment is installed
 #                             into as it is; any other gets ./.venv made from it
 #                             (a Debian system Python refuses global installs,
 #                             PEP 668): see scripts/venv.sh.
 #   RUN_TESTS_INSTALL_ONLY=1  stop after the install (tests/e2e/test_first_contact.py)
+#   RPROXY_SKIP_SANITIZE=1    leave the sanitizer stage out (a quick local run;
+#                             CI always runs it)
 set -eu
 cd "$(dirname "$0")"
 
 need=""
-for pkg in curl openssl nginx-light dpkg-dev debhelper dh-python python3-dev python3-venv python3-pip python3-lark python3-openssl python3-psutil python3-setproctitle adduser logrotate rpm rpmlint lintian prometheus tmux slowhttptest haproxy redis-server; do
+for pkg in curl openssl nginx-light dpkg-dev debhelper dh-python python3-dev python3-venv python3-pip python3-lark python3-openssl python3-psutil python3-setproctitle adduser logrotate rpm rpmlint lintian prometheus tmux slowhttptest haproxy redis-server gcc binutils libasan8 libubsan1; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 if [ -n "$need" ]; then
@@ -47,4 +51,13 @@ fi
 # tree; a failure (or pytest's 5, "no tests ran") is the exit status in the end
 status=0
 "$PY" -P -m pytest -q -p no:cacheprovider "$@" tests || status=$?
+if [ "${RPROXY_SKIP_SANITIZE:-0}" = 1 ]; then
+    echo "run-tests: sanitizer stage skipped (RPROXY_SKIP_SANITIZE=1)"
+    exit "$status"
+fi
+# its own venv, made from the same Python; its pytest's 5 is a failure there too
+PYTHON=$PY tests/sanitize/run.sh || {
+    echo "run-tests: the sanitizer stage failed" >&2
+    [ "$status" -ne 0 ] || status=1
+}
 exit "$status"

@@ -7,8 +7,17 @@ that module's file: its path inside pip's isolated build environment is gone
 after installation.  At run time `rproxy.fastpath` imports `__llhttp` with
 RTLD_GLOBAL first, so the dynamic loader resolves our undefined `llhttp_*`
 symbols from it.
+
+RPROXY_SANITIZE=1 builds the sanitizer variant (AddressSanitizer + UBSan, see
+README "Memory safety"): `-fsanitize=address,undefined -fno-omit-frame-pointer
+-O1 -g` on the compile AND the link line, placed last so they win over
+CFLAGS and over the normal build's -O2, and objects kept under build/asan so
+a normal build's up-to-date objects are never reused for it (or the reverse).
+llhttp must be rebuilt the same way for its code to be checked too:
+tests/sanitize/run.sh does both.
 """
 import glob
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -16,19 +25,20 @@ import sysconfig
 from setuptools import Extension, setup
 
 PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
+SANITIZE = os.environ.get("RPROXY_SANITIZE") == "1"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
 
 
 def _prefixes():
     """Every prefix under which pip may have put llhttp's header."""
     seen = []
-    try:
-        import llhttp  # noqa: F401  (present in the build environment)
-
-        pkg_dir = os.path.dirname(os.path.abspath(llhttp.__file__))
+    # found, not imported: importing it loads its C module, which in the
+    # sanitizer build (RPROXY_SANITIZE) aborts without the ASan runtime preloaded
+    spec = importlib.util.find_spec("llhttp")     # present in the build environment
+    if spec is not None and spec.origin:
+        pkg_dir = os.path.dirname(os.path.abspath(spec.origin))
         # <prefix>/lib/pythonX.Y/site-packages/llhttp -> <prefix>
         seen.append(os.path.abspath(os.path.join(pkg_dir, "..", "..", "..", "..")))
-    except ImportError:
-        pass
     for p in (sysconfig.get_paths().get("data"), sys.prefix, sys.base_prefix):
         if p:
             seen.append(p)
@@ -70,12 +80,22 @@ def extensions():
     inc = find_llhttp_include()
     debug = os.environ.get("RPROXY_DEBUG") == "1"
     macros = [("RPROXY_DEBUG", "1" if debug else "0")]
+    # -O2 comes after CFLAGS on the command line (extra_compile_args are last),
+    # so the sanitizer build must not add it: its own -O1 -g win instead.
+    compile_args = ["-fno-strict-aliasing", "-Wno-unused-function"]
+    link_args = []
+    if SANITIZE:
+        compile_args += SANITIZE_FLAGS
+        link_args += SANITIZE_FLAGS
+    else:
+        compile_args.insert(0, "-O2")
     ext = Extension(
         "rproxy._fastpath",
         sources=["rproxy/_fastpath.pyx"],
         include_dirs=[inc, "rproxy/includes"],
         define_macros=macros,
-        extra_compile_args=["-O2", "-fno-strict-aliasing", "-Wno-unused-function"],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
     )
     return cythonize(
         [ext],
@@ -92,4 +112,9 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+setup(
+    ext_modules=extensions(),
+    # the sanitizer build keeps its objects apart (build_ext skips a compile
+    # whose output is newer than its sources, whatever the flags were)
+    options={"build": {"build_base": os.path.join("build", "asan")}} if SANITIZE else {},
+)

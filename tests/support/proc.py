@@ -13,15 +13,66 @@ from typing import Optional
 import psutil
 
 
-def rproxy_command() -> list[str]:
-    """The installed `rproxy` console script (the one next to this Python)."""
+def _installed_rproxy() -> str:
     local = os.path.join(os.path.dirname(sys.executable), "rproxy")
     if os.path.exists(local):
-        return [local]
+        return local
     found = shutil.which("rproxy")
     if not found:
         raise RuntimeError("the rproxy command is not installed (pip install .)")
-    return [found]
+    return found
+
+
+def sanitizer_env() -> dict[str, str]:
+    """RPROXY_TEST_SANITIZER_ENV (set by tests/sanitize/run.sh): whitespace
+    separated NAME=VALUE words (LD_PRELOAD of the ASan/UBSan runtimes,
+    ASAN_OPTIONS, UBSAN_OPTIONS, RPROXY_UBSAN_LOG_PATH) that go into rproxy's
+    own processes only:
+    a preloaded libasan makes curl, ps, openssl... hang, and an instrumented
+    fast path cannot be imported without it."""
+    words = os.environ.get("RPROXY_TEST_SANITIZER_ENV", "").split()
+    out = {}
+    for w in words:
+        name, eq, value = w.partition("=")
+        if not eq or not name:
+            raise RuntimeError(f"RPROXY_TEST_SANITIZER_ENV: {w!r} is not NAME=VALUE")
+        out[name] = value
+    return out
+
+
+_wrapper: Optional[str] = None
+
+
+def rproxy_command() -> list[str]:
+    """The installed `rproxy` console script (the one next to this Python).
+
+    Under the sanitizer stage it is a small sh wrapper that puts
+    sanitizer_env() in the environment and execs that script (same pid):
+    every launcher -- Rproxy, the tests' own `rproxy -s ...` runs, the
+    logrotate snippet, a test's env={...} -- gets the runtime into rproxy
+    and into nothing else."""
+    global _wrapper
+    real = _installed_rproxy()
+    extra = sanitizer_env()
+    if not extra:
+        return [real]
+    if _wrapper is None:
+        import atexit
+        import shlex
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="rproxy-sanitize-")
+        os.chmod(d, 0o755)              # a test may run rproxy as another user
+        path = os.path.join(d, "rproxy")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n")
+            for name, value in extra.items():
+                f.write(f"{name}={shlex.quote(value)}; export {name}\n")
+            f.write(f"exec {shlex.quote(real)} \"$@\"\n")
+        os.chmod(path, 0o755)
+        atexit.register(shutil.rmtree, d, True)
+        _wrapper = path
+    return [_wrapper]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
