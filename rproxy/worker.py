@@ -83,7 +83,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
           generation: int = 0):
     """A fast-path Worker for `cfg`; listener_fds: (fd, server index) pairs;
     metrics: (zone buffer, Zone.worker_args) of this worker's metrics slot."""
-    from .fastpath import Worker
+    from .fastpath import Worker, rule_set_compress
 
     ds_index: dict[tuple[int, str], int] = {}
     all_ds: list[Downstream] = []
@@ -135,6 +135,9 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                            allow_redirect=rule.allow_redirect, redirect_filter=rule.redirect_filter,
                            up_read_timeout=rule.upstream_read_timeout,
                            up_write_timeout=rule.upstream_write_timeout)
+                if rule.compress:
+                    rule_set_compress(si, vi, ri, rule.compress, rule.compress_types,
+                                      rule.compress_min_size)
     w.set_owned_headers(sorted(owned))
     if metrics is not None:
         buf, args = metrics

@@ -407,6 +407,36 @@ def t_log_format(v, ctx=None) -> str:
     return s.text
 
 
+_CODINGS = ("br", "zstd", "gzip")
+
+
+def t_codings(v, ctx=None) -> tuple:
+    """Content codings rproxy can produce, in preference order."""
+    out = []
+    for s in _items(v):
+        c = s.text.strip().lower()
+        if c not in _CODINGS:
+            raise ConfigError(f"unknown coding {s.text!r}", s.pos, hint="br, zstd or gzip")
+        if c in out:
+            raise ConfigError(f"coding {s.text!r} listed twice", s.pos)
+        out.append(c)
+    return tuple(out)
+
+
+_MEDIA_TYPE = re.compile(r"[!#$%&'+.^_`|~0-9A-Za-z-]+/(\*|[!#$%&'+.^_`|~0-9A-Za-z-]+)")
+
+
+def t_media_types(v, ctx=None) -> tuple:
+    """type/subtype or type/* (no parameters), lower case."""
+    out = []
+    for s in _items(v):
+        t = s.text.strip().lower()
+        if not _MEDIA_TYPE.fullmatch(t):
+            raise ConfigError(f"invalid media type {s.text!r}", s.pos, hint="type/subtype or type/*, e.g. text/*")
+        out.append(t)
+    return tuple(out)
+
+
 TYPES: dict[str, Callable[..., Any]] = {
     "bool": t_bool,
     "int": t_int,
@@ -429,9 +459,11 @@ TYPES: dict[str, Callable[..., Any]] = {
     "cipher list": t_ciphers,
     "log output": t_log_output,
     "log format": t_log_format,
+    "coding list": t_codings,
+    "media type list": t_media_types,
 }
 
-LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list"}
+LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list", "coding list", "media type list"}
 
 
 # --------------------------------------------------------------------------
@@ -681,6 +713,14 @@ TABLE: tuple[Directive, ...] = (
     _d("upstream-write-timeout", RULE, "duration", None, "client write timeout for this rule's requests "
        "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),
+
+    _d("compress", RULE, "coding list", (), "compress responses on the fly with these codings, in this order "
+       "of preference among those the client accepts equally (br, zstd, gzip; none = off)", origin="rproxy"),
+    _d("compress-types", RULE, "media type list", ("text/*", "application/json", "application/javascript",
+       "application/xml", "image/svg+xml"), "Content-Types compressed (`type/*` matches a whole type)",
+       origin="rproxy"),
+    _d("compress-min-size", RULE, "size", 256, "smallest Content-Length compressed (bodies of unknown "
+       "length are compressed when their type matches)", lo=0, origin="rproxy"),
 
     # ---- headers ---------------------------------------------------------
     _d("x-forwarded-for", HEADERS, "bool", True, "add the client address to X-Forwarded-For"),

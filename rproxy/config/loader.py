@@ -329,7 +329,9 @@ class _Normaliser:
             replace_path=replace, passthrough=opt(b, "passthrough"), allow_redirect=opt(b, "allow-redirect"),
             redirect_filter=opt(b, "redirect-filter"),
             upstream_read_timeout=opt(b, "upstream-read-timeout"),
-            upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers, pos=b.pos)
+            upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers,
+            compress=opt(b, "compress"), compress_types=opt(b, "compress-types"),
+            compress_min_size=opt(b, "compress-min-size"), pos=b.pos)
 
     # ---- headers, ssl, logging -------------------------------------------
 

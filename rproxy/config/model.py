@@ -169,6 +169,9 @@ class Rule:
     upstream_read_timeout: Optional[float] = None
     upstream_write_timeout: Optional[float] = None
     headers: Optional[Headers] = None
+    compress: tuple[str, ...] = ()       # codings in preference order (br, zstd, gzip)
+    compress_types: tuple[str, ...] = ()
+    compress_min_size: int = 256
     pos: Optional[Position] = field(default=None, compare=False)
 
 

@@ -23,7 +23,11 @@ from rproxy._fastpath import (  # noqa: E402
     XSSL_BITS,
     Worker,
     check_posix_regex,
+    compress_buffer,
+    compress_memory,
+    compress_stats,
     metrics_layout,
+    rule_set_compress,
     set_https_redirect,
     set_malloc_trim_threshold,
     set_parent_death_signal,
@@ -43,4 +47,5 @@ from rproxy._fastpath import (  # noqa: E402
 __all__ = ["Worker", "check_posix_regex", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes",
            "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "tls_bind", "tls_callbacks", "tls_constants",
            "tls_register_context", "tls_set_downstream", "tls_set_rule", "tls_set_server", "tls_set_vhost",
-           "tls_stats", "tls_store_record"]
+           "tls_stats", "tls_store_record", "compress_buffer", "compress_memory", "compress_stats",
+           "rule_set_compress", "metrics_layout"]

@@ -300,6 +300,9 @@ cdef struct Exchange:
     XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
+    void* cz                # CompStream* while the response is compressed (compress.pxi)
+    uint8_t cz_coding       # the coding the client gets if its response is eligible (CZ_*)
+    uint8_t cz_flags        # CZF_* (compress.pxi)
 
 cdef struct UConn:
     Handle h
@@ -428,6 +431,7 @@ cdef struct RuleRt:
     int64_t up_read_ms      # upstream-read-timeout: the client's, once routed here (0 = server's)
     int64_t up_write_ms
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
+    void* comp              # CompRule* (compress.pxi), NULL = no compression
 
 cdef struct VhostRt:
     char name[128]

@@ -864,10 +864,14 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
             continue
         if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
+        if x.cz_flags and comp_header(w, x, base, h, hid):
+            continue
         w_put(w, base + h.name.off, h.name.len)
         w_put(w, ": ", 2)
         w_put(w, base + h.value.off, h.value.len)
         w_put(w, "\r\n", 2)
+    if x.cz_flags:
+        comp_head_extra(w, x)
     if st == 101:
         w_put(w, "Connection: upgrade\r\n", 21)
     elif close_client:

@@ -51,6 +51,9 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.pipe = NULL
     x.splice_left = 0
     x.failed_ds = NULL
+    x.cz = NULL
+    x.cz_coding = 0
+    x.cz_flags = 0
     xlog_init(x)
     c_x_out += 1
     return x
@@ -61,6 +64,7 @@ cdef void x_free(Exchange* x) noexcept nogil:
     m_request_done(x)
     xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
+    comp_free(x)
     if x.flags & XF_PENDING:
         pend_remove(x)
     if x.pipe != NULL:
@@ -692,6 +696,8 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             uc_reject(uc, status)
         return
     x.rule = rule
+    if rule.comp != NULL:
+        comp_on_request(uc, x)     # Accept-Encoding, while the request head is at hand
     if rule.vhost.https_redirect and uc.tls == NULL:
         uc_redirect_https(uc, x, rule.vhost)
         return
