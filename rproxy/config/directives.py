@@ -437,6 +437,21 @@ def t_media_types(v, ctx=None) -> tuple:
     return tuple(out)
 
 
+_STALE = ("error", "timeout", "updating")
+
+
+def t_stale(v, ctx=None) -> tuple:
+    """cache-use-stale conditions."""
+    out = []
+    for s in _items(v):
+        c = s.text.strip().lower()
+        if c not in _STALE:
+            raise ConfigError(f"unknown cache-use-stale condition {s.text!r}", s.pos,
+                              hint="error, timeout or updating")
+        out.append(c)
+    return tuple(out)
+
+
 TYPES: dict[str, Callable[..., Any]] = {
     "bool": t_bool,
     "int": t_int,
@@ -461,9 +476,10 @@ TYPES: dict[str, Callable[..., Any]] = {
     "log format": t_log_format,
     "coding list": t_codings,
     "media type list": t_media_types,
+    "stale list": t_stale,
 }
 
-LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list", "coding list", "media type list"}
+LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list", "coding list", "media type list", "stale list"}
 
 
 # --------------------------------------------------------------------------
@@ -477,6 +493,7 @@ _UNSET = object()
 MAIN, SERVER, DOWNSTREAM, VHOST, RULE = "main", "server", "downstream", "vhost", "rule"
 RETRY, REWRITE, HEALTH = "retry", "rewrite", "health-check"
 STATUS = "status"
+CACHE = "cache"
 SSL, CRL, HEADERS, X509, LOGGING, LOG_STREAM = "ssl", "crl", "headers", "x509-extension", "logging", "log-stream"
 
 CONTEXT_PHRASE = {MAIN: "the top level", LOG_STREAM: "a logging 'request', 'error' or 'general' block"}
@@ -568,6 +585,18 @@ TABLE: tuple[Directive, ...] = (
     _d("status", MAIN, "block", doc="the admin listener: GET /metrics (Prometheus) and /status (JSON)",
        origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
+    _d("cache", MAIN, "block", doc="a named shared response cache (RFC 9111) that rules refer to with "
+       "`cache = NAME`", titled="yes", repeat=True, origin="rproxy", active=False),
+
+    # ---- cache (names fixed by issue 21; the cache itself is not built yet) ----
+    _d("path", CACHE, "path", None, "directory of the cache's files (one per entry)", origin="rproxy",
+       active=False),
+    _d("max-size", CACHE, "size", 1024 ** 3, "most bytes of entries on disk (least recently used evicted)",
+       lo=0, origin="rproxy", active=False),
+    _d("keys-zone", CACHE, "size", 10 * 1024 ** 2, "shared-memory index size (entries it can hold)",
+       lo=65536, origin="rproxy", active=False),
+    _d("inactive", CACHE, "duration", 600.0, "entries not used for this long are evicted", origin="rproxy",
+       active=False),
 
     # ---- status ----------------------------------------------------------
     _d("addr", STATUS, "listen address", "127.0.0.1", "listen address of the status listener (IPv4 or IPv6)",
@@ -721,6 +750,13 @@ TABLE: tuple[Directive, ...] = (
        origin="rproxy"),
     _d("compress-min-size", RULE, "size", 256, "smallest Content-Length compressed (bodies of unknown "
        "length are compressed when their type matches)", lo=0, origin="rproxy"),
+
+    _d("cache", RULE, "string", None, "the `cache` block whose entries this rule's responses use",
+       origin="rproxy", active=False),
+    _d("cache-lock", RULE, "bool", False, "one request fills a missing entry; the others wait for it",
+       origin="rproxy", active=False),
+    _d("cache-use-stale", RULE, "stale list", (), "serve a stale entry on a downstream error, timeout, or "
+       "while it is being updated", origin="rproxy", active=False),
 
     # ---- headers ---------------------------------------------------------
     _d("x-forwarded-for", HEADERS, "bool", True, "add the client address to X-Forwarded-For"),

@@ -213,6 +213,9 @@ def _rule(o: _Out, r: Rule) -> None:
         o.set("upstream-read-timeout", duration(r.upstream_read_timeout))
     if r.upstream_write_timeout is not None:
         o.set("upstream-write-timeout", duration(r.upstream_write_timeout))
+    o.set("compress", _list(r.compress))
+    o.set("compress-types", _list(r.compress_types))
+    o.set("compress-min-size", str(r.compress_min_size))
     if r.headers is not None:
         _headers(o, r.headers)
     o.close()

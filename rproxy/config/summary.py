@@ -98,7 +98,12 @@ def _rule_text(rule: Rule) -> str:
     target = shown(", ".join(rule.downstreams)) or "(no downstreams: 404)"
     rewrite = f", path rewritten to {rule.rewrite_dst!r}" if rule.rewrite_dst is not None else ""
     headers = f"; {_headers_text(rule.headers)}" if rule.headers is not None else ""
-    return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}{headers}"
+    comp = ""
+    if rule.compress:
+        comp = (f"; compresses {', '.join(rule.compress_types)} from {rule.compress_min_size} bytes "
+                f"with {', '.join(rule.compress)}")
+    return (f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}"
+            f"{headers}{comp}")
 
 
 def _inactive_lines(cfg: Config) -> list[str]:

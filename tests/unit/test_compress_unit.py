@@ -69,3 +69,27 @@ def test_memory_per_stream_is_bounded():
     m = compress_memory()
     assert m["gzip"] == 256 * 1024
     assert 0 < m["br"] < 2 << 20 and 0 < m["zstd"] < 2 << 20
+
+
+def test_cache_directives_of_issue_21_are_accepted_and_reported_inactive():
+    cfg = loads("""
+cache main {
+    path = /var/cache/rproxy/main
+    max-size = 1g
+    keys-zone = 10m
+    inactive = 10m
+}
+""" + conf("cache = main  cache-lock = true  cache-use-stale = { error, timeout, updating }"))
+    names = " ".join(n.message for n in cfg.inactive)
+    for name in ("'cache' in the top level", "'cache' in a 'rule' block", "'cache-lock'", "'cache-use-stale'"):
+        assert name in names
+    with pytest.raises(ConfigErrors) as e:
+        loads(conf("cache-use-stale = { http_500 }"))
+    assert "unknown cache-use-stale condition" in str(e.value)
+
+
+def test_dash_t_reports_compression():
+    from rproxy.config.summary import summary
+
+    text = summary(loads(conf("compress = { zstd, gzip }  compress-min-size = 1k")))
+    assert "compresses text/*" in text and "from 1024 bytes with zstd, gzip" in text

@@ -95,7 +95,8 @@ ACTIVE = {
     D.REWRITE: "src dst",
     D.VHOST: "aliases strip-headers default rule headers logging ssl https-redirect https-redirect-port",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
-            "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers",
+            "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
+            "compress compress-types compress-min-size",
     D.HEADERS: "x-forwarded-for x-forwarded-for-mode x-real-ip x-forwarded-proto x-forwarded-host "
                "x-forwarded-port forwarded via x-ssl-subject x-ssl-issuer x-ssl-notbefore x-ssl-notafter "
                "x-ssl-serial x-ssl-sha1 x-ssl-cipher x-ssl-certificate x509-extension",
@@ -120,7 +121,8 @@ SAMPLES = {"bool": "false", "string": "x", "list": "{ a }", "path": f'"{HERE}"',
            "address": "127.0.0.1", "glob list": "{ a }", "header name": "X-A", "header list": "{ X-A }",
            "OID": "1.2.3", "request path": "/", "regex": '"^/"', "protocol list": "{ TLSv1.2 }",
            "cipher list": '"HIGH"', "log output": "stderr", "log format": '"{SRC}"', "duration": "1s",
-           "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }"}
+           "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }", "coding list": "{ gzip }",
+           "media type list": "{ text/* }", "stale list": "{ error }"}
 SAMPLE_OVERRIDES = {"downstreams": "{ d }", "buffer-size": "4096", "max-request-line": "1024",
                     "max-header-size": "1024", "port": "1", "interval": "10s"}
 COMPANIONS = {D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-prefix": '"/"'},
@@ -128,6 +130,7 @@ COMPANIONS = {D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-pr
               D.CRL: {"file": f'"{HERE}"'}}
 # the blocks that lead to a context, outermost first (context, head)
 PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "status")],
+         D.CACHE: [(D.CACHE, "cache c")],
          D.DOWNSTREAM: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d")],
          D.RETRY: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d"), (D.RETRY, "retry")],
          D.HEALTH: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d"), (D.HEALTH, "health-check")],
@@ -141,7 +144,7 @@ PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "st
          D.CRL: [(D.SERVER, "server"), (D.SSL, "ssl"), (D.CRL, "crl")],
          D.LOGGING: [(D.SERVER, "server"), (D.LOGGING, "logging")],
          D.LOG_STREAM: [(D.SERVER, "server"), (D.LOGGING, "logging"), (D.LOG_STREAM, "request")]}
-BLOCK_HEADS = {"server": "server", "downstream": "downstream d", "vhost": 'vhost "v"', "rule": "rule r"}
+BLOCK_HEADS = {"cache": "cache c", "server": "server", "downstream": "downstream d", "vhost": 'vhost "v"', "rule": "rule r"}
 
 
 def config_using(d: D.Directive, ctx: str) -> str:
