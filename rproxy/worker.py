@@ -83,7 +83,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
           generation: int = 0):
     """A fast-path Worker for `cfg`; listener_fds: (fd, server index) pairs;
     metrics: (zone buffer, Zone.worker_args) of this worker's metrics slot."""
-    from .fastpath import Worker, rule_set_compress
+    from .fastpath import Worker, rule_set_cache, rule_set_compress
 
     ds_index: dict[tuple[int, str], int] = {}
     all_ds: list[Downstream] = []
@@ -110,6 +110,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
         if ds.health_check is not None:
             hc = ds.health_check
             w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)
+    caches = {c.name: c for c in cfg.caches}
     owned = set()
     for si, srv in enumerate(cfg.servers):
         port = 0 if srv.addr.startswith("unix:") else srv.port
@@ -138,6 +139,10 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                 if rule.compress:
                     rule_set_compress(si, vi, ri, rule.compress, rule.compress_types,
                                       rule.compress_min_size)
+                if rule.cache is not None:
+                    path = caches[rule.cache].path
+                    os.makedirs(path, mode=0o700, exist_ok=True)
+                    rule_set_cache(si, vi, ri, path)
     w.set_owned_headers(sorted(owned))
     if metrics is not None:
         buf, args = metrics

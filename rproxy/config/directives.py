@@ -586,11 +586,11 @@ TABLE: tuple[Directive, ...] = (
        origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
     _d("cache", MAIN, "block", doc="a named shared response cache (RFC 9111) that rules refer to with "
-       "`cache = NAME`", titled="yes", repeat=True, origin="rproxy", active=False),
+       "`cache = NAME`", titled="yes", repeat=True, origin="rproxy"),
 
-    # ---- cache (names fixed by issue 21; the cache itself is not built yet) ----
-    _d("path", CACHE, "path", None, "directory of the cache's files (one per entry)", origin="rproxy",
-       active=False),
+    # ---- cache (names fixed by issue 21; index, eviction, lock and stale not built yet) ----
+    _d("path", CACHE, "path", None, "directory of the cache's files (one per entry; made at start)",
+       origin="rproxy", required=True),
     _d("max-size", CACHE, "size", 1024 ** 3, "most bytes of entries on disk (least recently used evicted)",
        lo=0, origin="rproxy", active=False),
     _d("keys-zone", CACHE, "size", 10 * 1024 ** 2, "shared-memory index size (entries it can hold)",
@@ -752,7 +752,7 @@ TABLE: tuple[Directive, ...] = (
        "length are compressed when their type matches)", lo=0, origin="rproxy"),
 
     _d("cache", RULE, "string", None, "the `cache` block whose entries this rule's responses use",
-       origin="rproxy", active=False),
+       origin="rproxy"),
     _d("cache-lock", RULE, "bool", False, "one request fills a missing entry; the others wait for it",
        origin="rproxy", active=False),
     _d("cache-use-stale", RULE, "stale list", (), "serve a stale entry on a downstream error, timeout, or "

@@ -19,7 +19,7 @@ from typing import Mapping, Optional
 from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
-from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers,
+from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Cache, Config, Downstream, Headers,
                     HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
 from .parser import Parsed, parse_file_collecting, parse_text_collecting
@@ -64,6 +64,8 @@ class _Normaliser:
     # ---- top level -------------------------------------------------------
 
     def config(self, main: Block) -> Config:
+        caches = self.caches(main)
+        self.cache_names = {c.name for c in caches}
         servers = tuple(s for s in (self.server(b) for b in main.sub("server")) if s is not None)
         self.check_listeners(servers)
         status = self.status(main.sub("status")[0]) if main.sub("status") else None
@@ -95,7 +97,25 @@ class _Normaliser:
             access_log_flush=opt(main, "access-log-flush"),
             status=status,
             reload_on_change=opt(main, "reload-on-change"),
+            caches=caches,
         )
+
+    def caches(self, main: Block) -> tuple:
+        out = []
+        for b in main.sub("cache"):
+            if b.title is None or not b.title:
+                self.error("a cache block needs a name: cache NAME { path = ... }", b.pos)
+                continue
+            if any(c.name == b.title for c in out):
+                self.error(f"cache '{b.title}' is defined twice", b.pos)
+                continue
+            path = opt(b, "path")
+            if path is None:
+                self.error(f"cache '{b.title}' has no 'path'", b.pos)
+                continue
+            out.append(Cache(name=b.title, path=path, max_size=opt(b, "max-size"), keys_zone=opt(b, "keys-zone"),
+                             inactive=opt(b, "inactive")))
+        return tuple(out)
 
     def status(self, b: Block) -> Status:
         addr = opt(b, "addr")
@@ -324,6 +344,11 @@ class _Normaliser:
         headers = self.headers(b.sub("headers")[0]) if b.sub("headers") else None
         if not ok:
             return None
+        cache = opt(b, "cache")
+        if cache is not None and cache not in getattr(self, "cache_names", set()):
+            self.error(f"rule '{b.title}': no cache named '{cache}'", b.pos_of("cache"),
+                       hint="define it at the top level: cache NAME { path = /var/cache/rproxy/NAME }")
+            cache = None
         return Rule(
             name=b.title, match=kind, pattern=b.values[key], downstreams=dss, lb_method=opt(b, "lb-method"),
             replace_path=replace, passthrough=opt(b, "passthrough"), allow_redirect=opt(b, "allow-redirect"),
@@ -331,7 +356,7 @@ class _Normaliser:
             upstream_read_timeout=opt(b, "upstream-read-timeout"),
             upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers,
             compress=opt(b, "compress"), compress_types=opt(b, "compress-types"),
-            compress_min_size=opt(b, "compress-min-size"), pos=b.pos)
+            compress_min_size=opt(b, "compress-min-size"), cache=cache, pos=b.pos)
 
     # ---- headers, ssl, logging -------------------------------------------
 

@@ -172,6 +172,7 @@ class Rule:
     compress: tuple[str, ...] = ()       # codings in preference order (br, zstd, gzip)
     compress_types: tuple[str, ...] = ()
     compress_min_size: int = 256
+    cache: Optional[str] = None          # the name of a `cache` block
     pos: Optional[Position] = field(default=None, compare=False)
 
 
@@ -242,6 +243,16 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """A named response cache (`cache NAME { }`)."""
+    name: str
+    path: str
+    max_size: int = 1024 ** 3
+    keys_zone: int = 10 * 1024 ** 2
+    inactive: float = 600.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     servers: tuple[Server, ...] = ()
@@ -261,6 +272,7 @@ class Config:
     access_log_flush: float = 0.2        # seconds a gathered line may wait
     status: Optional[Status] = None      # the admin listener, when configured
     reload_on_change: bool = False
+    caches: tuple[Cache, ...] = ()
     # What `rproxy -t` reports besides the summary: values read differently
     # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
     notes: tuple[Note, ...] = field(default=(), compare=False)

@@ -23,12 +23,14 @@ from rproxy._fastpath import (  # noqa: E402
     XSSL_BITS,
     Worker,
     cache_policy,
+    cache_stats,
     check_posix_regex,
     compress_buffer,
     compress_memory,
     compress_stats,
     http_date_parse,
     metrics_layout,
+    rule_set_cache,
     rule_set_compress,
     set_https_redirect,
     set_malloc_trim_threshold,
@@ -50,4 +52,5 @@ __all__ = ["Worker", "check_posix_regex", "set_malloc_trim_threshold", "set_pare
            "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "tls_bind", "tls_callbacks", "tls_constants",
            "tls_register_context", "tls_set_downstream", "tls_set_rule", "tls_set_server", "tls_set_vhost",
            "tls_stats", "tls_store_record", "compress_buffer", "compress_memory", "compress_stats",
-           "rule_set_compress", "metrics_layout", "cache_policy", "http_date_parse"]
+           "rule_set_compress", "metrics_layout", "cache_policy", "http_date_parse", "cache_stats",
+           "rule_set_cache"]

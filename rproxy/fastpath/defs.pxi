@@ -303,6 +303,17 @@ cdef struct Exchange:
     void* cz                # CompStream* while the response is compressed (compress.pxi)
     uint8_t cz_coding       # the coding the client gets if its response is eligible (CZ_*)
     uint8_t cz_flags        # CZF_* (compress.pxi)
+    uint8_t cst             # CS_*: what the cache did (cache.pxi)
+    uint8_t cflags          # CF_*
+    int cfd                 # a hit's entry file being served, -1
+    int cwfd                # the temp file of an entry being stored, -1
+    uint64_t coff           # hit: next body offset in the file
+    uint64_t cleft          # hit: body bytes still to send; store: still to write
+    uint64_t ckey           # the key's hash (0 = none)
+    uint64_t cseq           # temp file number
+    int64_t creq_time       # unix seconds the request reached the cache
+    char* ckey_copy         # the key itself (malloc), for storing
+    uint32_t ckey_len
 
 cdef struct UConn:
     Handle h
@@ -432,6 +443,7 @@ cdef struct RuleRt:
     int64_t up_write_ms
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
     void* comp              # CompRule* (compress.pxi), NULL = no compression
+    void* cache             # CacheRt* (cache.pxi), NULL = no cache
 
 cdef struct VhostRt:
     char name[128]

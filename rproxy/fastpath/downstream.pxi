@@ -598,9 +598,13 @@ cdef void dc_process(DConn* dc) noexcept nogil:
         if r <= 0:
             return
     elif dc.fend > dc.fpos:
+        if x.cwfd >= 0:
+            cache_tee(x, base + dc.fpos, dc.fend - dc.fpos)
         uc.out.bptr = base + dc.fpos
         uc.out.blen = dc.fend - dc.fpos
         dc.fpos = dc.fend
+    if x.cwfd >= 0 and dc.phase == R_DONE:
+        cache_commit(x)             # in place before the client has the last byte (it may ask again at once)
     if not out_empty(&uc.out):
         r = uc_send(uc)
         if r < 0:
@@ -690,6 +694,8 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         or (x.flags & XF_UPGRADE)
     if x.rule.comp != NULL:
         comp_on_response_head(dc, x, &close_client)
+    if x.cst:
+        cache_on_response_head(dc, x)
     if close_client:
         uc.flags |= UF_CLOSE_AFTER
     hb = buf_get()
@@ -759,6 +765,8 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
         uc.flags |= UF_CLOSE_AFTER  # the rest of the request body was never read
     ds.fails_in_row = 0
     ds.ejections = 0
+    if x.cwfd >= 0:
+        cache_commit(x)
     dc_detach(dc)
     xlog_done(x)
     x_free(x)

@@ -872,6 +872,8 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
         w_put(w, "\r\n", 2)
     if x.cz_flags:
         comp_head_extra(w, x)
+    if x.cst:
+        cache_head_extra(w, x)
     if st == 101:
         w_put(w, "Connection: upgrade\r\n", 21)
     elif close_client:

@@ -54,6 +54,12 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.cz = NULL
     x.cz_coding = 0
     x.cz_flags = 0
+    x.cst = 0
+    x.cflags = 0
+    x.cfd = -1
+    x.cwfd = -1
+    x.ckey = 0
+    x.ckey_copy = NULL
     xlog_init(x)
     c_x_out += 1
     return x
@@ -65,6 +71,7 @@ cdef void x_free(Exchange* x) noexcept nogil:
     xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
     comp_free(x)
+    cache_free(x)
     if x.flags & XF_PENDING:
         pend_remove(x)
     if x.pipe != NULL:
@@ -303,6 +310,8 @@ cdef void uc_on_drained(UConn* uc) noexcept nogil:
     if x != NULL:
         if x.dc != NULL:
             dc_read(x.dc)          # the downstream was paused for us
+        elif x.cfd >= 0:
+            cache_pump(uc)         # a hit's body (cache.pxi)
         return
     if uc.state == U_WAIT:
         uc_after_response(uc)
@@ -705,6 +714,8 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
         rp_elog(x_errfd(x), 3, "rule '%s' has no downstreams", rule.name)
         uc_reject(uc, 503)
         return
+    if rule.cache != NULL and cache_on_request(uc, x):
+        return                      # answered from the cache (cache.pxi)
     if (x.flags & XF_IDEMPOTENT) and not (x.flags & XF_UPGRADE) and not rule.passthrough \
             and uc_request_bodyless(uc):
         x.flags |= XF_PIPE_OK       # may be pipelined where a downstream allows it

@@ -82,7 +82,8 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # the same routing tables.
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
-            "error-log log-level access-log-buffer access-log-flush status reload-on-change",
+            "error-log log-level access-log-buffer access-log-flush status reload-on-change cache",
+    D.CACHE: "path",
     D.STATUS: "addr port allow",
     D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
@@ -96,7 +97,7 @@ ACTIVE = {
     D.VHOST: "aliases strip-headers default rule headers logging ssl https-redirect https-redirect-port",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
             "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
-            "compress compress-types compress-min-size",
+            "compress compress-types compress-min-size cache",
     D.HEADERS: "x-forwarded-for x-forwarded-for-mode x-real-ip x-forwarded-proto x-forwarded-host "
                "x-forwarded-port forwarded via x-ssl-subject x-ssl-issuer x-ssl-notbefore x-ssl-notafter "
                "x-ssl-serial x-ssl-sha1 x-ssl-cipher x-ssl-certificate x509-extension",
@@ -123,9 +124,9 @@ SAMPLES = {"bool": "false", "string": "x", "list": "{ a }", "path": f'"{HERE}"',
            "cipher list": '"HIGH"', "log output": "stderr", "log format": '"{SRC}"', "duration": "1s",
            "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }", "coding list": "{ gzip }",
            "media type list": "{ text/* }", "stale list": "{ error }"}
-SAMPLE_OVERRIDES = {"downstreams": "{ d }", "buffer-size": "4096", "max-request-line": "1024",
+SAMPLE_OVERRIDES = {"downstreams": "{ d }", "cache": "c", "buffer-size": "4096", "max-request-line": "1024",
                     "max-header-size": "1024", "port": "1", "interval": "10s"}
-COMPANIONS = {D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-prefix": '"/"'},
+COMPANIONS = {D.CACHE: {"path": '"/tmp"'}, D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-prefix": '"/"'},
               D.X509: {"name": "X-A", "oid": "1.2"}, D.REWRITE: {"src": '"^/"', "dst": '"/"'},
               D.CRL: {"file": f'"{HERE}"'}}
 # the blocks that lead to a context, outermost first (context, head)
@@ -170,6 +171,8 @@ def config_using(d: D.Directive, ctx: str) -> str:
         text = f"{head} {{ {inner} {text} }}"
     if any(c == D.VHOST for c, _ in path) or d.name == "vhost":
         text = text.replace("server {", "server { downstream d { addr = 127.0.0.1 port = 1 }", 1)
+    if d.name == "cache" and ctx == D.RULE:
+        text = 'cache c { path = "/tmp" }\n' + text
     return text + "\n"
 
 

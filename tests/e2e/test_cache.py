@@ -1,0 +1,228 @@
+"""The response cache's first cut, end to end: entry files shared by the
+workers and kept across restarts, hits served by the proxy, RFC 9111
+storability, Age, expiry, invalidation, key = scheme + host + target."""
+from __future__ import annotations
+
+import collections
+import http.client
+import os
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from support.downstream import Downstream
+from support.proc import Rproxy, free_port
+from support.stats import assert_quiet
+
+SEEN: collections.Counter = collections.Counter()
+LOCK = threading.Lock()
+
+
+def handler(req, s):
+    """/c?cc=...&h=Name:Value&len=N&status=N: answers with a body naming the
+    request's Host, the target and how many times the downstream saw it."""
+    u = urllib.parse.urlsplit(req.target)
+    q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
+    with LOCK:
+        SEEN[(req.header("Host"), req.target)] += 1
+        n = SEEN[(req.header("Host"), req.target)]
+    status = int(req.header("X-Status") or q.get("status", ["200"])[0])
+    size = int(q.get("len", ["0"])[0])
+    body = f"{req.method} {req.header('Host')} {req.target} #{n}\n".encode()
+    body += bytes(i % 251 for i in range(size))
+    head = [f"HTTP/1.1 {status} X", "Content-Type: text/plain", f"Content-Length: {len(body)}"]
+    if q.get("cc", [""])[0]:
+        head.append(f"Cache-Control: {q['cc'][0]}")
+    head += q.get("h", [])
+    s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if req.method == "HEAD" else body))
+    return True
+
+
+def conf(port, dport, path):
+    return f"""
+workers = 2
+cache main {{ path = "{path}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {dport}  connections = 2 }}
+    vhost "a.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main }} }}
+    vhost "b.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main }} }}
+    vhost "nocache.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }} }} }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    ds = Downstream(handler=handler)
+    tmp = tmp_path_factory.mktemp("cache")
+    path = str(tmp / "entries")
+    port = free_port()
+    p = Rproxy(conf(port, ds.port, path), tmp, port=port, name="rproxy-cache")
+    state = {"p": p, "port": port, "path": path, "tmp": tmp, "ds": ds}
+    try:
+        yield state
+        assert_quiet(state["p"])
+    finally:
+        state["p"].stop()
+        ds.close()
+
+
+def get(port, target, host="a.test", method="GET", headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request(method, target, headers={"Host": host, **(headers or {})})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, r.headers, data
+
+
+def seen(host, target):
+    with LOCK:
+        return SEEN[(host, target)]
+
+
+def test_miss_then_hit_from_either_worker(env):
+    port = env["port"]
+    t = "/c?cc=max-age=60&len=100000"
+    st, h, first = get(port, t)
+    assert st == 200 and h["X-Cache"] == "MISS" and first.startswith(b"GET a.test " + t.encode() + b" #1\n")
+    for _ in range(6):                      # new connections: both workers answer some
+        st, h, body = get(port, t)
+        assert (st, h["X-Cache"], body) == (200, "HIT", first)
+        assert int(h["Age"]) >= 0 and h["Content-Length"] == str(len(first))
+    assert seen("a.test", t) == 1
+    names = os.listdir(env["path"])
+    assert len([n for n in names if not n.startswith(".tmp")]) >= 1
+    assert not [n for n in names if n.startswith(".tmp")]      # written to a temp name, then renamed
+
+
+def test_head_is_served_from_a_stored_get(env):
+    port = env["port"]
+    t = "/head?cc=max-age=60"
+    _, _, body = get(port, t)
+    st, h, data = get(port, t, method="HEAD")
+    assert (st, h["X-Cache"], data, h["Content-Length"]) == (200, "HIT", b"", str(len(body)))
+    assert seen("a.test", t) == 1
+
+
+def test_keep_alive_and_pipelined_hits(env):
+    port = env["port"]
+    t = "/ka?cc=max-age=60"
+    get(port, t)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(3):
+        c.request("GET", t, headers={"Host": "a.test"})
+        r = c.getresponse()
+        assert r.headers["X-Cache"] == "HIT" and r.read().endswith(b"#1\n")
+    c.close()
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall((f"GET {t} HTTP/1.1\r\nHost: a.test\r\n\r\n" * 3
+                   + f"GET {t} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").encode())
+        raw = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            raw += d
+    assert raw.count(b"X-Cache: HIT") == 4 and raw.count(b"#1\n") == 4
+    assert seen("a.test", t) == 1
+
+
+@pytest.mark.parametrize("target,headers", [
+    ("/ns?cc=no-store,max-age=60", {}),
+    ("/pv?cc=private,max-age=60", {}),
+    ("/nc?cc=no-cache,max-age=60", {}),          # would need validation before each use: not stored yet
+    ("/nf?cc=", {}),                                # no freshness information
+    ("/au?cc=max-age=60", {"Authorization": "Basic eDp5"}),
+    ("/vr?cc=max-age=60&h=Vary:%20Accept", {}),
+    ("/ck?cc=max-age=60&h=Set-Cookie:%20a=b", {}),
+    ("/st?cc=max-age=60&status=500", {}),
+    ("/rq?cc=max-age=60", {"Cache-Control": "no-store"}),
+])
+def test_not_stored(env, target, headers):
+    port = env["port"]
+    for i in range(2):
+        st, h, body = get(port, target, headers=headers)
+        assert body.startswith(f"GET a.test {target} #{i + 1}\n".encode())
+        assert h["X-Cache"] in ("MISS", "BYPASS")
+    assert seen("a.test", target) == 2
+
+
+def test_public_with_authorization_is_stored(env):
+    t = "/aup?cc=public,max-age=60"
+    get(env["port"], t, headers={"Authorization": "Basic eDp5"})
+    _, h, _ = get(env["port"], t, headers={"Authorization": "Basic eDp5"})
+    assert h["X-Cache"] == "HIT"
+
+
+def test_key_includes_the_host(env):
+    port = env["port"]
+    t = "/host?cc=max-age=60"
+    _, _, a = get(port, t, host="a.test")
+    _, h, b = get(port, t, host="b.test")
+    assert h["X-Cache"] == "MISS" and b.startswith(b"GET b.test ")
+    _, _, a2 = get(port, t, host="A.TEST")
+    assert a2 == a
+
+
+def test_expiry_and_request_no_cache(env):
+    port = env["port"]
+    t = "/exp?cc=max-age=1"
+    get(port, t)
+    _, h, _ = get(port, t)
+    assert h["X-Cache"] == "HIT"
+    time.sleep(2.1)
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "EXPIRED" and body.endswith(b"#2\n")
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "HIT" and body.endswith(b"#2\n")
+    _, h, body = get(port, t, headers={"Cache-Control": "no-cache"})
+    assert h["X-Cache"] == "MISS" and body.endswith(b"#3\n")         # and stored again
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "HIT" and body.endswith(b"#3\n")
+    _, h, body = get(port, t, headers={"Cache-Control": "max-age=0"})
+    assert body.endswith(b"#4\n")
+
+
+def test_unsafe_method_invalidates(env):
+    port = env["port"]
+    t = "/inv?cc=max-age=60"
+    get(port, t)
+    assert get(port, t)[1]["X-Cache"] == "HIT"
+    st, _, _ = get(port, t, method="POST", headers={"Content-Length": "0"})
+    assert st == 200
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "MISS" and body.endswith(b"#3\n")        # (the POST was #2)
+    st, _, _ = get(port, t, method="DELETE", headers={"X-Status": "404"})
+    assert st == 404                                                  # an error answer keeps the entry
+    assert get(port, t)[1]["X-Cache"] == "HIT"
+    get(port, t, method="PUT", headers={"Content-Length": "0", "X-Status": "204"})
+    assert get(port, t)[1]["X-Cache"] == "MISS"
+
+
+def test_no_cache_rule_and_curl(env):
+    port = env["port"]
+    t = "/plain?cc=max-age=60"
+    get(port, t, host="nocache.test")
+    _, h, _ = get(port, t, host="nocache.test")
+    assert h["X-Cache"] is None and seen("nocache.test", t) == 2
+    r = subprocess.run(["curl", "-s", "-D", "-", "-H", "Host: a.test", f"http://127.0.0.1:{port}/curl?cc=max-age=60",
+                        f"http://127.0.0.1:{port}/curl?cc=max-age=60"], capture_output=True, timeout=10)
+    assert r.stdout.count(b"X-Cache: MISS") == 1 and r.stdout.count(b"X-Cache: HIT") == 1
+
+
+def test_entries_survive_a_restart(env):
+    port = env["port"]
+    t = "/restart?cc=max-age=600"
+    get(port, t)
+    assert_quiet(env["p"])
+    env["p"].stop()
+    env["p"] = Rproxy(conf(port, env["ds"].port, env["path"]), env["tmp"], port=port, name="rproxy-cache2")
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "HIT" and body.endswith(b"#1\n")
