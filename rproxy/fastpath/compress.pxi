@@ -441,6 +441,7 @@ cdef void comp_on_response_head(DConn* dc, Exchange* x, bint* close_client) noex
     if x.cz == NULL:
         return                      # out of memory: send it as it is
     x.cz_flags |= CZF_ON
+    x.flags &= ~XF_RESP_BUFFER      # the encoder keeps the one-buffer backpressure (README)
     c_cz_responses += 1
     dc.flags |= DF_DECHUNK
     dc.flags &= ~DF_SPLICE
