@@ -51,6 +51,7 @@ server {{
     downstream d {{ addr = 127.0.0.1  port = {dport}  connections = 2 }}
     vhost "a.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main }} }}
     vhost "b.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main }} }}
+    vhost "buf.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main  response-buffering = true }} }}
     vhost "nocache.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }} }} }}
 }}
 """
@@ -226,3 +227,32 @@ def test_entries_survive_a_restart(env):
     env["p"] = Rproxy(conf(port, env["ds"].port, env["path"]), env["tmp"], port=port, name="rproxy-cache2")
     _, h, body = get(port, t)
     assert h["X-Cache"] == "HIT" and body.endswith(b"#1\n")
+
+
+def slow_get(port, target, host):
+    """A client that reads slowly: the proxy's response buffer takes what its
+    socket cannot, and the cache must store exactly what the client gets."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while True:
+            d = s.recv(16384)
+            if not d:
+                break
+            raw += d
+            if len(raw) < 1 << 20:
+                time.sleep(0.002)
+    head, body = raw.split(b"\r\n\r\n", 1)
+    return head, body
+
+
+def test_stored_through_the_response_buffer(env):
+    port = env["port"]
+    t = "/big?cc=max-age=60&len=6000000"
+    head, body = slow_get(port, t, "buf.test")
+    assert b"X-Cache: MISS" in head and len(body) > 6000000
+    st, h, hit = get(port, t, host="buf.test")
+    assert h["X-Cache"] == "HIT" and hit == body
+    assert seen("buf.test", t) == 1

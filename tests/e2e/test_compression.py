@@ -84,6 +84,7 @@ server {{
     vhost "*" {{
         rule plain {{ uri-prefix = "/plain/"  downstreams = {{ d }} }}
         rule gz {{ uri-prefix = "/gz/"  downstreams = {{ d }}  compress = {{ gzip }} }}
+        rule buf {{ uri-prefix = "/buf/"  downstreams = {{ d }}  compress = {{ zstd }}  response-buffering = true }}
         rule app {{ uri-prefix = "/"  downstreams = {{ d }}
                    compress = {{ br, zstd, gzip }}
                    compress-types = {{ text/*, application/json, application/javascript, image/svg+xml }}
@@ -432,3 +433,35 @@ server {{
             assert decode(ae, out.read_bytes()) == want
     finally:
         ds.close()
+
+
+def test_with_response_buffering_on_the_rule(proxy):
+    """A rule that buffers responses for slow clients: a compressed one keeps
+    the encoder's own backpressure and still arrives whole."""
+    _, port = proxy
+    n = 3 << 20
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        s.sendall(b"GET /buf/r?len=%d&rand=1&ct=text/plain HTTP/1.1\r\nHost: a\r\nAccept-Encoding: zstd\r\n"
+                  b"Connection: close\r\n\r\n" % n)
+        raw = b""
+        while True:
+            d = s.recv(16384)
+            if not d:
+                break
+            raw += d
+            if len(raw) < 1 << 20:
+                time.sleep(0.002)
+    head, rest = raw.split(b"\r\n\r\n", 1)
+    assert b"Content-Encoding: zstd" in head
+    comp = b""
+    while True:
+        line, rest = rest.split(b"\r\n", 1)
+        size = int(line, 16)
+        if size == 0:
+            break
+        comp += rest[:size]
+        rest = rest[size + 2:]
+    assert decode("zstd", comp) == random.Random(n).randbytes(n)
+    status, h, data = get(port, "/buf/r?len=5000", ae="zstd")
+    assert h["Content-Encoding"] == "zstd" and decode("zstd", data) == body_for(5000)
