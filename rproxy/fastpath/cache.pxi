@@ -90,11 +90,47 @@ cdef uint64_t cache_key(UConn* uc, Exchange* x, char* out, uint32_t cap, uint32_
         n += 1
     memcpy(out + n, base + x.url_sp.off, x.url_sp.len)
     n += x.url_sp.len
-    for i in range(n):
-        h ^= <uint8_t>out[i]
-        h *= 1099511628211ULL
     klen[0] = n
+    return cache_hash(out, n)
+
+
+cdef uint64_t cache_hash(const char* p, uint32_t n) noexcept nogil:
+    """FNV-1a, 64 bits (0 is kept for "no key")."""
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef uint32_t i
+    for i in range(n):
+        h ^= <uint8_t>p[i]
+        h *= 1099511628211ULL
     return h if h != 0 else 1
+
+
+cdef void cache_invalidate_ref(CacheRt* c, const char* key, uint32_t klen, const char* v, uint32_t vl) noexcept nogil:
+    """RFC 9111 4.4: also invalidate the Location / Content-Location target
+    when it has the request's origin (a path, or the same scheme://host)."""
+    cdef char k2[4096]
+    cdef char path[512]
+    cdef uint32_t plen = 0, n
+    cdef const char* rest
+    cdef uint32_t rl
+    while plen < klen and not (plen >= 3 and key[plen - 1] == c'/' and key[plen - 2] == c'/'):
+        plen += 1
+    while plen < klen and key[plen] != c'/' and key[plen] != c'?':
+        plen += 1                   # key[0:plen] = scheme://host
+    if vl and v[0] == c'/' and not (vl > 1 and v[1] == c'/'):
+        rest = v
+        rl = vl
+    elif vl >= plen and strncasecmp(v, key, plen) == 0 and (vl == plen or v[plen] == c'/'):
+        rest = v + plen
+        rl = vl - plen
+    else:
+        return
+    if plen + rl > 4096 or rl == 0:
+        return
+    memcpy(k2, key, plen)
+    memcpy(k2 + plen, rest, rl)
+    n = plen + rl
+    cache_path(c, cache_hash(k2, n), path)
+    unlink(path)
 
 
 cdef void cache_path(CacheRt* c, uint64_t h, char* out) noexcept nogil:
@@ -125,6 +161,10 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
         if x.method != HTTP_OPTIONS and x.method != HTTP_TRACE:
             x.ckey = cache_key(uc, x, key, 4096, &klen)
             x.cst = CS_INVALIDATE
+            x.ckey_copy = <char*>malloc(klen) if x.ckey else NULL
+            if x.ckey_copy != NULL:
+                memcpy(x.ckey_copy, key, klen)
+                x.ckey_len = klen
         return False
     if (x.flags & XF_UPGRADE) or not uc_request_bodyless(uc):
         x.cst = CS_BYPASS
@@ -313,6 +353,11 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
         if x.ckey and x.status < 400:
             cache_path(c, x.ckey, path)
             unlink(path)
+            for i in range(x.nresp):
+                h = &x.resp[i]
+                if x.ckey_copy != NULL and (cp_eq(base + h.name.off, h.name.len, "location")
+                                            or cp_eq(base + h.name.off, h.name.len, "content-location")):
+                    cache_invalidate_ref(c, x.ckey_copy, x.ckey_len, base + h.value.off, h.value.len)
         return
     if x.cst != CS_MISS and x.cst != CS_EXPIRED:
         return

@@ -256,3 +256,21 @@ def test_stored_through_the_response_buffer(env):
     st, h, hit = get(port, t, host="buf.test")
     assert h["X-Cache"] == "HIT" and hit == body
     assert seen("buf.test", t) == 1
+
+
+def test_unsafe_method_invalidates_location_targets(env):
+    port = env["port"]
+    a, b, other = "/loc-a?cc=max-age=60", "/loc-b?cc=max-age=60", "/loc-c?cc=max-age=60"
+    for t in (a, b, other):
+        get(port, t)
+        assert get(port, t)[1]["X-Cache"] == "HIT"
+    loc = urllib.parse.quote(f"Location: {a}") + "&h=" + urllib.parse.quote(
+        f"Content-Location: http://A.test{b}")
+    get(port, "/post?h=" + loc, method="POST", headers={"Content-Length": "0", "X-Status": "201"})
+    assert get(port, a)[1]["X-Cache"] == "MISS"
+    assert get(port, b)[1]["X-Cache"] == "MISS"
+    assert get(port, other)[1]["X-Cache"] == "HIT"
+    # another origin's Location is never touched
+    get(port, "/post2?h=" + urllib.parse.quote(f"Location: http://b.test{other}"), method="POST",
+        headers={"Content-Length": "0"})
+    assert get(port, other)[1]["X-Cache"] == "HIT"
