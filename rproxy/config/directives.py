@@ -593,12 +593,12 @@ TABLE: tuple[Directive, ...] = (
     # ---- cache (names fixed by issue 21; index, eviction, lock and stale not built yet) ----
     _d("path", CACHE, "path", None, "directory of the cache's files (one per entry; made at start)",
        origin="rproxy", required=True),
-    _d("max-size", CACHE, "size", 1024 ** 3, "most bytes of entries on disk (least recently used evicted)",
-       lo=0, origin="rproxy", active=False),
+    _d("max-size", CACHE, "size", 1024 ** 3, "most bytes of entries on disk (least recently used evicted by "
+       "the master's sweeps; 0 = unlimited)", lo=0, origin="rproxy"),
     _d("keys-zone", CACHE, "size", 10 * 1024 ** 2, "shared-memory index size (entries it can hold)",
        lo=65536, origin="rproxy", active=False),
-    _d("inactive", CACHE, "duration", 600.0, "entries not used for this long are evicted", origin="rproxy",
-       active=False),
+    _d("inactive", CACHE, "duration", 600.0, "entries not used (stored or hit) for this long are evicted",
+       origin="rproxy"),
 
     # ---- status ----------------------------------------------------------
     _d("addr", STATUS, "listen address", "127.0.0.1", "listen address of the status listener (IPv4 or IPv6)",

@@ -32,6 +32,9 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<stdio.h>" nogil:
     int rename(const char* a, const char* b)
 
+cdef extern from "<sys/stat.h>" nogil:
+    int futimens(int fd, const void* times)
+
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
     time_t time(time_t* t)
@@ -263,6 +266,7 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age) noexc
         uc_respond(uc, 502, False)
         return
     c_cache_hits += 1
+    futimens(fd, NULL)              # "last used", for the manager's inactive / LRU (rproxy/cache_manager.py)
     x.cst = CS_HIT
     x.cfd = fd
     x.coff = ch.hdr_len

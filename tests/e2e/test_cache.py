@@ -274,3 +274,33 @@ def test_unsafe_method_invalidates_location_targets(env):
     get(port, "/post2?h=" + urllib.parse.quote(f"Location: http://b.test{other}"), method="POST",
         headers={"Content-Length": "0"})
     assert get(port, other)[1]["X-Cache"] == "HIT"
+
+
+def test_manager_keeps_max_size_and_evicts_least_recently_used(start_rproxy, port, tmp_path):
+    ds = Downstream(handler=handler)
+    path = tmp_path / "small"
+    start_rproxy(f"""
+workers = 1
+cache small {{ path = "{path}"  max-size = 250k  inactive = 1h }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = small }} }}
+}}
+""", port)
+    try:
+        for name in ("one", "two"):
+            get(port, f"/{name}?cc=max-age=600&len=100000", host="m.test")
+            time.sleep(1.1)                     # distinct "last used" times (whole seconds on some file systems)
+        assert get(port, "/one?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "HIT"   # used again
+        time.sleep(1.1)
+        get(port, "/three?cc=max-age=600&len=100000", host="m.test")
+        deadline = time.monotonic() + 5
+        while sum(p.stat().st_size for p in path.iterdir()) > 250 * 1024:
+            assert time.monotonic() < deadline, "the manager did not bring the cache under max-size"
+            time.sleep(0.2)
+        assert get(port, "/two?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "MISS"   # the LRU one
+        assert get(port, "/one?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "HIT"
+    finally:
+        ds.close()

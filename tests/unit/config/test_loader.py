@@ -83,7 +83,7 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
             "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir cache",
-    D.CACHE: "path",
+    D.CACHE: "path max-size inactive",
     D.STATUS: "addr port allow",
     D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
