@@ -304,3 +304,35 @@ server {{
         assert get(port, "/one?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "HIT"
     finally:
         ds.close()
+
+
+def test_access_log_cache_token(start_rproxy, port, tmp_path):
+    ds = Downstream(handler=handler)
+    log = tmp_path / "access.log"
+    start_rproxy(f"""
+workers = 1
+access-log-buffer = 0
+cache c {{ path = "{tmp_path / 'c'}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{
+        rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c }}
+        logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{URI}} {{CACHE}}" }} }}
+    }}
+}}
+""", port)
+    try:
+        t = "/log?cc=max-age=60"
+        get(port, t, host="l.test")
+        get(port, t, host="l.test")
+        get(port, t, host="l.test", headers={"Cache-Control": "no-store"})
+        get(port, t, host="l.test", method="POST", headers={"Content-Length": "0"})
+        deadline = time.monotonic() + 5
+        while len(log.read_text().splitlines() if log.exists() else []) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert [ln.split()[-1] for ln in log.read_text().splitlines()] == ["MISS", "HIT", "BYPASS", "-"]
+    finally:
+        ds.close()
