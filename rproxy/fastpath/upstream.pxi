@@ -432,6 +432,10 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
             dc_read(uc.x.dc)            # a spliced body waits in its pipe for this client
             if uc.flags & UF_DEAD:
                 return
+        elif uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL:
+            cache_pump(uc)              # a hit's body waits for room (sendfile, cache.pxi)
+            if uc.flags & UF_DEAD:
+                return
     if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
         uc.flags |= UF_READABLE
         uc_read(uc)
@@ -884,7 +888,7 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
 
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.state
-    if not out_empty(&uc.out):
+    if not out_empty(&uc.out) or (uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL):   # (a hit: cache.pxi)
         rp_elog(uc_errfd(uc), 5, "client took no response bytes for %lld ms (send-timeout): closing",
                 uc_write_timeout(uc))
         uc_close(uc)

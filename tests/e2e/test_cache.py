@@ -255,6 +255,8 @@ def test_stored_through_the_response_buffer(env):
     assert b"X-Cache: MISS" in head and len(body) > 6000000
     st, h, hit = get(port, t, host="buf.test")
     assert h["X-Cache"] == "HIT" and hit == body
+    head, hit = slow_get(port, t, "buf.test")           # a hit to a slow reader: sendfile waits for room
+    assert b"X-Cache: HIT" in head and hit == body
     assert seen("buf.test", t) == 1
 
 
@@ -334,5 +336,36 @@ server {{
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert [ln.split()[-1] for ln in log.read_text().splitlines()] == ["MISS", "HIT", "BYPASS", "-"]
+    finally:
+        ds.close()
+
+
+def test_hits_over_tls(start_rproxy, port, test_pki, tmp_path):
+    """A TLS client: the hit's body goes through OpenSSL in bounded reads."""
+    ds = Downstream(handler=handler)
+    srv = test_pki["server"]
+    start_rproxy(f"""
+workers = 1
+cache c {{ path = "{tmp_path / 'c'}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    ssl {{ enabled = true  cert = "{srv.crt}"  key = "{srv.key}" }}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c }} }}
+}}
+""", port)
+    try:
+        outs = []
+        for i in range(2):
+            out = tmp_path / f"o{i}"
+            r = subprocess.run(["curl", "-sS", "--cacert", test_pki["ca"].crt, "-D", "-", "-o", str(out),
+                                f"https://localhost:{port}/tls?cc=max-age=60&len=3000000"],
+                               capture_output=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            outs.append((r.stdout, out.read_bytes()))
+        assert b"X-Cache: MISS" in outs[0][0] and b"X-Cache: HIT" in outs[1][0]
+        assert outs[0][1] == outs[1][1] and len(outs[1][1]) > 3000000
+        assert outs[1][1].startswith(b"GET localhost:")
     finally:
         ds.close()
