@@ -247,8 +247,7 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age) noexc
         return
     if not keep or g_stop:
         uc.flags |= UF_CLOSE_AFTER
-    x.flags |= XF_REQ_DONE | XF_RESP_STARTED
-    x.status = ch.status
+    x.flags |= XF_REQ_DONE
     w.p = bdata(hb)
     w.end = w.p + hb.cap
     w.overflow = 0
@@ -268,6 +267,8 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age) noexc
         close(fd)
         uc_respond(uc, 502, False)
         return
+    x.flags |= XF_RESP_STARTED
+    x.status = ch.status
     c_cache_hits += 1
     futimens(fd, NULL)              # "last used", for the manager's inactive / LRU (rproxy/cache_manager.py)
     x.cst = CS_HIT
