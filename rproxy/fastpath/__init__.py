@@ -24,6 +24,12 @@ from rproxy._fastpath import (  # noqa: E402
     Worker,
     cache_policy,
     cache_stats,
+    _edge_attach,
+    _edge_set_rule,
+    _pp_set_server,
+    _redis_attach,
+    bench_edge_gcra,
+    edge_layout,
     check_posix_regex,
     compress_buffer,
     compress_memory,
@@ -33,6 +39,7 @@ from rproxy._fastpath import (  # noqa: E402
     rule_set_cache,
     rule_set_compress,
     set_https_redirect,
+    set_mime_types,
     set_malloc_trim_threshold,
     set_parent_death_signal,
     sizes,
@@ -49,8 +56,10 @@ from rproxy._fastpath import (  # noqa: E402
 )
 
 __all__ = ["Worker", "check_posix_regex", "metrics_layout", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes",
-           "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "tls_bind", "tls_callbacks", "tls_constants",
+           "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "set_mime_types",
+           "tls_bind", "tls_callbacks", "tls_constants",
            "tls_register_context", "tls_set_downstream", "tls_set_rule", "tls_set_server", "tls_set_vhost",
            "tls_stats", "tls_store_record", "compress_buffer", "compress_memory", "compress_stats",
            "rule_set_compress", "metrics_layout", "cache_policy", "http_date_parse", "cache_stats",
-           "rule_set_cache"]
+           "rule_set_cache", "_edge_attach", "_edge_set_rule", "bench_edge_gcra", "edge_layout",
+           "_pp_set_server", "_redis_attach"]

@@ -97,6 +97,7 @@ cdef enum:
     LOP_TS_ISO
     LOP_MSEC
     LOP_CACHE
+    LOP_RATE_LIMIT
 
 LOG_OPS = {
     "SRC": LOP_SRC, "US_SPORT": LOP_US_SPORT, "PROXY": LOP_PROXY, "DS_SPORT": LOP_DS_SPORT,
@@ -108,6 +109,7 @@ LOG_OPS = {
     "REQUEST_TIME": LOP_REQUEST_TIME, "DS_TIME": LOP_DS_TIME, "DS_HEADER_TIME": LOP_DS_HEADER_TIME,
     "DS_ADDR": LOP_DS_ADDR, "TLS_PROTO": LOP_TLS_PROTO, "TLS_CIPHER": LOP_TLS_CIPHER,
     "REQUEST_ID": LOP_REQUEST_ID, "TS_ISO": LOP_TS_ISO, "MSEC": LOP_MSEC, "CACHE": LOP_CACHE,
+    "RATE_LIMIT": LOP_RATE_LIMIT,
 }
 # ops that read the request head (it must be copied if its buffer is reused)
 _REQUEST_OPS = {LOP_UA, LOP_METH, LOP_URI, LOP_REF, LOP_HOST, LOP_US_HDR, LOP_QUERY, LOP_REQUEST_URI,
@@ -730,6 +732,11 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
                 w_put(&w, "EXPIRED", 7)
             elif x.cst == 4:
                 w_put(&w, "BYPASS", 6)
+            else:
+                w_dash(&w)
+        elif op.code == LOP_RATE_LIMIT:
+            if edge_limit_name(x) != NULL:
+                w_put(&w, edge_limit_name(x), strlen(edge_limit_name(x)))
             else:
                 w_dash(&w)
         elif op.code == LOP_VHOST:

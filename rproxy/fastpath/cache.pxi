@@ -17,30 +17,21 @@
 #         dc_response_done cache_commit          rename into place
 #         x_free          cache_free             an unfinished entry is removed
 
+# open, O_RDONLY, O_CLOEXEC, pread, sendfile and time come from the includes and from static.pxi /
+# edge.pxi (one compile unit: a second declaration with another signature would replace theirs).
 cdef extern from "<fcntl.h>" nogil:
-    int open(const char* path, int flags, ...)
-    int O_RDONLY
     int O_WRONLY
     int O_CREAT
     int O_EXCL
-    int O_CLOEXEC
 
 cdef extern from "<unistd.h>" nogil:
-    ssize_t pread(int fd, void* buf, size_t n, int64_t off)
     int unlink(const char* path)
 
 cdef extern from "<stdio.h>" nogil:
     int rename(const char* a, const char* b)
 
-cdef extern from "<sys/sendfile.h>" nogil:
-    ssize_t sendfile(int out_fd, int in_fd, int64_t* offset, size_t count)
-
 cdef extern from "<sys/stat.h>" nogil:
     int futimens(int fd, const void* times)
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    time_t time(time_t* t)
 
 cdef enum:
     # Exchange.cst: what the cache did (X-Cache)
@@ -295,7 +286,7 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
     cdef Buf* b
     cdef ssize_t n
     cdef uint32_t want
-    cdef int64_t off
+    cdef long off
     while True:
         if not out_empty(&uc.out):
             if uc_send(uc) != 0:
@@ -303,7 +294,7 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
         if x.cleft == 0:
             break
         if uc.tls == NULL:
-            off = <int64_t>x.coff
+            off = <long>x.coff
             n = sendfile(uc.h.fd, x.cfd, &off, x.cleft if x.cleft < 1048576 else 1048576)
             if n > 0:
                 x.coff += <uint64_t>n
@@ -328,7 +319,7 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
             uc_close(uc)
             return
         want = b.cap if x.cleft > b.cap else <uint32_t>x.cleft
-        n = pread(x.cfd, bdata(b), want, <int64_t>x.coff)
+        n = pread(x.cfd, bdata(b), want, <long>x.coff)
         if n <= 0:
             buf_put(b)
             rp_elog(x_errfd(x), 3, "cache: entry file ended early (removed or truncated while read)")
