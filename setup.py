@@ -19,6 +19,8 @@ tests/sanitize/run.sh does both.
 import glob
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
 import sysconfig
 
@@ -74,10 +76,43 @@ def find_llhttp_include():
     )
 
 
+# Compression libraries (rproxy/fastpath/compress.pxi): pkg-config module ->
+# the Debian package that provides it.
+COMPRESSION_LIBS = (("zlib", "zlib1g-dev"), ("libbrotlienc", "libbrotli-dev"), ("libzstd", "libzstd-dev"))
+
+
+def pkg_config(flag, modules):
+    return subprocess.run(["pkg-config", flag, *modules], check=True, capture_output=True,
+                          text=True).stdout.split()
+
+
+def find_compression_libs():
+    """Include dirs and libraries of zlib, brotli's encoder and zstd, from
+    pkg-config; a clear message naming the package when one is missing."""
+    if shutil.which("pkg-config") is None:
+        sys.exit("rproxy build: pkg-config is needed to find zlib, brotli and zstd "
+                 "(Debian: apt-get install pkg-config " + " ".join(p for _, p in COMPRESSION_LIBS) + ")")
+    missing = []
+    for mod, pkg in COMPRESSION_LIBS:
+        if subprocess.run(["pkg-config", "--exists", mod]).returncode != 0:
+            missing.append((mod, pkg))
+    if missing:
+        sys.exit("rproxy build: compression libraries not found by pkg-config: "
+                 + ", ".join(m for m, _ in missing) + "\n  Debian/Ubuntu: apt-get install "
+                 + " ".join(p for _, p in missing) + "\n  (Fedora/RHEL: zlib-devel brotli-devel libzstd-devel)")
+    mods = [m for m, _ in COMPRESSION_LIBS]
+    cflags = pkg_config("--cflags", mods)
+    libs = pkg_config("--libs", mods)
+    return ([f[2:] for f in cflags if f.startswith("-I")],
+            [f[2:] for f in libs if f.startswith("-L")],
+            [f[2:] for f in libs if f.startswith("-l")])
+
+
 def extensions():
     from Cython.Build import cythonize
 
     inc = find_llhttp_include()
+    cinc, cdirs, clibs = find_compression_libs()
     debug = os.environ.get("RPROXY_DEBUG") == "1"
     macros = [("RPROXY_DEBUG", "1" if debug else "0")]
     # -O2 comes after CFLAGS on the command line (extra_compile_args are last),
@@ -92,7 +127,9 @@ def extensions():
     ext = Extension(
         "rproxy._fastpath",
         sources=["rproxy/_fastpath.pyx"],
-        include_dirs=[inc, "rproxy/includes"],
+        include_dirs=[inc, "rproxy/includes", *cinc],
+        library_dirs=cdirs,
+        libraries=clibs,
         define_macros=macros,
         extra_compile_args=compile_args,
         extra_link_args=link_args,

@@ -83,7 +83,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
           generation: int = 0):
     """A fast-path Worker for `cfg`; listener_fds: (fd, server index) pairs;
     metrics: (zone buffer, Zone.worker_args) of this worker's metrics slot."""
-    from .fastpath import Worker
+    from .fastpath import Worker, rule_set_cache, rule_set_compress
 
     ds_index: dict[tuple[int, str], int] = {}
     all_ds: list[Downstream] = []
@@ -111,6 +111,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
         if ds.health_check is not None:
             hc = ds.health_check
             w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)
+    caches = {c.name: c for c in cfg.caches}
     owned = set()
     for si, srv in enumerate(cfg.servers):
         port = 0 if srv.addr.startswith("unix:") else srv.port
@@ -144,6 +145,13 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                            else rule.request_buffering,
                            response_buffering=srv.response_buffering if rule.response_buffering is None
                            else rule.response_buffering)
+                if rule.compress:
+                    rule_set_compress(si, vi, ri, rule.compress, rule.compress_types,
+                                      rule.compress_min_size)
+                if rule.cache is not None:
+                    path = caches[rule.cache].path
+                    os.makedirs(path, mode=0o700, exist_ok=True)
+                    rule_set_cache(si, vi, ri, path)
                 if edge.needs_edge(rule):
                     w.set_edge(si, vi, ri, **edge.worker_args(rule))
     w.set_owned_headers(sorted(owned))

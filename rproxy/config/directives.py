@@ -450,6 +450,51 @@ def t_log_format(v, ctx=None) -> str:
     return s.text
 
 
+_CODINGS = ("br", "zstd", "gzip")
+
+
+def t_codings(v, ctx=None) -> tuple:
+    """Content codings rproxy can produce, in preference order."""
+    out = []
+    for s in _items(v):
+        c = s.text.strip().lower()
+        if c not in _CODINGS:
+            raise ConfigError(f"unknown coding {s.text!r}", s.pos, hint="br, zstd or gzip")
+        if c in out:
+            raise ConfigError(f"coding {s.text!r} listed twice", s.pos)
+        out.append(c)
+    return tuple(out)
+
+
+_MEDIA_TYPE = re.compile(r"[!#$%&'+.^_`|~0-9A-Za-z-]+/(\*|[!#$%&'+.^_`|~0-9A-Za-z-]+)")
+
+
+def t_media_types(v, ctx=None) -> tuple:
+    """type/subtype or type/* (no parameters), lower case."""
+    out = []
+    for s in _items(v):
+        t = s.text.strip().lower()
+        if not _MEDIA_TYPE.fullmatch(t):
+            raise ConfigError(f"invalid media type {s.text!r}", s.pos, hint="type/subtype or type/*, e.g. text/*")
+        out.append(t)
+    return tuple(out)
+
+
+_STALE = ("error", "timeout", "updating")
+
+
+def t_stale(v, ctx=None) -> tuple:
+    """cache-use-stale conditions."""
+    out = []
+    for s in _items(v):
+        c = s.text.strip().lower()
+        if c not in _STALE:
+            raise ConfigError(f"unknown cache-use-stale condition {s.text!r}", s.pos,
+                              hint="error, timeout or updating")
+        out.append(c)
+    return tuple(out)
+
+
 TYPES: dict[str, Callable[..., Any]] = {
     "bool": t_bool,
     "int": t_int,
@@ -475,9 +520,13 @@ TYPES: dict[str, Callable[..., Any]] = {
     "cipher list": t_ciphers,
     "log output": t_log_output,
     "log format": t_log_format,
+    "coding list": t_codings,
+    "media type list": t_media_types,
+    "stale list": t_stale,
 }
 
-LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list", "access list"}
+LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list", "coding list", "media type list",
+              "stale list", "access list"}
 
 
 # --------------------------------------------------------------------------
@@ -491,6 +540,7 @@ _UNSET = object()
 MAIN, SERVER, DOWNSTREAM, VHOST, RULE = "main", "server", "downstream", "vhost", "rule"
 RETRY, REWRITE, HEALTH = "retry", "rewrite", "health-check"
 STATUS = "status"
+CACHE = "cache"
 RATE_LIMIT, REDIS, ACCESS = "rate-limit", "redis", "access"
 SSL, CRL, HEADERS, X509, LOGGING, LOG_STREAM = "ssl", "crl", "headers", "x509-extension", "logging", "log-stream"
 # issue 20 (edge.pxi): header rules, their free-form set/add blocks, security headers
@@ -590,6 +640,18 @@ TABLE: tuple[Directive, ...] = (
     _d("status", MAIN, "block", doc="the admin listener: GET /metrics (Prometheus) and /status (JSON)",
        origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
+    _d("cache", MAIN, "block", doc="a named shared response cache (RFC 9111) that rules refer to with "
+       "`cache = NAME`", titled="yes", repeat=True, origin="rproxy"),
+
+    # ---- cache (names fixed by issue 21; index, eviction, lock and stale not built yet) ----
+    _d("path", CACHE, "path", None, "directory of the cache's files (one per entry; made at start)",
+       origin="rproxy", required=True),
+    _d("max-size", CACHE, "size", 1024 ** 3, "most bytes of entries on disk (least recently used evicted by "
+       "the master's sweeps; 0 = unlimited)", lo=0, origin="rproxy"),
+    _d("keys-zone", CACHE, "size", 10 * 1024 ** 2, "shared-memory index size (entries it can hold)",
+       lo=65536, origin="rproxy", active=False),
+    _d("inactive", CACHE, "duration", 600.0, "entries not used (stored or hit) for this long are evicted",
+       origin="rproxy"),
     _d("rate-limit-zone", MAIN, "size", 1024 ** 2, "shared memory for rate limit states, kept across reloads "
        "of the same size: 8 bytes a key, 131,072 keys per MB (rounded down to a power of two)", lo=4096,
        hi=1024 ** 3, origin="rproxy"),
@@ -802,6 +864,20 @@ TABLE: tuple[Directive, ...] = (
        "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),
 
+    _d("compress", RULE, "coding list", (), "compress responses on the fly with these codings, in this order "
+       "of preference among those the client accepts equally (br, zstd, gzip; none = off)", origin="rproxy"),
+    _d("compress-types", RULE, "media type list", ("text/*", "application/json", "application/javascript",
+       "application/xml", "image/svg+xml"), "Content-Types compressed (`type/*` matches a whole type)",
+       origin="rproxy"),
+    _d("compress-min-size", RULE, "size", 256, "smallest Content-Length compressed (bodies of unknown "
+       "length are compressed when their type matches)", lo=0, origin="rproxy"),
+
+    _d("cache", RULE, "string", None, "the `cache` block whose entries this rule's responses use",
+       origin="rproxy"),
+    _d("cache-lock", RULE, "bool", False, "one request fills a missing entry; the others wait for it",
+       origin="rproxy", active=False),
+    _d("cache-use-stale", RULE, "stale list", (), "serve a stale entry on a downstream error, timeout, or "
+       "while it is being updated", origin="rproxy", active=False),
     # ---- serving and shaping at the edge (issue 20, edge.pxi / static.pxi) --
     _d("root", RULE, "path", None, "serve files from this directory (GET/HEAD; a uri-prefix maps onto it); "
        "a miss goes to the rule's downstreams when it has some", origin="rproxy"),

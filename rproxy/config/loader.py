@@ -21,7 +21,8 @@ from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
 from .edge import edge_ops, edge_rule
-from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers, RateLimit, Redis,
+from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Cache, Config, Downstream, Headers, RateLimit,
+                    Redis,
                     HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
 from .parser import Parsed, parse_file_collecting, parse_text_collecting
@@ -66,6 +67,8 @@ class _Normaliser:
     # ---- top level -------------------------------------------------------
 
     def config(self, main: Block) -> Config:
+        caches = self.caches(main)
+        self.cache_names = {c.name for c in caches}
         self.limits = {}
         for lb in main.sub("rate-limit"):
             lim = self.rate_limit(lb)
@@ -103,9 +106,27 @@ class _Normaliser:
             access_log_flush=opt(main, "access-log-flush"),
             status=status,
             reload_on_change=opt(main, "reload-on-change"),
+            caches=caches,
             rate_limits=tuple(self.limits.values()), rate_limit_zone=opt(main, "rate-limit-zone"),
             redis=self.redis(main),
         )
+
+    def caches(self, main: Block) -> tuple:
+        out = []
+        for b in main.sub("cache"):
+            if b.title is None or not b.title:
+                self.error("a cache block needs a name: cache NAME { path = ... }", b.pos)
+                continue
+            if any(c.name == b.title for c in out):
+                self.error(f"cache '{b.title}' is defined twice", b.pos)
+                continue
+            path = opt(b, "path")
+            if path is None:
+                self.error(f"cache '{b.title}' has no 'path'", b.pos)
+                continue
+            out.append(Cache(name=b.title, path=path, max_size=opt(b, "max-size"), keys_zone=opt(b, "keys-zone"),
+                             inactive=opt(b, "inactive")))
+        return tuple(out)
 
     def redis(self, main: Block) -> Optional[Redis]:
         uses = any(lim.store == "redis" for lim in self.limits.values())
@@ -412,12 +433,19 @@ class _Normaliser:
         headers = self.headers(b.sub("headers")[0]) if b.sub("headers") else None
         if not ok:
             return None
+        cache = opt(b, "cache")
+        if cache is not None and cache not in getattr(self, "cache_names", set()):
+            self.error(f"rule '{b.title}': no cache named '{cache}'", b.pos_of("cache"),
+                       hint="define it at the top level: cache NAME { path = /var/cache/rproxy/NAME }")
+            cache = None
         return Rule(
             name=b.title, match=kind, pattern=b.values[key], downstreams=dss, lb_method=opt(b, "lb-method"),
             replace_path=replace, passthrough=opt(b, "passthrough"), allow_redirect=opt(b, "allow-redirect"),
             redirect_filter=opt(b, "redirect-filter"),
             upstream_read_timeout=opt(b, "upstream-read-timeout"),
             upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers,
+            compress=opt(b, "compress"), compress_types=opt(b, "compress-types"),
+            compress_min_size=opt(b, "compress-min-size"), cache=cache,
             request_buffering=opt(b, "request-buffering") if b.has("request_buffering") else None,
             response_buffering=opt(b, "response-buffering") if b.has("response_buffering") else None,
             rate_limit=self.check_limit_count(b, self.limit_refs(b, f"rule '{b.title}'"), vhost_limits),

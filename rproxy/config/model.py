@@ -172,6 +172,10 @@ class Rule:
     request_buffering: Optional[bool] = None    # None: the server's
     response_buffering: Optional[bool] = None
     headers: Optional[Headers] = None
+    compress: tuple[str, ...] = ()       # codings in preference order (br, zstd, gzip)
+    compress_types: tuple[str, ...] = ()
+    compress_min_size: int = 256
+    cache: Optional[str] = None          # the name of a `cache` block
     rate_limit: tuple[str, ...] = ()     # names of top-level rate limits
     deny: bool = False                   # path blocking: answered with deny_status
     deny_status: int = 403
@@ -269,6 +273,16 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """A named response cache (`cache NAME { }`)."""
+    name: str
+    path: str
+    max_size: int = 1024 ** 3
+    keys_zone: int = 10 * 1024 ** 2
+    inactive: float = 600.0
+
+
+@dataclass(frozen=True)
 class RateLimit:
     """A top-level `rate-limit NAME { }` (GCRA in the shared zone)."""
     name: str
@@ -309,6 +323,7 @@ class Config:
     access_log_flush: float = 0.2        # seconds a gathered line may wait
     status: Optional[Status] = None      # the admin listener, when configured
     reload_on_change: bool = False
+    caches: tuple[Cache, ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
     rate_limit_zone: int = 1024 ** 2     # bytes of shared memory for limit states
     redis: Optional[Redis] = None

@@ -91,6 +91,13 @@ def print_config(cfg: Config) -> str:
     o.set("log-level", cfg.log_level)
     o.set("access-log-buffer", str(cfg.access_log_buffer))
     o.set("access-log-flush", duration(cfg.access_log_flush))
+    for c in cfg.caches:
+        o.open(f"cache {quote(c.name)}")
+        o.set("path", quote(c.path))
+        o.set("max-size", str(c.max_size))
+        o.set("keys-zone", str(c.keys_zone))
+        o.set("inactive", duration(c.inactive))
+        o.close()
     for srv in cfg.servers:
         _server(o, srv)
     return "\n".join(o.lines) + "\n"
@@ -226,6 +233,11 @@ def _rule(o: _Out, r: Rule) -> None:
         o.set("upstream-read-timeout", duration(r.upstream_read_timeout))
     if r.upstream_write_timeout is not None:
         o.set("upstream-write-timeout", duration(r.upstream_write_timeout))
+    o.set("compress", _list(r.compress))
+    o.set("compress-types", _list(r.compress_types))
+    o.set("compress-min-size", str(r.compress_min_size))
+    if r.cache is not None:
+        o.set("cache", quote(r.cache))
     if r.headers is not None:
         _headers(o, r.headers)
     o.close()

@@ -99,13 +99,18 @@ def _rule_text(rule: Rule) -> str:
     target = shown(", ".join(rule.downstreams)) or "(no downstreams: 404)"
     rewrite = f", path rewritten to {rule.rewrite_dst!r}" if rule.rewrite_dst is not None else ""
     headers = f"; {_headers_text(rule.headers)}" if rule.headers is not None else ""
+    comp = ""
+    if rule.compress:
+        comp = (f"; compresses {', '.join(rule.compress_types)} from {rule.compress_min_size} bytes "
+                f"with {', '.join(rule.compress)}")
     edge = _edge_text(rule)
     if rule.redirect is not None:
         return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> redirect {rule.status} {rule.redirect!r}{edge}"
     if rule.root is not None:
         fallback = f", misses to {shown(', '.join(rule.downstreams))}" if rule.downstreams else ""
         target = f"files in {rule.root}{' (autoindex)' if rule.autoindex else ''}{fallback}"
-    return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}{headers}{edge}"
+    return (f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}"
+            f"{headers}{comp}{edge}")
 
 
 def _edge_text(rule: Rule) -> str:

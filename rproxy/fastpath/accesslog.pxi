@@ -96,6 +96,7 @@ cdef enum:
     LOP_REQUEST_ID
     LOP_TS_ISO
     LOP_MSEC
+    LOP_CACHE
     LOP_RATE_LIMIT
 
 LOG_OPS = {
@@ -107,7 +108,8 @@ LOG_OPS = {
     "BODY_BYTES_SENT": LOP_BODY_BYTES_SENT, "BYTES_RECEIVED": LOP_BYTES_RECEIVED,
     "REQUEST_TIME": LOP_REQUEST_TIME, "DS_TIME": LOP_DS_TIME, "DS_HEADER_TIME": LOP_DS_HEADER_TIME,
     "DS_ADDR": LOP_DS_ADDR, "TLS_PROTO": LOP_TLS_PROTO, "TLS_CIPHER": LOP_TLS_CIPHER,
-    "REQUEST_ID": LOP_REQUEST_ID, "TS_ISO": LOP_TS_ISO, "MSEC": LOP_MSEC, "RATE_LIMIT": LOP_RATE_LIMIT,
+    "REQUEST_ID": LOP_REQUEST_ID, "TS_ISO": LOP_TS_ISO, "MSEC": LOP_MSEC, "CACHE": LOP_CACHE,
+    "RATE_LIMIT": LOP_RATE_LIMIT,
 }
 # ops that read the request head (it must be copied if its buffer is reused)
 _REQUEST_OPS = {LOP_UA, LOP_METH, LOP_URI, LOP_REF, LOP_HOST, LOP_US_HDR, LOP_QUERY, LOP_REQUEST_URI,
@@ -719,6 +721,17 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
         elif op.code == LOP_RULE:
             if x.rule != NULL:
                 w_put(&w, x.rule.name, strlen(x.rule.name))
+            else:
+                w_dash(&w)
+        elif op.code == LOP_CACHE:
+            if x.cst == 1:              # CS_* (cache.pxi)
+                w_put(&w, "MISS", 4)
+            elif x.cst == 2:
+                w_put(&w, "HIT", 3)
+            elif x.cst == 3:
+                w_put(&w, "EXPIRED", 7)
+            elif x.cst == 4:
+                w_put(&w, "BYPASS", 6)
             else:
                 w_dash(&w)
         elif op.code == LOP_RATE_LIMIT:

@@ -297,6 +297,8 @@ cdef int rsp_queue(DConn* dc, UConn* uc) noexcept nogil:
     cdef uint32_t n = dc.fend - dc.fpos
     cdef int64_t k
     if not (x.flags & XF_RESP_BUFFER) or (uc.out.blen == 0 and bb_len(uc.rbb) == 0):
+        if x.cwfd >= 0:
+            cache_tee(x, p, n)      # the cache stores what the client is handed (cache.pxi)
         uc.out.bptr = p
         uc.out.blen = n
         dc.fpos = dc.fend
@@ -313,6 +315,8 @@ cdef int rsp_queue(DConn* dc, UConn* uc) noexcept nogil:
             return -1
         rsp_buffer_failed(uc, uc.rbb)
         k = 0 if k < 0 else k
+    if x.cwfd >= 0 and k > 0:
+        cache_tee(x, p, <uint32_t>k)
     dc.fpos += <uint32_t>k
     return 0
 
@@ -392,6 +396,9 @@ cdef void rsp_resume(DConn* dc, UConn* uc) noexcept nogil:
     (the response buffer was full), finish the response if it is complete,
     else read the downstream on."""
     cdef Exchange* x = dc.x
+    if x != NULL and x.cz != NULL:
+        dc_read(dc)                 # compressed: the encoder resumes there (compress.pxi)
+        return
     if dc.state == D_ACTIVE and x != NULL and x.uc == uc and dc.phase >= R_BODY and dc.phase != R_TUNNEL \
             and dc.fend > dc.fpos:
         if rsp_queue(dc, uc) < 0:

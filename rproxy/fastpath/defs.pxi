@@ -310,6 +310,20 @@ cdef struct Exchange:
     XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
+    void* cz                # CompStream* while the response is compressed (compress.pxi)
+    uint8_t cz_coding       # the coding the client gets if its response is eligible (CZ_*)
+    uint8_t cz_flags        # CZF_* (compress.pxi)
+    uint8_t cst             # CS_*: what the cache did (cache.pxi)
+    uint8_t cflags          # CF_*
+    int cfd                 # a hit's entry file being served, -1
+    int cwfd                # the temp file of an entry being stored, -1
+    uint64_t coff           # hit: next body offset in the file
+    uint64_t cleft          # hit: body bytes still to send; store: still to write
+    uint64_t ckey           # the key's hash (0 = none)
+    uint64_t cseq           # temp file number
+    int64_t creq_time       # unix seconds the request reached the cache
+    char* ckey_copy         # the key itself (malloc), for storing
+    uint32_t ckey_len
     uint8_t edge_wait       # waiting for the Redis store's answer (limits.pxi)
     uint8_t edge_next       # the next of its rule's limits to check
     int64_t edge_hold       # us to hold it (delay mode), the largest so far
@@ -453,6 +467,8 @@ cdef struct RuleRt:
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
     uint8_t request_buffering
     uint8_t response_buffering
+    void* comp              # CompRule* (compress.pxi), NULL = no compression
+    void* cache             # CacheRt* (cache.pxi), NULL = no cache
     EdgePolicy* edge        # limits.pxi: NULL = nothing to check
     EdgeRule* serve_edge    # static files, redirect, header rules, sticky (edge.pxi); NULL = none
 

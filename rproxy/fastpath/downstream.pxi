@@ -422,6 +422,10 @@ cdef void dc_read(DConn* dc) noexcept nogil:
     if dc.flags & DF_TUNNEL:
         tun_down(dc)
         return
+    if dc.state == D_ACTIVE and dc.phase != R_HEAD and dc.x != NULL and dc.x.cz != NULL \
+            and comp_pending(dc, dc.x) and out_empty(&dc.x.uc.out):
+        if comp_resume(dc):         # input the client's last output held back
+            return
     if (dc.flags & DF_SPLICE) and dc.phase == R_BODY and dc.rpos == dc.rend and dc.fpos == dc.fend \
             and out_empty(&dc.x.uc.out):
         if dc_splice(dc):
@@ -539,6 +543,9 @@ cdef void dc_on_eof(DConn* dc) noexcept nogil:
     cdef Exchange* x = dc.x
     if dc.phase == R_BODY and (dc.flags & DF_EOF_BODY):
         dc.phase = R_DONE           # a close-delimited body ends here
+        if x.cz != NULL:
+            comp_resume(dc)         # the encoder's end
+            return
         dc_response_done(dc)
         return
     if dc.flags & DF_GOT_BYTES:
@@ -591,8 +598,14 @@ cdef void dc_process(DConn* dc) noexcept nogil:
             continue
         dc_exchange_failed(dc, 502, llhttp_get_error_reason(&dc.parser))
         return
-    if dc.fend > dc.fpos and rsp_queue(dc, uc) < 0:
+    if x.cz != NULL:
+        r = comp_drive(dc)          # the compression stage takes the body (compress.pxi)
+        if r <= 0:
+            return
+    elif dc.fend > dc.fpos and rsp_queue(dc, uc) < 0:
         return                      # (bodybuf.pxi: in place, or into the response buffer)
+    if x.cwfd >= 0 and dc.phase == R_DONE and dc.fpos == dc.fend:
+        cache_commit(x)             # in place before the client has the last byte (it may ask again at once)
     if not out_empty(&uc.out):
         r = uc_pump(uc)
         if r < 0:
@@ -685,6 +698,10 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     close_client = (not (x.flags & XF_KEEPALIVE)) or (uc.flags & UF_CLOSE_AFTER) or g_stop \
         or (dc.flags & (DF_EOF_BODY | DF_DECHUNK)) or not (x.flags & XF_REQ_DONE) \
         or (x.flags & XF_UPGRADE)
+    if x.rule.comp != NULL:
+        comp_on_response_head(dc, x, &close_client)
+    if x.cst:
+        cache_on_response_head(dc, x)
     if close_client:
         uc.flags |= UF_CLOSE_AFTER
     hb = buf_get()
@@ -754,6 +771,8 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
         uc.flags |= UF_CLOSE_AFTER  # the rest of the request body was never read
     ds.fails_in_row = 0
     ds.ejections = 0
+    if x.cwfd >= 0:
+        cache_commit(x)
     dc_detach(dc)
     xlog_done(x)
     x_free(x)

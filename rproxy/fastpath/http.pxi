@@ -872,12 +872,18 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
             continue
         if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
+        if x.cz_flags and comp_header(w, x, base, h, hid):
+            continue
         if x.rule.serve_edge != NULL and edge_resp_skip(x.rule, base + h.name.off, h.name.len, &seen):
             continue                # response-headers set / remove (edge.pxi)
         w_put(w, base + h.name.off, h.name.len)
         w_put(w, ": ", 2)
         w_put(w, base + h.value.off, h.value.len)
         w_put(w, "\r\n", 2)
+    if x.cz_flags:
+        comp_head_extra(w, x)
+    if x.cst:
+        cache_head_extra(w, x)
     if x.rule.serve_edge != NULL and st >= 200:
         edge_resp_extra(w, x.rule, x, x.uc.tls != NULL, seen)
     if st == 101:

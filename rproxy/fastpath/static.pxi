@@ -260,7 +260,7 @@ cdef bint etag_listed(const char* v, uint32_t n, const char* etag, uint32_t elen
     return False
 
 
-cdef long http_date_parse(const char* v, uint32_t n) noexcept nogil:
+cdef long sf_http_date(const char* v, uint32_t n) noexcept nogil:
     """IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) -> seconds, -1 if not."""
     cdef const char* months = "JanFebMarAprMayJunJulAugSepOctNovDec"
     cdef int i, mon = -1, y, d, hh, mm, ss
@@ -572,7 +572,7 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
             status = 304
     else:
         v = req_header(uc, x, "if-modified-since", 17, &vlen)
-        if v != NULL and http_date_parse(v, vlen) >= mt and http_date_parse(v, vlen) >= 0:
+        if v != NULL and sf_http_date(v, vlen) >= mt and sf_http_date(v, vlen) >= 0:
             status = 304
     if status == 200 and x.method == HTTP_GET:
         v = req_header(uc, x, "range", 5, &vlen)

@@ -52,6 +52,15 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.qbb = NULL
     x.splice_left = 0
     x.failed_ds = NULL
+    x.cz = NULL
+    x.cz_coding = 0
+    x.cz_flags = 0
+    x.cst = 0
+    x.cflags = 0
+    x.cfd = -1
+    x.cwfd = -1
+    x.ckey = 0
+    x.ckey_copy = NULL
     x.edge_wait = 0
     x.edge_limit = NULL
     x.sf_fd = -1                    # edge.pxi / static.pxi
@@ -67,6 +76,8 @@ cdef void x_free(Exchange* x) noexcept nogil:
     static_release(x)
     xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
+    comp_free(x)
+    cache_free(x)
     if x.edge_wait:
         redis_forget(x)             # limits.pxi / redis.pxi
     if x.flags & XF_PENDING:
@@ -316,6 +327,8 @@ cdef void uc_on_drained(UConn* uc) noexcept nogil:
     if x != NULL:
         if x.dc != NULL:
             rsp_resume(x.dc, uc)   # the downstream was paused for us
+        elif x.cfd >= 0:
+            cache_pump(uc)         # a hit's body (cache.pxi)
         return
     if uc.state == U_WAIT:
         uc_after_response(uc)
@@ -428,6 +441,10 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
                 return
         elif uc.x != NULL and uc.x.pipe != NULL and uc.x.pipe.len and uc.x.dc != NULL:
             dc_read(uc.x.dc)            # a spliced body waits in its pipe for this client
+            if uc.flags & UF_DEAD:
+                return
+        elif uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL:
+            cache_pump(uc)              # a hit's body waits for room (sendfile, cache.pxi)
             if uc.flags & UF_DEAD:
                 return
         elif uc.x != NULL and uc.x.sf_fd >= 0:
@@ -725,6 +742,8 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             uc_reject(uc, status)
         return
     x.rule = rule
+    if rule.comp != NULL:
+        comp_on_request(uc, x)     # Accept-Encoding, while the request head is at hand
     if rule.edge != NULL and edge_admit(uc, x, rule):
         return                      # refused or held (limits.pxi)
     uc_start(uc, x, rule)
@@ -742,6 +761,8 @@ cdef void uc_start(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
         rp_elog(x_errfd(x), 3, "rule '%s' has no downstreams", rule.name)
         uc_reject(uc, 503)
         return
+    if rule.cache != NULL and cache_on_request(uc, x):
+        return                      # answered from the cache (cache.pxi)
     if req_buffer_wanted(uc, x):
         req_buffer_start(uc)        # the body first, then uc_dispatch (bodybuf.pxi)
         return
@@ -892,7 +913,8 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
 
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.state
-    if not out_empty(&uc.out) or (uc.x != NULL and uc.x.sf_fd >= 0):     # or a static file (static.pxi)
+    if not out_empty(&uc.out) or (uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL) \
+            or (uc.x != NULL and uc.x.sf_fd >= 0):      # a cache hit (cache.pxi) or a static file (static.pxi)
         rp_elog(uc_errfd(uc), 5, "client took no response bytes for %lld ms (send-timeout): closing",
                 uc_write_timeout(uc))
         uc_close(uc)

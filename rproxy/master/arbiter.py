@@ -34,6 +34,7 @@ from typing import Callable, Optional
 from .. import errorlog, limits
 from .. import worker as worker_mod
 from ..config.model import Config
+from ..cache_manager import CacheManager
 from . import StartupError, logfiles, privileges
 from .listeners import BoundListener, bind, bind_error_message, listener_key
 
@@ -120,6 +121,7 @@ class Arbiter:
         from ..metrics.master import Observability
 
         self.obs = Observability(self)                      # metrics zone, status listener, sd_notify
+        self.cache_manager = CacheManager()
 
     # ---- start-up ---------------------------------------------------------------
 
@@ -552,6 +554,7 @@ class Arbiter:
             self.check_pending(now)
             self.kill_overdue(now)
             self.obs.tick(now)
+            self.cache_manager.tick(self.cfg, now)     # cache max-size / inactive (rproxy/cache_manager.py)
             if self.stopping:
                 if not self.workers:
                     break

@@ -82,8 +82,9 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # the same routing tables.
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
-            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir "
+            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir cache "
             "rate-limit-zone rate-limit redis",
+    D.CACHE: "path max-size inactive",
     D.STATUS: "addr port allow",
     D.RATE_LIMIT: "key rate burst mode store",
     D.REDIS: "addr port timeout fail",
@@ -106,7 +107,8 @@ ACTIVE = {
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
             "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
             "root index autoindex redirect status sticky sticky-cookie sticky-key security-headers "
-            "request-headers response-headers request-buffering response-buffering rate-limit deny",
+            "request-headers response-headers request-buffering response-buffering rate-limit deny "
+            "compress compress-types compress-min-size cache",
     D.HDR_RULES: "set add remove",
     D.SECHDR: "profile strict-transport-security content-security-policy x-content-type-options "
               "referrer-policy x-frame-options permissions-policy cross-origin-opener-policy",
@@ -135,15 +137,18 @@ SAMPLES = {"bool": "false", "string": "x", "list": "{ a }", "path": f'"{HERE}"',
            "OID": "1.2.3", "request path": "/", "regex": '"^/"', "protocol list": "{ TLSv1.2 }",
            "cipher list": '"HIGH"', "log output": "stderr", "log format": '"{SRC}"', "duration": "1s",
            "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }", "access list": "{ 10.0.0.0/8, all }",
-           "rate": "10/s", "limit key": "header:X-Key"}
-SAMPLE_OVERRIDES = {"downstreams": "{ d }", "buffer-size": "4096", "max-request-line": "1024",
+           "rate": "10/s", "limit key": "header:X-Key", "coding list": "{ gzip }",
+           "media type list": "{ text/* }", "stale list": "{ error }"}
+SAMPLE_OVERRIDES = {"downstreams": "{ d }", "cache": "c", "buffer-size": "4096", "max-request-line": "1024",
                     "max-header-size": "1024", "port": "1", "interval": "10s", "rate-limit": "{}",
                     "root": f'"{os.path.dirname(HERE)}"', "status": "301"}
-COMPANIONS = {D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-prefix": '"/"'},
+COMPANIONS = {D.CACHE: {"path": '"/tmp"'}, D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"},
+              D.RULE: {"uri-prefix": '"/"'},
               D.X509: {"name": "X-A", "oid": "1.2"}, D.REWRITE: {"src": '"^/"', "dst": '"/"'},
               D.CRL: {"file": f'"{HERE}"'}, D.RATE_LIMIT: {"rate": "1/s"}}
 # the blocks that lead to a context, outermost first (context, head)
 PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "status")],
+         D.CACHE: [(D.CACHE, "cache c")],
          D.RATE_LIMIT: [(D.RATE_LIMIT, "rate-limit L")], D.REDIS: [(D.REDIS, "redis")],
          D.ACCESS: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.ACCESS, "access")],
          D.DOWNSTREAM: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d")],
@@ -162,7 +167,7 @@ PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "st
          D.CRL: [(D.SERVER, "server"), (D.SSL, "ssl"), (D.CRL, "crl")],
          D.LOGGING: [(D.SERVER, "server"), (D.LOGGING, "logging")],
          D.LOG_STREAM: [(D.SERVER, "server"), (D.LOGGING, "logging"), (D.LOG_STREAM, "request")]}
-BLOCK_HEADS = {"server": "server", "downstream": "downstream d", "vhost": 'vhost "v"', "rule": "rule r",
+BLOCK_HEADS = {"cache": "cache c", "server": "server", "downstream": "downstream d", "vhost": 'vhost "v"', "rule": "rule r",
                "rate-limit": "rate-limit L"}
 
 
@@ -189,6 +194,8 @@ def config_using(d: D.Directive, ctx: str) -> str:
         text = f"{head} {{ {inner} {text} }}"
     if any(c == D.VHOST for c, _ in path) or d.name == "vhost":
         text = text.replace("server {", "server { downstream d { addr = 127.0.0.1 port = 1 }", 1)
+    if d.name == "cache" and ctx == D.RULE:
+        text = 'cache c { path = "/tmp" }\n' + text
     return text + "\n"
 
 

@@ -1,0 +1,371 @@
+"""The response cache's first cut, end to end: entry files shared by the
+workers and kept across restarts, hits served by the proxy, RFC 9111
+storability, Age, expiry, invalidation, key = scheme + host + target."""
+from __future__ import annotations
+
+import collections
+import http.client
+import os
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from support.downstream import Downstream
+from support.proc import Rproxy, free_port
+from support.stats import assert_quiet
+
+SEEN: collections.Counter = collections.Counter()
+LOCK = threading.Lock()
+
+
+def handler(req, s):
+    """/c?cc=...&h=Name:Value&len=N&status=N: answers with a body naming the
+    request's Host, the target and how many times the downstream saw it."""
+    u = urllib.parse.urlsplit(req.target)
+    q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
+    with LOCK:
+        SEEN[(req.header("Host"), req.target)] += 1
+        n = SEEN[(req.header("Host"), req.target)]
+    status = int(req.header("X-Status") or q.get("status", ["200"])[0])
+    size = int(q.get("len", ["0"])[0])
+    body = f"{req.method} {req.header('Host')} {req.target} #{n}\n".encode()
+    body += bytes(i % 251 for i in range(size))
+    head = [f"HTTP/1.1 {status} X", "Content-Type: text/plain", f"Content-Length: {len(body)}"]
+    if q.get("cc", [""])[0]:
+        head.append(f"Cache-Control: {q['cc'][0]}")
+    head += q.get("h", [])
+    s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if req.method == "HEAD" else body))
+    return True
+
+
+def conf(port, dport, path):
+    return f"""
+workers = 2
+cache main {{ path = "{path}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {dport}  connections = 2 }}
+    vhost "a.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main }} }}
+    vhost "b.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main }} }}
+    vhost "buf.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = main  response-buffering = true }} }}
+    vhost "nocache.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }} }} }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    ds = Downstream(handler=handler)
+    tmp = tmp_path_factory.mktemp("cache")
+    path = str(tmp / "entries")
+    port = free_port()
+    p = Rproxy(conf(port, ds.port, path), tmp, port=port, name="rproxy-cache")
+    state = {"p": p, "port": port, "path": path, "tmp": tmp, "ds": ds}
+    try:
+        yield state
+        assert_quiet(state["p"])
+    finally:
+        state["p"].stop()
+        ds.close()
+
+
+def get(port, target, host="a.test", method="GET", headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request(method, target, headers={"Host": host, **(headers or {})})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, r.headers, data
+
+
+def seen(host, target):
+    with LOCK:
+        return SEEN[(host, target)]
+
+
+def test_miss_then_hit_from_either_worker(env):
+    port = env["port"]
+    t = "/c?cc=max-age=60&len=100000"
+    st, h, first = get(port, t)
+    assert st == 200 and h["X-Cache"] == "MISS" and first.startswith(b"GET a.test " + t.encode() + b" #1\n")
+    for _ in range(6):                      # new connections: both workers answer some
+        st, h, body = get(port, t)
+        assert (st, h["X-Cache"], body) == (200, "HIT", first)
+        assert int(h["Age"]) >= 0 and h["Content-Length"] == str(len(first))
+    assert seen("a.test", t) == 1
+    names = os.listdir(env["path"])
+    assert len([n for n in names if not n.startswith(".tmp")]) >= 1
+    assert not [n for n in names if n.startswith(".tmp")]      # written to a temp name, then renamed
+
+
+def test_head_is_served_from_a_stored_get(env):
+    port = env["port"]
+    t = "/head?cc=max-age=60"
+    _, _, body = get(port, t)
+    st, h, data = get(port, t, method="HEAD")
+    assert (st, h["X-Cache"], data, h["Content-Length"]) == (200, "HIT", b"", str(len(body)))
+    assert seen("a.test", t) == 1
+
+
+def test_keep_alive_and_pipelined_hits(env):
+    port = env["port"]
+    t = "/ka?cc=max-age=60"
+    get(port, t)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(3):
+        c.request("GET", t, headers={"Host": "a.test"})
+        r = c.getresponse()
+        assert r.headers["X-Cache"] == "HIT" and r.read().endswith(b"#1\n")
+    c.close()
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall((f"GET {t} HTTP/1.1\r\nHost: a.test\r\n\r\n" * 3
+                   + f"GET {t} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").encode())
+        raw = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            raw += d
+    assert raw.count(b"X-Cache: HIT") == 4 and raw.count(b"#1\n") == 4
+    assert seen("a.test", t) == 1
+
+
+@pytest.mark.parametrize("target,headers", [
+    ("/ns?cc=no-store,max-age=60", {}),
+    ("/pv?cc=private,max-age=60", {}),
+    ("/nc?cc=no-cache,max-age=60", {}),          # would need validation before each use: not stored yet
+    ("/nf?cc=", {}),                                # no freshness information
+    ("/au?cc=max-age=60", {"Authorization": "Basic eDp5"}),
+    ("/vr?cc=max-age=60&h=Vary:%20Accept", {}),
+    ("/ck?cc=max-age=60&h=Set-Cookie:%20a=b", {}),
+    ("/st?cc=max-age=60&status=500", {}),
+    ("/rq?cc=max-age=60", {"Cache-Control": "no-store"}),
+])
+def test_not_stored(env, target, headers):
+    port = env["port"]
+    for i in range(2):
+        st, h, body = get(port, target, headers=headers)
+        assert body.startswith(f"GET a.test {target} #{i + 1}\n".encode())
+        assert h["X-Cache"] in ("MISS", "BYPASS")
+    assert seen("a.test", target) == 2
+
+
+def test_public_with_authorization_is_stored(env):
+    t = "/aup?cc=public,max-age=60"
+    get(env["port"], t, headers={"Authorization": "Basic eDp5"})
+    _, h, _ = get(env["port"], t, headers={"Authorization": "Basic eDp5"})
+    assert h["X-Cache"] == "HIT"
+
+
+def test_key_includes_the_host(env):
+    port = env["port"]
+    t = "/host?cc=max-age=60"
+    _, _, a = get(port, t, host="a.test")
+    _, h, b = get(port, t, host="b.test")
+    assert h["X-Cache"] == "MISS" and b.startswith(b"GET b.test ")
+    _, _, a2 = get(port, t, host="A.TEST")
+    assert a2 == a
+
+
+def test_expiry_and_request_no_cache(env):
+    port = env["port"]
+    t = "/exp?cc=max-age=1"
+    get(port, t)
+    _, h, _ = get(port, t)
+    assert h["X-Cache"] == "HIT"
+    time.sleep(2.1)
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "EXPIRED" and body.endswith(b"#2\n")
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "HIT" and body.endswith(b"#2\n")
+    _, h, body = get(port, t, headers={"Cache-Control": "no-cache"})
+    assert h["X-Cache"] == "MISS" and body.endswith(b"#3\n")         # and stored again
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "HIT" and body.endswith(b"#3\n")
+    _, h, body = get(port, t, headers={"Cache-Control": "max-age=0"})
+    assert body.endswith(b"#4\n")
+
+
+def test_unsafe_method_invalidates(env):
+    port = env["port"]
+    t = "/inv?cc=max-age=60"
+    get(port, t)
+    assert get(port, t)[1]["X-Cache"] == "HIT"
+    st, _, _ = get(port, t, method="POST", headers={"Content-Length": "0"})
+    assert st == 200
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "MISS" and body.endswith(b"#3\n")        # (the POST was #2)
+    st, _, _ = get(port, t, method="DELETE", headers={"X-Status": "404"})
+    assert st == 404                                                  # an error answer keeps the entry
+    assert get(port, t)[1]["X-Cache"] == "HIT"
+    get(port, t, method="PUT", headers={"Content-Length": "0", "X-Status": "204"})
+    assert get(port, t)[1]["X-Cache"] == "MISS"
+
+
+def test_no_cache_rule_and_curl(env):
+    port = env["port"]
+    t = "/plain?cc=max-age=60"
+    get(port, t, host="nocache.test")
+    _, h, _ = get(port, t, host="nocache.test")
+    assert h["X-Cache"] is None and seen("nocache.test", t) == 2
+    r = subprocess.run(["curl", "-s", "-D", "-", "-H", "Host: a.test", f"http://127.0.0.1:{port}/curl?cc=max-age=60",
+                        f"http://127.0.0.1:{port}/curl?cc=max-age=60"], capture_output=True, timeout=10)
+    assert r.stdout.count(b"X-Cache: MISS") == 1 and r.stdout.count(b"X-Cache: HIT") == 1
+
+
+def test_entries_survive_a_restart(env):
+    port = env["port"]
+    t = "/restart?cc=max-age=600"
+    get(port, t)
+    assert_quiet(env["p"])
+    env["p"].stop()
+    env["p"] = Rproxy(conf(port, env["ds"].port, env["path"]), env["tmp"], port=port, name="rproxy-cache2")
+    _, h, body = get(port, t)
+    assert h["X-Cache"] == "HIT" and body.endswith(b"#1\n")
+
+
+def slow_get(port, target, host):
+    """A client that reads slowly: the proxy's response buffer takes what its
+    socket cannot, and the cache must store exactly what the client gets."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while True:
+            d = s.recv(16384)
+            if not d:
+                break
+            raw += d
+            if len(raw) < 1 << 20:
+                time.sleep(0.002)
+    head, body = raw.split(b"\r\n\r\n", 1)
+    return head, body
+
+
+def test_stored_through_the_response_buffer(env):
+    port = env["port"]
+    t = "/big?cc=max-age=60&len=6000000"
+    head, body = slow_get(port, t, "buf.test")
+    assert b"X-Cache: MISS" in head and len(body) > 6000000
+    st, h, hit = get(port, t, host="buf.test")
+    assert h["X-Cache"] == "HIT" and hit == body
+    head, hit = slow_get(port, t, "buf.test")           # a hit to a slow reader: sendfile waits for room
+    assert b"X-Cache: HIT" in head and hit == body
+    assert seen("buf.test", t) == 1
+
+
+def test_unsafe_method_invalidates_location_targets(env):
+    port = env["port"]
+    a, b, other = "/loc-a?cc=max-age=60", "/loc-b?cc=max-age=60", "/loc-c?cc=max-age=60"
+    for t in (a, b, other):
+        get(port, t)
+        assert get(port, t)[1]["X-Cache"] == "HIT"
+    loc = urllib.parse.quote(f"Location: {a}") + "&h=" + urllib.parse.quote(
+        f"Content-Location: http://A.test{b}")
+    get(port, "/post?h=" + loc, method="POST", headers={"Content-Length": "0", "X-Status": "201"})
+    assert get(port, a)[1]["X-Cache"] == "MISS"
+    assert get(port, b)[1]["X-Cache"] == "MISS"
+    assert get(port, other)[1]["X-Cache"] == "HIT"
+    # another origin's Location is never touched
+    get(port, "/post2?h=" + urllib.parse.quote(f"Location: http://b.test{other}"), method="POST",
+        headers={"Content-Length": "0"})
+    assert get(port, other)[1]["X-Cache"] == "HIT"
+
+
+def test_manager_keeps_max_size_and_evicts_least_recently_used(start_rproxy, port, tmp_path):
+    ds = Downstream(handler=handler)
+    path = tmp_path / "small"
+    start_rproxy(f"""
+workers = 1
+cache small {{ path = "{path}"  max-size = 250k  inactive = 1h }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = small }} }}
+}}
+""", port)
+    try:
+        for name in ("one", "two"):
+            get(port, f"/{name}?cc=max-age=600&len=100000", host="m.test")
+            time.sleep(1.1)                     # distinct "last used" times (whole seconds on some file systems)
+        assert get(port, "/one?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "HIT"   # used again
+        time.sleep(1.1)
+        get(port, "/three?cc=max-age=600&len=100000", host="m.test")
+        deadline = time.monotonic() + 5
+        while sum(p.stat().st_size for p in path.iterdir()) > 250 * 1024:
+            assert time.monotonic() < deadline, "the manager did not bring the cache under max-size"
+            time.sleep(0.2)
+        assert get(port, "/two?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "MISS"   # the LRU one
+        assert get(port, "/one?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "HIT"
+    finally:
+        ds.close()
+
+
+def test_access_log_cache_token(start_rproxy, port, tmp_path):
+    ds = Downstream(handler=handler)
+    log = tmp_path / "access.log"
+    start_rproxy(f"""
+workers = 1
+access-log-buffer = 0
+cache c {{ path = "{tmp_path / 'c'}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{
+        rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c }}
+        logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{URI}} {{CACHE}}" }} }}
+    }}
+}}
+""", port)
+    try:
+        t = "/log?cc=max-age=60"
+        get(port, t, host="l.test")
+        get(port, t, host="l.test")
+        get(port, t, host="l.test", headers={"Cache-Control": "no-store"})
+        get(port, t, host="l.test", method="POST", headers={"Content-Length": "0"})
+        deadline = time.monotonic() + 5
+        while len(log.read_text().splitlines() if log.exists() else []) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert [ln.split()[-1] for ln in log.read_text().splitlines()] == ["MISS", "HIT", "BYPASS", "-"]
+    finally:
+        ds.close()
+
+
+def test_hits_over_tls(start_rproxy, port, test_pki, tmp_path):
+    """A TLS client: the hit's body goes through OpenSSL in bounded reads."""
+    ds = Downstream(handler=handler)
+    srv = test_pki["server"]
+    start_rproxy(f"""
+workers = 1
+cache c {{ path = "{tmp_path / 'c'}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    ssl {{ enabled = true  cert = "{srv.crt}"  key = "{srv.key}" }}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c }} }}
+}}
+""", port)
+    try:
+        outs = []
+        for i in range(2):
+            out = tmp_path / f"o{i}"
+            r = subprocess.run(["curl", "-sS", "--cacert", test_pki["ca"].crt, "-D", "-", "-o", str(out),
+                                f"https://localhost:{port}/tls?cc=max-age=60&len=3000000"],
+                               capture_output=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            outs.append((r.stdout, out.read_bytes()))
+        assert b"X-Cache: MISS" in outs[0][0] and b"X-Cache: HIT" in outs[1][0]
+        assert outs[0][1] == outs[1][1] and len(outs[1][1]) > 3000000
+        assert outs[1][1].startswith(b"GET localhost:")
+    finally:
+        ds.close()
