@@ -19,6 +19,10 @@ finally:
 ctypes.CDLL(__llhttp.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
 
 from rproxy._fastpath import (  # noqa: E402
+    acme_ctx_record,
+    acme_http_record,
+    acme_stats,
+    acme_tls_record,
     TLS_FUNCTIONS,
     XSSL_BITS,
     Worker,

@@ -120,6 +120,9 @@ class Arbiter:
         from ..metrics.master import Observability
 
         self.obs = Observability(self)                      # metrics zone, status listener, sd_notify
+        from ..acme.helper import AcmeHelper
+
+        self.acme = AcmeHelper(self._helper_cleanup)        # certificates (rproxy/acme/)
 
     # ---- start-up ---------------------------------------------------------------
 
@@ -224,6 +227,17 @@ class Arbiter:
         kw = {} if metrics is None else {"metrics": (metrics[0].mm, metrics[2])}
         self.worker_main(cfg, fds, index, generation, ready_fd=ready_w, master_pid=master_pid, **kw)
 
+    def _helper_cleanup(self) -> None:
+        """In a freshly forked helper: the master's descriptors are not its."""
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        for w in self.workers.values():
+            if w.ready_fd is not None:
+                os.close(w.ready_fd)
+        for bl in self.listeners.values():
+            bl.sock.close()
+        self.obs.child_cleanup()
+
     def manage_workers(self) -> None:
         """Keep one worker per index of the serving generation."""
         if self.stopping or time.monotonic() < self.respawn_at:
@@ -258,6 +272,8 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if self.acme.reaped(pid, os.waitstatus_to_exitcode(status)):
+                continue
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
@@ -353,9 +369,10 @@ class Arbiter:
         except logfiles.LogOpenError as e:
             self.reload_failed(f"cannot open {e}{self._as_whom()}")
             return
-        from .startup import load_tls
+        from .startup import load_tls, prepare_acme
 
         try:
+            prepare_acme(new)               # state-dir and a certificate for every new managed name
             load_tls(new)                   # fresh contexts: certificates and keys are reloaded
         except StartupError as e:
             logfiles.retain([self.cfg])
@@ -446,6 +463,7 @@ class Arbiter:
         self.boot_failures = 0
         self.respawn_at = 0.0
         self.obs.reload_commit(self.cfg)
+        self.acme.start(self.cfg)               # the helper follows the new configuration
         errorlog.notice(f"reloaded {self.cfg.path}: generation {self.generation} serving with "
                         f"{self.worker_count()} worker(s); {draining} worker(s) of generation "
                         f"{old_generation} and older draining")
@@ -507,6 +525,7 @@ class Arbiter:
             return
         self.stopping = how
         self.obs.stopping(how)
+        self.acme.shutdown()
         if self.pending is not None:
             p, self.pending = self.pending, None
             for w in self.workers.values():
@@ -539,6 +558,7 @@ class Arbiter:
         self.install_signals()
         self.obs.start(self.cfg)
         self.manage_workers()
+        self.acme.start(self.cfg)
         errorlog.notice(f"rproxy started: {self.worker_count()} worker(s), "
                         + ", ".join(l.label for l in self.listeners.values()))
         while True:
@@ -551,6 +571,7 @@ class Arbiter:
             self.check_pending(now)
             self.kill_overdue(now)
             self.obs.tick(now)
+            self.acme.tick(now)
             if self.stopping:
                 if not self.workers:
                     break

@@ -44,6 +44,20 @@ def load_tls(cfg: Config) -> None:
         raise StartupError(str(e)) from None
 
 
+def prepare_acme(cfg: Config, owner=None) -> None:
+    """state-dir and a certificate (self-signed until the CA's arrives) for
+    every managed name, before the contexts are built."""
+    from ..acme import store
+
+    if not store.managed(cfg):
+        return
+    uid, gid = (None, None) if owner is None or owner[0] == -1 else owner
+    try:
+        store.prepare(cfg, errorlog.log, uid, gid)
+    except OSError as e:
+        raise StartupError(f"acme state-dir {store.state_dir(cfg)}: {e.strerror or e}") from None
+
+
 def run_master(cfg: Config) -> int:
     """Start and run the master; returns the process exit code."""
     try:
@@ -70,6 +84,7 @@ def run_master(cfg: Config) -> int:
         arbiter.close_listeners()
         return 1
     try:
+        prepare_acme(cfg, owner)
         load_tls(cfg)
     except StartupError as e:
         errorlog.log("emerg", str(e))
