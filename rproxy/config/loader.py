@@ -203,8 +203,7 @@ class _Normaliser:
                 # the certificate of clients that send no (or an unknown) name
                 ssl = dataclasses.replace(ssl, mode="self-signed")
             else:
-                self.error("ssl is enabled but has no 'cert'", b.sub("ssl")[0].pos,
-                           hint="give cert (and key), or mode = acme / mode = self-signed")
+                self.error("ssl is enabled but has no 'cert'", b.sub("ssl")[0].pos)
         addr = opt(b, "addr")
         if addr.startswith("unix:") and b.has("port"):
             self.note(b.pos_of("port"), "'port' is ignored for a unix: listener")

@@ -213,7 +213,8 @@ def test_unit_file_settings():
     assert u.commands("ExecStartPre") == [["/usr/bin/rproxy", "-t", "-c", conf]]
     assert u.commands("ExecStart") == [["/usr/bin/rproxy", "-c", conf]]
     assert u.commands("ExecReload") == [["/usr/bin/rproxy", "-t", "-c", conf], ["/bin/kill", "-HUP", "$MAINPID"]]
-    assert u.one("CapabilityBoundingSet").split() == ["CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN"]
+    assert u.one("CapabilityBoundingSet").split() == ["CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN",
+                                                    "CAP_DAC_READ_SEARCH"]
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
                        ("PrivateTmp", "yes"), ("KillMode", "mixed"), ("KillSignal", "SIGQUIT")):
         assert u.one(key) == value, key

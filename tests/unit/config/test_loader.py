@@ -82,8 +82,9 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # the same routing tables.
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
-            "error-log log-level access-log-buffer access-log-flush status reload-on-change",
+            "error-log log-level access-log-buffer access-log-flush status reload-on-change acme",
     D.STATUS: "addr port allow",
+    D.ACME: "directory email state-dir challenge ca renew-before",
     D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
@@ -102,7 +103,7 @@ ACTIVE = {
     D.X509: "name oid",
     # cache-size stays inactive: pyOpenSSL's binding cannot set OpenSSL's cache size
     D.SSL: "enabled cert key ca capath ciphers protocols-on protocols-off verify-peer enforce-peer-cert "
-           "verify-depth context-timeout cache-enabled cache-timeout crl",
+           "verify-depth context-timeout cache-enabled cache-timeout crl mode",
     D.CRL: "file dir reload",
     D.LOGGING: "request error general enabled type filename format facility errorlog",
     D.LOG_STREAM: "enabled output level format",
@@ -121,13 +122,14 @@ SAMPLES = {"bool": "false", "string": "x", "list": "{ a }", "path": f'"{HERE}"',
            "OID": "1.2.3", "request path": "/", "regex": '"^/"', "protocol list": "{ TLSv1.2 }",
            "cipher list": '"HIGH"', "log output": "stderr", "log format": '"{SRC}"', "duration": "1s",
            "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }"}
-SAMPLE_OVERRIDES = {"downstreams": "{ d }", "buffer-size": "4096", "max-request-line": "1024",
+SAMPLE_OVERRIDES = {"downstreams": "{ d }", "directory": '"https://ca.test/dir"', "renew-before": "30d", "buffer-size": "4096", "max-request-line": "1024",
                     "max-header-size": "1024", "port": "1", "interval": "10s"}
 COMPANIONS = {D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-prefix": '"/"'},
               D.X509: {"name": "X-A", "oid": "1.2"}, D.REWRITE: {"src": '"^/"', "dst": '"/"'},
               D.CRL: {"file": f'"{HERE}"'}}
 # the blocks that lead to a context, outermost first (context, head)
 PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "status")],
+         D.ACME: [(D.ACME, "acme")],
          D.DOWNSTREAM: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d")],
          D.RETRY: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d"), (D.RETRY, "retry")],
          D.HEALTH: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d"), (D.HEALTH, "health-check")],
