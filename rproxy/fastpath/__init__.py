@@ -44,7 +44,7 @@ from rproxy._fastpath import (  # noqa: E402
     tls_store_record,
 )
 
-__all__ = ["Worker", "check_posix_regex", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes",
+__all__ = ["Worker", "check_posix_regex", "metrics_layout", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes",
            "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "tls_bind", "tls_callbacks", "tls_constants",
            "tls_register_context", "tls_set_downstream", "tls_set_rule", "tls_set_server", "tls_set_vhost",
            "tls_stats", "tls_store_record", "acme_ctx_record", "acme_http_record", "acme_stats", "acme_tls_record"]

@@ -109,21 +109,21 @@ class Observability:
 
     def slot_for(self, cfg, pending: bool):
         """(zone, slot, set_metrics kwargs) for a worker about to be forked, or None."""
-        zone = self.pending_zone if pending and self.pending_zone is not None else self.zone
-        if zone is None or cfg.status is None:
+        z = self.pending_zone if pending and self.pending_zone is not None else self.zone
+        if z is None or cfg.status is None:
             return None
-        slot = zone.alloc()
+        slot = z.alloc()
         if slot is None:
             if not self.warned_slots:
                 errorlog.warn("metrics: every slot of the zone is in use (many draining generations); "
                               "a worker starts without metrics")
                 self.warned_slots = True
             return None
-        return zone, slot, zone.worker_args(cfg, slot)
+        return z, slot, z.worker_args(cfg, slot)
 
-    def give_back(self, zone, slot) -> None:
+    def give_back(self, z, slot) -> None:
         """A worker that had this slot has been reaped: fold and free it."""
-        zone.release(slot)
+        z.release(slot)
         self._collect()
 
     def child_cleanup(self) -> None:

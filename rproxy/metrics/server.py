@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import socket
 import time
 from typing import Callable

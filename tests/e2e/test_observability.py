@@ -6,11 +6,10 @@ import signal
 import socket
 import time
 
-import pytest
 
 from support.confs import one_downstream
 from support.master import wait_generation, wait_log, wait_until
-from support.proc import Rproxy, free_port, request
+from support.proc import Rproxy, request
 
 
 def read_notifications(sock, want: str, timeout: float = 15.0) -> list:
@@ -140,7 +139,7 @@ server {{
         os.rename(tmp_path / "site.key.new", key)
         os.rename(tmp_path / "site.crt.new", cert)
         wait_log(p, "reloaded ")
-        assert f"reload-on-change: " in p.read_log() and str(cert) in p.read_log()
+        assert "reload-on-change: " in p.read_log() and str(cert) in p.read_log()
         wait_generation(p.pid, 2, 1)
         wait_until(lambda: served_serial() != first, 10, "the renewed certificate to be served")
     finally:

@@ -8,7 +8,7 @@ import pytest
 from rproxy.config import loads
 from rproxy.metrics import expo
 from rproxy.metrics.server import allowed
-from rproxy.metrics.zone import KINDS, Zone, labels_of, layout
+from rproxy.metrics.zone import Zone, labels_of, layout
 
 
 def cfg_text(rules=("a", "b"), ds=("d1", "d2")):
