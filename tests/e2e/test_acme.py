@@ -144,7 +144,7 @@ def test_tls_alpn_without_pending_challenge_is_refused(ca, ports, tmp_path, star
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["acme-tls/1"])
+    ctx.set_alpn_protocols(["acme-tls/1", "http/1.1"])     # http/1.1 alone would be accepted
     with socket.create_connection(("127.0.0.1", ports[1]), timeout=5) as s:
         with pytest.raises(ssl.SSLError):
             ctx.wrap_socket(s, server_hostname="app.test")
