@@ -97,8 +97,9 @@ def main(argv) -> int:
         if not args.name:
             sys.stderr.write("rproxy certs renew: give the name\n")
             return 2
-        m = next((m for m in items if args.name.lower() in m.names or args.name == m.key), None)
-        if m is None or m.mode != "acme":
+        m = next((m for m in items if m.mode == "acme" and (args.name.lower() in m.names or args.name == m.key)),
+                 None)
+        if m is None:
             sys.stderr.write(f"rproxy certs: {args.name} is not a name rproxy gets from the CA\n")
             return 1
         store.write_atomic(os.path.join(store.cert_dir(cfg, m), "renew"), b"")

@@ -299,3 +299,30 @@ def test_check_mode_reports_and_refuses_unwritable_state_dir(ca, ports, tmp_path
     path.write_text(conf(ca, ports, state, downstream.port, names=("app.test", "*.app.test")))
     r = subprocess.run(rproxy_command() + ["-t", "-c", str(path)], capture_output=True, text=True)
     assert r.returncode == 1 and "DNS-01" in r.stderr
+
+
+def test_failed_renewal_keeps_the_issued_certificate(ca, ports, tmp_path, start_rproxy, downstream):
+    state = tmp_path / "state"
+    p = start_rproxy(conf(ca, ports, state, downstream.port, names=("keep.test",)), ports[1])
+    wait_issued(ports[1], "keep.test")
+    issued, _ = served_cert(ports[1], "keep.test")
+    # the name now points elsewhere: the forced renewal fails validation
+    req = urllib.request.Request(f"http://127.0.0.1:{ca.chall_mgmt}/add-a", method="POST",
+                                 data=json.dumps({"host": "keep.test.", "addresses": ["127.0.0.2"]}).encode())
+    urllib.request.urlopen(req, timeout=5).read()
+    r = subprocess.run(rproxy_command() + ["certs", "-c", p.conf, "renew", "keep.test"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    pb.wait_for(lambda: "failed (attempt 1)" in p.read_log(), 30, "the failed renewal in the log")
+    assert "urn:ietf:params:acme:error:" in p.read_log()
+    assert served_cert(ports[1], "keep.test")[0] == issued
+    assert curl_verify(ca, tmp_path, ports[1], "keep.test") == "/hello"
+    r = subprocess.run(rproxy_command() + ["certs", "-c", p.conf], capture_output=True, text=True)
+    assert "last error" in r.stdout and "Pebble Intermediate" in r.stdout
+
+
+def test_unusable_state_dir_stops_the_start_clearly(ca, ports, tmp_path, start_rproxy, downstream):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    p = start_rproxy(conf(ca, ports, blocker / "state", downstream.port), ports[1], wait=False)
+    assert p.proc.wait(20) == 1
+    assert f"acme state-dir {blocker / 'state'}" in p.read_log()
