@@ -49,7 +49,8 @@ class Watcher(threading.Thread):
         self.sigs = {m.key: _signature(store.paths(cfg, m)[0]) for m in self.items}
         self.http: set[str] = set()
         self.tls: dict[str, tuple] = {}         # name -> (signature, context)
-        self.retired: list[tuple[float, object]] = []
+        self.current: dict[tuple[int, int], object] = {}   # (server, vhost) -> the context the loop uses
+        self.retired: list[tuple[float, object]] = []       # replaced ones, kept a while
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -95,7 +96,10 @@ class Watcher(threading.Thread):
         self.sigs[m.key] = sig
         now = time.monotonic()
         for si, vi, ctx in built:
-            self.retired.append((now, ctx))         # keeps it alive while the loop uses it
+            old = self.current.get((si, vi))
+            self.current[(si, vi)] = ctx            # alive as long as the loop may hand it to SSL_new
+            if old is not None:
+                self.retired.append((now, old))     # the loop may still be about to apply the record
             self.send(fastpath.acme_ctx_record(si, vi, tls.context_address(ctx)))
         self.log("info", f"acme: {m.key}: new certificate in use for new connections")
 
@@ -142,12 +146,13 @@ class Watcher(threading.Thread):
                 continue
             from .. import tls
 
+            if name in self.tls:
+                self.retired.append((time.monotonic(), self.tls[name][1]))
             self.tls[name] = (sig, ctx)
-            self.retired.append((time.monotonic(), ctx))
             self.send(fastpath.acme_tls_record(True, name.encode(), tls.context_address(ctx)))
         for name in set(self.tls) - seen:
             self.send(fastpath.acme_tls_record(False, name.encode(), 0))
-            del self.tls[name]
+            self.retired.append((time.monotonic(), self.tls.pop(name)[1]))
 
     @staticmethod
     def challenge_context(path: str):
