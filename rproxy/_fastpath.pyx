@@ -5,7 +5,7 @@ One extension module made of the includes below (one C translation unit, so
 the compiler can inline across them).  Import it through rproxy.fastpath,
 which first makes llhttp's C symbols visible to it.
 """
-from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free, abort
 from libc.string cimport memcpy, memmove, memset, memcmp, strlen, strcmp, strstr, strchr, strerror
 from libc.stdio cimport snprintf
 from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, ECONNRESET, EPIPE, ETIMEDOUT,
@@ -22,6 +22,7 @@ include "fastpath/defs.pxi"
 include "fastpath/globals.pxi"
 include "fastpath/metrics.pxi"
 include "fastpath/buffers.pxi"
+include "fastpath/bodybuf.pxi"
 include "fastpath/tls.pxi"
 include "fastpath/timers.pxi"
 include "fastpath/accesslog.pxi"
@@ -30,6 +31,7 @@ include "fastpath/routing.pxi"
 include "fastpath/balance.pxi"
 include "fastpath/upstream.pxi"
 include "fastpath/downstream.pxi"
+include "fastpath/pool.pxi"
 include "fastpath/pipeline.pxi"
 include "fastpath/tunnel.pxi"
 include "fastpath/splice.pxi"

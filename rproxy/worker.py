@@ -106,7 +106,8 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                          write_timeout=ds.write_timeout, idle_timeout=ds.idle_timeout,
                          max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight,
                          max_age=ds.max_age, high_watermark=ds.high_watermark, pipeline=ds.pipeline,
-                         max_fails=ds.max_fails, fail_timeout=ds.fail_timeout)
+                         max_fails=ds.max_fails, fail_timeout=ds.fail_timeout,
+                         max_connections=ds.max_connections or 4 * ds.connections)
         if ds.health_check is not None:
             hc = ds.health_check
             w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)
@@ -118,7 +119,11 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                      max_request_line=srv.max_request_line, max_header_size=srv.max_header_size,
                      max_headers=srv.max_headers, client_max_body_size=srv.client_max_body_size,
                      max_pending=srv.max_pending, nvhosts=len(srv.vhosts), port=port,
-                     tls=bool(srv.ssl and srv.ssl.enabled), high_watermark=srv.high_watermark)
+                     tls=bool(srv.ssl and srv.ssl.enabled), high_watermark=srv.high_watermark,
+                     client_body_buffer_size=srv.client_body_buffer_size,
+                     response_buffer_size=srv.response_buffer_size, max_temp_file_size=srv.max_temp_file_size,
+                     client_body_timeout=srv.client_body_timeout or srv.read_timeout,
+                     send_timeout=srv.send_timeout or srv.write_timeout)
         w.set_underscores(si, srv.underscores_in_headers)
         for vi, vh in enumerate(srv.vhosts):
             globs = [vh.name, *vh.aliases]
@@ -134,12 +139,17 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                            rewrite_1x=rule.rewrite_dst is not None, passthrough=rule.passthrough,
                            allow_redirect=rule.allow_redirect, redirect_filter=rule.redirect_filter,
                            up_read_timeout=rule.upstream_read_timeout,
-                           up_write_timeout=rule.upstream_write_timeout)
+                           up_write_timeout=rule.upstream_write_timeout,
+                           request_buffering=srv.request_buffering if rule.request_buffering is None
+                           else rule.request_buffering,
+                           response_buffering=srv.response_buffering if rule.response_buffering is None
+                           else rule.response_buffering)
     w.set_owned_headers(sorted(owned))
     if metrics is not None:
         buf, args = metrics
         w.set_metrics(buf, args["worker_word"], args["servers"], args["rules"], args["unrouted"],
                       args["downstreams"], os.getpid(), generation, index)
+    w.set_temp_dir(cfg.temp_dir or os.environ.get("TMPDIR") or "/tmp")
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)
     from . import tls

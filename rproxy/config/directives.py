@@ -522,6 +522,8 @@ TABLE: tuple[Directive, ...] = (
     _d("memtrim-sz", MAIN, "size", 0, "malloc trim threshold in each worker (mallopt M_TRIM_THRESHOLD; "
        "0 = libc default)", lo=0, hi=2**31 - 1, origin="1"),   # mallopt takes a C int
     _d("pidfile", MAIN, "path", None, "write the master's pid here (atomically; removed at exit)", origin="rproxy"),
+    _d("temp-dir", MAIN, "path", None, "directory for the temp files of buffered bodies, created unlinked "
+       "(default: $TMPDIR, else /tmp)", origin="rproxy"),
     _d("shutdown-timeout", MAIN, "duration", 30.0,
        "longest a graceful stop or reload waits for busy connections (0 = do not wait)", origin="rproxy"),
     _d("error-log", MAIN, "log output", "stderr", "where the master and workers write their error log: "
@@ -594,6 +596,17 @@ TABLE: tuple[Directive, ...] = (
        origin="rproxy"),
     _d("client-max-body-size", SERVER, "size", 0, "largest request body (413 beyond; 0 = unlimited)", lo=0,
        origin="rproxy"),
+    _d("client-body-buffer-size", SERVER, "size", 16384, "request body bytes buffered in memory before "
+       "the rest goes to a temp file (request-buffering)", lo=0, hi=2**31 - 1, origin="rproxy"),
+    _d("response-buffer-size", SERVER, "size", 65536, "response bytes a slow client may leave in memory "
+       "before the rest goes to a temp file (response-buffering)", lo=0, hi=2**31 - 1, origin="rproxy"),
+    _d("max-temp-file-size", SERVER, "size", 1024 ** 3, "largest temp file of a buffered response (then "
+       "the downstream waits for the client again; 0 = memory only)", lo=0, origin="rproxy"),
+    _d("client-body-timeout", SERVER, "duration", None, "longest wait between two reads of a request body "
+       "(then 408; default: read-timeout)", zero_default=True, zero_note=_TIMEOUT_NOTE, origin="rproxy"),
+    _d("send-timeout", SERVER, "duration", None, "longest wait between two writes toward the client (then "
+       "the connection is closed; default: write-timeout)", zero_default=True, zero_note=_TIMEOUT_NOTE,
+       origin="rproxy"),
     _d("buffer-size", SERVER, "size", 32768, "per-connection read buffer", lo=4096, hi=16 * 1024 ** 2,
        origin="rproxy"),
     _d("underscores-in-headers", SERVER, "enum", "drop", "request header names containing `_`: drop them, "
@@ -627,6 +640,9 @@ TABLE: tuple[Directive, ...] = (
     _d("enabled", DOWNSTREAM, "bool", True, "false takes the downstream out of rotation", origin="2"),
     _d("connections", DOWNSTREAM, "int", 1, "persistent connections per worker", lo=1, hi=65535,
        legacy_default=8),
+    _d("max-connections", DOWNSTREAM, "int", None, "most connections per worker when every pooled one "
+       "is busy and requests wait; extras close again once idle (default: 4 x connections)", lo=1,
+       hi=65535, origin="rproxy"),
     _d("high-watermark", DOWNSTREAM, "size", 0, "most request-body bytes in flight per exchange: the client "
        "is read this much at a time and not again until the downstream took it (0 = buffer-size)", lo=0),
     _d("read-timeout", DOWNSTREAM, "duration", 60.0, "waiting for response bytes during an exchange",
@@ -691,6 +707,12 @@ TABLE: tuple[Directive, ...] = (
        "to targets the redirect-filter matches; refused without one)",
        origin="2"),
     _d("redirect-filter", RULE, "glob list", (), "host[:port] globs an internal redirect may go to", origin="2"),
+    _d("request-buffering", (SERVER, RULE), "bool", True, "read the whole request body (memory, then a temp file) "
+       "before taking a downstream connection; false streams it (server level: the default of its "
+       "rules)", origin="rproxy"),
+    _d("response-buffering", (SERVER, RULE), "bool", True, "take responses as fast as the downstream sends them "
+       "(memory, then a temp file) so a slow client does not hold its connection; always off for "
+       "text/event-stream and upgrades (server level: the default of its rules)", origin="rproxy"),
     _d("upstream-read-timeout", RULE, "duration", None, "client read timeout for this rule's requests "
        "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),

@@ -97,7 +97,7 @@ class _Normaliser:
             max_nofile=opt(main, "max-nofile"),
             memtrim_sz=opt(main, "memtrim-sz"),
             pidfile=opt(main, "pidfile"),
-            shutdown_timeout=opt(main, "shutdown-timeout"),
+            shutdown_timeout=opt(main, "shutdown-timeout"), temp_dir=opt(main, "temp-dir"),
             error_log=opt(main, "error-log"),
             dialect=dialect,
             log_level=opt(main, "log-level"),
@@ -219,6 +219,10 @@ class _Normaliser:
             max_headers=opt(b, "max-headers"), client_max_body_size=opt(b, "client-max-body-size"),
             buffer_size=opt(b, "buffer-size"), underscores_in_headers=opt(b, "underscores-in-headers"),
             ssl=ssl, logging=logging,
+            client_body_buffer_size=opt(b, "client-body-buffer-size"),
+            request_buffering=opt(b, "request-buffering"), response_buffering=opt(b, "response-buffering"),
+            response_buffer_size=opt(b, "response-buffer-size"), max_temp_file_size=opt(b, "max-temp-file-size"),
+            client_body_timeout=opt(b, "client-body-timeout"), send_timeout=opt(b, "send-timeout"),
             downstreams=tuple(dss), vhosts=vhosts, dialect="1" if legacy else "2", pos=b.pos)
 
     def reject_1x_only(self, b: Block) -> None:
@@ -288,6 +292,10 @@ class _Normaliser:
         ssl = self.ssl(b.sub("ssl")[0], "downstream", force=opt(b, "tls")) if b.sub("ssl") else None
         if not ok:
             return None
+        max_conns = opt(b, "max-connections")
+        if max_conns is not None and max_conns < opt(b, "connections", legacy):
+            self.error(f"{what}: max-connections ({max_conns}) is below connections "
+                       f"({opt(b, 'connections', legacy)})", b.pos_of("max_connections"))
         name = b.title if b.title is not None else untitled_downstream_name(addr, port, index)
         if b.title is not None and len(name.encode()) > NAME_MAX:
             self.error(f"downstream name is longer than {NAME_MAX} bytes", b.title_pos)
@@ -298,7 +306,7 @@ class _Normaliser:
             connect_timeout=opt(b, "connect-timeout"), retry=retry, idle_timeout=opt(b, "idle-timeout"),
             max_requests=opt(b, "max-requests"), max_age=opt(b, "max-age"), weight=opt(b, "weight"),
             max_fails=opt(b, "max-fails"), fail_timeout=opt(b, "fail-timeout"),
-            pipeline=opt(b, "pipeline"), health_check=hc, tls=bool(opt(b, "tls") or (ssl and ssl.enabled)),
+            pipeline=opt(b, "pipeline"), max_connections=max_conns, health_check=hc, tls=bool(opt(b, "tls") or (ssl and ssl.enabled)),
             ssl=ssl, tls_name=opt(b, "tls-name"), pos=b.pos)
 
     def health_check(self, b: Block) -> HealthCheck:
@@ -379,7 +387,10 @@ class _Normaliser:
             replace_path=replace, passthrough=opt(b, "passthrough"), allow_redirect=opt(b, "allow-redirect"),
             redirect_filter=opt(b, "redirect-filter"),
             upstream_read_timeout=opt(b, "upstream-read-timeout"),
-            upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers, pos=b.pos)
+            upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers,
+            request_buffering=opt(b, "request-buffering") if b.has("request_buffering") else None,
+            response_buffering=opt(b, "response-buffering") if b.has("response_buffering") else None,
+            pos=b.pos)
 
     # ---- headers, ssl, logging -------------------------------------------
 

@@ -148,6 +148,7 @@ class Downstream:
     max_fails: int = 3                   # failed exchanges in a row before ejection (0 = never)
     fail_timeout: float = 5.0            # first ejection; doubles while failing, up to 12x
     pipeline: int = 1                    # requests in flight per connection (idempotent only)
+    max_connections: Optional[int] = None  # pool growth limit per worker (None: 4 x connections)
     health_check: Optional[HealthCheck] = None
     tls: bool = False
     ssl: Optional[SSL] = None
@@ -169,6 +170,8 @@ class Rule:
     redirect_filter: tuple[str, ...] = ()
     upstream_read_timeout: Optional[float] = None
     upstream_write_timeout: Optional[float] = None
+    request_buffering: Optional[bool] = None    # None: the server's
+    response_buffering: Optional[bool] = None
     headers: Optional[Headers] = None
     pos: Optional[Position] = field(default=None, compare=False)
 
@@ -209,6 +212,13 @@ class Server:
     client_max_body_size: int = 0        # 0 = unlimited
     underscores_in_headers: str = "drop"  # drop | allow | reject (request header names with '_')
     buffer_size: int = 32768
+    request_buffering: bool = True
+    response_buffering: bool = True
+    client_body_buffer_size: int = 16384
+    response_buffer_size: int = 65536
+    max_temp_file_size: int = 1024 ** 3
+    client_body_timeout: Optional[float] = None   # None: read_timeout
+    send_timeout: Optional[float] = None          # None: write_timeout
     ssl: Optional[SSL] = None
     logging: Optional[Logging] = None
     downstreams: tuple[Downstream, ...] = ()
@@ -264,6 +274,7 @@ class Config:
     memtrim_sz: int = 0
     pidfile: Optional[str] = None
     shutdown_timeout: float = 30.0
+    temp_dir: Optional[str] = None       # None: $TMPDIR, else /tmp
     error_log: str = "stderr"            # stderr | file:PATH | syslog:FACILITY
     dialect: str = "2"                   # "1", "2", or "mixed" (servers of both forms)
     log_level: str = "info"              # the master's error log threshold

@@ -85,6 +85,8 @@ def print_config(cfg: Config) -> str:
     if cfg.pidfile is not None:
         o.set("pidfile", quote(cfg.pidfile))
     o.set("shutdown-timeout", duration(cfg.shutdown_timeout))
+    if cfg.temp_dir is not None:
+        o.set("temp-dir", quote(cfg.temp_dir))
     o.set("error-log", quote(cfg.error_log))
     o.set("log-level", cfg.log_level)
     o.set("access-log-buffer", str(cfg.access_log_buffer))
@@ -104,9 +106,14 @@ def _server(o: _Out, s: Server) -> None:
     for name in ("read-timeout", "write-timeout", "keepalive-timeout", "pending-timeout"):
         o.set(name, duration(getattr(s, name.replace("-", "_"))))
     for name in ("max-pending", "high-watermark", "max-request-line", "max-header-size", "max-headers",
-                 "client-max-body-size", "buffer-size", "underscores-in-headers"):
+                 "client-max-body-size", "buffer-size", "client-body-buffer-size", "response-buffer-size",
+                 "max-temp-file-size", "underscores-in-headers"):
         o.set(name, str(getattr(s, name.replace("-", "_"))))
-    for name in ("disable-server-nagle", "disable-client-nagle", "disable-downstream-nagle"):
+    for name in ("client-body-timeout", "send-timeout"):
+        if getattr(s, name.replace("-", "_")) is not None:
+            o.set(name, duration(getattr(s, name.replace("-", "_"))))
+    for name in ("disable-server-nagle", "disable-client-nagle", "disable-downstream-nagle",
+                 "request-buffering", "response-buffering"):
         o.set(name, _bool(getattr(s, name.replace("-", "_"))))
     if s.ssl is not None:
         _ssl(o, s.ssl)
@@ -153,6 +160,8 @@ def _downstream(o: _Out, d: Downstream, title) -> None:
     o.set("enabled", _bool(d.enabled))
     for name in ("connections", "high-watermark", "max-requests", "weight", "max-fails", "pipeline"):
         o.set(name, str(getattr(d, name.replace("-", "_"))))
+    if d.max_connections is not None:
+        o.set("max-connections", str(d.max_connections))
     for name in ("read-timeout", "write-timeout", "connect-timeout", "retry", "idle-timeout", "max-age",
                  "fail-timeout"):
         o.set(name, duration(getattr(d, name.replace("-", "_"))))
@@ -209,6 +218,10 @@ def _rule(o: _Out, r: Rule) -> None:
     o.set("passthrough", _bool(r.passthrough))
     o.set("allow-redirect", _bool(r.allow_redirect))
     o.set("redirect-filter", _list(r.redirect_filter))
+    if r.request_buffering is not None:
+        o.set("request-buffering", _bool(r.request_buffering))
+    if r.response_buffering is not None:
+        o.set("response-buffering", _bool(r.response_buffering))
     if r.upstream_read_timeout is not None:
         o.set("upstream-read-timeout", duration(r.upstream_read_timeout))
     if r.upstream_write_timeout is not None:

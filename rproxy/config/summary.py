@@ -79,7 +79,8 @@ def _downstream_text(ds: Downstream) -> str:
             tls = " over TLS (certificate not verified)"
         else:
             tls = f" over TLS (certificate verified for {shown(ds.tls_name or ds.addr)})"
-    return (f"downstream {shown(ds.name)} -> {where}{tls}: {ds.connections} connection(s) per worker{weight}, "
+    return (f"downstream {shown(ds.name)} -> {where}{tls}: {ds.connections} connection(s) per worker "
+            f"(up to {ds.max_connections or 4 * ds.connections} while requests wait){weight}, "
             f"connect {format_duration(ds.connect_timeout)}, read {format_duration(ds.read_timeout)}, "
             f"write {format_duration(ds.write_timeout)}, retry {format_duration(ds.retry)}{state}")
 

@@ -597,7 +597,7 @@ cdef inline uint64_t xlog_bytes_sent(Exchange* x, UConn* uc) noexcept nogil:
     if x.log.flags & XL_ANSWERED:
         return x.log.bytes_out + x.log.canned_len
     if x.log.flags & XL_DONE:
-        return x.log.bytes_out + uc.out.hlen + uc.out.blen
+        return x.log.bytes_out + uc.out.hlen + uc.out.blen + bb_len(uc.rbb)   # (queued counts as sent)
     return x.log.bytes_out
 
 

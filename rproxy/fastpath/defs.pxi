@@ -35,6 +35,7 @@ cdef enum:
     U_CLOSING = 5       # flushing the last bytes, then close
     U_TUNNEL = 6        # upgraded: raw bytes both ways
     U_LINGER = 7        # response sent, write side shut: discard input until EOF
+    U_BUFFER = 8        # head routed; reading the whole body before taking a downstream (bodybuf.pxi)
 
 cdef enum:
     # downstream (backend) connection states
@@ -97,7 +98,10 @@ cdef enum:
     XF_PIPE_OK = 0x1000     # may share a connection with other requests in flight (see pipeline.pxi)
     XF_PIPELINED = 0x2000   # joined a busy connection: its wait is not a time-to-first-byte sample
     XF_FAILED_FRESH = 0x4000      # the first attempt failed on a connection's first request
-    XF_REFUSE_CLOSE = 0x8000      # refused at admission with a framing fault: its body cannot be skipped, close
+    XF_RESP_BUFFER = 0x8000       # response buffering: a slow client drains UConn.rbb (bodybuf.pxi)
+    XF_BUFFERED = 0x10000         # request buffering read the whole body ahead
+    XF_SENT_CONTINUE = 0x20000    # rproxy answered Expect: 100-continue itself (not forwarded)
+    XF_REFUSE_CLOSE = 0x40000     # refused at admission with a framing fault: its body cannot be skipped, close
 
 cdef enum:
     HS_NONE = 0
@@ -239,6 +243,7 @@ cdef struct NameList:
     uint32_t* lens
 
 cdef struct Pipe
+cdef struct BodyBuf         # a bounded body buffer: memory, then a temp file (bodybuf.pxi)
 cdef struct AccessLog       # a compiled access log format and its output (accesslog.pxi)
 
 cdef struct XLog:
@@ -273,7 +278,7 @@ cdef struct Exchange:
     DConn* dc
     RuleRt* rule
     Timer ptimer            # pending-timeout
-    uint16_t flags
+    uint32_t flags
     uint8_t hstate          # header parse state (request, then response)
     uint8_t method
     uint16_t status
@@ -296,6 +301,7 @@ cdef struct Exchange:
     DownstreamRt* failed_ds # where a replayed request failed first
     int64_t failed_at       # when (ms)
     Pipe* pipe              # splice relay of a large body (see splice.pxi)
+    BodyBuf* qbb            # request body read ahead beyond the client's read buffer (bodybuf.pxi)
     uint64_t splice_left
     XLog log
     Header req[HDR_CAP]
@@ -316,6 +322,7 @@ cdef struct UConn:
     uint32_t mstart         # the current message head starts here
     Exchange* x
     Out out
+    BodyBuf* rbb            # response bytes the client has not taken yet (bodybuf.pxi)
     Timer timer
     Peer peer
     llhttp_t parser
@@ -346,6 +353,7 @@ cdef struct DConn:
     int64_t assigned_at
     int64_t idle_since      # ms
     uint16_t local_port
+    uint8_t extra           # a slot beyond `connections`: opened on demand, closed when idle
     Peer peer               # the address it connected to (for the access log)
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
@@ -360,7 +368,8 @@ cdef struct DownstreamRt:
     uint8_t addr[128]       # sockaddr_storage bytes
     uint32_t addrlen
     int family
-    int nconns
+    int nconns              # `connections`: kept connected
+    int nslots              # `max-connections`: slots allocated; [nconns, nslots) open on demand
     DConn* conns
     DConn* idle_first
     DConn* idle_last
@@ -428,6 +437,8 @@ cdef struct RuleRt:
     int64_t up_read_ms      # upstream-read-timeout: the client's, once routed here (0 = server's)
     int64_t up_write_ms
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
+    uint8_t request_buffering
+    uint8_t response_buffering
 
 cdef struct VhostRt:
     char name[128]
@@ -463,6 +474,11 @@ cdef struct ServerRt:
     uint32_t max_headers
     uint64_t client_max_body_size
     uint8_t underscores     # US_*: request header names containing `_`
+    uint32_t client_body_buffer_size
+    uint32_t response_buffer_size
+    uint64_t max_temp_file_size
+    int64_t client_body_timeout_ms
+    int64_t send_timeout_ms
     int max_pending
     AccessLog* alog         # access log of requests not routed to a vhost with its own (NULL: none)
     int errfd               # its error log; 0 = the worker's (g_errfd)

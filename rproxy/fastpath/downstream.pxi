@@ -23,7 +23,7 @@ cdef void idle_push(DConn* dc) noexcept nogil:
         ds.idle_first = dc
     ds.idle_last = dc
     ds.n_idle += 1
-    timer_arm(&dc.timer, ds.idle_timeout_ms)
+    timer_arm(&dc.timer, pool_idle_ms(dc))
 
 
 cdef void idle_remove(DConn* dc) noexcept nogil:
@@ -182,6 +182,10 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
     m_ds_failed(dc)
     dc_teardown(dc)
+    if dc.extra:
+        rp_elog(ds_errfd(ds), 6, "downstream %s (%s): extra connection failed (%s)", ds.name, ds.label,
+                strerror(err))
+        return                      # an extra slot is not retried: the pool shrinks back
     dc.fails += 1
     if ds.hostname:
         resolve_request(ds)         # the name may point elsewhere now
@@ -197,9 +201,10 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
 
 cdef void dc_recycle(DConn* dc) noexcept nogil:
     """Close an orderly connection that cannot be reused and open a fresh one
-    at once (next timer run)."""
+    at once (next timer run); an extra one stays closed (pool.pxi)."""
     dc_teardown(dc)
-    timer_arm(&dc.timer, 1)
+    if not dc.extra:
+        timer_arm(&dc.timer, 1)
 
 
 # ---- exchange side ---------------------------------------------------------------------
@@ -445,7 +450,7 @@ cdef void dc_read(DConn* dc) noexcept nogil:
             return
         x = dc.x
         uc = x.uc
-        if not out_empty(&uc.out):
+        if not rsp_may_read(dc, uc):
             return                  # backpressure: the client has not taken the last bytes
         if (dc.flags & DF_SPLICE) and dc.phase == R_BODY and dc.rpos == dc.rend and dc.fpos == dc.fend:
             if dc_splice(dc):
@@ -586,15 +591,13 @@ cdef void dc_process(DConn* dc) noexcept nogil:
             continue
         dc_exchange_failed(dc, 502, llhttp_get_error_reason(&dc.parser))
         return
-    if dc.fend > dc.fpos:
-        uc.out.bptr = base + dc.fpos
-        uc.out.blen = dc.fend - dc.fpos
-        dc.fpos = dc.fend
+    if dc.fend > dc.fpos and rsp_queue(dc, uc) < 0:
+        return                      # (bodybuf.pxi: in place, or into the response buffer)
     if not out_empty(&uc.out):
-        r = uc_send(uc)
+        r = uc_pump(uc)
         if r < 0:
             return                  # client gone: uc_close abandoned this connection
-    if dc.phase == R_DONE:
+    if dc.phase == R_DONE and dc.fpos == dc.fend:   # (else the response buffer is full: rsp_resume)
         dc_response_done(dc)
 
 
@@ -639,6 +642,8 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         dc.fend = dc.rpos
         if x.flags & XF_HTTP10:
             return 0                # HTTP/1.0 clients do not expect interim responses
+        if x.status == 100 and (x.flags & XF_SENT_CONTINUE):
+            return 0                # rproxy sent the client its 100 already (request buffering)
         if not out_empty(&uc.out):
             return 0
         hb = buf_get()
@@ -666,9 +671,12 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
         p.flags |= F_SKIPBODY       # the response to HEAD has no body whatever it declares
     if llhttp_message_needs_eof(p):
         dc.flags |= DF_EOF_BODY | DF_NO_REUSE
+    if rsp_wanted(dc, x):
+        x.flags |= XF_RESP_BUFFER   # a slow client drains a buffer, not the connection (bodybuf.pxi)
     if (p.flags & F_CHUNKED) and (x.flags & XF_HTTP10) and not (x.flags & XF_HEAD_REQ):
         dc.flags |= DF_DECHUNK      # HTTP/1.0 cannot read chunked: strip it, end by closing
     elif (p.flags & F_CONTENT_LENGTH) and p.content_length >= g_splice_min and g_splice_min \
+            and (not (x.flags & XF_RESP_BUFFER) or uc.srv.response_buffer_size >= 4096) \
             and not (x.flags & XF_HEAD_REQ) and x.status >= 200 and x.status != 204 and x.status != 304 \
             and dc.tls == NULL and uc.tls == NULL:     # TLS bytes must pass through OpenSSL
         dc.flags |= DF_SPLICE
@@ -777,6 +785,7 @@ cdef void dc_on_timer(DConn* dc) noexcept nogil:
         dc_failed(dc, ETIMEDOUT)
     elif st == D_IDLE:
         dc_recycle(dc)              # refresh before the downstream's own idle timeout bites
+                                    # (an extra connection idle that long is closed: pool.pxi)
     elif st == D_ACTIVE:
         x = dc.x
         if not out_empty(&x.uc.out):

@@ -764,6 +764,9 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         elif hid == H_X_FORWARDED_PORT:
             if hp & HP_X_FORWARDED_PORT:
                 continue
+        elif hid == H_EXPECT:
+            if x.flags & XF_SENT_CONTINUE:
+                continue            # rproxy answered it and read the body (request buffering)
         w_put(w, base + h.name.off, h.name.len)
         w_put(w, ": ", 2)
         w_put(w, base + h.value.off, h.value.len)
@@ -886,13 +889,19 @@ cdef struct Canned:
     char* keep_resp
     uint32_t keep_len
 
-cdef Canned g_canned[16]
+cdef enum:
+    CANNED_CAP = 32
+
+cdef Canned g_canned[CANNED_CAP]
 cdef int g_ncanned = 0
 
 
 cdef void canned_add(int status, const char* reason) noexcept nogil:
     global g_ncanned
-    cdef Canned* c = &g_canned[g_ncanned]
+    cdef Canned* c
+    if g_ncanned >= CANNED_CAP:
+        abort()                     # a start-up table: more entries need a larger CANNED_CAP
+    c = &g_canned[g_ncanned]
     cdef char body[128]
     cdef int blen = snprintf(body, 128, "%d %s\n", status, reason)
     c.status = status
@@ -927,6 +936,7 @@ cdef void canned_init() noexcept nogil:
     canned_add(504, "Gateway Timeout")
     canned_add(505, "HTTP Version Not Supported")
     canned_add(417, "Expectation Failed")     # appended: canned_get's fallback is entry 8 (500)
+    canned_add(507, "Insufficient Storage")     # a request body's temp file found the disk full
 
 
 cdef Canned* canned_get(int status) noexcept nogil:

@@ -168,15 +168,16 @@ cdef void stats_dump() noexcept nogil:
         ds = &g_downstreams[i]
         n = 0
         dc = ds.idle_first
-        while dc != NULL and n <= ds.nconns:
+        while dc != NULL and n <= ds.nslots:
             if dc.state != D_IDLE:
                 bad += 1
             n += 1
             dc = dc.inext
-        if n != ds.n_idle or ds.n_idle < 0 or ds.n_active < 0 or ds.n_up < 0 or ds.n_up > ds.nconns:
+        if n != ds.n_idle or ds.n_idle < 0 or ds.n_active < 0 or ds.n_up < 0 or ds.n_up > ds.nslots:
             bad += 1
     rp_elog(g_errfd, 5, "stats: clients=%d exchanges=%lld buffers=%lld pending=%d requests=%lld "
-            "pool_errors=%d", g_nuconns, c_x_out, c_bufs_out, g_npending, c_requests, bad)
+            "pool_errors=%d temp_files=%lld", g_nuconns, c_x_out, c_bufs_out, g_npending, c_requests, bad,
+            c_temp_files)
     for i in range(g_ndownstreams):
         ds = &g_downstreams[i]
         rp_elog(g_errfd, 5, "stats: downstream %s up=%d idle=%d active=%d", ds.name, ds.n_up, ds.n_idle,
@@ -263,7 +264,7 @@ cdef void close_everything() noexcept nogil:
     tunnels_free_dead()
     for i in range(g_ndownstreams):
         ds = &g_downstreams[i]
-        for j in range(ds.nconns):
+        for j in range(ds.nslots):
             dc = &ds.conns[j]
             if dc.x != NULL:
                 dc_detach(dc)

@@ -68,7 +68,7 @@ cdef DConn* lb_pick_pipelined(RuleRt* r) noexcept nogil:
                 ign = 1 if all_ejected(r) else 0
             if ign == 0:
                 continue
-        for j in range(d.nconns):
+        for j in range(d.nslots):
             dc = &d.conns[j]
             if not dc_can_join(dc):
                 continue

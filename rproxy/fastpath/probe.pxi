@@ -428,6 +428,7 @@ def probe_pipeline_pick(str method, list downstreams):
             d.rtt_ms = spec.get("rtt", 0.0)
             d.rtt_samples = 1 if "rtt" in spec else 0
             d.nconns = len(spec["conns"])
+            d.nslots = d.nconns
             d.conns = <DConn*>calloc(max(d.nconns, 1), sizeof(DConn))
             for j, c in enumerate(spec["conns"]):
                 dc = &d.conns[j]
@@ -496,3 +497,41 @@ def probe_strict(str what, bytes value):
             return False
         return value[aoff:aoff + alen] if r else None
     raise ValueError(what)
+
+
+def probe_bodybuf(str temp_dir, uint64_t mem_max, uint64_t file_max, list ops):
+    """Drive one BodyBuf (bodybuf.pxi) through `ops`: ("in", bytes) appends
+    (as much as bb_room allows, as the callers do), ("out", n) takes pieces
+    until n bytes came out or it is empty.  Returns (bytes out, [(op, result,
+    mem, file bytes pending, temp file open)] per op)."""
+    cdef BodyBuf* bb = bb_new(mem_max, file_max)
+    cdef Out o
+    cdef int64_t k
+    cdef uint64_t want, got_n
+    cdef bytes b
+    out = bytearray()
+    trace = []
+    _copy_cstr(g_temp_dir, sizeof(g_temp_dir), temp_dir.encode())
+    try:
+        for op, arg in ops:
+            if op == "in":
+                b = arg
+                k = <int64_t>min(bb_room(bb), <uint64_t>len(b))
+                if k > 0:
+                    k = bb_append(bb, <const char*>b, <uint32_t>k)
+                res = k
+            else:
+                want = arg
+                got_n = 0
+                while got_n < want:
+                    memset(&o, 0, sizeof(Out))
+                    if bb_take(bb, &o) != 1:
+                        break
+                    out += (<char*>o.bptr)[:o.blen]
+                    got_n += o.blen
+                    out_release(&o)
+                res = got_n
+            trace.append((op, res, bb.mem, bb.fwr - bb.frd, bb.fd >= 0))
+    finally:
+        bb_free(bb)
+    return bytes(out), trace

@@ -94,6 +94,10 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             if n < 0 and errno == EAGAIN:
                 uc.flags &= ~UF_WRITABLE
                 timer_arm(&uc.timer, uc_write_timeout(uc))
+                if x.flags & XF_RESP_BUFFER:
+                    n = rsp_splice_spill(dc)    # the client is slow: buffer instead (bodybuf.pxi)
+                    if n != 0:
+                        return n < 0
                 return True
             uc_close(uc)
             return True
@@ -106,6 +110,8 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
         want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_pipe_size else g_pipe_size)
         if uc.srv.high_watermark and want > uc.srv.high_watermark:
             want = uc.srv.high_watermark
+        if (x.flags & XF_RESP_BUFFER) and want > uc.srv.response_buffer_size:
+            want = uc.srv.response_buffer_size     # what the pipe holds must fit the memory buffer
         n = splice(dc.h.fd, NULL, x.pipe.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
         if n > 0:
             x.splice_left -= <uint64_t>n

@@ -49,6 +49,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.cut_so = -1
     x.cut_eo = -1
     x.pipe = NULL
+    x.qbb = NULL
     x.splice_left = 0
     x.failed_ds = NULL
     xlog_init(x)
@@ -66,6 +67,9 @@ cdef void x_free(Exchange* x) noexcept nogil:
     if x.pipe != NULL:
         pipe_put(x.pipe)
         x.pipe = NULL
+    if x.qbb != NULL:
+        bb_free(x.qbb)
+        x.qbb = NULL
     c_x_out -= 1
     if g_nfree_x >= 1024:
         free(x)
@@ -106,6 +110,7 @@ cdef void pend_add(Exchange* x) noexcept nogil:
     g_pend_last = x
     g_npending += 1
     timer_arm(&x.ptimer, x.uc.srv.pending_timeout_ms)
+    pool_grow(x.rule)               # every connection is busy: open an extra one if allowed
 
 
 cdef void pend_remove(Exchange* x) noexcept nogil:
@@ -228,6 +233,7 @@ cdef void uc_close(UConn* uc) noexcept nogil:
         buf_put(uc.rbuf)
         uc.rbuf = NULL
     out_release(&uc.out)
+    rsp_release(uc)
     if uc.flags & UF_IN_LIST:
         if uc.prev != NULL:
             uc.prev.next = uc.next
@@ -263,13 +269,13 @@ cdef inline int64_t uc_read_timeout(UConn* uc) noexcept nogil:
     is routed to it, and only when it is set (RProxy applied {0,0} when unset)."""
     if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_read_ms:
         return uc.x.rule.up_read_ms
-    return uc.srv.read_timeout_ms
+    return uc.srv.client_body_timeout_ms     # (only request bodies are read under it)
 
 
 cdef inline int64_t uc_write_timeout(UConn* uc) noexcept nogil:
     if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_write_ms:
         return uc.x.rule.up_write_ms
-    return uc.srv.write_timeout_ms
+    return uc.srv.send_timeout_ms
 
 
 cdef int uc_send(UConn* uc) noexcept nogil:
@@ -277,13 +283,15 @@ cdef int uc_send(UConn* uc) noexcept nogil:
     -1: the client is gone (the connection has been closed)."""
     cdef uint32_t before = uc.out.hlen + uc.out.blen
     cdef int r = conn_flush(&uc.out, uc.h.fd, uc.tls)
+    cdef uint32_t moved = before - (uc.out.hlen + uc.out.blen)
     if uc.x != NULL:
-        uc.x.log.bytes_out += before - (uc.out.hlen + uc.out.blen)
+        uc.x.log.bytes_out += moved
     if r == 0:
         return 0
     if r > 0:
         uc.flags &= ~UF_WRITABLE
-        timer_arm(&uc.timer, uc_write_timeout(uc))
+        if moved or uc.timer.when == 0:     # send-timeout: the time between two writes that moved bytes
+            timer_arm(&uc.timer, uc_write_timeout(uc))
         return 1
     uc_close(uc)
     return -1
@@ -298,7 +306,7 @@ cdef void uc_on_drained(UConn* uc) noexcept nogil:
         return
     if x != NULL:
         if x.dc != NULL:
-            dc_read(x.dc)          # the downstream was paused for us
+            rsp_resume(x.dc, uc)   # the downstream was paused for us
         return
     if uc.state == U_WAIT:
         uc_after_response(uc)
@@ -310,6 +318,7 @@ cdef void uc_after_response(UConn* uc) noexcept nogil:
         uc_close_gracefully(uc)
         return
     global g_depth, g_ready
+    rsp_release(uc)
     uc.flags |= UF_SERVED
     uc.state = U_IDLE
     timer_arm(&uc.timer, uc.srv.keepalive_timeout_ms)
@@ -384,6 +393,7 @@ cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
 
 
 cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
+    cdef int r
     if uc.tls != NULL and (uc.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
         ev = tls_uc_event(uc, ev)
         if ev == 0:
@@ -396,7 +406,11 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     if ev & EPOLLOUT:
         uc.flags |= UF_WRITABLE
         if not out_empty(&uc.out):
-            if uc_send(uc) != 0:
+            r = uc_pump(uc)
+            if r > 0 and uc.x != NULL and uc.x.dc != NULL and uc.x.dc.x == uc.x \
+                    and rsp_may_read(uc.x.dc, uc):
+                dc_read(uc.x.dc)        # room in the response buffer again
+            if r != 0:
                 return
             uc_on_drained(uc)
             if uc.flags & UF_DEAD:
@@ -412,7 +426,7 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
 
 cdef bint uc_wants_input(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.state
-    if st == U_IDLE or st == U_HEAD or st == U_LINGER:
+    if st == U_IDLE or st == U_HEAD or st == U_LINGER or st == U_BUFFER:
         return True
     if st == U_BODY:
         return uc.x.dc != NULL and out_empty(&uc.x.dc.out) and uc.rpos == uc.rend
@@ -450,6 +464,8 @@ cdef bint uc_make_room(UConn* uc) noexcept nogil:
             return True
         uc_respond(uc, 431 if uc.x.url_sp.len and uc.x.nreq else 414, False)
         return False
+    if uc.state == U_BUFFER:
+        return req_spill(uc)        # bodybuf.pxi
     # everything before rpos is consumed (uc_wants_input checked it)
     if uc.state == U_BODY:
         xlog_keep_request(uc.x, uc)
@@ -523,7 +539,7 @@ cdef void uc_on_eof(UConn* uc) noexcept nogil:
     uc.flags |= UF_RDHUP
     if st == U_IDLE or st == U_LINGER:
         uc_close(uc)
-    elif st == U_HEAD or st == U_BODY:
+    elif st == U_HEAD or st == U_BODY or st == U_BUFFER:
         # the client gave up in the middle of its request
         uc_close(uc)
     else:
@@ -593,6 +609,9 @@ cdef void uc_process(UConn* uc) noexcept nogil:
             return
         elif st == U_BODY:
             uc_forward_body(uc)
+            return
+        elif st == U_BUFFER:
+            req_buffer_body(uc)     # bodybuf.pxi
             return
         else:
             return
@@ -677,7 +696,6 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
     """A request head is complete in [mstart, rpos): route it and start it."""
     cdef Exchange* x = uc.x
     cdef int status = 0
-    cdef DConn* dc
     cdef RuleRt* rule = request_admit(uc, &status)
     cdef char where[48]
     cdef int n
@@ -701,6 +719,17 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
         rp_elog(x_errfd(x), 3, "rule '%s' has no downstreams", rule.name)
         uc_reject(uc, 503)
         return
+    if req_buffer_wanted(uc, x):
+        req_buffer_start(uc)        # the body first, then uc_dispatch (bodybuf.pxi)
+        return
+    uc_dispatch(uc)
+
+
+cdef void uc_dispatch(UConn* uc) noexcept nogil:
+    """Start a routed request: a downstream connection now, or the pending queue."""
+    cdef Exchange* x = uc.x
+    cdef RuleRt* rule = x.rule
+    cdef DConn* dc
     if (x.flags & XF_IDEMPOTENT) and not (x.flags & XF_UPGRADE) and not rule.passthrough \
             and uc_request_bodyless(uc):
         x.flags |= XF_PIPE_OK       # may be pipelined where a downstream allows it
@@ -795,6 +824,12 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
         if not out_empty(&dc.out):
             if dc_send(dc) != 0:
                 return
+        if x.qbb != NULL and bb_len(x.qbb):
+            if bb_take(x.qbb, &dc.out) < 0:    # the buffered part of the body goes first
+                req_buffer_failed(uc, "reading the temp file back failed")
+                return
+            timer_arm(&uc.timer, uc_read_timeout(uc))  # the body moves on: the client is not late
+            continue
         base = bdata(uc.rbuf)
         if uc.rpos > uc.fpos:
             n = uc.rpos - uc.fpos
@@ -812,6 +847,9 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
             if out_empty(&uc.out):
                 timer_stop(&uc.timer)
             return
+        if x.flags & XF_BUFFERED:
+            x.flags |= XF_REQ_DONE      # read ahead to its end: all of it is out now
+            continue
         err = llhttp_execute(&uc.parser, base + uc.rpos, uc.rend - uc.rpos)
         if err == HPE_OK:
             uc.rpos = uc.rend
@@ -832,12 +870,14 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.state
     if not out_empty(&uc.out):
-        rp_elog(uc_errfd(uc), 6, "client write timeout")
+        rp_elog(uc_errfd(uc), 5, "client took no response bytes for %lld ms (send-timeout): closing",
+                uc_write_timeout(uc))
         uc_close(uc)
     elif st == U_IDLE or st == U_LINGER or st == U_CLOSING or st == U_TUNNEL:
         uc_close(uc)
     elif st == U_HEAD:
         uc_respond(uc, 408, False)
-    elif st == U_BODY:
-        rp_elog(uc_errfd(uc), 5, "client body read timeout")
+    elif st == U_BODY or st == U_BUFFER:
+        rp_elog(uc_errfd(uc), 5, "client sent no request body bytes for %lld ms (client-body-timeout): 408",
+                uc_read_timeout(uc))
         uc_respond(uc, 408, False)

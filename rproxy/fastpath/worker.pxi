@@ -168,13 +168,20 @@ cdef class Worker:
     def set_server(self, int index, *, read_timeout, write_timeout, keepalive_timeout,
                    pending_timeout, int max_request_line, int max_header_size, int max_headers,
                    client_max_body_size, int max_pending, int nvhosts, int port=0, bint tls=False,
-                   tunnel_timeout=3600.0, int high_watermark=0):
+                   tunnel_timeout=3600.0, int high_watermark=0, client_body_buffer_size=16384,
+                   response_buffer_size=65536, max_temp_file_size=1024 ** 3, client_body_timeout=None,
+                   send_timeout=None):
         cdef ServerRt* s = &g_servers[index]
         s.index = index
         s.port = port
         s.tls = tls
         s.read_timeout_ms = _ms(read_timeout)
         s.write_timeout_ms = _ms(write_timeout)
+        s.client_body_buffer_size = client_body_buffer_size
+        s.response_buffer_size = response_buffer_size
+        s.max_temp_file_size = max_temp_file_size
+        s.client_body_timeout_ms = _ms(client_body_timeout if client_body_timeout else read_timeout)
+        s.send_timeout_ms = _ms(send_timeout if send_timeout else write_timeout)
         s.keepalive_timeout_ms = _ms(keepalive_timeout)
         s.pending_timeout_ms = _ms(pending_timeout)
         s.tunnel_timeout_ms = _ms(tunnel_timeout)
@@ -209,7 +216,8 @@ cdef class Worker:
     def set_rule(self, int server, int vhost, int index, str name, str match, str pattern,
                  downstreams, str lb_method, header_policy=(), replace=None, bint rewrite_1x=False,
                  bint passthrough=False, bint allow_redirect=False, redirect_filter=(),
-                 up_read_timeout=None, up_write_timeout=None):
+                 up_read_timeout=None, up_write_timeout=None, bint request_buffering=True,
+                 bint response_buffering=True):
         """header_policy: names from HEADER_POLICY; replace: the path
         replacement (1.x rewrite dst when rewrite_1x, else 2.x replace-path)."""
         cdef RuleRt* r = &g_servers[server].vhosts[vhost].rules[index]
@@ -236,6 +244,8 @@ cdef class Worker:
         r.up_read_ms = _ms(up_read_timeout) if up_read_timeout else 0
         r.up_write_ms = _ms(up_write_timeout) if up_write_timeout else 0
         r.passthrough = passthrough
+        r.request_buffering = request_buffering
+        r.response_buffering = response_buffering
         r.allow_redirect = allow_redirect
         _namelist(&r.redirect_filter, redirect_filter)
         r.nds = len(downstreams)
@@ -253,6 +263,13 @@ cdef class Worker:
                 raise ValueError(f"rule {name}: bad regular expression: {msg.decode()}")
             r.nsub = <int>r.regex.re_nsub
 
+    def set_temp_dir(self, str path):
+        """Where buffered bodies' temp files are created (unlinked at once)."""
+        cdef bytes b = path.encode()
+        if len(b) >= sizeof(g_temp_dir) - 32:
+            raise ValueError("temp-dir path too long")
+        _copy_cstr(g_temp_dir, sizeof(g_temp_dir), b)
+
     def set_owned_headers(self, names):
         """Request header names the proxy owns (x509-extension headers): a
         client's copies are always dropped.  X-SSL-* is owned by prefix."""
@@ -261,7 +278,8 @@ cdef class Worker:
     def set_downstream(self, int index, str name, str label, int family, bytes sockaddr, *,
                        int connections, retry, connect_timeout, read_timeout, write_timeout,
                        idle_timeout, int max_requests, bint enabled, int weight, max_age=0.0,
-                       int max_fails=3, fail_timeout=5.0, int high_watermark=0, int pipeline=1):
+                       int max_fails=3, fail_timeout=5.0, int high_watermark=0, int pipeline=1,
+                       int max_connections=0):
         cdef DownstreamRt* d = &g_downstreams[index]
         d.index = index
         _copy_cstr(d.name, 64, name.encode())
@@ -285,10 +303,12 @@ cdef class Worker:
         d.pipeline = max(pipeline, 1)
         d.enabled = enabled
         d.weight = max(weight, 1)
-        d.conns = <DConn*>calloc(max(connections, 1), sizeof(DConn))
+        d.nslots = max(max_connections, connections)
+        d.conns = <DConn*>calloc(max(d.nslots, 1), sizeof(DConn))
         if d.conns == NULL:
             raise MemoryError()
-        for j in range(connections):
+        for j in range(d.nslots):
+            d.conns[j].extra = j >= connections
             d.conns[j].h.kind = K_DCONN
             d.conns[j].h.fd = -1
             d.conns[j].ds = d
@@ -437,6 +457,7 @@ cdef class Worker:
             "downstream_up": up,
             "downstream_active": active,
             "errors": c_errors,
+            "temp_files": c_temp_files,
         }
 
 

@@ -215,7 +215,7 @@ def test_pending_overflow_and_timeout_give_503(start_rproxy, port):
         p = start_rproxy(proxy_conf(port, f"""
     pending-timeout = 300ms
     max-pending = 1
-    downstream one {{ addr = 127.0.0.1  port = {ds.port}  connections = 1 }}"""), port)
+    downstream one {{ addr = 127.0.0.1  port = {ds.port}  connections = 1  max-connections = 1 }}"""), port)
         results = {}
 
         def fire(name, path):

@@ -110,7 +110,11 @@ def test_error_responses_have_bodies_and_keep_the_connection_when_allowed(proxy)
     assert request(proxy.port, b"GET /z HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
 
 
-def test_expect_100_continue(start_rproxy, port):
+@pytest.mark.parametrize("buffering", [True, False])
+def test_expect_100_continue(start_rproxy, port, buffering):
+    """Streaming: the downstream's 100 is relayed and it sees the Expect.
+    Request buffering: rproxy sends the 100 itself, reads the body, and the
+    downstream gets neither the Expect nor (a second 100 to) the client."""
     def handler(req, s):
         return True
 
@@ -144,17 +148,19 @@ def test_expect_100_continue(start_rproxy, port):
             c.sendall(_response(200, b"done"))
 
     threading.Thread(target=run, daemon=True).start()
-    p = start_rproxy(conf(port, ls.getsockname()[1], connections=1), port)
+    extra = "" if buffering else "request-buffering = false"
+    p = start_rproxy(conf(port, ls.getsockname()[1], connections=1, extra=extra), port)
     with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
         s.sendall(b"PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         st, _, _, buf = read_response(s)
-        assert st == 100                           # relayed before any body was sent
+        assert st == 100                           # before any body was sent
+        assert ("head" in got) is not buffering    # buffering: nothing reached the downstream yet
         s.sendall(b"hello")
         st, _, body, _ = read_response(s, buf)
     ls.close()
     assert (st, body) == (200, b"done")
     assert got["body"] == b"hello"
-    assert b"expect: 100-continue" in got["head"].lower()
+    assert (b"expect: 100-continue" in got["head"].lower()) is not buffering
 
 
 @pytest.mark.parametrize("status", [204, 304])
@@ -366,7 +372,7 @@ def test_early_response_before_request_body(start_rproxy, port):
         return False
 
     ls, _ = raw_downstream(script)
-    p = start_rproxy(conf(port, ls.getsockname()[1], connections=1), port)
+    p = start_rproxy(conf(port, ls.getsockname()[1], connections=1, extra="request-buffering = false"), port)
     with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
         s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
         st, headers, body, _ = read_response(s)

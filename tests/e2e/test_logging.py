@@ -301,7 +301,7 @@ server {{
     max-request-line = 1k
     logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{STATUS}} {{REQUEST_URI}} {{BYTES_SENT}}" }} }}
     downstream app {{ addr = 127.0.0.1  port = {app.port}  read-timeout = 300ms }}
-    downstream one {{ addr = 127.0.0.1  port = {one.port}  connections = 1 }}
+    downstream one {{ addr = 127.0.0.1  port = {one.port}  connections = 1  max-connections = 1 }}
     downstream ws {{ addr = 127.0.0.1  port = {ws.port} }}
     downstream dead {{ addr = 127.0.0.1  port = {free_port()}  retry = 10s }}
     vhost "a" {{

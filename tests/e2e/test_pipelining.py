@@ -22,6 +22,7 @@ server {{
     addr = 127.0.0.1
     port = {port}
     downstream d {{ addr = 127.0.0.1  port = {ds_port}  connections = {connections}  pipeline = {pipeline}
+                   max-connections = {connections}
                    {extra} }}
     vhost "*" {{ rule all {{ uri-gmatch = "*"  downstreams = {{ d }} }} }}
 }}

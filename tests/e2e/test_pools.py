@@ -104,7 +104,7 @@ server {{
     addr = 127.0.0.1
     port = {port}
     pending-timeout = 20s
-    downstream {{ addr = 127.0.0.1  port = {ds.port}  connections = 1  retry = 10s }}
+    downstream {{ addr = 127.0.0.1  port = {ds.port}  connections = 1  max-connections = 1  retry = 10s }}
 }}
 """
     try:

@@ -49,7 +49,7 @@ workers: 2 (from `workers`)
 server 127.0.0.1:8080 (backlog 1024)
   client timeouts: read 60s, write 60s, keepalive 75s, pending 10s; max-pending unlimited
   limits: request line 8k, head 16k, 100 headers, body unlimited, buffer 32k
-  downstream app -> 127.0.0.1:8081: 4 connection(s) per worker, up to 2 pipelined requests each, connect 5s, read 60s, write 60s, retry 50ms
+  downstream app -> 127.0.0.1:8081: 4 connection(s) per worker (up to 16 while requests wait), up to 2 pipelined requests each, connect 5s, read 60s, write 60s, retry 50ms
   vhost example.com (aliases www.example.com): adds no headers
     rule api: prefix '/api/' -> app [rtt]
 notes:

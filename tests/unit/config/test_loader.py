@@ -82,21 +82,25 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # the same routing tables.
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
-            "error-log log-level access-log-buffer access-log-flush status reload-on-change acme",
+            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir acme",
     D.STATUS: "addr port allow",
     D.ACME: "directory email state-dir challenge ca renew-before",
     D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
-              "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl",
+              "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl client-body-buffer-size "
+              "response-buffer-size max-temp-file-size client-body-timeout send-timeout request-buffering "
+              "response-buffering",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
-                  "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name",
+                  "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name "
+                  "max-connections",
     D.RETRY: "seconds useconds",
     D.HEALTH: "path interval timeout rise fall",
     D.REWRITE: "src dst",
     D.VHOST: "aliases strip-headers default rule headers logging ssl https-redirect https-redirect-port",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
-            "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers",
+            "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
+            "request-buffering response-buffering",
     D.HEADERS: "x-forwarded-for x-forwarded-for-mode x-real-ip x-forwarded-proto x-forwarded-host "
                "x-forwarded-port forwarded via x-ssl-subject x-ssl-issuer x-ssl-notbefore x-ssl-notafter "
                "x-ssl-serial x-ssl-sha1 x-ssl-cipher x-ssl-certificate x509-extension",
