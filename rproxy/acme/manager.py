@@ -29,6 +29,7 @@ BACKOFF_FIRST = 2.0
 BACKOFF_MAX = 3600.0
 CHALLENGE_SETTLE = 1.0      # seconds for the workers' watchers (0.25 s polls) to load a challenge
 TICK = 1.0
+ARI_POLL = 6 * 3600.0       # how often the CA's renewal window is asked for
 
 
 def _now() -> float:
@@ -53,6 +54,7 @@ class Manager:
         self.failures: dict[str, int] = {}
         self.retry_at: dict[str, float] = {}
         self.ari_at: dict[str, float] = {}
+        self.ari_next: dict[str, float] = {}
         self.client: Optional[Client] = None
 
     # ---- the account ---------------------------------------------------------------
@@ -167,6 +169,7 @@ class Manager:
         self.failures.pop(m.key, None)
         self.retry_at.pop(m.key, None)
         self.ari_at.pop(m.key, None)
+        self.ari_next.pop(m.key, None)
         meta = {"names": list(m.names), "mode": m.mode, "source": "acme", "issuer": info.issuer,
                 "not_after": info.not_after.isoformat(), "issued": datetime.datetime.now(
                     datetime.timezone.utc).isoformat(),
@@ -199,22 +202,26 @@ class Manager:
         except OSError:
             pass
 
-    def check_ari(self, m: store.Managed) -> None:
-        """Ask the CA for its renewal window (RFC 9773), when it has one."""
-        if self.client is None or m.key in self.ari_at:
+    def check_ari(self, m: store.Managed, now: float) -> None:
+        """Ask the CA for its renewal window (RFC 9773), when it has one: at
+        most every ARI_POLL seconds (or its Retry-After), never per tick."""
+        if now < self.ari_next.get(m.key, 0.0):
             return
+        self.ari_next[m.key] = now + ARI_POLL
         chain, _ = store.paths(self.cfg, m)
         try:
             with open(chain, "rb") as f:
                 pem = f.read()
             if store.cert_info(pem).self_signed:
                 return
-            win = self.client.renewal_window(pem)
+            win = self.connect().renewal_window(pem)
         except (OSError, ValueError, AcmeError):
             return
         if win is not None:
-            start, end, _ = win
+            start, end, retry_after = win
             self.ari_at[m.key] = random.uniform(start, max(start, end))
+            if retry_after:
+                self.ari_next[m.key] = now + min(max(retry_after, 60.0), 86400.0)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -228,7 +235,7 @@ class Manager:
             if why:
                 self.issue(m, why)
             else:
-                self.check_ari(m)
+                self.check_ari(m, now)
 
     def run(self, stop: Callable[[], bool]) -> None:
         self.unpublish()                # leftovers of a helper that died mid-order

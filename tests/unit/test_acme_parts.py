@@ -81,3 +81,46 @@ def test_problem_document_in_the_message():
                                           "detail": "no", "subproblems": [
                                               {"identifier": {"value": "a.test"}, "detail": "bad"}]})
     assert "rejectedIdentifier" in str(e) and "a.test: bad" in str(e)
+
+
+def test_ari_window_makes_a_certificate_due_and_is_asked_rarely(tmp_path):
+    import time as _time
+    from types import SimpleNamespace
+
+    from rproxy.acme.manager import Manager
+
+    cfg = loads(BASE.format(state=tmp_path, rb="1d"))
+    store.prepare(cfg, lambda *a: None)
+    m = next(i for i in store.managed(cfg) if i.key == "a.test")
+    # a CA-issued-looking certificate: not self-signed, far from renew-before
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = store.new_key_pem()
+    key = serialization.load_pem_private_key(key_pem, None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a.test")]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")]))
+            .public_key(key.public_key()).serial_number(7).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("a.test"), x509.DNSName("www.a.test")]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    store.write_pair(cfg, m, key_pem, cert.public_bytes(serialization.Encoding.PEM))
+    asked = []
+
+    def window(pem):
+        asked.append(1)
+        return _time.time() - 20, _time.time() - 10, None
+
+    mgr = Manager(cfg, lambda *a: None)
+    mgr.client = SimpleNamespace(account=SimpleNamespace(url="https://ca.test/acct/1"), renewal_window=window)
+    t = _time.time()
+    assert mgr.due(m, t) is None
+    mgr.check_ari(m, t)
+    mgr.check_ari(m, t + 1)
+    assert len(asked) == 1
+    assert "ARI" in mgr.due(m, t + 1)
