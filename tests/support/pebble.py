@@ -47,7 +47,8 @@ class Pebble:
                                   "certificate": leaf.crt, "privateKey": leaf.key,
                                   "httpPort": http_port, "tlsPort": tls_port,
                                   "ocspResponderURL": "", "externalAccountBindingRequired": False}}, f)
-        self.env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_VA_ALWAYS_VALID="0", **(env or {}))
+        self.env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_VA_ALWAYS_VALID="0", PEBBLE_AUTHZREUSE="0",
+                        **(env or {}))   # AUTHZREUSE: every order validates (pebble reuses half by default)
         self.log_path = os.path.join(self.root, "pebble.log")
         self.dns = None
         self.proc = None
