@@ -312,7 +312,8 @@ def test_failed_renewal_keeps_the_issued_certificate(ca, ports, tmp_path, start_
     urllib.request.urlopen(req, timeout=5).read()
     r = subprocess.run(rproxy_command() + ["certs", "-c", p.conf, "renew", "keep.test"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    pb.wait_for(lambda: "failed (attempt 1)" in p.read_log(), 30, "the failed renewal in the log")
+    pb.wait_for(lambda: "failed (attempt 1)" in p.read_log(), 30, "the failed renewal in the log",
+                detail=lambda: p.read_log()[-3000:] + "\n--- pebble ---\n" + ca.read_log()[-3000:])
     assert "urn:ietf:params:acme:error:" in p.read_log()
     assert served_cert(ports[1], "keep.test")[0] == issued
     assert curl_verify(ca, tmp_path, ports[1], "keep.test") == "/hello"
