@@ -73,7 +73,13 @@ def served_cert(port: int, name: str):
 
 
 def wait_issued(port, name, timeout=30.0):
-    return pb.wait_for(lambda: not served_cert(port, name)[1], timeout, f"a CA certificate for {name}")
+    """Until every worker serves the CA's certificate (each worker's watcher
+    swaps on its own poll: 8 handshakes in a row must agree)."""
+    def settled():
+        seen = {served_cert(port, name) for _ in range(8)}
+        return len(seen) == 1 and not next(iter(seen))[1]
+    pb.wait_for(settled, timeout, f"a CA certificate for {name} in every worker")
+    time.sleep(1.5)             # > the watchers' 1 s poll: a worker the handshakes missed has swapped too
 
 
 def curl_verify(ca, tmp_path, port, name) -> str:
@@ -208,8 +214,9 @@ def test_forced_renewal_under_load_drops_nothing(ca, ports, tmp_path, start_rpro
         r = subprocess.run(rproxy_command() + ["certs", "-c", p.conf, "renew", "www.app.test"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-        pb.wait_for(lambda: served_cert(ports[1], "app.test")[0] != before, 30, "the renewed certificate")
-        time.sleep(1.0)                         # requests keep flowing on the new context
+        pb.wait_for(lambda: all(served_cert(ports[1], "app.test")[0] != before for _ in range(8)), 30,
+                    "the renewed certificate in every worker")
+        time.sleep(1.5)
     assert load.failed == []
     assert load.ok > 100
     assert curl_verify(ca, tmp_path, ports[1], "app.test") == "/hello"
