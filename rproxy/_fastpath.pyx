@@ -8,7 +8,7 @@ which first makes llhttp's C symbols visible to it.
 from libc.stdlib cimport malloc, calloc, realloc, free, abort
 from libc.string cimport memcpy, memmove, memset, memcmp, strlen, strcmp, strstr, strchr, strerror
 from libc.stdio cimport snprintf
-from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, ECONNRESET, EPIPE, ETIMEDOUT,
+from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, ECONNRESET, EPIPE, ETIMEDOUT, ECONNREFUSED,
                          EMFILE, ENFILE, ENOBUFS, ENOMEM)
 from libc.signal cimport SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2
 
@@ -30,6 +30,9 @@ include "fastpath/http.pxi"
 include "fastpath/routing.pxi"
 include "fastpath/balance.pxi"
 include "fastpath/upstream.pxi"
+include "fastpath/limits.pxi"
+include "fastpath/proxyproto.pxi"
+include "fastpath/redis.pxi"
 include "fastpath/downstream.pxi"
 include "fastpath/pool.pxi"
 include "fastpath/pipeline.pxi"
@@ -37,6 +40,8 @@ include "fastpath/tunnel.pxi"
 include "fastpath/splice.pxi"
 include "fastpath/redirect.pxi"
 include "fastpath/acme.pxi"
+include "fastpath/edge.pxi"
+include "fastpath/static.pxi"
 include "fastpath/health.pxi"
 include "fastpath/control.pxi"
 include "fastpath/loop.pxi"

@@ -95,6 +95,8 @@ TOKENS: tuple[Token, ...] = (
     Token("TS_ISO", "rproxy", "when the request began, ISO 8601 local time with milliseconds: "
                               "`2026-11-23T12:00:00.123+0100`", nginx="$time_iso8601"),
     Token("MSEC", "rproxy", "when the line was written, Unix time in seconds with milliseconds", nginx="$msec"),
+    Token("RATE_LIMIT", "rproxy", "the rate limit that refused (429), delayed, or in dry-run would have "
+                                  "refused the request; `-` for none"),
 )
 BY_NAME = {t.name: t for t in TOKENS}
 RPROXY_TOKENS = tuple(t.name for t in TOKENS if t.origin == "RProxy")

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Sequence
 
-from . import accesslog, errorlog
+from . import accesslog, edge, errorlog, limits
 from .config.model import Config, Downstream
 from .master import logfiles
 
@@ -144,7 +144,10 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                            else rule.request_buffering,
                            response_buffering=srv.response_buffering if rule.response_buffering is None
                            else rule.response_buffering)
+                if edge.needs_edge(rule):
+                    w.set_edge(si, vi, ri, **edge.worker_args(rule))
     w.set_owned_headers(sorted(owned))
+    edge.configure_mime()
     if metrics is not None:
         buf, args = metrics
         w.set_metrics(buf, args["worker_word"], args["servers"], args["rules"], args["unrouted"],
@@ -156,6 +159,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
 
     _KEEP.append(tls.configure_worker(w, cfg, ds_index, errorlog.log))
     accesslog.configure_worker(cfg)
+    limits.configure_worker(cfg)    # edge policy: access rules, deny, rate limits (limits.pxi)
     names = [(i, ds) for i, ds in enumerate(all_ds) if is_hostname(ds.addr)]
     if names:
         Resolver(w, names).start()

@@ -265,6 +265,49 @@ def t_cidr_list(v, ctx=None) -> tuple:
     return tuple(out)
 
 
+def t_access_list(v, ctx=None) -> tuple:
+    """CIDR list for access rules: addresses, networks, or `all`."""
+    out = []
+    for x in _items(v):
+        if x.text.strip().lower() == "all":
+            out += ["0.0.0.0/0", "::/0"]
+        else:
+            out += t_cidr_list(x)
+    return tuple(out)
+
+
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:r)?\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*", re.I)
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def t_rate(v, ctx=None) -> float:
+    """Requests per second, from `100/s`, `600/m`, `10/h`."""
+    s = _scalar(v, "a rate")
+    m = _RATE.fullmatch(s.text)
+    if not m:
+        raise ConfigError(f"invalid rate {s.text!r}", s.pos, hint="requests per unit: 100/s, 600/m, 10/h")
+    per_s = float(m.group(1)) / _RATE_UNITS[m.group(2).lower()]
+    if not (per_s > 0 and 1e6 / per_s <= 2 ** 40):
+        raise ConfigError(f"rate {s.text!r} is out of range", s.pos, hint="between 1/h and 1000000/s")
+    if per_s > 1e6:
+        raise ConfigError(f"rate {s.text!r} is out of range", s.pos, hint="at most 1000000/s")
+    return per_s
+
+
+def t_limit_key(v, ctx=None) -> str:
+    """client-ip | route | header:NAME."""
+    s = _scalar(v, "a limit key")
+    low = s.text.strip().lower()
+    if low in ("client-ip", "route"):
+        return low
+    if low.startswith("header:"):
+        name = s.text.strip()[7:]
+        if not _TOKEN.fullmatch(name):
+            raise ConfigError(f"invalid header name {name!r} in key", s.pos)
+        return "header:" + name
+    raise ConfigError(f"invalid key {s.text!r}", s.pos, hint="client-ip, route or header:NAME")
+
+
 def t_glob_list(v, ctx=None) -> tuple:
     return tuple(_glob_item(x) for x in _items(v))
 
@@ -420,6 +463,9 @@ TYPES: dict[str, Callable[..., Any]] = {
     "address": t_address,
     "glob list": t_glob_list,
     "CIDR list": t_cidr_list,
+    "access list": t_access_list,
+    "rate": t_rate,
+    "limit key": t_limit_key,
     "header name": t_header_name,
     "header list": t_header_list,
     "OID": t_oid,
@@ -431,7 +477,7 @@ TYPES: dict[str, Callable[..., Any]] = {
     "log format": t_log_format,
 }
 
-LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list"}
+LIST_TYPES = {"list", "glob list", "header list", "protocol list", "CIDR list", "access list"}
 
 
 # --------------------------------------------------------------------------
@@ -445,13 +491,19 @@ _UNSET = object()
 MAIN, SERVER, DOWNSTREAM, VHOST, RULE = "main", "server", "downstream", "vhost", "rule"
 RETRY, REWRITE, HEALTH = "retry", "rewrite", "health-check"
 STATUS = "status"
+RATE_LIMIT, REDIS, ACCESS = "rate-limit", "redis", "access"
 SSL, CRL, HEADERS, X509, LOGGING, LOG_STREAM = "ssl", "crl", "headers", "x509-extension", "logging", "log-stream"
 ACME = "acme"
+# issue 20 (edge.pxi): header rules, their free-form set/add blocks, security headers
+HDR_RULES, HDR_PAIRS, SECHDR = "header-rules", "header-pairs", "security-headers"
+FREEFORM = {HDR_PAIRS}            # blocks whose every `Name = value` is data, not a directive
 
 CONTEXT_PHRASE = {MAIN: "the top level", LOG_STREAM: "a logging 'request', 'error' or 'general' block"}
 CONTEXT_TITLE = {MAIN: "top level", LOG_STREAM: "logging → request / error / general",
                  CRL: "ssl → crl", X509: "headers → x509-extension", RETRY: "downstream → retry",
-                 HEALTH: "downstream → health-check", RULE: "vhost → rule", REWRITE: "server → rewrite"}
+                 HEALTH: "downstream → health-check", RULE: "vhost → rule", REWRITE: "server → rewrite",
+                 ACCESS: "vhost → access",
+                 HDR_RULES: "request-headers / response-headers", SECHDR: "security-headers { }"}
 
 ORIGINS = {"1": "RProxy 1.x", "2": "RProxy 2.x", "1,2": "RProxy 1.x, 2.x", "rproxy": "rproxy"}
 
@@ -541,6 +593,32 @@ TABLE: tuple[Directive, ...] = (
     _d("acme", MAIN, "block", doc="automatic HTTPS: the ACME CA and where certificates are kept (vhosts "
        "opt in with `ssl { mode = acme }`)", origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
+    _d("rate-limit-zone", MAIN, "size", 1024 ** 2, "shared memory for rate limit states, kept across reloads "
+       "of the same size: 8 bytes a key, 131,072 keys per MB (rounded down to a power of two)", lo=4096,
+       hi=1024 ** 3, origin="rproxy"),
+    _d("rate-limit", MAIN, "block", doc="a named rate limit, referenced by vhosts and rules (`rate-limit = "
+       "{ NAME }`)", titled="yes", repeat=True, origin="rproxy"),
+    _d("redis", MAIN, "block", doc="the Redis server of `store = redis` limits (one connection per worker)",
+       origin="rproxy"),
+
+    # ---- rate-limit / redis ----------------------------------------------
+    _d("key", RATE_LIMIT, "limit key", "client-ip", "what gets its own budget: client-ip (the PROXY protocol "
+       "one when trusted), header:NAME (requests without it are not limited), route (one for the whole "
+       "vhost or rule)", origin="rproxy"),
+    _d("rate", RATE_LIMIT, "rate", None, "sustained rate: 100/s, 600/m, 10/h", required=True, origin="rproxy"),
+    _d("burst", RATE_LIMIT, "int", 1, "reject / dry-run: requests admitted at once; delay: requests queued "
+       "beyond the one passing now (nginx's burst)", lo=1, hi=1000000, origin="rproxy"),
+    _d("mode", RATE_LIMIT, "enum", "reject", "reject (429 + Retry-After), delay (hold up to burst, paced "
+       "at rate; beyond: 429), dry-run (count and log only)", choices=("reject", "delay", "dry-run"),
+       origin="rproxy"),
+    _d("store", RATE_LIMIT, "enum", "local", "local (the shared zone: exact across this node's workers) | "
+       "redis (one budget for every node using the same Redis)", choices=("local", "redis"), origin="rproxy"),
+    _d("addr", REDIS, "address", "127.0.0.1", "Redis address (IPv4 or IPv6)", origin="rproxy"),
+    _d("port", REDIS, "int", 6379, "Redis port", lo=1, hi=65535, origin="rproxy"),
+    _d("timeout", REDIS, "duration", 0.05, "longest a Redis answer may take before `fail` applies",
+       lo=0.001, hi=60, origin="rproxy"),
+    _d("fail", REDIS, "enum", "open", "Redis down, slow or failing: open (admit and count) | closed (503)",
+       choices=("open", "closed"), origin="rproxy"),
 
     # ---- acme ------------------------------------------------------------
     _d("directory", ACME, "string", "https://acme-v02.api.letsencrypt.org/directory",
@@ -566,6 +644,11 @@ TABLE: tuple[Directive, ...] = (
     _d("addr", SERVER, "listen address", "127.0.0.1", "listen address: IPv4, IPv6 or unix:/path"),
     _d("port", SERVER, "int", 8080, "listen port (ignored for unix:)", lo=1, hi=65535),
     _d("backlog", SERVER, "int", 1024, "listen() backlog", lo=1),
+    _d("proxy-protocol", SERVER, "bool", False, "expect a PROXY protocol v1 or v2 header on every connection "
+       "(before TLS); its client address is used for X-Forwarded-For, access rules, limits and logs",
+       origin="rproxy"),
+    _d("proxy-protocol-from", SERVER, "CIDR list", (), "sources allowed to send that header (others are "
+       "closed with a log line); required with proxy-protocol", origin="rproxy"),
     _d("threads", SERVER, "int", None, "RProxy's per-server thread count; sets the worker count when "
        "`workers` is not given", lo=1, hi=1024),
     _d("host", SERVER, "string", None, "1.x: accepted and never used by RProxy either", origin="1", active=False),
@@ -671,6 +754,9 @@ TABLE: tuple[Directive, ...] = (
        "certificate is verified unless that says verify-peer = false)", origin="rproxy"),
     _d("tls-name", DOWNSTREAM, "string", None, "name sent as SNI and checked in the downstream's certificate "
        "(default: addr; no SNI for an IP address)", origin="rproxy"),
+    _d("proxy-protocol", DOWNSTREAM, "enum", "off", "send a PROXY protocol header to this downstream (not "
+       "built: pooled connections are shared by many clients)", choices=("off", "v1", "v2"), origin="rproxy",
+       active=False),
     _d("health-check", DOWNSTREAM, "block", doc="active HTTP health check", origin="rproxy"),
     _d("seconds", RETRY, "int", 1, "whole seconds", lo=0, origin="1"),
     _d("useconds", RETRY, "int", 0, "microseconds", lo=0, origin="1"),
@@ -690,6 +776,14 @@ TABLE: tuple[Directive, ...] = (
        "over https", origin="rproxy"),
     _d("https-redirect-port", VHOST, "int", 443, "port in that redirect (443 is left out of the URL)",
        lo=1, hi=65535, origin="rproxy"),
+    _d("rate-limit", (VHOST, RULE), "list", (), "rate limits (top-level `rate-limit NAME` blocks) every "
+       "request here must pass; a rule's are checked after its vhost's", origin="rproxy"),
+    _d("access", VHOST, "block", doc="client address rules: `allow` / `deny` CIDR lists, checked in file "
+       "order, first match wins (deny: 403); no match: allowed", origin="rproxy"),
+    _d("allow", ACCESS, "access list", (), "addresses or networks allowed (`all` for every address)",
+       origin="rproxy"),
+    _d("deny", ACCESS, "access list", (), "addresses or networks refused with 403 (`all` for every address)",
+       origin="rproxy"),
     _d("rule", VHOST, "block", doc="a path rule, tried in file order", titled="yes", repeat=True, origin="2"),
 
     # ---- rule ------------------------------------------------------------
@@ -697,6 +791,10 @@ TABLE: tuple[Directive, ...] = (
     _d("uri-gmatch", RULE, "string", None, "glob path match (`*` matches anything)", origin="2"),
     _d("uri-rmatch", RULE, "regex", None, "POSIX extended regex searched in the path", origin="2"),
     _d("uri-prefix", RULE, "request path", None, "path prefix match", origin="rproxy"),
+    _d("deny", RULE, "bool", False, "refuse this rule's requests (path blocking) with `status`",
+       origin="rproxy"),
+    _d("status", RULE, "int", None, "status of the rule's own answer: with `deny = true` 403 (default), 404, "
+       "410 or 451; with `redirect` 301, 302 (default), 303, 307 or 308", lo=301, hi=499, origin="rproxy"),
     _d("downstreams", RULE, "list", (), "downstream names this rule forwards to (none = 404)", origin="2"),
     _d("lb-method", RULE, "enum", "rtt", "how a downstream is picked", choices=LB_METHODS, origin="2"),
     _d("replace-path", RULE, "string", None, "path sent downstream: replaces the matched prefix (uri-prefix), "
@@ -719,6 +817,36 @@ TABLE: tuple[Directive, ...] = (
     _d("upstream-write-timeout", RULE, "duration", None, "client write timeout for this rule's requests "
        "(default: the server's)", zero_default=True, origin="2",
        zero_note="RProxy read 0 as 'no timeout'; rproxy keeps the server's timeout instead"),
+
+    # ---- serving and shaping at the edge (issue 20, edge.pxi / static.pxi) --
+    _d("root", RULE, "path", None, "serve files from this directory (GET/HEAD; a uri-prefix maps onto it); "
+       "a miss goes to the rule's downstreams when it has some", origin="rproxy"),
+    _d("index", RULE, "list", ("index.html",), "files tried for a directory request", origin="rproxy"),
+    _d("autoindex", RULE, "bool", False, "list a directory without an index file (else 403)", origin="rproxy"),
+    _d("redirect", RULE, "string", None, "answer with a redirect to this URL: $scheme $host $path (after a "
+       "uri-prefix) $query (with its ?) $request_uri, \\1..\\9 of a uri-rmatch", origin="rproxy"),
+    _d("sticky", RULE, "enum", "off", "keep a client on one downstream: a signed cookie, or a hash of the "
+       "client address", choices=("off", "cookie", "ip-hash"), origin="rproxy"),
+    _d("sticky-cookie", RULE, "string", "rp_srv", "name of that cookie", origin="rproxy"),
+    _d("sticky-key", RULE, "string", None, "HMAC key of the cookie values (default: a random key made "
+       "at start, kept across reloads)", origin="rproxy"),
+    _d("security-headers", (VHOST, RULE), "enum", None, "off, basic or strict (see the README; a rule's "
+       "replaces its vhost's; default off)", choices=("off", "basic", "strict"), origin="rproxy"),
+    _d("security-headers", (VHOST, RULE), "block", doc="security headers one by one, over a profile",
+       field="security_headers_block", context=SECHDR, origin="rproxy"),
+    _d("request-headers", (VHOST, RULE), "block", doc="request header rules toward the downstream "
+       "(a vhost's first, then its rule's)", context=HDR_RULES, origin="rproxy"),
+    _d("response-headers", (VHOST, RULE), "block", doc="response header rules toward the client "
+       "(also on redirects and files)", context=HDR_RULES, origin="rproxy"),
+    _d("set", HDR_RULES, "block", doc="`Name = value` pairs replacing any header of that name",
+       context=HDR_PAIRS, origin="rproxy"),
+    _d("add", HDR_RULES, "block", doc="`Name = value` pairs added", context=HDR_PAIRS, origin="rproxy"),
+    _d("remove", HDR_RULES, "header list", (), "header names removed", origin="rproxy"),
+    _d("profile", SECHDR, "enum", "basic", "the headers to start from", choices=("off", "basic", "strict"),
+       origin="rproxy"),
+    *(_d(name, SECHDR, "string", None, f"{name} value (off = not sent)", origin="rproxy")
+      for name in ("strict-transport-security", "content-security-policy", "x-content-type-options",
+                   "referrer-policy", "x-frame-options", "permissions-policy", "cross-origin-opener-policy")),
 
     # ---- headers ---------------------------------------------------------
     _d("x-forwarded-for", HEADERS, "bool", True, "add the client address to X-Forwarded-For"),
@@ -813,7 +941,6 @@ RETIRED = {
     "if-uri-gmatch": "RProxy 2.0.0-2.0.3 syntax; write rule NAME { uri-gmatch = \"GLOB\" ... }",
     "if-uri-rmatch": "RProxy 2.0.0-2.0.3 syntax; write rule NAME { uri-rmatch = \"REGEX\" ... }",
     "hostnames": "RProxy 2.0.0 syntax; write a vhost block per name, or its aliases",
-    "rate-limit": "from an unreleased RProxy branch; rproxy has no rate limiting yet",
     "named-curve": "from an unmerged RProxy 1.x change; OpenSSL chooses the curves",
 }
 
@@ -947,6 +1074,8 @@ class Collector:
                 pos: Position, inside_inactive: bool = False) -> Block:
         blk = Block(name, context, title.text if title is not None else None, pos,
                     title.pos if title is not None else None)
+        if context in FREEFORM:
+            return self.pairs(nodes, blk)
         for node in nodes:
             d = lookup(context, node.key, node.kind == "block")
             if d is None:
@@ -969,6 +1098,30 @@ class Collector:
                 self.block(node, d, blk, inside_inactive or not d.active)
             else:
                 self.option(node, d, blk)
+        return blk
+
+    def pairs(self, nodes: list[Node], blk: Block) -> Block:
+        """A free-form block: `Header-Name = value` items, kept in order in
+        blk.values["pairs"] as (name, value, position)."""
+        out = []
+        for node in nodes:
+            if node.kind != "assign" or node.value is None:
+                self.errors.append(ConfigError(f"'{node.name}': write Header-Name = \"value\"", node.pos))
+                continue
+            if node.value.broken:
+                continue
+            try:
+                name = _header_name(Scalar(node.name, node.name, None, node.pos))
+                value = _scalar(node.value, "a header value").text
+            except ConfigError as e:
+                self.errors.append(e)
+                continue
+            if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+                self.errors.append(ConfigError(f"header value of '{node.name}' holds a control character",
+                                               node.value.pos))
+                continue
+            out.append((name, value, node.pos))
+        blk.values["pairs"] = tuple(out)
         return blk
 
     def block(self, node: Node, d: Directive, parent: Block, inside_inactive: bool) -> None:

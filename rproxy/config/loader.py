@@ -20,7 +20,8 @@ from typing import Mapping, Optional
 from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
-from .model import (CRL, Acme, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers,
+from .edge import edge_ops, edge_rule
+from .model import (CRL, Acme, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Config, Downstream, Headers, RateLimit, Redis,
                     HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
 from .parser import Parsed, parse_file_collecting, parse_text_collecting
@@ -71,6 +72,12 @@ class _Normaliser:
     # ---- top level -------------------------------------------------------
 
     def config(self, main: Block) -> Config:
+        self.limits = {}
+        for lb in main.sub("rate-limit"):
+            lim = self.rate_limit(lb)
+            if lim is not None:
+                self.limits[lim.name] = lim
+        self.limit_names = {lb.title for lb in main.sub("rate-limit")}
         servers = tuple(s for s in (self.server(b) for b in main.sub("server")) if s is not None)
         self.check_listeners(servers)
         status = self.status(main.sub("status")[0]) if main.sub("status") else None
@@ -106,7 +113,61 @@ class _Normaliser:
             status=status,
             reload_on_change=opt(main, "reload-on-change"),
             acme=acme,
+            rate_limits=tuple(self.limits.values()), rate_limit_zone=opt(main, "rate-limit-zone"),
+            redis=self.redis(main),
         )
+
+    def redis(self, main: Block) -> Optional[Redis]:
+        uses = any(lim.store == "redis" for lim in self.limits.values())
+        if not main.sub("redis"):
+            return Redis() if uses else None
+        b = main.sub("redis")[0]
+        addr = opt(b, "addr")
+        if addr.startswith("unix:") or D._ip(addr) is None:
+            self.error("redis 'addr' must be an IPv4 or IPv6 address (a name would be resolved in the loop)",
+                       b.pos_of("addr"))
+        if not uses:
+            self.note(b.pos, "a redis block with no rate-limit using store = redis: it is not used")
+        return Redis(addr=addr, port=opt(b, "port"), timeout=opt(b, "timeout"), fail=opt(b, "fail"))
+
+    def rate_limit(self, b: Block) -> Optional[RateLimit]:
+        if len(b.title.encode()) > NAME_MAX or not re.fullmatch(r"[A-Za-z0-9_.-]+", b.title):
+            self.error(f"rate-limit name {b.title!r}: letters, digits, '.', '_' and '-' only, at most "
+                       f"{NAME_MAX} bytes", b.title_pos)
+            return None
+        if not b.has("rate"):
+            if not b.given("rate"):
+                self.error(f"rate-limit '{b.title}' has no 'rate'", b.pos, hint="rate = 100/s")
+            return None
+        return RateLimit(name=b.title, rate=opt(b, "rate"), burst=opt(b, "burst"), key=opt(b, "key"),
+                         mode=opt(b, "mode"), store=opt(b, "store"))
+
+    def limit_refs(self, b: Block, what: str) -> tuple:
+        names = opt(b, "rate-limit")
+        positions = b.items.get("rate_limit", ())
+        for i, n in enumerate(names):
+            if n not in self.limit_names:
+                pos = positions[i] if i < len(positions) else b.pos_of("rate_limit")
+                self.error(f"{what}: unknown rate-limit '{n}'", pos, hint=_did_you_mean(n, self.limit_names))
+        return tuple(dict.fromkeys(names))
+
+    def check_limit_count(self, b: Block, refs: tuple, vhost_limits: tuple) -> tuple:
+        if len(set(refs) | set(vhost_limits)) > 8:          # EDGE_MAX_LIMITS in limits.pxi
+            self.error(f"rule '{b.title}': at most 8 rate limits per request (its vhost's and its own)",
+                       b.pos_of("rate_limit"))
+        return refs
+
+    def access(self, b: Block) -> tuple:
+        """allow / deny in file order: [(network, allowed)]."""
+        parts = []
+        for key, allowed in (("allow", True), ("deny", False)):
+            if b.has(key):
+                parts.append((_order(b.pos_of(key)), [(n, allowed) for n in opt(b, key)]))
+        parts.sort(key=lambda p: p[0])
+        out = tuple(x for _, items in parts for x in items)
+        if len(out) > 64:               # EDGE_MAX_ACCESS in limits.pxi (`all` counts twice)
+            self.error(f"at most 64 access entries per vhost ({len(out)} given; `all` counts as two)", b.pos)
+        return out
 
     def acme(self, b: Block) -> Acme:
         text = opt(b, "renew-before").strip()
@@ -207,8 +268,12 @@ class _Normaliser:
         addr = opt(b, "addr")
         if addr.startswith("unix:") and b.has("port"):
             self.note(b.pos_of("port"), "'port' is ignored for a unix: listener")
+        if opt(b, "proxy-protocol") and not opt(b, "proxy-protocol-from"):
+            self.error("proxy-protocol = true needs proxy-protocol-from (the balancers allowed to send it)",
+                       b.pos_of("proxy_protocol"), hint="proxy-protocol-from = { 10.0.0.0/8 }")
         return Server(
             addr=addr, port=opt(b, "port"), backlog=opt(b, "backlog"), threads=opt(b, "threads"),
+            proxy_protocol=opt(b, "proxy-protocol"), proxy_protocol_from=opt(b, "proxy-protocol-from"),
             read_timeout=opt(b, "read-timeout"), write_timeout=opt(b, "write-timeout"),
             keepalive_timeout=opt(b, "keepalive-timeout"), pending_timeout=opt(b, "pending-timeout"),
             max_pending=opt(b, "max-pending"), high_watermark=opt(b, "high-watermark"),
@@ -332,15 +397,29 @@ class _Normaliser:
                     self.error(f"vhost '{b.title}': {name!r} is a wildcard; ACME issues wildcards only through "
                                "DNS-01, which rproxy does not do: list the names, or use mode = files",
                                b.sub("ssl")[0].pos_of("mode"))
-        rules = tuple(r for r in (self.rule(rb, ds_names) for rb in b.sub("rule")) if r is not None)
+        vlimits = tuple(opt(b, "rate-limit"))
+        vedge = edge_ops(self, b, None)
+        rules = tuple(r for r in (self.rule(rb, ds_names, vlimits, vedge) for rb in b.sub("rule")) if r is not None)
         return Vhost(
             name=b.title, aliases=opt(b, "aliases"), strip_headers=opt(b, "strip-headers"), ssl=ssl,
             headers=self.headers(b.sub("headers")[0]) if b.sub("headers") else None,
             logging=self.logging(b.sub("logging")[0]) if b.sub("logging") else None,
             rules=rules, default=opt(b, "default"), https_redirect=opt(b, "https-redirect"),
-            https_redirect_port=opt(b, "https-redirect-port"), pos=b.pos)
+            https_redirect_port=opt(b, "https-redirect-port"),
+            rate_limit=self.limit_refs(b, f"vhost '{b.title}'"),
+            access=self.access(b.sub("access")[0]) if b.sub("access") else (), pos=b.pos)
 
-    def rule(self, b: Block, ds_names: set) -> Optional[Rule]:
+    def deny_status(self, b: Block) -> int:
+        """`status` of a `deny = true` rule (403 when not given).  The same
+        directive is a redirect's status (config/edge.py checks that one)."""
+        status = opt(b, "status")
+        if not opt(b, "deny") or status is None:
+            return 403
+        if status not in (403, 404, 410, 451):
+            self.error(f"'status' of a deny rule must be 403, 404, 410 or 451, not {status}", b.pos_of("status"))
+        return status
+
+    def rule(self, b: Block, ds_names: set, vhost_limits: tuple = (), vedge=None) -> Optional[Rule]:
         ok = True
         if len(b.title.encode()) > NAME_MAX:
             self.error(f"rule name is longer than {NAME_MAX} bytes", b.title_pos)
@@ -390,7 +469,9 @@ class _Normaliser:
             upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers,
             request_buffering=opt(b, "request-buffering") if b.has("request_buffering") else None,
             response_buffering=opt(b, "response-buffering") if b.has("response_buffering") else None,
-            pos=b.pos)
+            rate_limit=self.check_limit_count(b, self.limit_refs(b, f"rule '{b.title}'"), vhost_limits),
+            deny=opt(b, "deny"), deny_status=self.deny_status(b),
+            pos=b.pos, **edge_rule(self, b, vedge, dss))
 
     # ---- headers, ssl, logging -------------------------------------------
 

@@ -173,7 +173,22 @@ class Rule:
     request_buffering: Optional[bool] = None    # None: the server's
     response_buffering: Optional[bool] = None
     headers: Optional[Headers] = None
+    rate_limit: tuple[str, ...] = ()     # names of top-level rate limits
+    deny: bool = False                   # path blocking: answered with deny_status
+    deny_status: int = 403
     pos: Optional[Position] = field(default=None, compare=False)
+    # issue 20 (edge.pxi, static.pxi); header ops are (kind, name, value, tls_only),
+    # the vhost's already merged in front of the rule's
+    root: Optional[str] = None
+    index: tuple[str, ...] = ("index.html",)
+    autoindex: bool = False
+    redirect: Optional[str] = None
+    status: int = 302
+    sticky: str = "off"
+    sticky_cookie: str = "rp_srv"
+    sticky_key: Optional[str] = None
+    request_ops: tuple = ()
+    response_ops: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +203,9 @@ class Vhost:
     default: bool = False
     https_redirect: bool = False
     https_redirect_port: int = 443
+    rate_limit: tuple[str, ...] = ()
+    # access rules in file order: (network text, allowed); first match wins, none: allowed
+    access: tuple[tuple[str, bool], ...] = ()
     pos: Optional[Position] = field(default=None, compare=False)
 
 
@@ -197,6 +215,8 @@ class Server:
     port: int = 8080
     backlog: int = 1024
     threads: Optional[int] = None
+    proxy_protocol: bool = False         # expect PROXY v1/v2 before anything else
+    proxy_protocol_from: tuple[str, ...] = ()
     read_timeout: float = 60.0           # client idle while a request is being read
     write_timeout: float = 60.0          # a stalled write toward the client
     keepalive_timeout: float = 75.0      # client idle between requests
@@ -262,6 +282,26 @@ class Status:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A top-level `rate-limit NAME { }` (GCRA in the shared zone)."""
+    name: str
+    rate: float                          # requests per second
+    burst: int = 1
+    key: str = "client-ip"               # client-ip | route | header:NAME
+    mode: str = "reject"                 # reject | delay | dry-run
+    store: str = "local"
+
+
+@dataclass(frozen=True)
+class Redis:
+    """`redis { }`: the store of `store = redis` limits."""
+    addr: str = "127.0.0.1"
+    port: int = 6379
+    timeout: float = 0.05
+    fail: str = "open"                   # open (admit) | closed (503)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     servers: tuple[Server, ...] = ()
@@ -283,6 +323,9 @@ class Config:
     status: Optional[Status] = None      # the admin listener, when configured
     reload_on_change: bool = False
     acme: Optional[Acme] = None          # given, or implied by a vhost in acme / self-signed mode
+    rate_limits: tuple[RateLimit, ...] = ()
+    rate_limit_zone: int = 1024 ** 2     # bytes of shared memory for limit states
+    redis: Optional[Redis] = None
     # What `rproxy -t` reports besides the summary: values read differently
     # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
     notes: tuple[Note, ...] = field(default=(), compare=False)

@@ -99,7 +99,28 @@ def _rule_text(rule: Rule) -> str:
     target = shown(", ".join(rule.downstreams)) or "(no downstreams: 404)"
     rewrite = f", path rewritten to {rule.rewrite_dst!r}" if rule.rewrite_dst is not None else ""
     headers = f"; {_headers_text(rule.headers)}" if rule.headers is not None else ""
-    return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}{headers}"
+    edge = _edge_text(rule)
+    if rule.redirect is not None:
+        return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> redirect {rule.status} {rule.redirect!r}{edge}"
+    if rule.root is not None:
+        fallback = f", misses to {shown(', '.join(rule.downstreams))}" if rule.downstreams else ""
+        target = f"files in {rule.root}{' (autoindex)' if rule.autoindex else ''}{fallback}"
+    return f"rule {shown(rule.name)}: {rule.match} {rule.pattern!r} -> {target} [{rule.lb_method}]{rewrite}{headers}{edge}"
+
+
+def _edge_text(rule: Rule) -> str:
+    """Issue 20's actions, as -t states them."""
+    out = []
+    if rule.sticky != "off":
+        out.append(f"sticky {rule.sticky}" + (f" ({rule.sticky_cookie})" if rule.sticky == "cookie" else ""))
+    for kind, what in (("request_ops", "request"), ("response_ops", "response")):
+        ops = [o for o in getattr(rule, kind) if o[0] != "default"]
+        if ops:
+            out.append(f"{what} headers: " + ", ".join(f"{o[0]} {o[1]}" for o in ops))
+    sec = [o[1] + (" (TLS only)" if o[3] else "") for o in rule.response_ops if o[0] == "default"]
+    if sec:
+        out.append("security headers: " + ", ".join(sec))
+    return "; " + "; ".join(out) if out else ""
 
 
 def _inactive_lines(cfg: Config) -> list[str]:

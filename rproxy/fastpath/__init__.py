@@ -26,9 +26,16 @@ from rproxy._fastpath import (  # noqa: E402
     TLS_FUNCTIONS,
     XSSL_BITS,
     Worker,
+    _edge_attach,
+    _edge_set_rule,
+    _pp_set_server,
+    _redis_attach,
+    bench_edge_gcra,
+    edge_layout,
     check_posix_regex,
     metrics_layout,
     set_https_redirect,
+    set_mime_types,
     set_malloc_trim_threshold,
     set_parent_death_signal,
     sizes,
@@ -45,6 +52,9 @@ from rproxy._fastpath import (  # noqa: E402
 )
 
 __all__ = ["Worker", "check_posix_regex", "metrics_layout", "set_malloc_trim_threshold", "set_parent_death_signal", "sizes",
-           "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "tls_bind", "tls_callbacks", "tls_constants",
+           "TLS_FUNCTIONS", "XSSL_BITS", "set_https_redirect", "set_mime_types",
+           "tls_bind", "tls_callbacks", "tls_constants",
            "tls_register_context", "tls_set_downstream", "tls_set_rule", "tls_set_server", "tls_set_vhost",
-           "tls_stats", "tls_store_record", "acme_ctx_record", "acme_http_record", "acme_stats", "acme_tls_record"]
+           "tls_stats", "tls_store_record", "_edge_attach", "_edge_set_rule", "bench_edge_gcra", "edge_layout",
+           "_pp_set_server", "_redis_attach", "acme_ctx_record", "acme_http_record", "acme_stats",
+           "acme_tls_record"]

@@ -96,6 +96,7 @@ cdef enum:
     LOP_REQUEST_ID
     LOP_TS_ISO
     LOP_MSEC
+    LOP_RATE_LIMIT
 
 LOG_OPS = {
     "SRC": LOP_SRC, "US_SPORT": LOP_US_SPORT, "PROXY": LOP_PROXY, "DS_SPORT": LOP_DS_SPORT,
@@ -106,7 +107,7 @@ LOG_OPS = {
     "BODY_BYTES_SENT": LOP_BODY_BYTES_SENT, "BYTES_RECEIVED": LOP_BYTES_RECEIVED,
     "REQUEST_TIME": LOP_REQUEST_TIME, "DS_TIME": LOP_DS_TIME, "DS_HEADER_TIME": LOP_DS_HEADER_TIME,
     "DS_ADDR": LOP_DS_ADDR, "TLS_PROTO": LOP_TLS_PROTO, "TLS_CIPHER": LOP_TLS_CIPHER,
-    "REQUEST_ID": LOP_REQUEST_ID, "TS_ISO": LOP_TS_ISO, "MSEC": LOP_MSEC,
+    "REQUEST_ID": LOP_REQUEST_ID, "TS_ISO": LOP_TS_ISO, "MSEC": LOP_MSEC, "RATE_LIMIT": LOP_RATE_LIMIT,
 }
 # ops that read the request head (it must be copied if its buffer is reused)
 _REQUEST_OPS = {LOP_UA, LOP_METH, LOP_URI, LOP_REF, LOP_HOST, LOP_US_HDR, LOP_QUERY, LOP_REQUEST_URI,
@@ -718,6 +719,11 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
         elif op.code == LOP_RULE:
             if x.rule != NULL:
                 w_put(&w, x.rule.name, strlen(x.rule.name))
+            else:
+                w_dash(&w)
+        elif op.code == LOP_RATE_LIMIT:
+            if edge_limit_name(x) != NULL:
+                w_put(&w, edge_limit_name(x), strlen(edge_limit_name(x)))
             else:
                 w_dash(&w)
         elif op.code == LOP_VHOST:

@@ -237,6 +237,8 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     cdef DConn* dc
     if x.flags & XF_RETRIED:
         return lb_pick_replay(x)
+    if x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
+        return edge_lb_pick(x)      # sticky sessions (edge.pxi)
     dc = lb_pick(x.rule)
     if dc == NULL and (x.flags & XF_PIPE_OK):
         dc = lb_pick_pipelined(x.rule)

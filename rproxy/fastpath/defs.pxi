@@ -24,6 +24,7 @@ cdef enum:
     K_SIGNAL = 4
     K_PROBE = 5
     K_CONTROL = 6
+    K_REDIS = 7             # the rate limit store's connection (redis.pxi)
 
 cdef enum:
     # upstream (client) connection states
@@ -175,6 +176,8 @@ cdef enum:
     TK_PROBE = 5
     TK_LOGFLUSH = 6         # access log buffers (accesslog.pxi)
     TK_METRICS = 7          # gauges published to the metrics zone (metrics.pxi)
+    TK_LIMIT = 8            # a request held by a `mode = delay` rate limit (limits.pxi)
+    TK_REDIS = 9            # reconnecting to the rate limit store (redis.pxi)
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -269,6 +272,7 @@ cdef struct XLog:
     char* resp_copy         # {DS_HDR} values, copied at the response head
 
 cdef struct Tls                 # TLS state of a connection (tls.pxi)
+cdef struct EdgeRule            # static files, redirects, header rules, sticky (edge.pxi)
 
 cdef struct Exchange:
     Exchange* next          # free list / pending queue
@@ -306,6 +310,14 @@ cdef struct Exchange:
     XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]
+    uint8_t edge_wait       # waiting for the Redis store's answer (limits.pxi)
+    uint8_t edge_next       # the next of its rule's limits to check
+    int64_t edge_hold       # us to hold it (delay mode), the largest so far
+    void* edge_limit        # LimitRt* that refused / delayed it, for {RATE_LIMIT}; NULL = none
+    int sf_fd               # a static file being sent (static.pxi), -1 = none
+    uint64_t sf_off
+    uint64_t sf_left
+    int16_t sticky_set      # edge.pxi: set the sticky cookie for the downstream used (1), or not (0)
 
 cdef struct UConn:
     Handle h
@@ -327,6 +339,7 @@ cdef struct UConn:
     Peer peer
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
+    uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
 
 cdef struct DConn:
     Handle h
@@ -409,6 +422,7 @@ cdef struct DownstreamRt:
     uint8_t tls_err_logged
 
 cdef struct VhostRt
+cdef struct EdgePolicy      # access rules, deny, rate limits of a rule (limits.pxi)
 
 cdef struct RuleRt:
     char name[64]
@@ -439,6 +453,8 @@ cdef struct RuleRt:
     uint64_t xssl           # X-SSL-* headers this rule sends (bits: see tls.pxi)
     uint8_t request_buffering
     uint8_t response_buffering
+    EdgePolicy* edge        # limits.pxi: NULL = nothing to check
+    EdgeRule* serve_edge    # static files, redirect, header rules, sticky (edge.pxi); NULL = none
 
 cdef struct VhostRt:
     char name[128]
@@ -488,6 +504,7 @@ cdef struct ServerRt:
     void* tls_ctx           # SSL_CTX* of a TLS listener, else NULL
     int tls_verify_depth
     void* tls_hdr_fn        # PyObject*: client certificate -> X-SSL-* header block (NULL: none wanted)
+    void* pp                # PPServer* (proxyproto.pxi): PROXY protocol expected; NULL = no
 cdef struct Listener:
     Handle h
     ServerRt* srv

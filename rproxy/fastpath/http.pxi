@@ -719,6 +719,8 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
     w_put(w, " HTTP/1.1\r\n", 11)
     for i in range(x.nreq):
         h = &x.req[i]
+        if x.rule.serve_edge != NULL and edge_req_skip(x.rule, base + h.name.off, h.name.len):
+            continue                # request-headers set / remove (edge.pxi)
         hid = header_id(base + h.name.off, h.name.len)
         if hid == H_OTHER:
             if (toks.n and tokens_has(&toks, base + h.name.off, h.name.len)) \
@@ -825,6 +827,8 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         w_put(w, "\r\n", 2)
     if x.flags & XF_UPGRADE:
         w_put(w, "Connection: upgrade\r\n", 21)
+    if x.rule.serve_edge != NULL:
+        edge_req_extra(w, uc, x)    # request-headers set / add (edge.pxi)
     w_put(w, "\r\n", 2)
 
 
@@ -838,6 +842,7 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
     cdef NameList* strip = &x.rule.vhost.strip
     cdef char code[4]
     cdef uint16_t st = x.status
+    cdef uint64_t seen = 0          # security headers the downstream sent itself (edge.pxi)
     collect_connection_tokens(&toks, base, x.resp, x.nresp)
     code[0] = <char>(48 + (st // 100) % 10)
     code[1] = <char>(48 + (st // 10) % 10)
@@ -867,10 +872,14 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
             continue
         if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
+        if x.rule.serve_edge != NULL and edge_resp_skip(x.rule, base + h.name.off, h.name.len, &seen):
+            continue                # response-headers set / remove (edge.pxi)
         w_put(w, base + h.name.off, h.name.len)
         w_put(w, ": ", 2)
         w_put(w, base + h.value.off, h.value.len)
         w_put(w, "\r\n", 2)
+    if x.rule.serve_edge != NULL and st >= 200:
+        edge_resp_extra(w, x.rule, x, x.uc.tls != NULL, seen)
     if st == 101:
         w_put(w, "Connection: upgrade\r\n", 21)
     elif close_client:

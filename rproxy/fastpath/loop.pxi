@@ -29,6 +29,10 @@ cdef void timer_fire(Timer* t) noexcept nogil:
         accesslog_on_timer()
     elif t.kind == TK_METRICS:
         m_on_timer()
+    elif t.kind == TK_LIMIT:
+        edge_on_timer(<Exchange*>t.owner)
+    elif t.kind == TK_REDIS:
+        redis_on_timer()
 
 
 # ---- listeners -----------------------------------------------------------------------
@@ -82,6 +86,9 @@ cdef void listener_on_event(Listener* l) noexcept nogil:
         uc = uc_new(fd, l.srv, ss)
         if uc == NULL:
             close(fd)
+            continue
+        if l.srv.pp != NULL and pp_accept(uc) != 0:
+            uc_close(uc)
             continue
         if l.srv.tls_ctx != NULL and tls_uc_start(uc) != 0:
             uc_close(uc)
@@ -245,6 +252,8 @@ cdef int loop_run() noexcept nogil:
                 probe_on_event(<Probe*>h, e)
             elif h.kind == K_CONTROL:
                 control_read()
+            elif h.kind == K_REDIS:
+                redis_on_event(e)
         timers_run()
         run_ready()
         free_dead()

@@ -52,6 +52,10 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.qbb = NULL
     x.splice_left = 0
     x.failed_ds = NULL
+    x.edge_wait = 0
+    x.edge_limit = NULL
+    x.sf_fd = -1                    # edge.pxi / static.pxi
+    x.sticky_set = 0
     xlog_init(x)
     c_x_out += 1
     return x
@@ -60,8 +64,11 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
 cdef void x_free(Exchange* x) noexcept nogil:
     global g_free_x, g_nfree_x, c_x_out
     m_request_done(x)
+    static_release(x)
     xlog_emit(x)                    # every exchange ends here, whichever way it went
     timer_stop(&x.ptimer)
+    if x.edge_wait:
+        redis_forget(x)             # limits.pxi / redis.pxi
     if x.flags & XF_PENDING:
         pend_remove(x)
     if x.pipe != NULL:
@@ -304,6 +311,8 @@ cdef void uc_on_drained(UConn* uc) noexcept nogil:
     if uc.state == U_CLOSING:
         uc_close_gracefully(uc)
         return
+    if x != NULL and edge_on_drained(uc):
+        return
     if x != NULL:
         if x.dc != NULL:
             rsp_resume(x.dc, uc)   # the downstream was paused for us
@@ -394,6 +403,8 @@ cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
 
 cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     cdef int r
+    if uc.pp_wait and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
+        return                      # PROXY protocol header awaited (proxyproto.pxi): nothing else yet
     if uc.tls != NULL and (uc.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
         ev = tls_uc_event(uc, ev)
         if ev == 0:
@@ -417,6 +428,10 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
                 return
         elif uc.x != NULL and uc.x.pipe != NULL and uc.x.pipe.len and uc.x.dc != NULL:
             dc_read(uc.x.dc)            # a spliced body waits in its pipe for this client
+            if uc.flags & UF_DEAD:
+                return
+        elif uc.x != NULL and uc.x.sf_fd >= 0:
+            static_pump(uc)             # a static file waits for room (static.pxi)
             if uc.flags & UF_DEAD:
                 return
     if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
@@ -712,9 +727,19 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
             uc_reject(uc, status)
         return
     x.rule = rule
+    if rule.edge != NULL and edge_admit(uc, x, rule):
+        return                      # refused or held (limits.pxi)
+    uc_start(uc, x, rule)
+
+
+cdef void uc_start(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
+    """An admitted request: redirect, or find it a downstream connection."""
+    cdef DConn* dc
     if rule.vhost.https_redirect and uc.tls == NULL:
         uc_redirect_https(uc, x, rule.vhost)
         return
+    if rule.serve_edge != NULL and edge_on_head(uc, x) == 0:
+        return                      # a redirect or static file answered it (edge.pxi)
     if rule.nds == 0:
         rp_elog(x_errfd(x), 3, "rule '%s' has no downstreams", rule.name)
         uc_reject(uc, 503)
@@ -869,7 +894,7 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
 
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.state
-    if not out_empty(&uc.out):
+    if not out_empty(&uc.out) or (uc.x != NULL and uc.x.sf_fd >= 0):     # or a static file (static.pxi)
         rp_elog(uc_errfd(uc), 5, "client took no response bytes for %lld ms (send-timeout): closing",
                 uc_write_timeout(uc))
         uc_close(uc)

@@ -120,6 +120,73 @@ def _ms(seconds):
     return max(1, int(round(seconds * 1000)))
 
 
+# ---- issue 20's rule actions (edge.pxi): built once per rule at start-up
+
+_HOP_CODES = {"set": HOP_SET, "add": HOP_ADD, "remove": HOP_REMOVE, "default": HOP_DEFAULT}
+
+
+cdef int _hdrops(HdrOps* o, ops) except -1:
+    """ops: (kind, name, value, tls_only) tuples."""
+    cdef HdrOp* op
+    ops = list(ops)[:64]
+    o.n = len(ops)
+    o.ops = <HdrOp*>calloc(max(o.n, 1), sizeof(HdrOp))
+    if o.ops == NULL:
+        raise MemoryError()
+    for i, (kind, name, value, tls_only) in enumerate(ops):
+        op = &o.ops[i]
+        op.op = _HOP_CODES[kind]
+        op.tls_only = bool(tls_only)
+        nb = name.encode()
+        vb = (value or "").encode()
+        op.name = _dup(nb)
+        op.nlen = len(nb)
+        op.value = _dup(vb)
+        op.vlen = len(vb)
+        op.has_vars = b"$" in vb
+    return 0
+
+
+cdef int edge_setup(RuleRt* r, req_ops, resp_ops, redirect, int status, int rootfd, index, bint autoindex,
+                    str sticky, str cookie, tokens) except -1:
+    cdef EdgeRule* e = <EdgeRule*>calloc(1, sizeof(EdgeRule))
+    if e == NULL:
+        raise MemoryError()
+    _hdrops(&e.req, req_ops)
+    _hdrops(&e.resp, resp_ops)
+    if redirect is not None:
+        if r.match == M_REGEX and r.regex != NULL:
+            # captures for \\1..\\9 in the target (set_rule compiled it without)
+            regfree(r.regex)
+            if regcomp(r.regex, r.pattern, REG_EXTENDED) != 0:
+                raise ValueError("bad regular expression")
+            r.nsub = <int>r.regex.re_nsub
+        b = redirect.encode()
+        e.redirect = _dup(b)
+        e.redirect_len = len(b)
+        e.redirect_status = status
+    e.rootfd = rootfd
+    e.nindex = len(index)
+    e.index = <char**>calloc(max(e.nindex, 1), sizeof(char*))
+    e.index_len = <uint32_t*>calloc(max(e.nindex, 1), sizeof(uint32_t))
+    for i, name in enumerate(index):
+        b = name.encode()
+        e.index[i] = _dup(b)
+        e.index_len[i] = len(b)
+    e.autoindex = autoindex
+    e.sticky = {"off": STICKY_OFF, "cookie": STICKY_COOKIE, "ip-hash": STICKY_IP_HASH}[sticky]
+    b = cookie.encode()
+    e.cookie = _dup(b)
+    e.cookie_len = len(b)
+    e.tokens = <char**>calloc(max(len(tokens), 1), sizeof(char*))
+    for i, t in enumerate(tokens):
+        b = t.encode()
+        e.tokens[i] = _dup(b)
+        e.token_len = len(b)
+    r.serve_edge = e
+    return 0
+
+
 cdef class Worker:
     """One worker's fast path.  Build with add_* calls, then run()."""
 
@@ -262,6 +329,18 @@ cdef class Worker:
                 regerror(rc, r.regex, msg, 256)
                 raise ValueError(f"rule {name}: bad regular expression: {msg.decode()}")
             r.nsub = <int>r.regex.re_nsub
+
+    def set_edge(self, int server, int vhost, int index, *, req_ops=(), resp_ops=(), redirect=None,
+                 int status=302, root=None, index_files=(), bint autoindex=False, str sticky="off",
+                 str cookie="rp_srv", tokens=()):
+        """Issue 20's rule actions (edge.pxi): header ops (kind, name, value,
+        tls_only), a redirect template, a static root, sticky sessions."""
+        import os
+        rootfd = -1
+        if root is not None:
+            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        edge_setup(&g_servers[server].vhosts[vhost].rules[index], req_ops, resp_ops, redirect, status,
+                   rootfd, index_files, autoindex, sticky, cookie, tokens)
 
     def set_temp_dir(self, str path):
         """Where buffered bodies' temp files are created (unlinked at once)."""
@@ -412,6 +491,7 @@ cdef class Worker:
                 if g_probes[i].ds != NULL:
                     probe_schedule(&g_probes[i], 1)
             m_start()
+            redis_start()
             self._built = True
         with nogil:
             rc = loop_run()

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .. import errorlog
+from .. import errorlog, limits
 from .. import worker as worker_mod
 from ..config.model import Config
 from . import StartupError, logfiles, privileges
@@ -177,6 +177,7 @@ class Arbiter:
 
     def spawn_worker(self, cfg: Config, generation: int, index: int) -> None:
         fds = self.listener_fds(cfg)
+        limits.zone_for(cfg)            # the rate limit zone, mapped before the fork (rproxy/limits.py)
         metrics = self.obs.slot_for(cfg, pending=generation != self.generation)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         master_pid = os.getpid()

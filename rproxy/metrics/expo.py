@@ -135,7 +135,21 @@ def snapshot(cfg, zones, process: dict, certificates: list) -> dict:
         w["heartbeat_age_seconds"] = round(max(0.0, now_ms - w.pop("heartbeat_ms")) / 1000, 3)
     workers.sort(key=lambda w: (w["generation"], w["index"]))
     return {"version": SCHEMA_VERSION, "time": time.time(), "process": process, "workers": workers,
-            "servers": servers, "rules": rules, "downstreams": downstreams, "certificates": certificates}
+            "servers": servers, "rules": rules, "downstreams": downstreams, "certificates": certificates,
+            "rate_limits": _rate_limits(cfg)}
+
+
+def _rate_limits(cfg) -> list:
+    """Counts of each configured rate limit, from the master's rate limit zone (rproxy/limits.py)."""
+    from .. import limits
+
+    z = limits._zone
+    out = []
+    for lim in cfg.rate_limits:
+        c = z.counters(lim.name) if z is not None else None
+        out.append({"limit": lim.name, "store": lim.store, "mode": lim.mode,
+                    **(c or {k: 0 for k in ("admitted", "limited", "delayed", "dry_run_limited", "evictions")})})
+    return out
 
 
 # ---- Prometheus text format 0.0.4 ----------------------------------------------
@@ -235,6 +249,13 @@ def prometheus(s: dict) -> str:
              ((dl(x), x["ejected_in_workers"]) for x in d))
     o.family("rproxy_downstream_rtt_seconds", "gauge", "EWMA of time to first response byte, averaged over "
              "workers", ((dl(x), x["rtt_seconds"]) for x in d if x["rtt_seconds"] is not None))
+    rl = s.get("rate_limits", [])
+    o.family("rproxy_rate_limit_requests_total", "counter", "Requests checked by each rate limit, by outcome "
+             "(limited: refused with 429, or 503 by a store = redis limit failing closed; dry_run_limited: "
+             "would have been refused)", ((dict(limit=x["limit"], outcome=k), x[k]) for x in rl
+                                          for k in ("admitted", "delayed", "limited", "dry_run_limited")))
+    o.family("rproxy_rate_limit_evictions_total", "counter", "Live states taken over because the rate limit "
+             "zone was full where the key landed", ((dict(limit=x["limit"]), x["evictions"]) for x in rl))
     sv = s["servers"]
     o.family("rproxy_listener_connections", "gauge", "Open client connections",
              ((dict(server=x["server"]), x["open"]) for x in sv))

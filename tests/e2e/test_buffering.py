@@ -335,7 +335,7 @@ def test_twenty_slow_readers_do_not_block_a_normal_get(start_rproxy, port, tdir,
     # the control runs one worker: with two, the clients may spread unevenly
     # and the probe land on a worker with a free connection
     workers = 2 if buffering == "true" else 1
-    p = start_rproxy(conf(port, ds.port, tdir, workers=workers, ds=f"connections = 8  {growth}",
+    start_rproxy(conf(port, ds.port, tdir, workers=workers, ds=f"connections = 8  {growth}",
                           server="pending-timeout = 2s", rule=f"response-buffering = {buffering}"),
                      port, check_quiet=False)
     socks = slow_readers(port, 20, "/bytes/8388608")
@@ -356,7 +356,7 @@ def test_twenty_slow_readers_do_not_block_a_normal_get(start_rproxy, port, tdir,
 
 def test_pool_grows_to_max_connections_and_shrinks_back(start_rproxy, port, tdir):
     ds = Downstream()
-    p = start_rproxy(conf(port, ds.port, tdir, ds="connections = 1  max-connections = 3"), port)
+    start_rproxy(conf(port, ds.port, tdir, ds="connections = 1  max-connections = 3"), port)
     socks = []
     for i in range(4):
         s = socket.create_connection(("127.0.0.1", port), timeout=20)

@@ -187,6 +187,12 @@ def read_response(sock: socket.socket, buf: bytes = b"", head_request: bool = Fa
 
 
 def request(port: int, raw: bytes, host: str = "127.0.0.1", timeout: float = 10.0, head=False):
+    """Send raw bytes on a new connection; the final response (interim 1xx
+    ones, such as the 100 Continue rproxy sends while it buffers a body, are
+    read past)."""
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(raw)
-        return read_response(s, head_request=head)[:3]
+        status, headers, body, rest = read_response(s, head_request=head)
+        while 100 <= status < 200 and status != 101:
+            status, headers, body, rest = read_response(s, rest, head_request=head)
+        return status, headers, body

@@ -82,10 +82,15 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # the same routing tables.
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
-            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir acme",
+            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir "
+            "rate-limit-zone rate-limit redis acme",
     D.STATUS: "addr port allow",
     D.ACME: "directory email state-dir challenge ca renew-before",
-    D.SERVER: "addr port backlog threads read-timeout write-timeout keepalive-timeout pending-timeout "
+    D.RATE_LIMIT: "key rate burst mode store",
+    D.REDIS: "addr port timeout fail",
+    D.ACCESS: "allow deny",
+    D.SERVER: "addr port backlog proxy-protocol proxy-protocol-from threads read-timeout write-timeout "
+              "keepalive-timeout pending-timeout "
               "max-pending high-watermark disable-server-nagle disable-client-nagle disable-downstream-nagle "
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
               "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl client-body-buffer-size "
@@ -97,10 +102,15 @@ ACTIVE = {
     D.RETRY: "seconds useconds",
     D.HEALTH: "path interval timeout rise fall",
     D.REWRITE: "src dst",
-    D.VHOST: "aliases strip-headers default rule headers logging ssl https-redirect https-redirect-port",
+    D.VHOST: "aliases strip-headers default rule headers logging ssl https-redirect https-redirect-port "
+             "rate-limit access security-headers request-headers response-headers",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
             "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
-            "request-buffering response-buffering",
+            "root index autoindex redirect status sticky sticky-cookie sticky-key security-headers "
+            "request-headers response-headers request-buffering response-buffering rate-limit deny",
+    D.HDR_RULES: "set add remove",
+    D.SECHDR: "profile strict-transport-security content-security-policy x-content-type-options "
+              "referrer-policy x-frame-options permissions-policy cross-origin-opener-policy",
     D.HEADERS: "x-forwarded-for x-forwarded-for-mode x-real-ip x-forwarded-proto x-forwarded-host "
                "x-forwarded-port forwarded via x-ssl-subject x-ssl-issuer x-ssl-notbefore x-ssl-notafter "
                "x-ssl-serial x-ssl-sha1 x-ssl-cipher x-ssl-certificate x509-extension",
@@ -125,21 +135,28 @@ SAMPLES = {"bool": "false", "string": "x", "list": "{ a }", "path": f'"{HERE}"',
            "address": "127.0.0.1", "glob list": "{ a }", "header name": "X-A", "header list": "{ X-A }",
            "OID": "1.2.3", "request path": "/", "regex": '"^/"', "protocol list": "{ TLSv1.2 }",
            "cipher list": '"HIGH"', "log output": "stderr", "log format": '"{SRC}"', "duration": "1s",
-           "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }"}
+           "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }", "access list": "{ 10.0.0.0/8, all }",
+           "rate": "10/s", "limit key": "header:X-Key"}
 SAMPLE_OVERRIDES = {"downstreams": "{ d }", "directory": '"https://ca.test/dir"', "renew-before": "30d", "buffer-size": "4096", "max-request-line": "1024",
-                    "max-header-size": "1024", "port": "1", "interval": "10s"}
+                    "max-header-size": "1024", "port": "1", "interval": "10s", "rate-limit": "{}",
+                    "root": f'"{os.path.dirname(HERE)}"', "status": "301"}
 COMPANIONS = {D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"}, D.RULE: {"uri-prefix": '"/"'},
               D.X509: {"name": "X-A", "oid": "1.2"}, D.REWRITE: {"src": '"^/"', "dst": '"/"'},
-              D.CRL: {"file": f'"{HERE}"'}}
+              D.CRL: {"file": f'"{HERE}"'}, D.RATE_LIMIT: {"rate": "1/s"}}
 # the blocks that lead to a context, outermost first (context, head)
 PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "status")],
          D.ACME: [(D.ACME, "acme")],
+         D.RATE_LIMIT: [(D.RATE_LIMIT, "rate-limit L")], D.REDIS: [(D.REDIS, "redis")],
+         D.ACCESS: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.ACCESS, "access")],
          D.DOWNSTREAM: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d")],
          D.RETRY: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d"), (D.RETRY, "retry")],
          D.HEALTH: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d"), (D.HEALTH, "health-check")],
          D.REWRITE: [(D.SERVER, "server"), (D.REWRITE, "rewrite")],
          D.VHOST: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"')],
          D.RULE: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.RULE, "rule r")],
+         D.HDR_RULES: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.RULE, "rule r"),
+                       (D.HDR_RULES, "response-headers")],
+         D.SECHDR: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.SECHDR, "security-headers")],
          D.HEADERS: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.HEADERS, "headers")],
          D.X509: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.HEADERS, "headers"),
                   (D.X509, "x509-extension")],
@@ -147,7 +164,8 @@ PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "st
          D.CRL: [(D.SERVER, "server"), (D.SSL, "ssl"), (D.CRL, "crl")],
          D.LOGGING: [(D.SERVER, "server"), (D.LOGGING, "logging")],
          D.LOG_STREAM: [(D.SERVER, "server"), (D.LOGGING, "logging"), (D.LOG_STREAM, "request")]}
-BLOCK_HEADS = {"server": "server", "downstream": "downstream d", "vhost": 'vhost "v"', "rule": "rule r"}
+BLOCK_HEADS = {"server": "server", "downstream": "downstream d", "vhost": 'vhost "v"', "rule": "rule r",
+               "rate-limit": "rate-limit L"}
 
 
 def config_using(d: D.Directive, ctx: str) -> str:

@@ -1,0 +1,67 @@
+"""Worker-side glue of issue 20 (rproxy/fastpath/edge.pxi, static.pxi): the
+arguments of Worker.set_edge, the MIME table, sticky cookie values.
+
+Runs once per worker at start-up; nothing here runs per request."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from .config.edge import needs_edge
+
+__all__ = ["needs_edge", "worker_args", "configure_mime", "sticky_tokens", "MIME_TYPES"]
+
+# Made when the master imports this module: every worker it forks, at start
+# and at each reload, shares it, so cookies stay valid across reloads (not
+# across restarts: set sticky-key for that).
+_KEY = secrets.token_bytes(32)
+
+# the built-in table; /etc/mime.types (when present) adds to it, these win
+MIME_TYPES = {
+    "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8", "css": "text/css; charset=utf-8",
+    "js": "text/javascript; charset=utf-8", "mjs": "text/javascript; charset=utf-8",
+    "json": "application/json", "map": "application/json", "txt": "text/plain; charset=utf-8",
+    "md": "text/markdown; charset=utf-8", "csv": "text/csv; charset=utf-8", "xml": "application/xml",
+    "svg": "image/svg+xml", "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+    "webp": "image/webp", "avif": "image/avif", "ico": "image/x-icon", "woff": "font/woff", "woff2": "font/woff2",
+    "ttf": "font/ttf", "otf": "font/otf", "wasm": "application/wasm", "pdf": "application/pdf",
+    "zip": "application/zip", "gz": "application/gzip", "tar": "application/x-tar", "mp4": "video/mp4",
+    "webm": "video/webm", "mp3": "audio/mpeg", "ogg": "audio/ogg", "wav": "audio/wav",
+    "webmanifest": "application/manifest+json", "bin": "application/octet-stream",
+}
+
+
+def _system_types(path="/etc/mime.types"):
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if len(parts) >= 2 and "/" in parts[0]:
+                    out.extend((ext, parts[0]) for ext in parts[1:])
+    except OSError:
+        pass
+    return out
+
+
+def configure_mime():
+    from . import fastpath
+    fastpath.set_mime_types([*_system_types(), *MIME_TYPES.items()])
+
+
+def sticky_tokens(rule) -> list[str]:
+    """The cookie value naming each of the rule's downstreams: an HMAC of the
+    rule and downstream names, so it says nothing about addresses and cannot
+    be made up without the key."""
+    key = rule.sticky_key.encode() if rule.sticky_key else _KEY
+    return [base64.urlsafe_b64encode(hmac.new(key, f"{rule.name}\0{d}".encode(), hashlib.sha256)
+                                     .digest()[:16]).decode().rstrip("=") for d in rule.downstreams]
+
+
+def worker_args(rule) -> dict:
+    return dict(req_ops=rule.request_ops, resp_ops=rule.response_ops, redirect=rule.redirect,
+                status=rule.status, root=rule.root, index_files=rule.index, autoindex=rule.autoindex,
+                sticky=rule.sticky, cookie=rule.sticky_cookie,
+                tokens=sticky_tokens(rule) if rule.sticky == "cookie" else ())

@@ -1,0 +1,200 @@
+# PROXY protocol v1 and v2 in (HAProxy's spec), on listeners with
+# `proxy-protocol = true` (issue 19).
+#
+# Only sources in `proxy-protocol-from` may send it: a connection from any
+# other address is closed at accept with a log line (it could otherwise
+# claim any client address).  The header comes before anything else, TLS
+# included.  It is read with MSG_PEEK until complete, then exactly its bytes
+# are consumed, so what follows (a TLS ClientHello, a request) stays in the
+# socket for the usual path.  A header split across reads waits for more
+# (edge-triggered epoll signals each arrival); one that is malformed or too
+# long is closed, never parsed as HTTP.  The client address it carries
+# replaces the connection's peer: X-Forwarded-For, {SRC}, access rules and
+# rate limit keys all read that.  LOCAL (v2) and UNKNOWN (v1) keep the real
+# peer, as the spec says.
+#
+# Hooks: listener_on_event (pp_accept, after uc_new), uc_on_event (pp_read,
+# first thing while the header is awaited).
+
+cdef struct PPServer:
+    int nfrom
+    AccessRt* nets              # proxy-protocol-from, as access entries (allow = 1)
+
+cdef const char* PP_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+cdef enum:
+    PP_MAX = 536                # the spec's largest header worth buffering (v2 with TLVs)
+
+
+cdef int pp_accept(UConn* uc) noexcept nogil:
+    """A connection on a PROXY-protocol listener: 0 to wait for its header,
+    -1 to close it (not a trusted source)."""
+    cdef PPServer* pp = <PPServer*>uc.srv.pp
+    cdef const uint8_t* a
+    cdef int fam = 0, i, n
+    cdef char where[48]
+    if uc.peer.family == AF_INET or uc.peer.family == AF_INET6:
+        a = edge_addr(&uc.peer, &fam)
+        for i in range(pp.nfrom):
+            if edge_net_match(&pp.nets[i], a, fam):
+                uc.pp_wait = 1
+                return 0
+    n = peer_format(&uc.peer, where, 48)
+    rp_elog(uc_errfd(uc), 4, "client %.*s: not in proxy-protocol-from: connection closed", n, where)
+    return -1
+
+
+cdef int pp_v1_addr(const char* tok, uint32_t n, int fam, uint8_t* out) noexcept nogil:
+    cdef char s[48]
+    if n == 0 or n >= 48:
+        return -1
+    memcpy(s, tok, n)
+    s[n] = 0
+    return 0 if inet_pton(fam, s, out) == 1 else -1
+
+
+cdef int pp_v1_port(const char* tok, uint32_t n, uint16_t* out) noexcept nogil:
+    cdef uint32_t i, v = 0
+    if n == 0 or n > 5 or (tok[0] == c'0' and n > 1):
+        return -1
+    for i in range(n):
+        if tok[i] < c'0' or tok[i] > c'9':
+            return -1
+        v = v * 10 + <uint32_t>(tok[i] - 48)
+    if v > 65535:
+        return -1
+    out[0] = <uint16_t>v
+    return 0
+
+
+cdef int pp_parse_v1(UConn* uc, const char* b, int n, int* used) noexcept nogil:
+    """1: incomplete, 0: parsed (*used bytes), -1: malformed."""
+    cdef int end = -1, i, nt = 0, fam
+    cdef const char* tok[6]
+    cdef uint32_t tl[6]
+    cdef uint8_t addr[16]
+    cdef uint16_t port = 0
+    for i in range(n - 1):
+        if b[i] == c'\r' and b[i + 1] == c'\n':
+            end = i
+            break
+    if end < 0:
+        return 1 if n < 107 else -1     # 107: the longest v1 line
+    if end + 2 > 107:
+        return -1
+    i = 0
+    while i < end and nt < 6:
+        tok[nt] = b + i
+        while i < end and b[i] != c' ':
+            i += 1
+        tl[nt] = <uint32_t>(b + i - tok[nt])
+        nt += 1
+        if i < end:
+            i += 1                       # one space between fields
+    if i < end or nt < 2 or tl[0] != 5 or memcmp(tok[0], b"PROXY", 5) != 0:
+        return -1
+    used[0] = end + 2
+    if tl[1] == 7 and memcmp(tok[1], b"UNKNOWN", 7) == 0:
+        return 0                         # keep the real peer
+    if nt != 6 or tl[1] != 4 or (memcmp(tok[1], b"TCP4", 4) != 0 and memcmp(tok[1], b"TCP6", 4) != 0):
+        return -1
+    fam = AF_INET if tok[1][3] == c'4' else AF_INET6
+    if pp_v1_addr(tok[3], tl[3], fam, addr) != 0 or pp_v1_port(tok[5], tl[5], &port) != 0:
+        return -1                        # the destination: checked, not used
+    if pp_v1_addr(tok[2], tl[2], fam, addr) != 0 or pp_v1_port(tok[4], tl[4], &port) != 0:
+        return -1
+    memset(uc.peer.addr, 0, 16)
+    memcpy(uc.peer.addr, addr, 4 if fam == AF_INET else 16)
+    uc.peer.family = fam
+    uc.peer.port = port
+    return 0
+
+
+cdef int pp_parse_v2(UConn* uc, const uint8_t* b, int n, int* used) noexcept nogil:
+    cdef int total, fam
+    if n < 16:
+        return 1
+    total = 16 + ((<int>b[14] << 8) | b[15])
+    if (b[12] >> 4) != 2 or (b[12] & 0x0F) > 1 or total > PP_MAX:
+        return -1
+    if n < total:
+        return 1
+    used[0] = total
+    if (b[12] & 0x0F) == 0:
+        return 0                         # LOCAL: the balancer's own check; keep the real peer
+    fam = b[13] >> 4
+    if fam == 1 and total >= 16 + 12:                # AF_INET: src, dst, sport, dport
+        memset(uc.peer.addr, 0, 16)
+        memcpy(uc.peer.addr, b + 16, 4)
+        uc.peer.family = AF_INET
+        uc.peer.port = <uint16_t>((<int>b[24] << 8) | b[25])
+    elif fam == 2 and total >= 16 + 36:
+        memcpy(uc.peer.addr, b + 16, 16)
+        uc.peer.family = AF_INET6
+        uc.peer.port = <uint16_t>((<int>b[48] << 8) | b[49])
+    elif fam == 1 or fam == 2:
+        return -1                        # too short for its family
+    return 0                             # UNSPEC / unix: keep the real peer
+
+
+cdef int pp_read(UConn* uc) noexcept nogil:
+    """The PROXY header, if it is all there: 0 done (go on with the event),
+    1 wait for more, -1 closed."""
+    cdef uint8_t b[PP_MAX]
+    cdef ssize_t n
+    cdef int rc, used = 0, k
+    cdef char where[48]
+    cdef const char* why = "malformed PROXY protocol header"
+    n = recv(uc.h.fd, b, PP_MAX, MSG_PEEK)
+    if n < 0:
+        if errno == EAGAIN or errno == EINTR:
+            return 1
+        uc_close(uc)
+        return -1
+    if n == 0:
+        uc_close(uc)                     # gone before its header
+        return -1
+    k = 12 if n >= 12 else <int>n
+    if memcmp(b, PP_V2_SIG, k) == 0:
+        rc = pp_parse_v2(uc, b, <int>n, &used)
+    else:
+        k = 6 if n >= 6 else <int>n
+        if memcmp(b, b"PROXY ", k) == 0:
+            rc = pp_parse_v1(uc, <const char*>b, <int>n, &used)
+        else:
+            rc = -1
+            why = "no PROXY protocol header"
+    if rc == 1:
+        if n >= PP_MAX:
+            rc = -1
+        else:
+            return 1
+    if rc == 0 and recv(uc.h.fd, b, <size_t>used, 0) != used:
+        rc = -1
+    if rc < 0:
+        k = peer_format(&uc.peer, where, 48)
+        rp_elog(uc_errfd(uc), 4, "client %.*s: %s: connection closed", k, where, why)
+        uc_close(uc)
+        return -1
+    uc.pp_wait = 0
+    return 0
+
+
+def _pp_set_server(int index, nets):
+    """proxy-protocol on server `index`, trusted from nets: [(family 4|6, addr bytes, prefix)]."""
+    cdef PPServer* pp = <PPServer*>calloc(1, sizeof(PPServer))
+    cdef AccessRt* a
+    cdef bytes raw
+    if pp == NULL:
+        raise MemoryError()
+    pp.nets = <AccessRt*>calloc(max(len(nets), 1), sizeof(AccessRt))
+    if pp.nets == NULL:
+        free(pp)
+        raise MemoryError()
+    for i, (fam, raw, plen) in enumerate(nets):
+        a = &pp.nets[i]
+        a.family = AF_INET if fam == 4 else AF_INET6
+        memcpy(a.addr, <const char*>raw, min(len(raw), 16))
+        a.plen = plen
+        a.allow = 1
+    pp.nfrom = len(nets)
+    g_servers[index].pp = pp
