@@ -63,15 +63,22 @@ def cmd_test(path: str) -> int:
                          f"({count} error{'s' if count != 1 else ''})\n")
         return 1
     from . import tls
+    from .acme import cli as acme_cli
 
     if tls.needed(cfg):
         # certificates, keys, CAs and CRLs loaded as a start would load them
         try:
-            tls.build(cfg)
+            acme_cli.build_for_test(cfg)
         except tls.TlsError as e:
             sys.stderr.write(f"{e}\nrproxy: configuration {path} is invalid (TLS)\n")
             return 1
+    acme_lines, acme_errors = acme_cli.test_lines(cfg)
+    if acme_errors:
+        sys.stderr.write("\n".join(acme_errors) + f"\nrproxy: configuration {path} is invalid (acme)\n")
+        return 1
     sys.stdout.write(summary(cfg))
+    if acme_lines:
+        sys.stdout.write("\n".join(acme_lines) + "\n")
     sys.stdout.write(f"rproxy: configuration {path} is valid\n")
     return 0
 
@@ -147,6 +154,10 @@ def explain_missing(why: str) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["certs"]:
+        from .acme import cli as acme_cli
+
+        return acme_cli.main(argv[1:])
     if argv[:1] == ["top"]:
         from .metrics import top
 

@@ -570,17 +570,21 @@ def crl_signature(ssl: SSL) -> tuple:
 
 
 def build(cfg: Config) -> TlsSet:
+    from .acme.store import effective_ssl
+
     callbacks = _callbacks()
     out = TlsSet()
     for si, srv in enumerate(cfg.servers):
         if srv.ssl is not None and srv.ssl.enabled:
             where = f"ssl of server {srv.label}"
-            st = ServerTls(server_context(srv.ssl, where, f"{srv.label}", callbacks), srv.ssl.verify_depth)
+            sssl = effective_ssl(cfg, srv.ssl, si, -1)
+            st = ServerTls(server_context(sssl, where, f"{srv.label}", callbacks), srv.ssl.verify_depth)
             _watch(out, st.ctx, srv.ssl, where)
             for vi, vh in enumerate(srv.vhosts):
                 if vh.ssl is not None and vh.ssl.enabled:
                     vwhere = f"ssl of vhost {vh.name} (server {srv.label})"
-                    vctx = server_context(vh.ssl, vwhere, f"{srv.label}/{vh.name}", callbacks)
+                    vctx = server_context(effective_ssl(cfg, vh.ssl, si, vi), vwhere, f"{srv.label}/{vh.name}",
+                                          callbacks)
                     st.vhosts[vi] = (vctx, vh.ssl.verify_depth)
                     _watch(out, vctx, vh.ssl, vwhere)
             out.servers[si] = st
@@ -711,6 +715,13 @@ def configure_worker(w, cfg: Config, ds_index: dict, log: Callable[[str, str], N
         fastpath.tls_set_server(si, context_address(st.ctx), st.verify_depth, headers)
         for vi, (vctx, depth) in st.vhosts.items():
             fastpath.tls_set_vhost(si, vi, context_address(vctx), depth)
+    from .acme import store as acme_store
+
+    if acme_store.managed(cfg) and tls_set.servers:
+        from .acme.watch import Watcher
+
+        control_fd, _ = w.control_pipe()
+        Watcher(cfg, lambda rec: os.write(control_fd, rec), log).start()
     if tls_set.watches:
         for watch in tls_set.watches:
             watch.slot = fastpath.tls_register_context(context_address(watch.ctx))

@@ -543,6 +543,7 @@ STATUS = "status"
 CACHE = "cache"
 RATE_LIMIT, REDIS, ACCESS = "rate-limit", "redis", "access"
 SSL, CRL, HEADERS, X509, LOGGING, LOG_STREAM = "ssl", "crl", "headers", "x509-extension", "logging", "log-stream"
+ACME = "acme"
 # issue 20 (edge.pxi): header rules, their free-form set/add blocks, security headers
 HDR_RULES, HDR_PAIRS, SECHDR = "header-rules", "header-pairs", "security-headers"
 FREEFORM = {HDR_PAIRS}            # blocks whose every `Name = value` is data, not a directive
@@ -639,6 +640,8 @@ TABLE: tuple[Directive, ...] = (
        "file or a certificate file changes (inotify, debounced)", origin="rproxy"),
     _d("status", MAIN, "block", doc="the admin listener: GET /metrics (Prometheus) and /status (JSON)",
        origin="rproxy"),
+    _d("acme", MAIN, "block", doc="automatic HTTPS: the ACME CA and where certificates are kept (vhosts "
+       "opt in with `ssl { mode = acme }`)", origin="rproxy"),
     _d("server", MAIN, "block", doc="one listener", repeat=True),
     _d("cache", MAIN, "block", doc="a named shared response cache (RFC 9111) that rules refer to with "
        "`cache = NAME`", titled="yes", repeat=True, origin="rproxy"),
@@ -678,6 +681,19 @@ TABLE: tuple[Directive, ...] = (
        lo=0.001, hi=60, origin="rproxy"),
     _d("fail", REDIS, "enum", "open", "Redis down, slow or failing: open (admit and count) | closed (503)",
        choices=("open", "closed"), origin="rproxy"),
+
+    # ---- acme ------------------------------------------------------------
+    _d("directory", ACME, "string", "https://acme-v02.api.letsencrypt.org/directory",
+       "the ACME directory URL (RFC 8555) of the CA", origin="rproxy"),
+    _d("email", ACME, "string", None, "contact address given to the CA for the account", origin="rproxy"),
+    _d("state-dir", ACME, "path", "/var/lib/rproxy/acme", "account key, certificate keys and chains "
+       "(created 0700, owned by `user`)", origin="rproxy"),
+    _d("challenge", ACME, "enum", "tls-alpn-01", "the challenge asked for first (both are answered when a "
+       "listener can)", choices=("tls-alpn-01", "http-01"), origin="rproxy"),
+    _d("ca", ACME, "path", None, "CA bundle trusted for the directory's own TLS (test CAs; default: the "
+       "system's)", origin="rproxy"),
+    _d("renew-before", ACME, "string", "1/3", "renew this long before expiry: a duration (30d) or a "
+       "fraction of the lifetime (1/3, 0.25)", origin="rproxy"),
 
     # ---- status ----------------------------------------------------------
     _d("addr", STATUS, "listen address", "127.0.0.1", "listen address of the status listener (IPv4 or IPv6)",
@@ -933,6 +949,9 @@ TABLE: tuple[Directive, ...] = (
     _d("enabled", SSL, "bool", False, "false ignores the block; when true, cert, key, ca, capath and the "
        "CRL paths must exist"),
     # Paths are checked to exist when the block is in force: enabled, or a downstream's with tls = true.
+    _d("mode", SSL, "enum", "files", "where a listener's or vhost's certificate comes from: files (cert "
+       "and key), acme (issued and renewed through the acme block) or self-signed (made and renewed in "
+       "state-dir)", choices=("files", "acme", "self-signed"), origin="rproxy"),
     _d("cert", SSL, "path", None, "PEM certificate (chain); required on an enabled listener or vhost; "
        "in a downstream: the client certificate rproxy presents"),
     _d("key", SSL, "path", None, "PEM private key, RSA or ECDSA, PKCS#1, SEC1 or PKCS#8, unencrypted "

@@ -21,7 +21,7 @@ from . import directives as D
 from .directives import Block
 from .errors import ConfigError, ConfigErrors
 from .edge import edge_ops, edge_rule
-from .model import (CRL, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Cache, Config, Downstream, Headers, RateLimit,
+from .model import (CRL, Acme, LEGACY_TLS_PROTOCOLS, SSL, TLS_PROTOCOLS, Cache, Config, Downstream, Headers, RateLimit,
                     Redis,
                     HealthCheck, Logging, LogStream, Note, Position, Rule, Server, Status, Vhost,
                     X509Extension)
@@ -50,6 +50,12 @@ def untitled_downstream_name(addr: str, port: int, index: int) -> str:
     second downstream block of a server on, its 1-based block number."""
     base = addr if addr.startswith("unix:") else f"{addr}:{port}"
     return f"{base}#{index + 1}" if index else base
+
+
+def _managed(server) -> bool:
+    ssl = server.ssl
+    return bool(ssl and ssl.enabled) and (ssl.mode != "files" or any(
+        v.ssl is not None and v.ssl.mode != "files" for v in server.vhosts))
 
 
 class _Normaliser:
@@ -85,6 +91,9 @@ class _Normaliser:
                                main.sub("status")[0].pos)
         for key in ("user", "group"):
             self.check_account(main, key)
+        acme = self.acme(main.sub("acme")[0]) if main.sub("acme") else None
+        if acme is None and any(_managed(s) for s in servers):
+            acme = Acme()
         forms = {s.dialect for s in servers}
         dialect = "mixed" if len(forms) > 1 else (forms.pop() if forms else "2")
         return Config(
@@ -107,6 +116,7 @@ class _Normaliser:
             status=status,
             reload_on_change=opt(main, "reload-on-change"),
             caches=caches,
+            acme=acme,
             rate_limits=tuple(self.limits.values()), rate_limit_zone=opt(main, "rate-limit-zone"),
             redis=self.redis(main),
         )
@@ -180,6 +190,33 @@ class _Normaliser:
             self.error(f"at most 64 access entries per vhost ({len(out)} given; `all` counts as two)", b.pos)
         return out
 
+    def acme(self, b: Block) -> Acme:
+        text = opt(b, "renew-before").strip()
+        renew = None
+        try:
+            if "/" in text:
+                num, den = text.split("/", 1)
+                renew = int(num) / int(den)
+            elif re.fullmatch(r"0?\.\d+", text):
+                renew = float(text)
+            else:
+                parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+                if parts and text:
+                    d, h, m, sec = (int(x or 0) for x in parts.groups())
+                    renew = float(d * 86400 + h * 3600 + m * 60 + sec)
+        except (ValueError, ZeroDivisionError):
+            renew = None
+        if renew is None or renew <= 0 or (0 < renew < 1 and "/" not in text and "." not in text):
+            self.error(f"renew-before {text!r}: give a duration (30d) or a fraction of the lifetime "
+                       "below 1 (1/3, 0.25)", b.pos_of("renew_before"))
+            renew = 1 / 3
+        directory = opt(b, "directory")
+        if not directory.startswith(("https://", "http://")):
+            self.error(f"acme directory {directory!r} is not an http(s) URL", b.pos_of("directory"))
+        self.check_path(b, "acme", "ca", "CA file", os.path.isfile)
+        return Acme(directory=directory, email=opt(b, "email"), state_dir=opt(b, "state-dir"),
+                    challenge=opt(b, "challenge"), ca=opt(b, "ca"), renew_before=renew, pos=b.pos)
+
     def status(self, b: Block) -> Status:
         addr = opt(b, "addr")
         if addr.startswith("unix:"):
@@ -243,6 +280,12 @@ class _Normaliser:
         else:
             vhosts = tuple(v for v in (self.vhost(vb, names, tls) for vb in b.sub("vhost")) if v is not None)
             self.check_default_vhosts(b, vhosts)
+        if tls and ssl.mode == "files" and ssl.cert is None:
+            if any(v.ssl is not None and v.ssl.mode != "files" for v in vhosts):
+                # the certificate of clients that send no (or an unknown) name
+                ssl = dataclasses.replace(ssl, mode="self-signed")
+            else:
+                self.error("ssl is enabled but has no 'cert'", b.sub("ssl")[0].pos)
         addr = opt(b, "addr")
         if addr.startswith("unix:") and b.has("port"):
             self.note(b.pos_of("port"), "'port' is ignored for a unix: listener")
@@ -369,6 +412,12 @@ class _Normaliser:
         if ssl is not None and ssl.enabled and not server_tls:
             self.note(b.sub("ssl")[0].pos, f"vhost '{b.title}' has TLS settings but its server does not "
                                            "speak TLS: they are never used")
+        if ssl is not None and ssl.mode == "acme":
+            for name in (b.title, *opt(b, "aliases")):
+                if "*" in name or "?" in name or "[" in name:
+                    self.error(f"vhost '{b.title}': {name!r} is a wildcard; ACME issues wildcards only through "
+                               "DNS-01, which rproxy does not do: list the names, or use mode = files",
+                               b.sub("ssl")[0].pos_of("mode"))
         vlimits = tuple(opt(b, "rate-limit"))
         vedge = edge_ops(self, b, None)
         rules = tuple(r for r in (self.rule(rb, ds_names, vlimits, vedge) for rb in b.sub("rule")) if r is not None)
@@ -470,7 +519,11 @@ class _Normaliser:
     def ssl(self, b: Block, role: str, force: bool = False) -> SSL:
         """role: "server", "vhost" or "downstream".  Paths are checked when the
         block is in force: enabled, or (downstream) with tls = true."""
-        enabled = opt(b, "enabled")
+        mode = opt(b, "mode")
+        if mode != "files" and role == "downstream":
+            self.error(f"mode = {mode} is for a listener or a vhost, not a downstream", b.pos_of("mode"))
+            mode = "files"
+        enabled = opt(b, "enabled") or mode != "files"
         in_force = enabled or force
         on = self.protocols_on(b)
         off = self.protocols_off(b)
@@ -487,8 +540,11 @@ class _Normaliser:
                 self.check_path(cb, "crl", "file", "CRL file", os.path.isfile)
                 self.check_path(cb, "crl", "dir", "CRL directory", os.path.isdir)
         if in_force:
-            if role != "downstream" and b.get("cert") is None:
-                self.error("ssl is enabled but has no 'cert'", b.pos)
+            if role == "vhost" and mode == "files" and b.get("cert") is None:
+                self.error("ssl is enabled but has no 'cert'", b.pos,
+                           hint="give cert (and key), or mode = acme / mode = self-signed")
+            if mode != "files" and b.get("cert") is not None:
+                self.note(b.pos_of("cert"), f"'cert' is not used with mode = {mode}")
             self.check_path(b, "ssl", "cert", "certificate file", os.path.isfile)
             self.check_path(b, "ssl", "key", "key file", os.path.isfile)
             self.check_path(b, "ssl", "ca", "CA file", os.path.isfile)
@@ -505,7 +561,7 @@ class _Normaliser:
             enforce_peer_cert=opt(b, "enforce-peer-cert"),
             verify_depth=opt(b, "verify-depth"), context_timeout=opt(b, "context-timeout"),
             cache_enabled=opt(b, "cache-enabled"), cache_size=opt(b, "cache-size"),
-            cache_timeout=opt(b, "cache-timeout"), crl=crl)
+            cache_timeout=opt(b, "cache-timeout"), crl=crl, mode=mode)
 
     def protocols_on(self, b: Block) -> set:
         if not b.has("protocols_on"):

@@ -74,6 +74,7 @@ class SSL:
     cache_size: int = 20480
     cache_timeout: float = 300.0
     crl: Optional[CRL] = None
+    mode: str = "files"                  # files | acme | self-signed (rproxy/acme/)
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,18 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Acme:
+    """The `acme { }` block: the CA and where managed certificates live."""
+    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    email: Optional[str] = None
+    state_dir: str = "/var/lib/rproxy/acme"
+    challenge: str = "tls-alpn-01"
+    ca: Optional[str] = None
+    renew_before: float = 1 / 3          # < 1: a fraction of the lifetime; else seconds
+    pos: Optional[Position] = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Status:
     """The admin listener (`status { }`): /metrics and /status."""
     addr: str = "127.0.0.1"
@@ -324,6 +337,7 @@ class Config:
     status: Optional[Status] = None      # the admin listener, when configured
     reload_on_change: bool = False
     caches: tuple[Cache, ...] = ()
+    acme: Optional[Acme] = None          # given, or implied by a vhost in acme / self-signed mode
     rate_limits: tuple[RateLimit, ...] = ()
     rate_limit_zone: int = 1024 ** 2     # bytes of shared memory for limit states
     redis: Optional[Redis] = None

@@ -19,6 +19,10 @@ finally:
 ctypes.CDLL(__llhttp.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
 
 from rproxy._fastpath import (  # noqa: E402
+    acme_ctx_record,
+    acme_http_record,
+    acme_stats,
+    acme_tls_record,
     TLS_FUNCTIONS,
     XSSL_BITS,
     Worker,
@@ -62,4 +66,5 @@ __all__ = ["Worker", "check_posix_regex", "metrics_layout", "set_malloc_trim_thr
            "tls_stats", "tls_store_record", "compress_buffer", "compress_memory", "compress_stats",
            "rule_set_compress", "metrics_layout", "cache_policy", "http_date_parse", "cache_stats",
            "rule_set_cache", "_edge_attach", "_edge_set_rule", "bench_edge_gcra", "edge_layout",
-           "_pp_set_server", "_redis_attach"]
+           "_pp_set_server", "_redis_attach", "acme_ctx_record", "acme_http_record", "acme_stats",
+           "acme_tls_record"]

@@ -5,6 +5,9 @@
 cdef enum:
     CTL_SET_ADDRESS = 1     # index, family, sockaddr: used by the next connects
     CTL_TLS_STORE = 2       # index = context slot, addr = X509_STORE* (CRL reload, tls.pxi)
+    CTL_TLS_CTX = 3         # index = server << 16 | vhost, addr = SSL_CTX* (acme.pxi: a renewed certificate)
+    CTL_ACME_HTTP = 4       # index = add/remove, addr = TOKEN.THUMBPRINT (acme.pxi: HTTP-01)
+    CTL_ACME_TLS = 5        # index = add/remove, addr = SSL_CTX* + name (acme.pxi: TLS-ALPN-01)
 
 cdef struct ControlRecord:
     uint32_t type
@@ -32,6 +35,12 @@ cdef void control_read() noexcept nogil:
                 rp_elog(ds_errfd(ds), 5, "downstream %s (%s): address re-resolved", ds.name, ds.label)
         elif rec.type == CTL_TLS_STORE:
             tls_apply_store(rec.index, (<void**>rec.addr)[0])
+        elif rec.type == CTL_TLS_CTX:
+            acme_set_ctx(rec.index, (<void**>rec.addr)[0])
+        elif rec.type == CTL_ACME_HTTP and rec.addrlen <= 128:
+            acme_http_set(rec.index != 0, rec.addr, rec.addrlen)
+        elif rec.type == CTL_ACME_TLS and rec.addrlen <= 128:
+            acme_tls_set(rec.index != 0, rec.addr, rec.addrlen)
 
 
 cdef void resolve_request(DownstreamRt* ds) noexcept nogil:

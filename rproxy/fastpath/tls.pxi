@@ -541,6 +541,9 @@ cdef int tls_alpn_cb(void* ssl, const unsigned char** out, unsigned char* outlen
     gets no_application_protocol, as RFC 7301 asks."""
     cdef unsigned int i = 0, n
     cdef int http10 = -1
+    cdef int acme = acme_alpn(ssl, out, outlen, inp, inlen)
+    if acme >= 0:
+        return acme
     while i < inlen:
         n = inp[i]
         if i + 1 + n > inlen:

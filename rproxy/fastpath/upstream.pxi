@@ -731,6 +731,8 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
     cdef RuleRt* rule = request_admit(uc, &status)
     cdef char where[48]
     cdef int n
+    if g_acme_nhttp and uc.tls == NULL and acme_http_answer(uc, x):
+        return                      # an HTTP-01 challenge (acme.pxi), before routing and redirects
     if rule == NULL:
         if x.why != NULL:
             n = peer_format(&uc.peer, where, 48)

@@ -122,6 +122,9 @@ class Arbiter:
 
         self.obs = Observability(self)                      # metrics zone, status listener, sd_notify
         self.cache_manager = CacheManager()
+        from ..acme.helper import AcmeHelper
+
+        self.acme = AcmeHelper(self._helper_cleanup)        # certificates (rproxy/acme/)
 
     # ---- start-up ---------------------------------------------------------------
 
@@ -227,6 +230,17 @@ class Arbiter:
         kw = {} if metrics is None else {"metrics": (metrics[0].mm, metrics[2])}
         self.worker_main(cfg, fds, index, generation, ready_fd=ready_w, master_pid=master_pid, **kw)
 
+    def _helper_cleanup(self) -> None:
+        """In a freshly forked helper: the master's descriptors are not its."""
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        for w in self.workers.values():
+            if w.ready_fd is not None:
+                os.close(w.ready_fd)
+        for bl in self.listeners.values():
+            bl.sock.close()
+        self.obs.child_cleanup()
+
     def manage_workers(self) -> None:
         """Keep one worker per index of the serving generation."""
         if self.stopping or time.monotonic() < self.respawn_at:
@@ -261,6 +275,8 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if self.acme.reaped(pid, os.waitstatus_to_exitcode(status)):
+                continue
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
@@ -356,9 +372,10 @@ class Arbiter:
         except logfiles.LogOpenError as e:
             self.reload_failed(f"cannot open {e}{self._as_whom()}")
             return
-        from .startup import load_tls
+        from .startup import load_tls, prepare_acme
 
         try:
+            prepare_acme(new)               # state-dir and a certificate for every new managed name
             load_tls(new)                   # fresh contexts: certificates and keys are reloaded
         except StartupError as e:
             logfiles.retain([self.cfg])
@@ -449,6 +466,7 @@ class Arbiter:
         self.boot_failures = 0
         self.respawn_at = 0.0
         self.obs.reload_commit(self.cfg)
+        self.acme.start(self.cfg)               # the helper follows the new configuration
         errorlog.notice(f"reloaded {self.cfg.path}: generation {self.generation} serving with "
                         f"{self.worker_count()} worker(s); {draining} worker(s) of generation "
                         f"{old_generation} and older draining")
@@ -510,6 +528,7 @@ class Arbiter:
             return
         self.stopping = how
         self.obs.stopping(how)
+        self.acme.shutdown()
         if self.pending is not None:
             p, self.pending = self.pending, None
             for w in self.workers.values():
@@ -542,6 +561,7 @@ class Arbiter:
         self.install_signals()
         self.obs.start(self.cfg)
         self.manage_workers()
+        self.acme.start(self.cfg)
         errorlog.notice(f"rproxy started: {self.worker_count()} worker(s), "
                         + ", ".join(l.label for l in self.listeners.values()))
         while True:
@@ -555,6 +575,7 @@ class Arbiter:
             self.kill_overdue(now)
             self.obs.tick(now)
             self.cache_manager.tick(self.cfg, now)     # cache max-size / inactive (rproxy/cache_manager.py)
+            self.acme.tick(now)
             if self.stopping:
                 if not self.workers:
                     break

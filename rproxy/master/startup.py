@@ -15,6 +15,8 @@ it the master never has root again:
 """
 from __future__ import annotations
 
+import os
+
 from .. import errorlog
 from ..config.model import Config
 from . import StartupError, daemon, logfiles, pidfile, privileges
@@ -44,6 +46,46 @@ def load_tls(cfg: Config) -> None:
         raise StartupError(str(e)) from None
 
 
+def prepare_acme(cfg: Config, owner=None) -> None:
+    """state-dir and a certificate (self-signed until the CA's arrives) for
+    every managed name, before the contexts are built.  A root master with a
+    `user` does it in a child running as that user: the files are the
+    user's, and the packaged unit gives root no CAP_DAC_OVERRIDE to write
+    into the user's directory anyway."""
+    from ..acme import store
+
+    if not store.managed(cfg):
+        return
+    uid, gid = (None, None) if owner is None or owner[0] == -1 else owner
+    if uid is None or os.geteuid() != 0:
+        try:
+            store.prepare(cfg, errorlog.log)
+        except OSError as e:
+            raise StartupError(f"acme state-dir {store.state_dir(cfg)}: {e.strerror or e}") from None
+        return
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            store.prepare(cfg, errorlog.log)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            os.write(w, (getattr(e, "strerror", None) or str(e)).encode()[:1000])
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise StartupError(f"acme state-dir {store.state_dir(cfg)} (as the user): {why or 'failed'}")
+
+
 def run_master(cfg: Config) -> int:
     """Start and run the master; returns the process exit code."""
     try:
@@ -70,6 +112,7 @@ def run_master(cfg: Config) -> int:
         arbiter.close_listeners()
         return 1
     try:
+        prepare_acme(cfg, owner)
         load_tls(cfg)
     except StartupError as e:
         errorlog.log("emerg", str(e))

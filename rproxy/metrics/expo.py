@@ -294,12 +294,14 @@ def certificates(cfg) -> list:
         if info is not None:
             out.append({"name": info[0], "where": where, "file": ssl.cert, "not_after": info[1]})
 
-    for srv in cfg.servers:
+    from ..acme.store import effective_ssl      # managed certificates: their files in state-dir
+
+    for si, srv in enumerate(cfg.servers):
         if srv.ssl and srv.ssl.enabled:
-            add(srv.ssl, srv.label)
-        for vh in srv.vhosts:
+            add(effective_ssl(cfg, srv.ssl, si, -1), srv.label)
+        for vi, vh in enumerate(srv.vhosts):
             if vh.ssl and vh.ssl.enabled:
-                add(vh.ssl, f"{srv.label} {vh.name}")
+                add(effective_ssl(cfg, vh.ssl, si, vi), f"{srv.label} {vh.name}")
         for ds in srv.downstreams:
             if ds.tls and ds.ssl and ds.ssl.cert:
                 add(ds.ssl, f"{srv.label} downstream {ds.name}")

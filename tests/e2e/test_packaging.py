@@ -213,7 +213,8 @@ def test_unit_file_settings():
     assert u.commands("ExecStartPre") == [["/usr/bin/rproxy", "-t", "-c", conf]]
     assert u.commands("ExecStart") == [["/usr/bin/rproxy", "-c", conf]]
     assert u.commands("ExecReload") == [["/usr/bin/rproxy", "-t", "-c", conf], ["/bin/kill", "-HUP", "$MAINPID"]]
-    assert u.one("CapabilityBoundingSet").split() == ["CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN"]
+    assert u.one("CapabilityBoundingSet").split() == ["CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN",
+                                                    "CAP_DAC_READ_SEARCH"]
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
                        ("PrivateTmp", "yes"), ("KillMode", "mixed"), ("KillSignal", "SIGQUIT")):
         assert u.one(key) == value, key
@@ -241,6 +242,7 @@ def test_rpm_file_list(rpm, deb_tree, rpm_tree):
     assert "n" in flags["/etc/logrotate.d/rproxy"]
     modes = sh(["rpm", "-qp", "--qf", "[%{FILENAMES} %{FILEUSERNAME} %{FILEGROUPNAME}\\n]", str(rpm)]).stdout
     assert "/var/log/rproxy rproxy adm" in modes.splitlines()
+    assert "/var/lib/rproxy rproxy rproxy" in modes.splitlines()
 
 
 def test_rpm_requirements(rpm):
@@ -357,6 +359,8 @@ def test_deb_install_run_upgrade_remove_purge(deb, downstream, tmp_path):
         st = os.stat("/var/log/rproxy")
         assert st.st_uid == user.pw_uid and grp.getgrgid(st.st_gid).gr_name == "adm"
         assert oct(st.st_mode & 0o7777) == "0o2750"
+        st = os.stat("/var/lib/rproxy")                 # automatic HTTPS state (acme { state-dir })
+        assert st.st_uid == user.pw_uid and oct(st.st_mode & 0o7777) == "0o700"
         # py3compile ran: the private modules are byte-compiled for the system python
         assert list(Path("/usr/lib/rproxy/rproxy/__pycache__").glob("cli.cpython-*.pyc"))
         # enabled for multi-user.target (a symlink made even without systemd running)

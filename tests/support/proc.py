@@ -95,6 +95,13 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=No
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def _is_helper(p) -> bool:
+    try:
+        return " ".join(p.cmdline()).startswith("rproxy: acme")
+    except psutil.Error:
+        return False
+
+
 class Rproxy:
     """`rproxy -c FILE` in its own session, its stderr in a log file."""
 
@@ -140,7 +147,14 @@ class Rproxy:
 
     def workers(self) -> list:
         try:
-            return psutil.Process(self.proc.pid).children()
+            return [c for c in psutil.Process(self.proc.pid).children() if not _is_helper(c)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def helpers(self) -> list:
+        """The master's helper processes (`rproxy: acme`), not workers."""
+        try:
+            return [c for c in psutil.Process(self.proc.pid).children() if _is_helper(c)]
         except psutil.NoSuchProcess:
             return []
 

@@ -83,9 +83,10 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
             "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir cache "
-            "rate-limit-zone rate-limit redis",
+            "rate-limit-zone rate-limit redis acme",
     D.CACHE: "path max-size inactive",
     D.STATUS: "addr port allow",
+    D.ACME: "directory email state-dir challenge ca renew-before",
     D.RATE_LIMIT: "key rate burst mode store",
     D.REDIS: "addr port timeout fail",
     D.ACCESS: "allow deny",
@@ -118,7 +119,7 @@ ACTIVE = {
     D.X509: "name oid",
     # cache-size stays inactive: pyOpenSSL's binding cannot set OpenSSL's cache size
     D.SSL: "enabled cert key ca capath ciphers protocols-on protocols-off verify-peer enforce-peer-cert "
-           "verify-depth context-timeout cache-enabled cache-timeout crl",
+           "verify-depth context-timeout cache-enabled cache-timeout crl mode",
     D.CRL: "file dir reload",
     D.LOGGING: "request error general enabled type filename format facility errorlog",
     D.LOG_STREAM: "enabled output level format",
@@ -139,7 +140,7 @@ SAMPLES = {"bool": "false", "string": "x", "list": "{ a }", "path": f'"{HERE}"',
            "int": "1", "size": "65536", "CIDR list": "{ 10.0.0.0/8 }", "access list": "{ 10.0.0.0/8, all }",
            "rate": "10/s", "limit key": "header:X-Key", "coding list": "{ gzip }",
            "media type list": "{ text/* }", "stale list": "{ error }"}
-SAMPLE_OVERRIDES = {"downstreams": "{ d }", "cache": "c", "buffer-size": "4096", "max-request-line": "1024",
+SAMPLE_OVERRIDES = {"downstreams": "{ d }", "cache": "c", "directory": '"https://ca.test/dir"', "renew-before": "30d", "buffer-size": "4096", "max-request-line": "1024",
                     "max-header-size": "1024", "port": "1", "interval": "10s", "rate-limit": "{}",
                     "root": f'"{os.path.dirname(HERE)}"', "status": "301"}
 COMPANIONS = {D.CACHE: {"path": '"/tmp"'}, D.DOWNSTREAM: {"addr": "127.0.0.1", "port": "1"},
@@ -149,6 +150,7 @@ COMPANIONS = {D.CACHE: {"path": '"/tmp"'}, D.DOWNSTREAM: {"addr": "127.0.0.1", "
 # the blocks that lead to a context, outermost first (context, head)
 PATHS = {D.MAIN: [], D.SERVER: [(D.SERVER, "server")], D.STATUS: [(D.STATUS, "status")],
          D.CACHE: [(D.CACHE, "cache c")],
+         D.ACME: [(D.ACME, "acme")],
          D.RATE_LIMIT: [(D.RATE_LIMIT, "rate-limit L")], D.REDIS: [(D.REDIS, "redis")],
          D.ACCESS: [(D.SERVER, "server"), (D.VHOST, 'vhost "v"'), (D.ACCESS, "access")],
          D.DOWNSTREAM: [(D.SERVER, "server"), (D.DOWNSTREAM, "downstream d")],
