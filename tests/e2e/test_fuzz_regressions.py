@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
-from support.proc import read_response
+from support.proc import lines_of, read_response
 
 FMT = "{STATUS}|{UA}|{REF}|{US_HDR}:'X-Abcdefgh'|{HOST}|{REQUEST}"
 
@@ -74,15 +73,6 @@ def _chunks(n: int, piece: int = 4000) -> bytes:
     return b"".join(out)
 
 
-def _log_lines(log, n, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = log.read_text().splitlines() if log.exists() else []
-        if len(lines) >= n or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.02)
-
-
 def test_trailers_after_a_large_body_then_a_failed_exchange(start_rproxy, port, tmp_path):
     """Found by the fuzz (seed 1, 60 s, before the trailer fix): a chunked request whose body
     outgrew the 32 KiB buffer, trailers named like looked-up headers, and a
@@ -102,7 +92,7 @@ def test_trailers_after_a_large_body_then_a_failed_exchange(start_rproxy, port, 
                 c.sendall(raw)
                 status = read_response(c)[0]
             assert status == 502, size
-        lines = _log_lines(log, 3)
+        lines = lines_of(log, 3)
         assert lines == ["502|-|-|-|h|POST /t HTTP/1.1"] * 3
         assert all(g.endswith(b"T-Ab: 3\r\n\r\n") for g in ds.got)     # the trailers did reach it
         assert [w.pid for w in p.workers()] == [worker]

@@ -23,7 +23,7 @@ import pytest
 
 from support.downstream import Downstream, payload
 from support.master import wait_until
-from support.proc import free_port, read_response, request, rproxy_command
+from support.proc import free_port, lines_of, read_response, request, rproxy_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,16 +32,6 @@ FIELDS = ("SRC US_SPORT PROXY DS_SPORT TS UA METH URI PROTO STATUS REF HOST US_H
           "DS_HEADER_TIME DS_ADDR TLS_PROTO TLS_CIPHER REQUEST_ID TS_ISO MSEC").split()
 ALL_TOKENS = "|".join("{%s}:'X-A'" % f if f == "US_HDR" else "{%s}:'Content-Type'" % f if f == "DS_HDR"
                       else "{%s}" % f for f in FIELDS)
-
-
-def lines_of(path, n=1, timeout=10.0):
-    """The lines of `path` once it has at least n."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = path.read_bytes().splitlines() if path.exists() else []
-        if len(lines) >= n or time.monotonic() > deadline:
-            return [ln.decode("ascii") for ln in lines]
-        time.sleep(0.02)
 
 
 def parse_line(line):

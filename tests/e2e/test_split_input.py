@@ -16,7 +16,7 @@ import pytest
 
 from support.confs import one_downstream
 from support.downstream import Downstream
-from support.proc import read_response
+from support.proc import lines_of, read_response
 
 PAUSE = 0.02            # between two writes of one message: long enough for two reads
 
@@ -46,6 +46,30 @@ def _read_all(s: socket.socket, timeout: float = 10.0) -> bytes:
         out += d
 
 
+def _relayed(start_rproxy, port, pieces, pause=0.3):
+    """One request (Connection: close) through a proxy whose downstream
+    writes `pieces` one after another, pausing between them; returns
+    (everything the client received, the proxy, the worker pid before)."""
+    def handler(req, s):
+        _nodelay(s)
+        for i, piece in enumerate(pieces):
+            if i:
+                time.sleep(pause)
+            s.sendall(piece)
+        return True
+
+    ds = Downstream(handler=handler)
+    try:
+        p = start_rproxy(one_downstream(port, ds.port), port)
+        worker = p.workers()[0].pid
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            raw = _read_all(c)
+    finally:
+        ds.close()
+    return raw, p, worker
+
+
 def _head_lines(raw: bytes) -> tuple[bytes, list[bytes], bytes]:
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -56,21 +80,8 @@ def _head_lines(raw: bytes) -> tuple[bytes, list[bytes], bytes]:
 
 def test_response_head_in_two_reads_is_relayed_intact(start_rproxy, port):
     """The issue's reproduction: a head split inside a header value."""
-    def handler(req, s):
-        _nodelay(s)
-        s.sendall(b"HTTP/1.1 200 OK\r\nX-First: 1111\r\nX-Split: aaaa")
-        time.sleep(0.3)
-        s.sendall(b"bbbb\r\nX-Last: 2222\r\nContent-Length: 2\r\n\r\nok")
-        return True
-
-    ds = Downstream(handler=handler)
-    try:
-        start_rproxy(one_downstream(port, ds.port), port)
-        with socket.create_connection(("127.0.0.1", port)) as c:
-            c.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-            raw = _read_all(c)
-    finally:
-        ds.close()
+    raw, _, _ = _relayed(start_rproxy, port, [b"HTTP/1.1 200 OK\r\nX-First: 1111\r\nX-Split: aaaa",
+                                              b"bbbb\r\nX-Last: 2222\r\nContent-Length: 2\r\n\r\nok"])
     status, headers, body = _head_lines(raw)
     assert status == b"HTTP/1.1 200 OK"
     assert sorted(headers) == sorted([b"X-First: 1111", b"X-Split: aaaabbbb", b"X-Last: 2222",
@@ -161,23 +172,8 @@ def test_head_straddling_a_full_buffer_after_interim_responses(start_rproxy, por
     assert len(first) == 32768
     second = b"PART2-OF-THE-REASON-PHRASE\r\nContent-Length: 2\r\n\r\nok"
 
-    def handler(req, s):
-        _nodelay(s)
-        s.sendall(first)
-        time.sleep(0.3)
-        s.sendall(second)
-        return True
-
-    ds = Downstream(handler=handler)
-    try:
-        p = start_rproxy(one_downstream(port, ds.port), port)
-        worker = p.workers()[0].pid
-        with socket.create_connection(("127.0.0.1", port)) as c:
-            c.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-            raw = _read_all(c)
-        assert [w.pid for w in p.workers()] == [worker]
-    finally:
-        ds.close()
+    raw, p, worker = _relayed(start_rproxy, port, [first, second])
+    assert [w.pid for w in p.workers()] == [worker]
     m = re.fullmatch(rb"((?:HTTP/1\.1 100 Continue(?:x{23})?\r\n\r\n)*)"
                      rb"HTTP/1\.1 200 Reason-PART2-OF-THE-REASON-PHRASE\r\n((?:[^\r\n]+\r\n)*)\r\nok", raw)
     assert m, raw[-300:]
@@ -273,15 +269,6 @@ def _chunks(n: int, piece: int = 4000) -> bytes:
     return b"".join(out)
 
 
-def _log_lines(log, n, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = log.read_bytes().splitlines() if log.exists() else []
-        if len(lines) >= n or time.monotonic() > deadline:
-            return [ln.decode("ascii") for ln in lines]
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("size", [1000, 32000, 100000])
 def test_trailers_never_read_as_request_headers(start_rproxy, port, downstream, tmp_path, size):
     """Trailers after bodies below and above the 32 KiB buffer: forwarded as
@@ -301,7 +288,7 @@ def test_trailers_never_read_as_request_headers(start_rproxy, port, downstream, 
     assert len(req.body) == size
     assert [k for k, _ in req.trailers] == ["X-Pad", "X-Abcdefgh", "Referer", "User-Agent"]
     assert req.header("X-Abcdefgh") is None
-    lines = _log_lines(log, 1)
+    lines = lines_of(log, 1)
     assert lines[-1] == "200|-|-|-|h|POST /x HTTP/1.1"
     assert [w.pid for w in p.workers()] == [worker]
 
@@ -323,7 +310,7 @@ def test_pipelined_trailers_after_large_body_do_not_crash_the_worker(start_rprox
         s1, _, b1, buf = read_response(c)
         s2, _, _, _ = read_response(c, buf)
     assert (s1, b1, s2) == (200, b"/a", 200)
-    lines = _log_lines(log, 2)
+    lines = lines_of(log, 2)
     assert lines[-2:] == ["200|-|-|-|h|GET /a HTTP/1.1", "200|-|-|-|h|POST /x HTTP/1.1"]
     assert downstream.requests[-1].trailers == [("X-Abcdefgh", "1"), ("X-Abcde", "2")]
     assert [w.pid for w in p.workers()] == [worker]
@@ -384,19 +371,6 @@ def test_interim_head_that_grows_past_the_buffer_is_dropped_not_cut(start_rproxy
     interim = b"HTTP/1.1 103 Early\r\n" + (b"h:" + b"v" * 253 + b"\r\n") * 127 + b"\r\n"
     assert len(interim) <= 32768
 
-    def handler(req, s):
-        _nodelay(s)
-        s.sendall(interim)
-        time.sleep(0.2)
-        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        return True
-
-    ds = Downstream(handler=handler)
-    try:
-        start_rproxy(one_downstream(port, ds.port), port)
-        with socket.create_connection(("127.0.0.1", port)) as c:
-            c.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-            raw = _read_all(c)
-    finally:
-        ds.close()
+    raw, _, _ = _relayed(start_rproxy, port, [interim, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+                         pause=0.2)
     assert re.fullmatch(rb"HTTP/1\.1 200 OK\r\n((?:[^\r\n]+\r\n)*)\r\nok", raw), raw[:200]

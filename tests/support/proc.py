@@ -247,3 +247,15 @@ def request(port: int, raw: bytes, host: str = "127.0.0.1", timeout: float = 10.
         while 100 <= status < 200 and status != 101:
             status, headers, body, rest = read_response(s, rest, head_request=head)
         return status, headers, body
+
+
+def lines_of(path, n=1, timeout=10.0):
+    """The lines of the file at `path` (a pathlib.Path) once it has at least
+    n, or what it has when the timeout passes (an access or error log the
+    proxy writes asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_bytes().splitlines() if path.exists() else []
+        if len(lines) >= n or time.monotonic() > deadline:
+            return [ln.decode("ascii") for ln in lines]
+        time.sleep(0.02)
