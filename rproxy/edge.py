@@ -7,16 +7,65 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 
 from .config.edge import needs_edge
 
-__all__ = ["needs_edge", "worker_args", "configure_mime", "sticky_tokens", "MIME_TYPES"]
+__all__ = ["needs_edge", "worker_args", "configure_mime", "sticky_tokens", "load_sticky_key", "MIME_TYPES"]
 
-# Made when the master imports this module: every worker it forks, at start
-# and at each reload, shares it, so cookies stay valid across reloads (not
-# across restarts: set sticky-key for that).
+# Made when the master imports this module, then replaced by the key kept in
+# <state-dir>/sticky.key (load_sticky_key, run by the master before it drops
+# privileges): every worker it forks, at start and at each reload, shares it,
+# and the file keeps it across restarts.
 _KEY = secrets.token_bytes(32)
+_KEY_FROM: str | None = None        # the file _KEY came from, once loaded
+
+
+def _wants_key(cfg) -> bool:
+    return any(r.sticky == "cookie" and not r.sticky_key
+               for s in cfg.servers for v in s.vhosts for r in v.rules)
+
+
+def load_sticky_key(cfg, log) -> None:
+    """Read <state-dir>/sticky.key, or make it (32 random bytes, 0600) when
+    missing.  Only when some rule signs cookies without a sticky-key.  If the
+    directory cannot be used, `log` says so and the key made at start stays
+    (cookies then survive reloads only)."""
+    global _KEY, _KEY_FROM
+    if not _wants_key(cfg):
+        return
+    path = os.path.join(cfg.state_dir, "sticky.key")
+    if _KEY_FROM == path:
+        return
+    try:
+        try:
+            with open(path, "rb") as f:
+                key = f.read(4096)
+            if len(key) < 32:
+                raise OSError(f"{path}: shorter than 32 bytes")
+        except FileNotFoundError:
+            os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+            key = secrets.token_bytes(32)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, key)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)          # a concurrent first start: the first one wins
+            except FileExistsError:
+                with open(path, "rb") as f:
+                    key = f.read(4096)
+            finally:
+                os.unlink(tmp)
+    except OSError as e:
+        log("warn", f"sticky cookies: cannot keep the key in {path} ({e.strerror or e}); using a key made at "
+            "start, so cookies survive reloads but not restarts (set state-dir or sticky-key)")
+        return
+    _KEY, _KEY_FROM = key, path
 
 # the built-in table; /etc/mime.types (when present) adds to it, these win
 MIME_TYPES = {
@@ -63,5 +112,6 @@ def sticky_tokens(rule) -> list[str]:
 def worker_args(rule) -> dict:
     return dict(req_ops=rule.request_ops, resp_ops=rule.response_ops, redirect=rule.redirect,
                 status=rule.status, root=rule.root, index_files=rule.index, autoindex=rule.autoindex,
+                ofc_size=rule.open_file_cache, ofc_valid=rule.open_file_cache_valid,
                 sticky=rule.sticky, cookie=rule.sticky_cookie,
                 tokens=sticky_tokens(rule) if rule.sticky == "cookie" else ())

@@ -626,6 +626,8 @@ TABLE: tuple[Directive, ...] = (
     _d("pidfile", MAIN, "path", None, "write the master's pid here (atomically; removed at exit)", origin="rproxy"),
     _d("temp-dir", MAIN, "path", None, "directory for the temp files of buffered bodies, created unlinked "
        "(default: $TMPDIR, else /tmp)", origin="rproxy"),
+    _d("state-dir", MAIN, "path", "/var/lib/rproxy", "directory for state kept across restarts (sticky.key, "
+       "made 0600 by the master before it drops privileges)", origin="rproxy"),
     _d("shutdown-timeout", MAIN, "duration", 30.0,
        "longest a graceful stop or reload waits for busy connections (0 = do not wait)", origin="rproxy"),
     _d("error-log", MAIN, "log output", "stderr", "where the master and workers write their error log: "
@@ -899,13 +901,18 @@ TABLE: tuple[Directive, ...] = (
        "a miss goes to the rule's downstreams when it has some", origin="rproxy"),
     _d("index", RULE, "list", ("index.html",), "files tried for a directory request", origin="rproxy"),
     _d("autoindex", RULE, "bool", False, "list a directory without an index file (else 403)", origin="rproxy"),
+    _d("open-file-cache", RULE, "int", 1000, "open files of `root` each worker keeps (LRU; 0 = off)",
+       lo=0, hi=1000000, origin="rproxy"),
+    _d("open-file-cache-valid", RULE, "duration", 1.0, "how long a cached open file is used before its path "
+       "is checked again (a replaced or deleted file is seen after at most this)", lo=0.0, hi=3600.0,
+       origin="rproxy"),
     _d("redirect", RULE, "string", None, "answer with a redirect to this URL: $scheme $host $path (after a "
        "uri-prefix) $query (with its ?) $request_uri, \\1..\\9 of a uri-rmatch", origin="rproxy"),
     _d("sticky", RULE, "enum", "off", "keep a client on one downstream: a signed cookie, or a hash of the "
        "client address", choices=("off", "cookie", "ip-hash"), origin="rproxy"),
     _d("sticky-cookie", RULE, "string", "rp_srv", "name of that cookie", origin="rproxy"),
     _d("sticky-key", RULE, "string", None, "HMAC key of the cookie values (default: a random key made "
-       "at start, kept across reloads)", origin="rproxy"),
+       "at first start and kept in <state-dir>/sticky.key)", origin="rproxy"),
     _d("security-headers", (VHOST, RULE), "enum", None, "off, basic or strict (see the README; a rule's "
        "replaces its vhost's; default off)", choices=("off", "basic", "strict"), origin="rproxy"),
     _d("security-headers", (VHOST, RULE), "block", doc="security headers one by one, over a profile",

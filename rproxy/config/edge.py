@@ -127,6 +127,7 @@ def edge_rule(ld, b, vedge, dss):
     if not cookie or not all(c.isalnum() or c in "_-." for c in cookie):
         ld.error(f"sticky-cookie {cookie!r}: letters, digits, '_', '-' and '.' only", b.pos_of("sticky_cookie"))
     return dict(root=root, index=tuple(_opt(b, "index")), autoindex=_opt(b, "autoindex"), redirect=redirect,
+                open_file_cache=_opt(b, "open-file-cache"), open_file_cache_valid=_opt(b, "open-file-cache-valid"),
                 status=status, sticky=sticky, sticky_cookie=cookie, sticky_key=_opt(b, "sticky-key"),
                 request_ops=tuple(req_ops), response_ops=tuple(resp_ops))
 

@@ -108,6 +108,7 @@ class _Normaliser:
             memtrim_sz=opt(main, "memtrim-sz"),
             pidfile=opt(main, "pidfile"),
             shutdown_timeout=opt(main, "shutdown-timeout"), temp_dir=opt(main, "temp-dir"),
+            state_dir=opt(main, "state-dir"),
             error_log=opt(main, "error-log"),
             dialect=dialect,
             log_level=opt(main, "log-level"),

@@ -186,6 +186,8 @@ class Rule:
     root: Optional[str] = None
     index: tuple[str, ...] = ("index.html",)
     autoindex: bool = False
+    open_file_cache: int = 1000          # entries per worker, 0 = off
+    open_file_cache_valid: float = 1.0   # seconds before a cached file's path is checked again
     redirect: Optional[str] = None
     status: int = 302
     sticky: str = "off"
@@ -329,6 +331,7 @@ class Config:
     pidfile: Optional[str] = None
     shutdown_timeout: float = 30.0
     temp_dir: Optional[str] = None       # None: $TMPDIR, else /tmp
+    state_dir: str = "/var/lib/rproxy"   # state kept across restarts (sticky.key)
     error_log: str = "stderr"            # stderr | file:PATH | syslog:FACILITY
     dialect: str = "2"                   # "1", "2", or "mixed" (servers of both forms)
     log_level: str = "info"              # the master's error log threshold

@@ -87,6 +87,8 @@ def print_config(cfg: Config) -> str:
     o.set("shutdown-timeout", duration(cfg.shutdown_timeout))
     if cfg.temp_dir is not None:
         o.set("temp-dir", quote(cfg.temp_dir))
+    if cfg.state_dir != "/var/lib/rproxy":
+        o.set("state-dir", quote(cfg.state_dir))
     o.set("error-log", quote(cfg.error_log))
     o.set("log-level", cfg.log_level)
     o.set("access-log-buffer", str(cfg.access_log_buffer))

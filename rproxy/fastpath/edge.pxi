@@ -48,6 +48,8 @@ cdef struct HdrOps:
     int n                   # at most 64 (a bit per op when scanning a message)
     HdrOp* ops
 
+cdef struct OpenFileCache     # filecache.pxi
+
 cdef struct EdgeRule:
     HdrOps req
     HdrOps resp
@@ -67,6 +69,7 @@ cdef struct EdgeRule:
     uint32_t cookie_len
     char** tokens           # per rule downstream (same order as RuleRt.dss): the cookie value
     uint32_t token_len
+    OpenFileCache* ofc      # static files: this worker's open files of `root` (NULL = off)
 
 
 # ---- header rules ---------------------------------------------------------------

@@ -18,6 +18,9 @@ cdef extern from "<sys/stat.h>" nogil:
         unsigned int st_mode
         long long st_size
         long st_mtime
+        long st_ctime
+        unsigned long st_ino
+        unsigned long st_dev
     int fstat(int fd, stat_t* st)
     bint S_ISDIR(unsigned int m)
     bint S_ISREG(unsigned int m)
@@ -434,9 +437,11 @@ cdef int static_serve(UConn* uc, Exchange* x) noexcept nogil:
     if st:
         static_fail(uc, x, st, "refused path (.., NUL, backslash, control byte or bad %-escape)", "-")
         return 0
-    fd = sf_open(e.rootfd, rel, O_RDONLY)
+    fd = ofc_open(e, rel, rlen, &sb, &err)     # filecache.pxi: sf_open + fstat, cached
+    if fd == -2:
+        static_fail(uc, x, 500, "fstat failed", rel)
+        return 0
     if fd < 0:
-        err = errno
         if (err == ENOENT or err == ENOTDIR) and fwd:
             return 1
         if err == EXDEV or err == ELOOP:
@@ -447,10 +452,6 @@ cdef int static_serve(UConn* uc, Exchange* x) noexcept nogil:
             static_fail(uc, x, 404, "no such file", rel)
         else:
             static_fail(uc, x, 500, strerror(err), rel)
-        return 0
-    if fstat(fd, &sb) != 0:
-        close(fd)
-        static_fail(uc, x, 500, "fstat failed", rel)
         return 0
     if S_ISDIR(sb.st_mode):
         if x.path_len == 0 or url[x.path_off + x.path_len - 1] != c'/':
@@ -519,7 +520,7 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
     cdef char lm[40]
     cdef tm t
     cdef time_t mt = sb.st_mtime
-    cdef int elen, status = 200, rr = 0, zfd = -1, zi
+    cdef int elen, status = 200, rr = 0, zfd = -1, zi, zerr = 0
     cdef uint32_t vlen = 0, lmlen
     cdef const char* v
     cdef const char* inm
@@ -539,10 +540,11 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
             memcpy(zrel + rlen, ".br", 4)
         else:
             memcpy(zrel + rlen, ".gz", 4)
-        zfd = sf_open(x.rule.serve_edge.rootfd, zrel, O_RDONLY)
+        zfd = ofc_open(x.rule.serve_edge, zrel, rlen + 3, &zsb, &zerr)
         if zfd < 0:
+            zfd = -1
             continue
-        if fstat(zfd, &zsb) != 0 or not S_ISREG(zsb.st_mode):
+        if not S_ISREG(zsb.st_mode):
             close(zfd)
             zfd = -1
             continue

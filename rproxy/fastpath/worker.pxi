@@ -187,6 +187,37 @@ cdef int edge_setup(RuleRt* r, req_ops, resp_ops, redirect, int status, int root
     return 0
 
 
+cdef int ofc_setup(EdgeRule* er, int size, double valid) except -1:
+    """The open-file cache of a rule with `root` (filecache.pxi), at start-up."""
+    cdef OpenFileCache* c
+    cdef uint32_t nb = 16
+    cdef int32_t i
+    if size <= 0:
+        return 0
+    c = <OpenFileCache*>calloc(1, sizeof(OpenFileCache))
+    if c == NULL:
+        raise MemoryError()
+    while nb < <uint32_t>size * 2:
+        nb <<= 1
+    c.e = <OfcEntry*>calloc(size, sizeof(OfcEntry))
+    c.buckets = <int32_t*>malloc(nb * sizeof(int32_t))
+    if c.e == NULL or c.buckets == NULL:
+        raise MemoryError()
+    for i in range(<int32_t>nb):
+        c.buckets[i] = -1
+    c.bmask = nb - 1
+    c.cap = size
+    c.head = -1
+    c.tail = -1
+    for i in range(size):
+        c.e[i].fd = -1
+        c.e[i].next = i + 1 if i + 1 < size else -1
+    c.free_head = 0
+    c.valid_ms = <int64_t>(valid * 1000.0)
+    er.ofc = c
+    return 0
+
+
 cdef class Worker:
     """One worker's fast path.  Build with add_* calls, then run()."""
 
@@ -332,7 +363,7 @@ cdef class Worker:
 
     def set_edge(self, int server, int vhost, int index, *, req_ops=(), resp_ops=(), redirect=None,
                  int status=302, root=None, index_files=(), bint autoindex=False, str sticky="off",
-                 str cookie="rp_srv", tokens=()):
+                 str cookie="rp_srv", tokens=(), int ofc_size=0, double ofc_valid=1.0):
         """Issue 20's rule actions (edge.pxi): header ops (kind, name, value,
         tls_only), a redirect template, a static root, sticky sessions."""
         import os
@@ -341,6 +372,8 @@ cdef class Worker:
             rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         edge_setup(&g_servers[server].vhosts[vhost].rules[index], req_ops, resp_ops, redirect, status,
                    rootfd, index_files, autoindex, sticky, cookie, tokens)
+        if rootfd >= 0:
+            ofc_setup(g_servers[server].vhosts[vhost].rules[index].serve_edge, ofc_size, ofc_valid)
 
     def set_temp_dir(self, str path):
         """Where buffered bodies' temp files are created (unlinked at once)."""

@@ -381,6 +381,8 @@ class Arbiter:
             logfiles.retain([self.cfg])
             self.reload_failed(str(e) + self._as_whom())
             return
+        from .. import edge
+        edge.load_sticky_key(new, errorlog.log)    # kept when already loaded; a new state-dir is read now
         problem = self.obs.reload_begin(new)
         if problem is not None:
             logfiles.retain([self.cfg])

@@ -114,6 +114,8 @@ def run_master(cfg: Config) -> int:
     try:
         prepare_acme(cfg, owner)
         load_tls(cfg)
+        from .. import edge
+        edge.load_sticky_key(cfg, errorlog.log)     # still privileged: <state-dir> may be root's
     except StartupError as e:
         errorlog.log("emerg", str(e))
         arbiter.close_listeners()

@@ -11,11 +11,12 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 
 from support.downstream import Downstream, payload
-from support.proc import read_response, rproxy_command
+from support.proc import free_port, read_response, rproxy_command
 
 BIG = 3 * 1024 * 1024 + 17
 
@@ -46,10 +47,11 @@ def site(tmp_path):
     return root
 
 
-def conf(port, body, downstreams=(), extra=""):
+def conf(port, body, downstreams=(), extra="", top=""):
     dss = "\n".join(f"downstream {n} {{ addr = 127.0.0.1  port = {p}  connections = 4 }}" for n, p in downstreams)
     return f"""
 workers = 1
+{top}
 server {{
     addr = 127.0.0.1
     port = {port}
@@ -225,6 +227,52 @@ def test_static_over_tls_and_security_levels(start_rproxy, port, site, test_pki,
     assert out.stdout == payload(BIG)[100:200]
 
 
+def test_open_file_cache_bounded_and_revalidated(start_rproxy, port, tmp_path):
+    """open-file-cache keeps at most N files open per worker (LRU closes the
+    rest), and a file replaced (rename over) or deleted is seen once
+    open-file-cache-valid has passed."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(300):
+        (root / f"f{i}.txt").write_bytes(b"file %d\n" % i)
+    body = (f'rule files {{ uri-prefix = "/s/"  root = "{root}"  open-file-cache = 40  '
+            'open-file-cache-valid = 300ms }')
+    p = start_rproxy(conf(port, body), port=port)
+    (worker,) = p.workers()
+
+    def nfds():
+        return len(os.listdir(f"/proc/{worker.pid}/fd"))
+    assert get(port, "/s/f0.txt")[2] == b"file 0\n"
+    base = nfds()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        rest = b""
+        for start in range(0, 300, 50):
+            s.sendall(b"".join(b"GET /s/f%d.txt HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(start, start + 50)))
+            for i in range(start, start + 50):
+                st, hs, b, rest = read_response(s, rest)
+                assert (st, b) == (200, b"file %d\n" % i)
+        during = nfds()
+    after = nfds()
+    # 40 cached files at most, plus a little slack (the client connection, a log fd)
+    assert during <= base + 40 + 4 and after <= base + 40 + 4, (base, during, after)
+    assert after >= base + 30          # the cache does keep files open
+    # a file replaced by a rename: fresh once the validity time has passed
+    st, h, b = get(port, "/s/f299.txt")
+    assert b == b"file 299\n"
+    (root / "new.tmp").write_bytes(b"replaced content\n")
+    os.rename(root / "new.tmp", root / "f299.txt")
+    time.sleep(0.6)
+    st, h, b = get(port, "/s/f299.txt")
+    assert (st, b) == (200, b"replaced content\n") and h["content-length"] == "17"
+    # a deleted file: 404 after the validity time, and its fd is closed
+    assert get(port, "/s/f298.txt")[0] == 200
+    os.unlink(root / "f298.txt")
+    time.sleep(0.6)
+    assert get(port, "/s/f298.txt")[0] == 404
+    held = [os.readlink(f"/proc/{worker.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{worker.pid}/fd")]
+    assert not any(t.endswith("f298.txt") or "(deleted)" in t for t in held), held
+
+
 # ---- redirects -------------------------------------------------------------------------
 
 def test_redirect_rules(start_rproxy, port):
@@ -314,12 +362,13 @@ def named_handler(name):
     return handler
 
 
-def test_sticky_cookie(start_rproxy, port):
+def test_sticky_cookie(start_rproxy, port, tmp_path):
     dss = [Downstream(handler=named_handler(n)) for n in ("a", "b", "c")]
     try:
         body = '''rule app { uri-prefix = "/"  downstreams = { a, b, c }  lb-method = roundrobin
                     sticky = cookie  sticky-cookie = "rp_srv" }'''
-        p = start_rproxy(conf(port, body, [(n, d.port) for n, d in zip("abc", dss)]), port=port)
+        p = start_rproxy(conf(port, body, [(n, d.port) for n, d in zip("abc", dss)],
+                              top=f'state-dir = "{tmp_path}/state"'), port=port)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             st, hs, first, rest = read_response(s)
@@ -358,6 +407,41 @@ def test_sticky_cookie(start_rproxy, port):
             d.close()
 
 
+def test_sticky_key_kept_across_restarts(start_rproxy, port, tmp_path):
+    """Without sticky-key, the key made at first start is kept in <state-dir>/sticky.key
+    (0600): a cookie from before a stop + start still names the same downstream."""
+    dss = [Downstream(handler=named_handler(n)) for n in ("a", "b", "c")]
+    state = tmp_path / "state"
+    try:
+        body = '''rule app { uri-prefix = "/"  downstreams = { a, b, c }  lb-method = roundrobin
+                    sticky = cookie }'''
+        text = conf(port, body, [(n, d.port) for n, d in zip("abc", dss)], top=f'state-dir = "{state}"')
+        p = start_rproxy(text, port=port)
+        cookies = {}
+        for _ in range(3):
+            st, h, b = get(port, "/")
+            cookies[b] = h["set-cookie"].split(";")[0]
+        assert set(cookies) == {b"a", b"b", b"c"}
+        key = state / "sticky.key"
+        assert key.stat().st_mode & 0o777 == 0o600 and key.stat().st_size == 32
+        p.stop()
+        start_rproxy(text, port=port)
+        for name, value in cookies.items():
+            for _ in range(3):
+                st, h, b = get(port, "/", [("Cookie", value)])
+                assert (st, b) == (200, name) and "set-cookie" not in h
+        # a state-dir that cannot be used: a warning, cookies still work (key made at start)
+        tport = free_port()
+        q = start_rproxy(conf(tport, body, [(n, d.port) for n, d in zip("abc", dss)],
+                              top='state-dir = "/proc/self/nope"'), port=tport)
+        st, h, b = get(tport, "/")
+        assert st == 200 and h["set-cookie"].startswith("rp_srv=")
+        assert "cannot keep the key" in q.read_log()
+    finally:
+        for d in dss:
+            d.close()
+
+
 def test_sticky_ip_hash_and_cookie_secure_over_tls(start_rproxy, port, test_pki):
     dss = [Downstream(handler=named_handler(n)) for n in ("a", "b", "c")]
     try:
@@ -366,7 +450,6 @@ def test_sticky_ip_hash_and_cookie_secure_over_tls(start_rproxy, port, test_pki)
         got = {get(port, "/")[2] for _ in range(30)}
         assert len(got) == 1 and "set-cookie" not in get(port, "/")[1]
         srv = test_pki["server"]
-        from support.proc import free_port
         tport = free_port()
         body = 'rule app { uri-prefix = "/"  downstreams = { a, b }  sticky = cookie  sticky-key = "k1" }'
         start_rproxy(conf(tport, body, [(n, d.port) for n, d in zip("ab", dss)],

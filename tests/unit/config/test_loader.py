@@ -82,7 +82,7 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # the same routing tables.
 ACTIVE = {
     D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
-            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir cache "
+            "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir state-dir cache "
             "rate-limit-zone rate-limit redis acme",
     D.CACHE: "path max-size inactive",
     D.STATUS: "addr port allow",
@@ -107,7 +107,7 @@ ACTIVE = {
              "rate-limit access security-headers request-headers response-headers",
     D.RULE: "uri-match uri-gmatch uri-rmatch uri-prefix downstreams lb-method replace-path passthrough "
             "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
-            "root index autoindex redirect status sticky sticky-cookie sticky-key security-headers "
+            "root index autoindex open-file-cache open-file-cache-valid redirect status sticky sticky-cookie sticky-key security-headers "
             "request-headers response-headers request-buffering response-buffering rate-limit deny "
             "compress compress-types compress-min-size cache",
     D.HDR_RULES: "set add remove",
