@@ -150,7 +150,10 @@ def test_each_coding_decodes_to_the_original_bytes(proxy, coding):
         if mode != "close":
             assert h["Transfer-Encoding"] == "chunked"
         assert decode(coding, data) == body_for(n, n), (n, mode)
-        if n >= 300:
+        if n >= 300 and piece != 1:
+            # every downstream read is flushed at once (nothing held back), so
+            # a body that arrives a byte per chunk compresses only as well as
+            # the reads happen to group it: its size is not bounded here
             assert len(data) < n
 
 

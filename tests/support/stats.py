@@ -17,7 +17,10 @@ def worker_stats(proxy, timeout: float = 5.0) -> dict:
     pids = [w.pid for w in proxy.workers()]
     start = len(proxy.read_log())
     for pid in pids:
-        os.kill(pid, signal.SIGUSR2)
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except ProcessLookupError:
+            pass                    # it exited meanwhile (a drained generation): it owes no report
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = {}
