@@ -21,7 +21,7 @@ import pytest
 import zstandard
 
 from support.downstream import Downstream
-from support.proc import Rproxy, free_port
+from support.proc import Rproxy, free_port, read_until_close
 from support.stats import assert_quiet
 
 GATES: dict[str, threading.Event] = {}
@@ -246,12 +246,7 @@ def test_existing_vary_is_extended_not_duplicated(proxy):
 def raw_exchange(port, req: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(req)
-        out = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                return out
-            out += d
+        return read_until_close(s)
 
 
 def test_http10_client_gets_a_close_delimited_body(proxy):

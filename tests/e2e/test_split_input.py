@@ -16,7 +16,7 @@ import pytest
 
 from support.confs import one_downstream
 from support.downstream import Downstream
-from support.proc import lines_of, read_response
+from support.proc import lines_of, read_response, read_until_close
 
 PAUSE = 0.02            # between two writes of one message: long enough for two reads
 
@@ -34,16 +34,6 @@ def _send_split(s: socket.socket, data: bytes, *cuts: int, pause: float = PAUSE)
             if c < len(data):
                 time.sleep(pause)
         last = c
-
-
-def _read_all(s: socket.socket, timeout: float = 10.0) -> bytes:
-    s.settimeout(timeout)
-    out = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            return out
-        out += d
 
 
 def _relayed(start_rproxy, port, pieces, pause=0.3):
@@ -64,7 +54,7 @@ def _relayed(start_rproxy, port, pieces, pause=0.3):
         worker = p.workers()[0].pid
         with socket.create_connection(("127.0.0.1", port)) as c:
             c.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-            raw = _read_all(c)
+            raw = read_until_close(c)
     finally:
         ds.close()
     return raw, p, worker
@@ -154,7 +144,7 @@ def test_chunked_framing_split_at_every_offset_is_relayed_byte_for_byte(start_rp
         for k in range(1, len(framed)):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
                 c.sendall(f"GET /cut/{k} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
-                raw = _read_all(c)
+                raw = read_until_close(c)
             _, _, body = raw.partition(b"\r\n\r\n")
             assert body == framed, f"split at {k}"
     finally:

@@ -237,6 +237,17 @@ def read_response(sock: socket.socket, buf: bytes = b"", head_request: bool = Fa
             return status, headers, buf, b""
 
 
+def read_until_close(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the peer sends until it closes the connection."""
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        d = sock.recv(65536)
+        if not d:
+            return out
+        out += d
+
+
 def request(port: int, raw: bytes, host: str = "127.0.0.1", timeout: float = 10.0, head=False):
     """Send raw bytes on a new connection; the final response (interim 1xx
     ones, such as the 100 Continue rproxy sends while it buffers a body, are
