@@ -50,9 +50,20 @@ fi
 # run from tests' parent but against the installed package, not the source
 # tree; a failure (or pytest's 5, "no tests ran") is the exit status in the end
 status=0
+# every failure (suite and sanitizer stage) is listed once more at the very end
+RPROXY_FAILED_LIST=$(mktemp)
+export RPROXY_FAILED_LIST
+list_failures() {
+    if [ -s "$RPROXY_FAILED_LIST" ]; then
+        echo "run-tests: failed:"
+        sed 's/^/  /' "$RPROXY_FAILED_LIST"
+    fi
+    rm -f "$RPROXY_FAILED_LIST"
+}
 "$PY" -P -m pytest -q -p no:cacheprovider "$@" tests || status=$?
 if [ "${RPROXY_SKIP_SANITIZE:-0}" = 1 ]; then
     echo "run-tests: sanitizer stage skipped (RPROXY_SKIP_SANITIZE=1)"
+    list_failures
     exit "$status"
 fi
 # its own venv, made from the same Python; its pytest's 5 is a failure there too
@@ -60,4 +71,5 @@ PYTHON=$PY tests/sanitize/run.sh || {
     echo "run-tests: the sanitizer stage failed" >&2
     [ "$status" -ne 0 ] || status=1
 }
+list_failures
 exit "$status"

@@ -1,11 +1,26 @@
 """Shared fixtures: a recording downstream and the real rproxy command."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from support.downstream import Downstream
 from support.proc import Rproxy, free_port
 from support.stats import assert_quiet
+
+
+def pytest_runtest_logreport(report):
+    """Each failure, one line, appended to $RPROXY_FAILED_LIST: run-tests.sh
+    prints the list last, so a CI log that keeps only its tail still names
+    what failed (a long assertion diff would push pytest's own summary out)."""
+    path = os.environ.get("RPROXY_FAILED_LIST")
+    if not path or not report.failed:
+        return
+    crash = getattr(report.longrepr, "reprcrash", None)
+    why = crash.message.splitlines()[0][:160] if crash is not None and crash.message else ""
+    with open(path, "a") as f:
+        f.write(f"{report.nodeid} ({report.when}): {why}\n")
 
 
 @pytest.fixture

@@ -321,6 +321,27 @@ cdef int rsp_queue(DConn* dc, UConn* uc) noexcept nogil:
     return 0
 
 
+cdef int rsp_hand_on(DConn* dc, UConn* uc) noexcept nogil:
+    """Hand the response bytes [fpos, fend) on and write what the client
+    takes, until every one is handed on or the client's socket is full: a
+    write that empties the response buffer makes room for the bytes that
+    waited in dc's buffer, and they must not wait for a read that a full
+    dc buffer would refuse.  0: all handed on; 1: the client's socket is
+    full; -1: the exchange failed or the client is gone."""
+    cdef Exchange* x = dc.x
+    cdef int r
+    while True:
+        if dc.fend > dc.fpos and rsp_queue(dc, uc) < 0:
+            return -1
+        if x.cwfd >= 0 and dc.phase == R_DONE and dc.fpos == dc.fend:
+            cache_commit(x)         # in place before the client has the last byte (it may ask again at once)
+        if out_empty(&uc.out):
+            return 0
+        r = uc_pump(uc)
+        if r != 0 or dc.fpos == dc.fend:
+            return r
+
+
 cdef void rsp_absorb(UConn* uc) noexcept nogil:
     """The client's socket is full while its output still borrows dc's read
     buffer: move those bytes into the response buffer, so the downstream
@@ -401,9 +422,7 @@ cdef void rsp_resume(DConn* dc, UConn* uc) noexcept nogil:
         return
     if dc.state == D_ACTIVE and x != NULL and x.uc == uc and dc.phase >= R_BODY and dc.phase != R_TUNNEL \
             and dc.fend > dc.fpos:
-        if rsp_queue(dc, uc) < 0:
-            return
-        if uc_pump(uc) < 0:
+        if rsp_hand_on(dc, uc) < 0:
             return
         if dc.phase == R_DONE:
             if dc.fpos == dc.fend:

@@ -602,14 +602,12 @@ cdef void dc_process(DConn* dc) noexcept nogil:
         r = comp_drive(dc)          # the compression stage takes the body (compress.pxi)
         if r <= 0:
             return
-    elif dc.fend > dc.fpos and rsp_queue(dc, uc) < 0:
-        return                      # (bodybuf.pxi: in place, or into the response buffer)
-    if x.cwfd >= 0 and dc.phase == R_DONE and dc.fpos == dc.fend:
-        cache_commit(x)             # in place before the client has the last byte (it may ask again at once)
-    if not out_empty(&uc.out):
-        r = uc_pump(uc)
-        if r < 0:
+        if x.cwfd >= 0 and dc.phase == R_DONE and dc.fpos == dc.fend:
+            cache_commit(x)
+        if not out_empty(&uc.out) and uc_pump(uc) < 0:
             return                  # client gone: uc_close abandoned this connection
+    elif rsp_hand_on(dc, uc) < 0:
+        return                      # (bodybuf.pxi: in place, or into the response buffer)
     if dc.phase == R_DONE and dc.fpos == dc.fend:   # (else the response buffer is full: rsp_resume)
         dc_response_done(dc)
 

@@ -95,6 +95,12 @@ def read_big(s) -> tuple:
     return int(head.split()[1]), bytes(body)
 
 
+def first_difference(got: bytes, want: bytes) -> str:
+    """Where two long bodies part (pytest's own diff of MiBs buries it)."""
+    i = next((k for k in range(min(len(got), len(want))) if got[k] != want[k]), min(len(got), len(want)))
+    return f"{len(got)} bytes against {len(want)}; first difference at {i}"
+
+
 def post_head(path, n, extra=b""):
     return b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n%s\r\n" % (path.encode(), n, extra)
 
@@ -238,7 +244,8 @@ def test_disk_full_while_buffering_a_response_falls_back_to_backpressure(start_r
         s.sendall(b"GET /bytes/8388608 HTTP/1.1\r\nHost: a\r\n\r\n")
         time.sleep(0.5)                                 # let the buffer and the tmpfs fill up
         st, body = read_big(s)
-    assert st == 200 and body == payload(8 * MIB)
+    assert (st, len(body)) == (200, 8 * MIB), p.read_log()[-3000:]
+    assert body == payload(8 * MIB), first_difference(body, payload(8 * MIB))
     assert "response buffering: temp file in" in p.read_log()
     assert "No space left on device" in p.read_log()
     ds.close()
@@ -404,7 +411,8 @@ def test_response_temp_file_stops_at_max_temp_file_size(start_rproxy, port, tdir
         time.sleep(0.5)
         assert temp_file_sizes(p, tdir) == [256 * KIB]        # full, and not growing
         st, body = read_big(s)
-    assert st == 200 and body == payload(8 * MIB)
+    assert (st, len(body)) == (200, 8 * MIB), p.read_log()[-3000:]
+    assert body == payload(8 * MIB), first_difference(body, payload(8 * MIB))
     assert wait_for(lambda: temp_fds(p, tdir) == 0)
     ds.close()
 

@@ -410,6 +410,9 @@ def test_deb_install_run_upgrade_remove_purge(deb, downstream, tmp_path):
         except TimeoutError:
             pytest.fail(f"rproxy did not start: {master.poll()}\n{logtext()}")
         proc = psutil.Process(master.pid)
+        deadline = time.monotonic() + 10        # the port is bound before the master names itself
+        while proc.cmdline()[0] != f"rproxy: master -c {CONF}" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert proc.cmdline()[0] == f"rproxy: master -c {CONF}", proc.cmdline()
         status = Path(f"/proc/{master.pid}/status").read_text()
         assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
