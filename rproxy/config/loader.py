@@ -394,7 +394,7 @@ class _Normaliser:
             max_requests=opt(b, "max-requests"), max_age=opt(b, "max-age"), weight=opt(b, "weight"),
             max_fails=opt(b, "max-fails"), fail_timeout=opt(b, "fail-timeout"),
             pipeline=opt(b, "pipeline"), max_connections=max_conns, health_check=hc, tls=bool(opt(b, "tls") or (ssl and ssl.enabled)),
-            ssl=ssl, tls_name=opt(b, "tls-name"), pos=b.pos)
+            ssl=ssl, tls_name=opt(b, "tls-name"), pos=b.pos, proxy_protocol=opt(b, "proxy-protocol"))
 
     def health_check(self, b: Block) -> HealthCheck:
         hc = HealthCheck(path=opt(b, "path"), interval=opt(b, "interval"), timeout=opt(b, "timeout"),

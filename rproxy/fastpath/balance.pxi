@@ -16,9 +16,12 @@ cdef inline uint64_t rand64() noexcept nogil:
 
 
 cdef bint g_ignore_ejection = False     # every candidate was ejected: use them anyway
+cdef bint g_pp_choosing = False         # choosing where to open a private connection (pool.pxi)
 
 
 cdef inline bint ds_usable(DownstreamRt* d) noexcept nogil:
+    if g_pp_choosing:
+        return pp_may_open(d) and (g_ignore_ejection or d.eject_until <= g_now)
     return d.enabled and not d.hc_down and d.n_idle > 0 and (g_ignore_ejection or d.eject_until <= g_now)
 
 
@@ -125,7 +128,7 @@ cdef bint rule_alive(RuleRt* r) noexcept nogil:
     cdef DownstreamRt* d
     for i in range(r.nds):
         d = r.dss[i]
-        if d.enabled and not d.hc_down and (d.n_up > 0 or not d.down_logged):
+        if d.enabled and not d.hc_down and (d.n_up > 0 or not d.down_logged or (d.pp and g_now >= d.pp_retry_at)):
             return True
     return False
 
@@ -236,12 +239,15 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     twins of the failed connection nor a pipeline."""
     cdef DConn* dc
     if x.flags & XF_RETRIED:
-        return lb_pick_replay(x)
-    if x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
-        return edge_lb_pick(x)      # sticky sessions (edge.pxi)
-    dc = lb_pick(x.rule)
-    if dc == NULL and (x.flags & XF_PIPE_OK):
-        dc = lb_pick_pipelined(x.rule)
+        dc = lb_pick_replay(x)
+    elif x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
+        dc = edge_lb_pick(x)        # sticky sessions (edge.pxi)
+    else:
+        dc = lb_pick(x.rule)
+        if dc == NULL and (x.flags & XF_PIPE_OK):
+            dc = lb_pick_pipelined(x.rule)
+    if dc == NULL and x.uc.pdc != NULL:
+        dc = pp_pick(x)             # the client's own private connection (proxy-protocol, pool.pxi)
     return dc
 
 
