@@ -423,7 +423,7 @@ cdef class Worker:
         if d.conns == NULL:
             raise MemoryError()
         for j in range(d.nslots):
-            d.conns[j].extra = j >= connections
+            d.conns[j].extra = j >= connections or proxy_protocol != 0     # (private: never reconnected)
             d.conns[j].h.kind = K_DCONN
             d.conns[j].h.fd = -1
             d.conns[j].ds = d

@@ -263,6 +263,24 @@ def test_max_connections_bounds_private_connections(start_rproxy, port, ppds):
         b.close()
 
 
+def test_a_passthrough_tunnel_stays_the_clients(start_rproxy, port, ppds):
+    """A tunnel takes the private connection's socket (the slot is freed)
+    and closes with its client."""
+    text = conf(port, ppds.port, ds_extra="connections = 1  max-connections = 1").replace(
+        'rule v1 { uri-prefix = "/v1/"', 'rule raw { uri-prefix = "/raw/"  downstreams = { two }  passthrough = true }\n'
+        '        rule v1 { uri-prefix = "/v1/"', 1)
+    start_rproxy(text, port)
+    with client(port) as t:
+        st, got = ask(t, "/raw/1")
+        assert st == 200 and got["sport"] == t.getsockname()[1]
+        st, again = ask(t, "/raw/2")                # raw bytes on the same downstream connection
+        assert again["conn"] == got["conn"]
+        with client(port) as s:                     # the slot is free for another client meanwhile
+            other = ask(s, "/v2/x")[1]
+            assert other["sport"] == s.getsockname()[1] and other["conn"] != got["conn"]
+    assert ppds.conns[got["conn"] - 1].closed.wait(10)
+
+
 def test_header_comes_before_tls(start_rproxy, port, test_pki):
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(test_pki["server"].crt, test_pki["server"].key)
