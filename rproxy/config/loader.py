@@ -383,6 +383,9 @@ class _Normaliser:
         if max_conns is not None and max_conns < opt(b, "connections", legacy):
             self.error(f"{what}: max-connections ({max_conns}) is below connections "
                        f"({opt(b, 'connections', legacy)})", b.pos_of("max_connections"))
+        if opt(b, "proxy-protocol") != "off" and opt(b, "pipeline") > 1:
+            self.note(b.pos_of("pipeline"), f"{what}: 'pipeline' is not used with proxy-protocol (each "
+                      f"connection is one client's, and a client sends one request at a time)")
         name = b.title if b.title is not None else untitled_downstream_name(addr, port, index)
         if b.title is not None and len(name.encode()) > NAME_MAX:
             self.error(f"downstream name is longer than {NAME_MAX} bytes", b.title_pos)

@@ -105,6 +105,8 @@ def test_downstream_proxy_protocol_is_active_and_stated_by_t(tmp_path):
     assert cfg.inactive == ()
     assert loads(print_config(cfg)).servers[0].downstreams[0].proxy_protocol == "v2"
     assert loads(srv()).servers[0].downstreams[0].proxy_protocol == "off"
+    noted = loads(srv().replace("port = 9000 }", "port = 9000  proxy-protocol = v1  pipeline = 4 }"))
+    assert any("'pipeline' is not used with proxy-protocol" in n.message for n in noted.notes)
     assert "invalid value 'v3'" in errors(srv().replace("port = 9000 }", "port = 9000  proxy-protocol = v3 }"))
     path = tmp_path / "pp.conf"
     path.write_text(text)
