@@ -16,12 +16,9 @@ cdef inline uint64_t rand64() noexcept nogil:
 
 
 cdef bint g_ignore_ejection = False     # every candidate was ejected: use them anyway
-cdef bint g_pp_choosing = False         # choosing where to open a private connection (pool.pxi)
 
 
 cdef inline bint ds_usable(DownstreamRt* d) noexcept nogil:
-    if g_pp_choosing:
-        return pp_may_open(d) and (g_ignore_ejection or d.eject_until <= g_now)
     return d.enabled and not d.hc_down and d.n_idle > 0 and (g_ignore_ejection or d.eject_until <= g_now)
 
 

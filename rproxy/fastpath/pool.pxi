@@ -131,6 +131,52 @@ cdef bint pp_opening(Exchange* x) noexcept nogil:
     return False
 
 
+cdef bint pp_usable(RuleRt* r, int i, bint ign) noexcept nogil:
+    return pp_may_open(r.dss[i]) and (ign or r.dss[i].eject_until <= g_now)
+
+
+cdef int pp_choose(RuleRt* r) noexcept nogil:
+    """Index (in r.dss) of the proxy-protocol downstream to open a private
+    connection to, or -1.  The rule's method, counted in private
+    connections (balance.pxi's pick idle ones, which these never are):
+    none, the first in order; rtt, the lowest EWMA per weight (unmeasured
+    first); random, weighted; the others, the fewest connections up per
+    weight, ties taken in turn.  Ejected ones only when all are."""
+    cdef bint ign = all_ejected(r)
+    cdef int i, k, best = -1, n = r.nds
+    cdef double score, best_score = 0
+    cdef uint64_t total = 0, pick
+    if r.lb == LB_RANDOM:
+        for i in range(n):
+            if pp_usable(r, i, ign):
+                total += <uint64_t>r.dss[i].weight
+        if total == 0:
+            return -1
+        pick = rand64() % total
+        for i in range(n):
+            if pp_usable(r, i, ign):
+                if pick < <uint64_t>r.dss[i].weight:
+                    return i
+                pick -= <uint64_t>r.dss[i].weight
+        return -1
+    for k in range(n):
+        i = k if r.lb == LB_NONE else (r.rr_next + k) % n
+        if not pp_usable(r, i, ign):
+            continue
+        if r.lb == LB_NONE:
+            return i
+        if r.lb == LB_RTT:
+            score = (r.dss[i].rtt_ms if r.dss[i].rtt_samples else 0.0) / r.dss[i].weight
+        else:
+            score = (r.dss[i].n_up + 1.0) / r.dss[i].weight
+        if best < 0 or score < best_score:
+            best = i
+            best_score = score
+    if best >= 0:
+        r.rr_next = (best + 1) % n
+    return best
+
+
 cdef DConn* pp_slot(DownstreamRt* d) noexcept nogil:
     """A closed slot of `d`; else the one idle longest, closed for it."""
     cdef DConn* best = NULL
@@ -153,7 +199,6 @@ cdef void pp_grow(Exchange* x) noexcept nogil:
     downstreams and its client has no connection on its way to one, open
     one for that client, on the downstream the rule's method picks (its
     sticky one, if any)."""
-    global g_pp_choosing, g_ignore_ejection
     cdef RuleRt* r = x.rule
     cdef DownstreamRt* d = NULL
     cdef DConn* dc
@@ -172,11 +217,7 @@ cdef void pp_grow(Exchange* x) noexcept nogil:
         if k >= 0 and pp_may_open(r.dss[k]) and r.dss[k].eject_until <= g_now:
             d = r.dss[k]
     if d == NULL:
-        g_pp_choosing = True
-        g_ignore_ejection = all_ejected(r)
-        i = lb_choose(r)
-        g_pp_choosing = False
-        g_ignore_ejection = False
+        i = pp_choose(r)
         if i < 0:
             return                  # every slot busy: a freed one serves the queue (pp_slot_timer)
         d = r.dss[i]

@@ -281,6 +281,22 @@ def test_a_passthrough_tunnel_stays_the_clients(start_rproxy, port, ppds):
     assert ppds.conns[got["conn"] - 1].closed.wait(10)
 
 
+def test_a_rule_spreads_clients_over_its_proxy_protocol_downstreams(start_rproxy, port, ppds):
+    text = conf(port, ppds.port).replace(
+        'rule v1 { uri-prefix = "/v1/"', 'rule both { uri-prefix = "/both/"  downstreams = { one, two }  '
+        'lb-method = roundrobin }\n        rule v1 { uri-prefix = "/v1/"', 1)
+    start_rproxy(text, port)
+    clients = [client(port) for _ in range(4)]
+    try:
+        got = [ask(c, "/both/x")[1] for c in clients]
+        assert sorted(g["version"] for g in got) == [1, 1, 2, 2]   # the fewest connections, in turn
+        assert [g["sport"] for g in got] == [c.getsockname()[1] for c in clients]
+        assert [ask(c, "/both/y")[1]["conn"] for c in clients] == [g["conn"] for g in got]
+    finally:
+        for c in clients:
+            c.close()
+
+
 def test_header_comes_before_tls(start_rproxy, port, test_pki):
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(test_pki["server"].crt, test_pki["server"].key)
