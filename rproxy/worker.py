@@ -107,7 +107,8 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                          max_requests=ds.max_requests, enabled=ds.enabled, weight=ds.weight,
                          max_age=ds.max_age, high_watermark=ds.high_watermark, pipeline=ds.pipeline,
                          max_fails=ds.max_fails, fail_timeout=ds.fail_timeout,
-                         max_connections=ds.max_connections or 4 * ds.connections)
+                         max_connections=ds.max_connections or 4 * ds.connections,
+                         proxy_protocol={"off": 0, "v1": 1, "v2": 2}[ds.proxy_protocol])
         if ds.health_check is not None:
             hc = ds.health_check
             w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)

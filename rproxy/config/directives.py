@@ -818,9 +818,9 @@ TABLE: tuple[Directive, ...] = (
        "certificate is verified unless that says verify-peer = false)", origin="rproxy"),
     _d("tls-name", DOWNSTREAM, "string", None, "name sent as SNI and checked in the downstream's certificate "
        "(default: addr; no SNI for an IP address)", origin="rproxy"),
-    _d("proxy-protocol", DOWNSTREAM, "enum", "off", "send a PROXY protocol header to this downstream (not "
-       "built: pooled connections are shared by many clients)", choices=("off", "v1", "v2"), origin="rproxy",
-       active=False),
+    _d("proxy-protocol", DOWNSTREAM, "enum", "off", "send a PROXY protocol header (the client's address) "
+       "first on each connection; connections then become private, one client each, opened on demand up "
+       "to max-connections per worker", choices=("off", "v1", "v2"), origin="rproxy"),
     _d("health-check", DOWNSTREAM, "block", doc="active HTTP health check", origin="rproxy"),
     _d("seconds", RETRY, "int", 1, "whole seconds", lo=0, origin="1"),
     _d("useconds", RETRY, "int", 0, "microseconds", lo=0, origin="1"),

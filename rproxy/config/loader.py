@@ -383,6 +383,9 @@ class _Normaliser:
         if max_conns is not None and max_conns < opt(b, "connections", legacy):
             self.error(f"{what}: max-connections ({max_conns}) is below connections "
                        f"({opt(b, 'connections', legacy)})", b.pos_of("max_connections"))
+        if opt(b, "proxy-protocol") != "off" and opt(b, "pipeline") > 1:
+            self.note(b.pos_of("pipeline"), f"{what}: 'pipeline' is not used with proxy-protocol (each "
+                      f"connection is one client's, and a client sends one request at a time)")
         name = b.title if b.title is not None else untitled_downstream_name(addr, port, index)
         if b.title is not None and len(name.encode()) > NAME_MAX:
             self.error(f"downstream name is longer than {NAME_MAX} bytes", b.title_pos)
@@ -394,7 +397,7 @@ class _Normaliser:
             max_requests=opt(b, "max-requests"), max_age=opt(b, "max-age"), weight=opt(b, "weight"),
             max_fails=opt(b, "max-fails"), fail_timeout=opt(b, "fail-timeout"),
             pipeline=opt(b, "pipeline"), max_connections=max_conns, health_check=hc, tls=bool(opt(b, "tls") or (ssl and ssl.enabled)),
-            ssl=ssl, tls_name=opt(b, "tls-name"), pos=b.pos)
+            ssl=ssl, tls_name=opt(b, "tls-name"), pos=b.pos, proxy_protocol=opt(b, "proxy-protocol"))
 
     def health_check(self, b: Block) -> HealthCheck:
         hc = HealthCheck(path=opt(b, "path"), interval=opt(b, "interval"), timeout=opt(b, "timeout"),

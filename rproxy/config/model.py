@@ -154,6 +154,7 @@ class Downstream:
     ssl: Optional[SSL] = None
     tls_name: Optional[str] = None       # SNI and the verified name (default: addr)
     pos: Optional[Position] = field(default=None, compare=False)
+    proxy_protocol: str = "off"          # "off" | "v1" | "v2": a PROXY header on private connections
 
 
 @dataclass(frozen=True)

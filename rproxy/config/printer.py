@@ -175,6 +175,8 @@ def _downstream(o: _Out, d: Downstream, title) -> None:
                  "fail-timeout"):
         o.set(name, duration(getattr(d, name.replace("-", "_"))))
     o.set("tls", _bool(d.tls))
+    if d.proxy_protocol != "off":
+        o.set("proxy-protocol", d.proxy_protocol)
     if d.tls_name is not None:
         o.set("tls-name", quote(d.tls_name))
     if d.health_check is not None:

@@ -79,8 +79,13 @@ def _downstream_text(ds: Downstream) -> str:
             tls = " over TLS (certificate not verified)"
         else:
             tls = f" over TLS (certificate verified for {shown(ds.tls_name or ds.addr)})"
-    return (f"downstream {shown(ds.name)} -> {where}{tls}: {ds.connections} connection(s) per worker "
-            f"(up to {ds.max_connections or 4 * ds.connections} while requests wait){weight}, "
+    if ds.proxy_protocol != "off":
+        pools = (f"PROXY protocol {ds.proxy_protocol}: private connections, one client each, opened on "
+                 f"demand, up to {ds.max_connections or 4 * ds.connections} per worker{weight}, ")
+    else:
+        pools = (f"{ds.connections} connection(s) per worker "
+                 f"(up to {ds.max_connections or 4 * ds.connections} while requests wait){weight}, ")
+    return (f"downstream {shown(ds.name)} -> {where}{tls}: {pools}"
             f"connect {format_duration(ds.connect_timeout)}, read {format_duration(ds.read_timeout)}, "
             f"write {format_duration(ds.write_timeout)}, retry {format_duration(ds.retry)}{state}")
 

@@ -125,7 +125,7 @@ cdef bint rule_alive(RuleRt* r) noexcept nogil:
     cdef DownstreamRt* d
     for i in range(r.nds):
         d = r.dss[i]
-        if d.enabled and not d.hc_down and (d.n_up > 0 or not d.down_logged):
+        if d.enabled and not d.hc_down and (d.n_up > 0 or not d.down_logged or (d.pp and g_now >= d.pp_retry_at)):
             return True
     return False
 
@@ -236,12 +236,15 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     twins of the failed connection nor a pipeline."""
     cdef DConn* dc
     if x.flags & XF_RETRIED:
-        return lb_pick_replay(x)
-    if x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
-        return edge_lb_pick(x)      # sticky sessions (edge.pxi)
-    dc = lb_pick(x.rule)
-    if dc == NULL and (x.flags & XF_PIPE_OK):
-        dc = lb_pick_pipelined(x.rule)
+        dc = lb_pick_replay(x)
+    elif x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
+        dc = edge_lb_pick(x)        # sticky sessions (edge.pxi)
+    else:
+        dc = lb_pick(x.rule)
+        if dc == NULL and (x.flags & XF_PIPE_OK):
+            dc = lb_pick_pipelined(x.rule)
+    if dc == NULL and x.uc.pdc != NULL:
+        dc = pp_pick(x)             # the client's own private connection (proxy-protocol, pool.pxi)
     return dc
 
 

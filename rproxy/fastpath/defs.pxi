@@ -354,6 +354,8 @@ cdef struct UConn:
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
     uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
+    DConn* pdc              # its private downstream connections (pool.pxi), linked by DConn.onext
+    Peer pp_dst             # the destination a PROXY header in named (family 0: none)
 
 cdef struct DConn:
     Handle h
@@ -384,6 +386,8 @@ cdef struct DConn:
     Peer peer               # the address it connected to (for the access log)
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
+    UConn* owner            # a private connection's client (proxy-protocol, pool.pxi); NULL: pooled
+    DConn* onext            # the owner's next private connection
 
 cdef struct DownstreamRt:
     int index
@@ -434,6 +438,9 @@ cdef struct DownstreamRt:
     char tls_name[256]      # SNI and the name checked in its certificate ("" for none)
     void* tls_session       # SSL_SESSION* to resume the next connection with
     uint8_t tls_err_logged
+    uint8_t pp              # proxy-protocol: 0 off, 1 v1, 2 v2 (private connections, pool.pxi)
+    int pp_fails            # private connects failed in a row
+    int64_t pp_retry_at     # ms: no private connect before this (backoff after a failure)
 
 cdef struct VhostRt
 cdef struct EdgePolicy      # access rules, deny, rate limits of a rule (limits.pxi)

@@ -15,6 +15,9 @@ cdef void idle_push(DConn* dc) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
     dc.state = D_IDLE
     dc.idle_since = g_now
+    if dc.owner != NULL:
+        pp_idle(dc)                 # private: it waits for its own client only (pool.pxi)
+        return
     dc.inext = NULL
     dc.iprev = ds.idle_last
     if ds.idle_last != NULL:
@@ -32,6 +35,8 @@ cdef void idle_remove(DConn* dc) noexcept nogil:
     twice."""
     cdef DownstreamRt* ds = dc.ds
     dc.state = D_ACTIVE
+    if dc.owner != NULL:
+        return                      # private: on no idle list
     if dc.iprev != NULL:
         dc.iprev.inext = dc.inext
     else:
@@ -104,10 +109,18 @@ cdef void dc_connected(DConn* dc) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
     cdef uint8_t ss[128]
     cdef socklen_t sl = 128
+    cdef int err
+    if dc.owner != NULL and dc.tls == NULL:
+        err = pp_send(dc.h.fd, ds.pp, dc.owner)    # the PROXY header first, before TLS (proxyproto.pxi)
+        if err != 0:
+            dc_failed(dc, err)
+            return
     if ds.tls_ctx != NULL and dc.tls == NULL:
         tls_dc_start(dc)            # comes back here once the handshake is done
         return
     dc.fails = 0
+    ds.pp_fails = 0
+    ds.pp_retry_at = 0
     dc.nreq = 0
     dc.connected_at = g_now
     dc.local_port = 0
@@ -155,6 +168,8 @@ cdef void dc_teardown(DConn* dc) noexcept nogil:
     dc.flags = 0
     llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
     dc.parser.data = dc
+    if dc.owner != NULL:
+        pp_unlink(dc)               # a private connection's slot is free again (pool.pxi)
     if rest != NULL:
         pipe_replay_list(rest, ds, NULL)
 
@@ -181,6 +196,9 @@ cdef void dc_failed(DConn* dc, int err) noexcept nogil:
     the backoff delay."""
     cdef DownstreamRt* ds = dc.ds
     m_ds_failed(dc)
+    if ds.pp:
+        pp_failed(dc, err)          # private: never reconnected for nobody (pool.pxi)
+        return
     dc_teardown(dc)
     if dc.extra:
         rp_elog(ds_errfd(ds), 6, "downstream %s (%s): extra connection failed (%s)", ds.name, ds.label,
@@ -796,7 +814,9 @@ cdef void dc_on_timer(DConn* dc) noexcept nogil:
             redirect_failed(dc, ETIMEDOUT)
         return
     if st == D_DOWN:
-        if dc.ds.enabled:
+        if dc.ds.pp:
+            pp_slot_timer(dc)       # a private slot freed: serve waiting requests (pool.pxi)
+        elif dc.ds.enabled:
             dc_connect(dc)
     elif st == D_CONNECTING:
         dc_failed(dc, ETIMEDOUT)

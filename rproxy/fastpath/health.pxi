@@ -93,6 +93,11 @@ cdef void probe_on_event(Probe* pr, uint32_t ev) noexcept nogil:
         if err != 0:
             probe_result(pr, False, strerror(err))
             return
+        if ds.pp:
+            err = pp_send(pr.h.fd, ds.pp, NULL)      # v1 UNKNOWN / v2 LOCAL first (proxyproto.pxi)
+            if err != 0:
+                probe_result(pr, False, strerror(err))
+                return
         if ds.tls_ctx != NULL:
             pr.tls = tls_new(ds.tls_ctx, pr.h.fd, False)
             if pr.tls == NULL:

@@ -278,6 +278,7 @@ cdef void close_everything() noexcept nogil:
             if dc.x != NULL:
                 dc_detach(dc)
             dc_teardown(dc)
+            timer_stop(&dc.timer)   # (a private slot's, pool.pxi)
     listeners_register(0)
     probes_stop()
     pipes_clear()

@@ -235,7 +235,7 @@ cdef void m_publish() noexcept nogil:
         if g == NULL:
             continue
         st[0] = st[1] = st[2] = st[3] = 0
-        for j in range(ds.nconns):
+        for j in range(ds.nslots if ds.pp else ds.nconns):     # proxy-protocol: its private ones (pool.pxi)
             k = ds.conns[j].state
             if k == D_IDLE:
                 st[0] += 1
@@ -243,7 +243,7 @@ cdef void m_publish() noexcept nogil:
                 st[1] += 1
             elif k == D_CONNECTING:
                 st[2] += 1
-            else:
+            elif not ds.pp:         # (a closed private slot is free, not down)
                 st[3] += 1
         g[DG_IDLE] = st[0]
         g[DG_BUSY] = st[1]

@@ -61,7 +61,7 @@ cdef DConn* lb_pick_pipelined(RuleRt* r) noexcept nogil:
     cdef int i, j, ign = -1
     for i in range(r.nds):
         d = r.dss[i]
-        if d.pipeline <= 1 or not d.enabled or d.hc_down:
+        if d.pipeline <= 1 or not d.enabled or d.hc_down or d.pp:     # private: one client's
             continue
         if d.eject_until > g_now:
             if ign < 0:

@@ -15,6 +15,15 @@
 #
 # Hooks: listener_on_event (pp_accept, after uc_new), uc_on_event (pp_read,
 # first thing while the header is awaited).
+#
+# PROXY protocol out (`proxy-protocol = v1|v2` on a downstream): the first
+# bytes of each of its connections, before TLS, name the one client that
+# connection belongs to (connections are private: pool.pxi).  Source: the
+# client's address as rproxy sees it (the PROXY-in one when trusted);
+# destination: the one a PROXY header in named, else the listener address
+# the client reached.  A client with no IP address (a unix: listener) is
+# sent as UNKNOWN (v1) / UNSPEC (v2).  Health checks send v1 UNKNOWN /
+# v2 LOCAL (HAProxy's check-send-proxy): no client, the real addresses.
 
 cdef struct PPServer:
     int nfrom
@@ -99,8 +108,13 @@ cdef int pp_parse_v1(UConn* uc, const char* b, int n, int* used) noexcept nogil:
         return -1
     fam = AF_INET if tok[1][3] == c'4' else AF_INET6
     if pp_v1_addr(tok[3], tl[3], fam, addr) != 0 or pp_v1_port(tok[5], tl[5], &port) != 0:
-        return -1                        # the destination: checked, not used
+        return -1                        # the destination: kept for a PROXY header out
+    memset(uc.pp_dst.addr, 0, 16)
+    memcpy(uc.pp_dst.addr, addr, 4 if fam == AF_INET else 16)
+    uc.pp_dst.family = fam
+    uc.pp_dst.port = port
     if pp_v1_addr(tok[2], tl[2], fam, addr) != 0 or pp_v1_port(tok[4], tl[4], &port) != 0:
+        uc.pp_dst.family = 0
         return -1
     memset(uc.peer.addr, 0, 16)
     memcpy(uc.peer.addr, addr, 4 if fam == AF_INET else 16)
@@ -127,10 +141,17 @@ cdef int pp_parse_v2(UConn* uc, const uint8_t* b, int n, int* used) noexcept nog
         memcpy(uc.peer.addr, b + 16, 4)
         uc.peer.family = AF_INET
         uc.peer.port = <uint16_t>((<int>b[24] << 8) | b[25])
+        memset(uc.pp_dst.addr, 0, 16)
+        memcpy(uc.pp_dst.addr, b + 20, 4)
+        uc.pp_dst.family = AF_INET
+        uc.pp_dst.port = <uint16_t>((<int>b[26] << 8) | b[27])
     elif fam == 2 and total >= 16 + 36:
         memcpy(uc.peer.addr, b + 16, 16)
         uc.peer.family = AF_INET6
         uc.peer.port = <uint16_t>((<int>b[48] << 8) | b[49])
+        memcpy(uc.pp_dst.addr, b + 32, 16)
+        uc.pp_dst.family = AF_INET6
+        uc.pp_dst.port = <uint16_t>((<int>b[50] << 8) | b[51])
     elif fam == 1 or fam == 2:
         return -1                        # too short for its family
     return 0                             # UNSPEC / unix: keep the real peer
@@ -198,3 +219,91 @@ def _pp_set_server(int index, nets):
         a.allow = 1
     pp.nfrom = len(nets)
     g_servers[index].pp = pp
+
+
+cdef enum:
+    PP_OUT_MAX = 128                # v1: 107 at most; v2 IPv6: 52
+
+
+cdef void pp_mapped(Peer* p) noexcept nogil:
+    """An IPv4 address as IPv4-mapped IPv6 (v1 and v2 carry one family)."""
+    if p.family == AF_INET:
+        memmove(p.addr + 12, p.addr, 4)
+        memset(p.addr, 0, 10)
+        p.addr[10] = 0xFF
+        p.addr[11] = 0xFF
+        p.family = AF_INET6
+
+
+cdef int pp_out_header(int version, UConn* uc, char* out) noexcept nogil:
+    """The PROXY header naming client `uc` (NULL: none, as a health check
+    sends it) into out (PP_OUT_MAX bytes): its length."""
+    cdef Peer src, dst
+    cdef uint8_t ss[128]
+    cdef socklen_t sl = 128
+    cdef char a[64]
+    cdef char b[64]
+    cdef int n, alen
+    memset(&src, 0, sizeof(Peer))
+    memset(&dst, 0, sizeof(Peer))
+    if uc != NULL and (uc.peer.family == AF_INET or uc.peer.family == AF_INET6):
+        src = uc.peer
+        if uc.pp_dst.family != 0:
+            dst = uc.pp_dst
+        elif getsockname(uc.h.fd, <sockaddr*>ss, &sl) == 0:
+            peer_from_sockaddr(&dst, ss)
+    if (src.family == AF_INET or src.family == AF_INET6) and (dst.family == AF_INET or dst.family == AF_INET6):
+        if src.family != dst.family:
+            pp_mapped(&src)
+            pp_mapped(&dst)
+    else:
+        src.family = 0              # nothing to name
+    if version == 1:
+        if src.family == 0:
+            memcpy(out, b"PROXY UNKNOWN\r\n", 15)
+            return 15
+        if inet_ntop(src.family, src.addr, a, 64) == NULL or inet_ntop(dst.family, dst.addr, b, 64) == NULL:
+            memcpy(out, b"PROXY UNKNOWN\r\n", 15)
+            return 15
+        n = snprintf(out, PP_OUT_MAX, "PROXY %s %s %s %u %u\r\n", "TCP4" if src.family == AF_INET else "TCP6",
+                     a, b, <unsigned>src.port, <unsigned>dst.port)
+        return n if 0 < n < PP_OUT_MAX else 0
+    memcpy(out, PP_V2_SIG, 12)
+    if uc == NULL:
+        out[12] = <char>0x20        # LOCAL
+        out[13] = 0
+        out[14] = 0
+        out[15] = 0
+        return 16
+    out[12] = <char>0x21            # PROXY
+    if src.family == 0:
+        out[13] = 0                 # UNSPEC: the receiver uses the real addresses
+        out[14] = 0
+        out[15] = 0
+        return 16
+    alen = 4 if src.family == AF_INET else 16
+    out[13] = <char>(0x11 if src.family == AF_INET else 0x21)     # TCP over IPv4 / IPv6
+    out[14] = 0
+    out[15] = <char>(2 * alen + 4)
+    memcpy(out + 16, src.addr, alen)
+    memcpy(out + 16 + alen, dst.addr, alen)
+    out[16 + 2 * alen] = <char>(src.port >> 8)
+    out[17 + 2 * alen] = <char>(src.port & 0xFF)
+    out[18 + 2 * alen] = <char>(dst.port >> 8)
+    out[19 + 2 * alen] = <char>(dst.port & 0xFF)
+    return 20 + 2 * alen
+
+
+cdef int pp_send(int fd, int version, UConn* uc) noexcept nogil:
+    """Write the header on a socket just connected (before TLS).  Its send
+    buffer is empty, so the few bytes go whole or the connection is failed:
+    0 sent, else an errno."""
+    cdef char h[PP_OUT_MAX]
+    cdef int n = pp_out_header(version, uc, h)
+    cdef ssize_t w
+    if n <= 0:
+        return EINVAL
+    w = send(fd, h, <size_t>n, MSG_NOSIGNAL)
+    if w == n:
+        return 0
+    return errno if w < 0 else EAGAIN

@@ -54,6 +54,8 @@ cdef DConn* tunnel_take_socket(DConn* slot) noexcept nogil:
     slot.flags = 0
     llhttp_init(&slot.parser, HTTP_RESPONSE, &g_resp_settings)
     slot.parser.data = slot
+    if slot.owner != NULL:
+        pp_unlink(slot)             # a private slot: the tunnel stays its client's, the slot is free
     timer_arm(&slot.timer, 1)
     return t
 

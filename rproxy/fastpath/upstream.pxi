@@ -129,6 +129,7 @@ cdef void pend_add(Exchange* x) noexcept nogil:
     g_npending += 1
     timer_arm(&x.ptimer, x.uc.srv.pending_timeout_ms)
     pool_grow(x.rule)               # every connection is busy: open an extra one if allowed
+    pp_grow(x)                      # or a private one for this client (proxy-protocol, pool.pxi)
 
 
 cdef void pend_remove(Exchange* x) noexcept nogil:
@@ -242,6 +243,8 @@ cdef void uc_close(UConn* uc) noexcept nogil:
     if uc.flags & UF_DEAD:
         return
     x_drop(uc)
+    if uc.pdc != NULL:
+        pp_release(uc)              # its private downstream connections close with it (pool.pxi)
     timer_stop(&uc.timer)
     if uc.tls != NULL:
         tls_free(uc.tls)

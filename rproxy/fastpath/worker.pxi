@@ -391,7 +391,7 @@ cdef class Worker:
                        int connections, retry, connect_timeout, read_timeout, write_timeout,
                        idle_timeout, int max_requests, bint enabled, int weight, max_age=0.0,
                        int max_fails=3, fail_timeout=5.0, int high_watermark=0, int pipeline=1,
-                       int max_connections=0):
+                       int max_connections=0, int proxy_protocol=0):
         cdef DownstreamRt* d = &g_downstreams[index]
         d.index = index
         _copy_cstr(d.name, 64, name.encode())
@@ -416,11 +416,14 @@ cdef class Worker:
         d.enabled = enabled
         d.weight = max(weight, 1)
         d.nslots = max(max_connections, connections)
+        d.pp = proxy_protocol
+        if proxy_protocol:
+            d.nconns = 0            # private connections only, opened per client (pool.pxi)
         d.conns = <DConn*>calloc(max(d.nslots, 1), sizeof(DConn))
         if d.conns == NULL:
             raise MemoryError()
         for j in range(d.nslots):
-            d.conns[j].extra = j >= connections
+            d.conns[j].extra = j >= connections or proxy_protocol != 0     # (private: never reconnected)
             d.conns[j].h.kind = K_DCONN
             d.conns[j].h.fd = -1
             d.conns[j].ds = d

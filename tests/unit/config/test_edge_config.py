@@ -89,3 +89,31 @@ def test_runtime_bounds_are_config_errors():
     names = ", ".join(f"l{i}" for i in range(9))
     assert "at most 8 rate limits per request" in errors(
         srv(top=top).replace('vhost "v" {', f'vhost "v" {{ rate-limit = {{ {names} }}'))
+
+
+def test_downstream_proxy_protocol_is_active_and_stated_by_t(tmp_path):
+    import subprocess
+
+    from rproxy.config.printer import print_config
+    from rproxy.config.reference import render_markdown
+    from support.proc import rproxy_command
+
+    text = srv().replace("port = 9000 }", "port = 9000  proxy-protocol = v2  max-connections = 6 }")
+    cfg = loads(text)
+    ds = cfg.servers[0].downstreams[0]
+    assert (ds.proxy_protocol, ds.max_connections) == ("v2", 6)
+    assert cfg.inactive == ()
+    assert loads(print_config(cfg)).servers[0].downstreams[0].proxy_protocol == "v2"
+    assert loads(srv()).servers[0].downstreams[0].proxy_protocol == "off"
+    noted = loads(srv().replace("port = 9000 }", "port = 9000  proxy-protocol = v1  pipeline = 4 }"))
+    assert any("'pipeline' is not used with proxy-protocol" in n.message for n in noted.notes)
+    assert "invalid value 'v3'" in errors(srv().replace("port = 9000 }", "port = 9000  proxy-protocol = v3 }"))
+    path = tmp_path / "pp.conf"
+    path.write_text(text)
+    r = subprocess.run(rproxy_command() + ["-t", "-c", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert ("downstream app -> 127.0.0.1:9000: PROXY protocol v2: private connections, one client each, "
+            "opened on demand, up to 6 per worker") in r.stdout
+    assert "not yet active" not in r.stdout and "proxy-protocol" not in r.stdout
+    row = [ln for ln in render_markdown().splitlines() if ln.startswith("| `proxy-protocol` | enum")]
+    assert len(row) == 1 and "private" in row[0] and "not yet active" not in row[0]

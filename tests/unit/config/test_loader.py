@@ -99,7 +99,7 @@ ACTIVE = {
               "response-buffering",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
                   "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name "
-                  "max-connections",
+                  "max-connections proxy-protocol",
     D.RETRY: "seconds useconds",
     D.HEALTH: "path interval timeout rise fall",
     D.REWRITE: "src dst",
