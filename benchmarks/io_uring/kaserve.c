@@ -37,8 +37,8 @@ static const char RESP[] =
 static volatile sig_atomic_t g_stop;
 static void on_sig(int s) { (void)s; g_stop = 1; }
 
-/* requests completed in buf, carrying the last 3 bytes of the previous read
- * in *st so a terminator split across reads is still found */
+/* requests completed in p[0..n), keeping per fd how much of a "\r\n\r\n"
+ * the previous read ended with, so a terminator split across reads counts */
 static unsigned char g_tail[MAXFD];   /* per fd: how many of "\r\n\r\n" matched */
 static int count_requests(int fd, const char* p, int n) {
     static const char T[4] = {'\r', '\n', '\r', '\n'};
