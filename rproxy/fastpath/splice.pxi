@@ -1,10 +1,13 @@
 # Zero-copy relay of large response bodies on plain TCP: splice(2) from the
 # downstream socket into a pipe, and from the pipe into the client socket.
 # The bytes never enter user space and move in pipe-sized (1 MiB) steps, so
-# a large body costs a handful of syscalls and no copies in the proxy.
+# a large body costs a handful of syscalls and no copies in the proxy (with
+# response buffering, the default, in steps of response-buffer-size: what
+# the pipe holds must fit the memory buffer if the client turns out slow).
 #
-# Used for a Content-Length body of at least g_splice_min bytes (below that
-# the ordinary copy through the read buffer is as cheap).  Whatever body
+# Used for a Content-Length body of at least g_splice_min bytes (64 KiB:
+# there a spliced body already costs 22 % less worker CPU than a copied one,
+# README "Benchmarks").  Whatever body
 # bytes arrived with the head go the ordinary way; the remainder (llhttp's
 # own count of what is left) is spliced.  The pipe belongs to the exchange
 # while it holds data; empty pipes return to a per-worker pool.
@@ -18,7 +21,17 @@ cdef struct Pipe:
 cdef Pipe* g_free_pipes = NULL
 cdef int g_nfree_pipes = 0
 cdef int g_pipe_size = 1048576
-cdef uint64_t g_splice_min = 131072
+cdef uint64_t g_splice_min = 65536       # measured: 64 KiB bodies cost 22 % less CPU spliced than copied
+# TCP_NOTSENT_LOWAT on a client socket an unbuffered body is spliced to: the
+# kernel keeps at most this much unsent data queued for the client, so this
+# worker sends the rest itself when the client's window opens (EPOLLOUT)
+# rather than queueing a whole send buffer (up to tcp_wmem's 4 MiB) that the
+# client's own ACKs then transmit (on loopback: in the client's CPU time,
+# which doubled wrk's cost per 1 MiB response; README "Benchmarks").  Not
+# for buffered responses: a smaller queue makes the client look slow sooner
+# and moves the body into the memory buffer and temp file (measured: more
+# CPU than it saves).
+cdef int g_splice_lowat = 131072
 
 
 cdef Pipe* pipe_get() noexcept nogil:
@@ -46,7 +59,7 @@ cdef Pipe* pipe_get() noexcept nogil:
 
 cdef void pipe_put(Pipe* p) noexcept nogil:
     global g_free_pipes, g_nfree_pipes
-    if p.len != 0 or g_nfree_pipes >= 32:
+    if p.len != 0 or g_nfree_pipes >= 64:     # (32 churned pipes under 50 busy clients)
         close(p.rfd)                # bytes of an aborted body: never reused
         close(p.wfd)
         free(p)
@@ -81,6 +94,8 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             dc.flags &= ~DF_SPLICE
             return False
         x.splice_left = dc.parser.content_length
+        if not (x.flags & XF_RESP_BUFFER):
+            setsockopt(uc.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
     while True:
         while x.pipe.len:
             n = splice(x.pipe.rfd, NULL, uc.h.fd, NULL, x.pipe.len,

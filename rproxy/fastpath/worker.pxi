@@ -227,7 +227,7 @@ cdef class Worker:
 
     def __cinit__(self, int nservers, int ndownstreams, int nlisteners, *, int buffer_size=32768,
                   int max_free_buffers=256, int errfd=2, int loglevel=6, double shutdown_timeout=30.0,
-                  long long splice_min=131072):
+                  long long splice_min=65536):
         global g_servers, g_nservers, g_downstreams, g_ndownstreams, g_listeners, g_nlisteners
         global g_buf_size, g_max_free_bufs, g_errfd, g_shutdown_timeout_ms, g_pid
         global g_epfd, g_stop, g_reopen, g_rand_state, g_splice_min

@@ -90,6 +90,7 @@ cdef extern from "<netinet/in.h>" nogil:
 cdef extern from "<netinet/tcp.h>" nogil:
     enum:
         TCP_NODELAY
+        TCP_NOTSENT_LOWAT
 
 cdef extern from "<sys/un.h>" nogil:
     struct sockaddr_un:
