@@ -38,8 +38,16 @@ def parse_args(argv):
     return args
 
 
-def load_config(path: str):
-    from .config import ConfigErrors, load
+def load_config(path: str, isolated: bool = False):
+    """The Config of `path`, or None with its errors on stderr.  isolated:
+    parsed in a child process, so that this one never imports the parser
+    (the master: see config/isolated.py)."""
+    from .config import ConfigErrors
+
+    if isolated:
+        from .config.isolated import load
+    else:
+        from .config import load
 
     try:
         return load(path)
@@ -84,7 +92,7 @@ def cmd_test(path: str) -> int:
 
 
 def cmd_run(path: str) -> int:
-    cfg = load_config(path)
+    cfg = load_config(path, isolated=True)
     if cfg is None:
         return 1
     from .master.startup import run_master
@@ -127,9 +135,12 @@ def missing_part():
     a source checkout that was never built, or a broken install."""
     try:
         from . import fastpath  # noqa: F401  (llhttp's symbols, then the compiled core)
-        from .config import loader  # noqa: F401  (lark)
     except ImportError as e:
         return str(e) or type(e).__name__
+    import importlib.util
+
+    if importlib.util.find_spec("lark") is None:       # imported by the parser only, not here
+        return "No module named 'lark'"
     return None
 
 

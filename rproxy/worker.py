@@ -230,9 +230,9 @@ def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, genera
         # The master died before the line above took effect: the kernel will
         # never send that signal, so stop now rather than serve as an orphan.
         return EXIT_OK
-    import setproctitle
+    from . import proctitle
 
-    setproctitle.setproctitle(f"rproxy: worker {index} (gen {generation})")
+    proctitle.set_title(f"rproxy: worker {index} (gen {generation})")
     try:
         fault = os.environ.get("RPROXY_FAULT_BOOT_GENERATION")
         if fault and generation >= int(fault):

@@ -49,9 +49,9 @@ class AcmeHelper:
                     signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
                 self.child_cleanup()
                 try:
-                    import setproctitle
+                    from .. import proctitle
 
-                    setproctitle.setproctitle("rproxy: acme")
+                    proctitle.set_title("rproxy: acme")
                 except ImportError:
                     pass
                 from .manager import main

@@ -23,6 +23,7 @@ than fork in a tight loop.
 from __future__ import annotations
 
 import collections
+import gc
 import resource
 import os
 import select
@@ -184,6 +185,10 @@ class Arbiter:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         master_pid = os.getpid()
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        # Every object so far goes to the collector's permanent generation:
+        # a collection (in the worker or here) then never walks, and so
+        # never writes to, the pages both processes share after the fork.
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError as e:
@@ -346,7 +351,8 @@ class Arbiter:
     # ---- reload ---------------------------------------------------------------------
 
     def begin_reload(self) -> None:
-        from ..config import ConfigErrors, load
+        from ..config import ConfigErrors
+        from ..config.isolated import load
 
         path = self.cfg.path
         errorlog.notice(f"reloading {path}")
@@ -554,9 +560,9 @@ class Arbiter:
     def set_title(self) -> None:
         """`rproxy: master -c /abs/path.conf`: what `rproxy -s` recognises
         the master by, so it is set before the pidfile is written."""
-        import setproctitle
+        from .. import proctitle
 
-        setproctitle.setproctitle(f"rproxy: master -c {self.cfg.path}")
+        proctitle.set_title(f"rproxy: master -c {self.cfg.path}")
 
     def run(self) -> int:
         self.set_title()

@@ -25,12 +25,14 @@ from .arbiter import Arbiter
 
 def preload_modules() -> None:
     """Import everything workers and reloads use while still privileged:
-    after the drop, the install may not be readable by the new user."""
-    import setproctitle  # noqa: F401
-
-    from .. import fastpath  # noqa: F401
-    from ..config import loader  # noqa: F401
+    after the drop, the install may not be readable by the new user.  Not
+    the configuration parser: the master never imports it (it parses in a
+    short-lived child, config/isolated.py; a reload's child imports it as
+    the dropped user)."""
+    from .. import fastpath, proctitle  # noqa: F401
     from ..metrics import master  # noqa: F401
+
+    proctitle.preload()
 
 
 def load_tls(cfg: Config) -> None:

@@ -12,7 +12,6 @@ and no `reload-on-change`.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional
@@ -289,5 +288,6 @@ class Observability:
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", prometheus(self.snapshot()).encode()
         if path == "/status":
+            import json
             return 200, "application/json", (json.dumps(self.snapshot(), indent=1) + "\n").encode()
         return 404, "text/plain", b"404 Not Found: try /metrics or /status\n"
