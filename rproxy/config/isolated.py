@@ -8,8 +8,11 @@ a pipe and exits.  The master, and the workers forked from it, never hold
 the parser.
 
 The child runs with the master's credentials of the moment: after the
-privilege drop, a reload's child reads the configuration (and imports the
-parser) as the dropped user, exactly as an in-process reload would.
+privilege drop, a reload's child reads the configuration and imports the
+parser as the dropped user.  Where that user cannot read the install (a
+Python under /root, say), the master imports the parser before it drops
+privileges instead (startup.preload_modules asks importable_as first), and
+from then on `load` parses in-process, as before.
 """
 from __future__ import annotations
 
@@ -64,6 +67,30 @@ def _unpack(result) -> Config:
     if kind == "oserror":
         raise OSError(result[1], result[2], result[3])
     raise ConfigErrors([ConfigError(f"cannot parse the configuration: {result[1]}")])
+
+
+def importable_as(drop, path: str) -> bool:
+    """Whether a child that has called `drop()` (the privilege drop) can
+    still import the parser and parse `path` (its errors do not matter here,
+    a missing module does)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            drop()
+            result = _parse_result(path)
+            if result[0] == "exception" and ("ImportError" in result[1] or "ModuleNotFound" in result[1]):
+                code = 3
+        except BaseException:  # noqa: BLE001
+            code = 3
+        finally:
+            os._exit(code)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status) == 0
+        except InterruptedError:
+            continue
 
 
 def load(path: str) -> Config:

@@ -23,16 +23,31 @@ from . import StartupError, daemon, logfiles, pidfile, privileges
 from .arbiter import Arbiter
 
 
-def preload_modules() -> None:
+def preload_modules(cfg: Config | None = None, identity=None) -> None:
     """Import everything workers and reloads use while still privileged:
-    after the drop, the install may not be readable by the new user.  Not
-    the configuration parser: the master never imports it (it parses in a
-    short-lived child, config/isolated.py; a reload's child imports it as
-    the dropped user)."""
+    after the drop, the install may not be readable by the new user.  The
+    configuration parser only when that is so: otherwise the master never
+    imports it (it parses in a short-lived child, config/isolated.py, which
+    imports it as the dropped user on reload)."""
     from .. import fastpath, proctitle  # noqa: F401
     from ..metrics import master  # noqa: F401
 
     proctitle.preload()
+    if cfg is not None and identity is not None and os.geteuid() == 0:
+        from ..config import isolated
+
+        def become():           # as privileges.drop does, without its log line
+            os.setresgid(identity.gid, identity.gid, identity.gid)
+            if identity.user:
+                os.initgroups(identity.user, identity.gid)
+                os.setresuid(identity.uid, identity.uid, identity.uid)
+            else:
+                os.setgroups([identity.gid])
+
+        if not isolated.importable_as(become, cfg.path):
+            errorlog.info(f"the configuration parser cannot be imported as {identity}: "
+                          "the master keeps it loaded for reloads")
+            from ..config import loader  # noqa: F401
 
 
 def load_tls(cfg: Config) -> None:
@@ -122,7 +137,7 @@ def run_master(cfg: Config) -> int:
         errorlog.log("emerg", str(e))
         arbiter.close_listeners()
         return 1
-    preload_modules()
+    preload_modules(cfg, identity)
     readiness = None
     pid_written = False
     try:
