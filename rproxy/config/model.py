@@ -322,6 +322,7 @@ class Config:
     path: str
     servers: tuple[Server, ...] = ()
     workers: Optional[int] = None
+    accept_spread: str = "exclusive"     # exclusive | reuseport (listeners.py)
     daemonize: bool = False
     rootdir: str = "/"
     user: Optional[str] = None

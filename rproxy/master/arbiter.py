@@ -76,7 +76,7 @@ READY = b"R"                    # what a worker writes on its readiness pipe
 
 # Settings that only take effect at start-up: a reload that changes one is
 # refused (applying it would need root, or a new process).
-RESTART_ONLY = ("daemonize", "pidfile", "user", "group", "rootdir")
+RESTART_ONLY = ("daemonize", "pidfile", "user", "group", "rootdir", "accept_spread")
 
 
 @dataclass
@@ -135,7 +135,7 @@ class Arbiter:
             key = listener_key(srv)
             if key not in self.listeners:
                 try:
-                    self.listeners[key] = bind(srv)
+                    self.listeners[key] = bind(srv, self.cfg.accept_spread, self.worker_count())
                 except OSError as e:
                     self.close_listeners()
                     raise StartupError(bind_error_message(srv, e)) from None
@@ -152,12 +152,14 @@ class Arbiter:
 
     def owned_fds(self) -> list[int]:
         """Descriptors the master needs (kept when daemonizing closes the rest)."""
-        return [self._wake_r, self._wake_w, *(bl.sock.fileno() for bl in self.listeners.values()),
+        return [self._wake_r, self._wake_w,
+                *(s.fileno() for bl in self.listeners.values() for s in bl.socks()),
                 *self.obs.owned_fds()]
 
-    def listener_fds(self, cfg: Config) -> list[tuple[int, int]]:
-        """(fd, server index) for each server of `cfg`."""
-        return [(self.listeners[listener_key(s)].sock.fileno(), i) for i, s in enumerate(cfg.servers)]
+    def listener_fds(self, cfg: Config, index: int = 0) -> list[tuple[int, int]]:
+        """(fd, server index) for each server of `cfg`, as worker `index`
+        accepts on them (accept-spread = reuseport: a socket per index)."""
+        return [(self.listeners[listener_key(s)].fileno_for(index), i) for i, s in enumerate(cfg.servers)]
 
     def install_signals(self) -> None:
         """Record signals from now on (before the pidfile exists, so that an
@@ -179,7 +181,7 @@ class Arbiter:
         return (cfg or self.cfg).worker_count()[0]
 
     def spawn_worker(self, cfg: Config, generation: int, index: int) -> None:
-        fds = self.listener_fds(cfg)
+        fds = self.listener_fds(cfg, index)
         limits.zone_for(cfg)            # the rate limit zone, mapped before the fork (rproxy/limits.py)
         metrics = self.obs.slot_for(cfg, pending=generation != self.generation)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -229,8 +231,9 @@ class Arbiter:
         # master closes would otherwise keep a port bound with nobody accepting.
         mine = {fd for fd, _ in fds}
         for bl in self.listeners.values():
-            if bl.sock.fileno() not in mine:
-                bl.sock.close()
+            for s in bl.socks():
+                if s.fileno() not in mine:
+                    s.close()
         self.obs.child_cleanup()
         kw = {} if metrics is None else {"metrics": (metrics[0].mm, metrics[2])}
         self.worker_main(cfg, fds, index, generation, ready_fd=ready_w, master_pid=master_pid, **kw)
@@ -243,7 +246,8 @@ class Arbiter:
             if w.ready_fd is not None:
                 os.close(w.ready_fd)
         for bl in self.listeners.values():
-            bl.sock.close()
+            for s in bl.socks():
+                s.close()
         self.obs.child_cleanup()
 
     def manage_workers(self) -> None:
@@ -398,9 +402,10 @@ class Arbiter:
         for srv in new.servers:
             key = listener_key(srv)
             if key in self.listeners:
+                self.listeners[key].add_copies(srv, self.worker_count(new))
                 continue
             try:
-                self.listeners[key] = bind(srv)
+                self.listeners[key] = bind(srv, new.accept_spread, self.worker_count(new))
             except OSError as e:
                 self.release_listeners(pending.added_listeners)
                 logfiles.retain([self.cfg])
