@@ -465,6 +465,9 @@ class Arbiter:
             key = listener_key(srv)
             in_use.add(key)
             self.listeners[key].set_backlog(srv.backlog)
+            # reuseport: fewer workers than sockets leaves sockets no worker
+            # accepts on, whose share of new connections would wait forever
+            self.listeners[key].trim_copies(self.worker_count())
         # Removed listeners: the master's copy goes now; the draining workers'
         # copies go with them, which closes the socket.  Log outputs alike.
         self.release_listeners([k for k in self.listeners if k not in in_use])

@@ -54,6 +54,14 @@ class BoundListener:
                                 f"({e.strerror or e}); workers share the {len(self.socks())} there are")
                 return
 
+    def trim_copies(self, count: int) -> None:
+        """reuseport: close the master's sockets beyond `count` (the draining
+        workers' copies close as they exit; until then they still accept).
+        The kernel moves the queued connections of a closed socket to the
+        others of its group only with net.ipv4.tcp_migrate_req = 1."""
+        while self.copies and len(self.socks()) > max(count, 1):
+            self.copies.pop().close()
+
     def set_backlog(self, backlog: int) -> None:
         """A reload may change `backlog`: listen() again on the same socket
         changes it without closing anything."""

@@ -588,3 +588,19 @@ def test_max_nofile_that_cannot_be_set_fails_clearly(start_rproxy, downstream, p
     log = p.read_log()
     assert f"max-nofile = {too_many}: cannot set the open files limit" in log
     assert "[emerg]" in log
+
+
+def test_accept_spread_reuseport_reload_to_fewer_workers_closes_the_extra_socket(start_rproxy, downstream,
+                                                                                 port):
+    p = start_rproxy(conf(port, downstream.port, workers=2, main="accept-spread = reuseport"), port)
+    wait_generation(p.pid, 1, 2)
+    assert len(_listen_inodes(p.pid, port)) == 2
+    rewrite(p.conf, conf(port, downstream.port, workers=1, main="accept-spread = reuseport"))
+    p.signal(signal.SIGHUP)
+    wait_log(p, "reloaded ")
+    wait_until(lambda: set(workers_by_generation(p.pid)) == {2}, 15, "generation 1 to exit")
+    only = wait_generation(p.pid, 2, 1)[0]
+    assert _listen_inodes(p.pid, port) == _listen_inodes(only.pid, port)
+    assert len(_listen_inodes(p.pid, port)) == 1
+    # every new connection reaches the one worker (none hashed to a socket nobody accepts on)
+    assert all(get(port, f"/n{i}")[0] == 200 for i in range(20))
