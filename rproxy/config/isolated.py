@@ -69,15 +69,19 @@ def _unpack(result) -> Config:
     raise ConfigErrors([ConfigError(f"cannot parse the configuration: {result[1]}")])
 
 
-def importable_as(drop, path: str) -> bool:
+def importable_as(drop, path: str, also=()) -> bool:
     """Whether a child that has called `drop()` (the privilege drop) can
     still import the parser and parse `path` (its errors do not matter here,
-    a missing module does)."""
+    a missing module does), and import the modules named in `also`."""
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             drop()
+            import importlib
+
+            for name in also:
+                importlib.import_module(name)
             result = _parse_result(path)
             if result[0] == "exception" and ("ImportError" in result[1] or "ModuleNotFound" in result[1]):
                 code = 3

@@ -29,10 +29,15 @@ def preload_modules(cfg: Config | None = None, identity=None) -> None:
     configuration parser only when that is so: otherwise the master never
     imports it (it parses in a short-lived child, config/isolated.py, which
     imports it as the dropped user on reload)."""
+    import importlib
+
     from .. import fastpath, proctitle  # noqa: F401
-    from ..metrics import master  # noqa: F401
+    from ..metrics import master
 
     proctitle.preload()
+    if cfg is not None and (cfg.status is not None or cfg.reload_on_change):
+        for name in master.OPTIONAL_MODULES:
+            importlib.import_module(name)
     if cfg is not None and identity is not None and os.geteuid() == 0:
         from ..config import isolated
 
@@ -44,10 +49,12 @@ def preload_modules(cfg: Config | None = None, identity=None) -> None:
             else:
                 os.setgroups([identity.gid])
 
-        if not isolated.importable_as(become, cfg.path):
+        if not isolated.importable_as(become, cfg.path, master.OPTIONAL_MODULES):
             errorlog.info(f"the configuration parser cannot be imported as {identity}: "
-                          "the master keeps it loaded for reloads")
+                          "the master keeps it (and the metrics modules) loaded for reloads")
             from ..config import loader  # noqa: F401
+            for name in master.OPTIONAL_MODULES:
+                importlib.import_module(name)
 
 
 def load_tls(cfg: Config) -> None:

@@ -17,9 +17,13 @@ import time
 from typing import Optional
 
 from .. import errorlog
-# imported now, while the master may still be privileged: after the drop the
-# install may not be readable by the new user (see master/startup.py)
-from . import expo, sdnotify, server, watch, zone  # noqa: F401
+from . import sdnotify
+
+# What a configuration with `status { }` or `reload-on-change` uses, imported
+# only then (startup.preload_modules, while the master may still be
+# privileged; all of them when the dropped user could not import them later).
+OPTIONAL_MODULES = ("rproxy.metrics.expo", "rproxy.metrics.server", "rproxy.metrics.watch",
+                    "rproxy.metrics.zone")
 
 NSLOTS_MIN = 8
 
@@ -154,8 +158,6 @@ class Observability:
     def reload_begin(self, new) -> Optional[str]:
         """The new configuration is valid: prepare its zone and listener.
         Returns a reason to refuse the reload, or None."""
-        from .zone import labels_of
-
         old = self.arbiter.cfg.status
         if new.status is not None and (old is None or (old.addr, old.port) != (new.status.addr, new.status.port)):
             try:
@@ -163,6 +165,8 @@ class Observability:
             except OSError as e:
                 return f"cannot listen on status {new.status.label}: {e.strerror or e}"
         if new.status is not None:
+            from .zone import labels_of
+
             labels = labels_of(new)
             if self.zone is not None and self.zone.fits(labels):
                 self.zone.assign(labels)

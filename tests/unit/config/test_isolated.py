@@ -51,3 +51,18 @@ def test_a_missing_file_is_reported_as_in_process(tmp_path):
     out = run(str(tmp_path / "nope.conf"))
     assert out[0] == "parser imported: False"
     assert out[1].endswith("same: True")
+
+
+def test_the_plain_run_forms_are_read_without_argparse():
+    from rproxy.cli import run_config_of
+
+    assert run_config_of(["-c", "a.conf"]) == "a.conf"
+    assert run_config_of(["--config", "a.conf"]) == "a.conf"
+    assert run_config_of(["--config=a.conf"]) == "a.conf"
+    assert run_config_of(["a.conf"]) == "a.conf"            # RProxy's bare argument
+    for other in (["-t", "-c", "a.conf"], ["-c", "a.conf", "-s", "reload"], ["-h"], ["-c"], []):
+        assert run_config_of(other) is None, other         # everything else goes through argparse
+    code = ("import sys; from rproxy import cli; cli.run_config_of(['-c', 'x']); "
+            "print('argparse' in sys.modules, 'shutil' in sys.modules)")
+    r = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["False", "False"], r.stdout + r.stderr
