@@ -545,8 +545,7 @@ class TlsSet:
 
 
 def needed(cfg: Config) -> bool:
-    return any((s.ssl is not None and s.ssl.enabled) or any(d.tls for d in s.downstreams)
-               for s in cfg.servers)
+    return cfg.uses_tls()
 
 
 def crl_signature(ssl: SSL) -> tuple:
@@ -685,11 +684,9 @@ def configure_worker(w, cfg: Config, ds_index: dict, log: Callable[[str, str], N
     (server index, downstream name) to the fast path's downstream index.
     Returns what must stay alive as long as the worker runs."""
     from . import fastpath
+    from .worker import set_https_redirects
 
-    for si, srv in enumerate(cfg.servers):
-        for vi, vh in enumerate(srv.vhosts):
-            if vh.https_redirect:
-                fastpath.set_https_redirect(si, vi, vh.https_redirect_port)
+    set_https_redirects(cfg)
     if not needed(cfg):
         return None
     tls_set = load(cfg)

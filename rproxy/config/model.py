@@ -350,6 +350,12 @@ class Config:
     notes: tuple[Note, ...] = field(default=(), compare=False)
     inactive: tuple[Note, ...] = field(default=(), compare=False)
 
+    def uses_tls(self) -> bool:
+        """A TLS listener or a TLS downstream (else rproxy.tls, pyOpenSSL and
+        cryptography are never imported)."""
+        return any((s.ssl is not None and s.ssl.enabled) or any(d.tls for d in s.downstreams)
+                   for s in self.servers)
+
     def worker_count(self) -> tuple[int, str]:
         """How many workers to run, and which setting decided it (for `-t`)."""
         if self.workers:

@@ -641,9 +641,10 @@ class Arbiter:
 def release_tls(cfg: Config) -> None:
     """The master drops a configuration's TLS contexts (its workers keep
     their own copies)."""
-    from .. import tls
+    if cfg.uses_tls():
+        from .. import tls
 
-    tls.release(cfg)
+        tls.release(cfg)
 
 
 def _signal_name(signum: int) -> str:

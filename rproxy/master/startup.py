@@ -23,6 +23,11 @@ from . import StartupError, daemon, logfiles, pidfile, privileges
 from .arbiter import Arbiter
 
 
+# Imported on demand only (TLS configured, hostname downstreams, managed
+# certificates): preloaded when the dropped user could not import them later.
+LAZY_MODULES = ("rproxy.tls", "rproxy.acme.store", "rproxy.resolver")
+
+
 def preload_modules(cfg: Config | None = None, identity=None) -> None:
     """Import everything workers and reloads use while still privileged:
     after the drop, the install may not be readable by the new user.  The
@@ -49,21 +54,22 @@ def preload_modules(cfg: Config | None = None, identity=None) -> None:
             else:
                 os.setgroups([identity.gid])
 
-        if not isolated.importable_as(become, cfg.path, master.OPTIONAL_MODULES):
+        lazy = (*master.OPTIONAL_MODULES, *LAZY_MODULES)
+        if not isolated.importable_as(become, cfg.path, lazy):
             errorlog.info(f"the configuration parser cannot be imported as {identity}: "
-                          "the master keeps it (and the metrics modules) loaded for reloads")
+                          "the master keeps it (and the other modules it imports on demand) loaded")
             from ..config import loader  # noqa: F401
-            for name in master.OPTIONAL_MODULES:
+            for name in lazy:
                 importlib.import_module(name)
 
 
 def load_tls(cfg: Config) -> None:
     """Build the TLS contexts of `cfg` (certificates, keys, CAs, CRLs read
     now); the workers forked later inherit them."""
+    if not cfg.uses_tls():
+        return
     from .. import tls
 
-    if not tls.needed(cfg):
-        return
     try:
         tls.load(cfg)
     except tls.TlsError as e:
@@ -76,6 +82,8 @@ def prepare_acme(cfg: Config, owner=None) -> None:
     `user` does it in a child running as that user: the files are the
     user's, and the packaged unit gives root no CAP_DAC_OVERRIDE to write
     into the user's directory anyway."""
+    if not cfg.uses_tls():
+        return
     from ..acme import store
 
     if not store.managed(cfg):
