@@ -190,6 +190,8 @@ class Arbiter:
         # Every object so far goes to the collector's permanent generation:
         # a collection (in the worker or here) then never walks, and so
         # never writes to, the pages both processes share after the fork.
+        # Garbage cycles are collected first: frozen, they would stay forever.
+        gc.collect()
         gc.freeze()
         try:
             pid = os.fork()

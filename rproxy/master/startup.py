@@ -127,6 +127,11 @@ def run_master(cfg: Config) -> int:
         privileges.raise_core_limit()
         arbiter = Arbiter(cfg)
         arbiter.bind_listeners()
+        if not cfg.daemonize:
+            # the title as soon as there is a listener: what connects from now
+            # on (and `ps`) sees a master, while TLS loading and the parser
+            # probe (preload_modules) still take their time
+            arbiter.set_title()
     except StartupError as e:
         errorlog.log("emerg", str(e))
         return 1
@@ -158,7 +163,7 @@ def run_master(cfg: Config) -> int:
     try:
         if cfg.daemonize:
             readiness = daemon.detach(cfg.rootdir, arbiter.owned_fds() + logfiles.fds())   # only the daemon returns
-        arbiter.set_title()
+            arbiter.set_title()
         arbiter.install_signals()
         if cfg.pidfile:
             pidfile.write(cfg.pidfile, owner)
