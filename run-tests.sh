@@ -18,7 +18,7 @@ set -eu
 cd "$(dirname "$0")"
 
 need=""
-for pkg in curl openssl nginx-light dpkg-dev debhelper dh-python python3-dev python3-venv python3-pip python3-lark python3-openssl python3-psutil python3-setproctitle adduser logrotate rpm rpmlint lintian prometheus tmux slowhttptest pkg-config zlib1g-dev libbrotli-dev libzstd-dev haproxy redis-server gcc binutils libasan8 libubsan1 pebble; do
+for pkg in curl openssl nginx-light valgrind dpkg-dev debhelper dh-python python3-dev python3-venv python3-pip python3-lark python3-openssl python3-psutil python3-setproctitle adduser logrotate rpm rpmlint lintian prometheus tmux slowhttptest pkg-config zlib1g-dev libbrotli-dev libzstd-dev haproxy redis-server gcc binutils libasan8 libubsan1 pebble; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 if [ -n "$need" ]; then

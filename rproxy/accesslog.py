@@ -19,7 +19,6 @@ This module imports nothing heavy: the config layer imports it.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -154,6 +153,7 @@ def parse_format(text: str) -> list[Item]:
         name = m.group(1).upper() if m else None
         if name not in BY_NAME:
             shown = m.group(0) if m else text[j:j + 12]
+            import difflib
             close = difflib.get_close_matches(name, BY_NAME, n=1) if name else []
             raise FormatError(f"unknown log format token {shown!r}", j,
                               hint=(f"did you mean '{{{close[0]}}}'?" if close else

@@ -2,7 +2,6 @@
 watch a running one (`rproxy top`)."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -13,7 +12,24 @@ DEFAULT_CONFIG = "/etc/rproxy/rproxy.conf"
 SIGNAL_COMMANDS = ("reload", "stop", "quit", "reopen")
 
 
+def run_config_of(argv):
+    """The FILE of the plain run forms `-c FILE`, `--config FILE`,
+    `--config=FILE` or a bare `FILE`, else None.  A master runs for months:
+    these forms are read without argparse, which would stay in memory (with
+    the shutil, bz2 and lzma its help formatter imports) in the master and
+    in every worker forked from it."""
+    if len(argv) == 2 and argv[0] in ("-c", "--config") and not argv[1].startswith("-"):
+        return argv[1]
+    if len(argv) == 1 and argv[0].startswith("--config=") and len(argv[0]) > 9:
+        return argv[0][9:]
+    if len(argv) == 1 and not argv[0].startswith("-"):
+        return argv[0]
+    return None
+
+
 def parse_args(argv):
+    import argparse
+
     ap = argparse.ArgumentParser(
         prog="rproxy",
         description="A pre-fork HTTP reverse proxy speaking RProxy's configuration language.")
@@ -38,8 +54,16 @@ def parse_args(argv):
     return args
 
 
-def load_config(path: str):
-    from .config import ConfigErrors, load
+def load_config(path: str, isolated: bool = False):
+    """The Config of `path`, or None with its errors on stderr.  isolated:
+    parsed in a child process, so that this one never imports the parser
+    (the master: see config/isolated.py)."""
+    from .config import ConfigErrors
+
+    if isolated:
+        from .config.isolated import load
+    else:
+        from .config import load
 
     try:
         return load(path)
@@ -84,7 +108,7 @@ def cmd_test(path: str) -> int:
 
 
 def cmd_run(path: str) -> int:
-    cfg = load_config(path)
+    cfg = load_config(path, isolated=True)
     if cfg is None:
         return 1
     from .master.startup import run_master
@@ -127,9 +151,12 @@ def missing_part():
     a source checkout that was never built, or a broken install."""
     try:
         from . import fastpath  # noqa: F401  (llhttp's symbols, then the compiled core)
-        from .config import loader  # noqa: F401  (lark)
     except ImportError as e:
         return str(e) or type(e).__name__
+    import importlib.util
+
+    if importlib.util.find_spec("lark") is None:       # imported by the parser only, not here
+        return "No module named 'lark'"
     return None
 
 
@@ -162,6 +189,16 @@ def main(argv=None) -> int:
         from .metrics import top
 
         return top.main(argv[1:])
+    path = run_config_of(argv)
+    if path is not None:
+        why = missing_part()
+        if why is not None:
+            explain_missing(why)
+            return 1
+        if not os.path.exists(path):
+            sys.stderr.write(f"rproxy: {path}: no such file\n")
+            return 1
+        return cmd_run(path)
     args = parse_args(argv)
     why = missing_part()
     if why is not None:

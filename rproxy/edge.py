@@ -4,11 +4,7 @@ arguments of Worker.set_edge, the MIME table, sticky cookie values.
 Runs once per worker at start-up; nothing here runs per request."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
-import secrets
 
 from .config.edge import needs_edge
 
@@ -18,7 +14,7 @@ __all__ = ["needs_edge", "worker_args", "configure_mime", "sticky_tokens", "load
 # <state-dir>/sticky.key (load_sticky_key, run by the master before it drops
 # privileges): every worker it forks, at start and at each reload, shares it,
 # and the file keeps it across restarts.
-_KEY = secrets.token_bytes(32)
+_KEY = os.urandom(32)              # what secrets.token_bytes does, without importing it
 _KEY_FROM: str | None = None        # the file _KEY came from, once loaded
 
 
@@ -46,7 +42,7 @@ def load_sticky_key(cfg, log) -> None:
                 raise OSError(f"{path}: shorter than 32 bytes")
         except FileNotFoundError:
             os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
-            key = secrets.token_bytes(32)
+            key = os.urandom(32)
             tmp = f"{path}.{os.getpid()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
@@ -104,6 +100,10 @@ def sticky_tokens(rule) -> list[str]:
     """The cookie value naming each of the rule's downstreams: an HMAC of the
     rule and downstream names, so it says nothing about addresses and cannot
     be made up without the key."""
+    import base64
+    import hashlib
+    import hmac
+
     key = rule.sticky_key.encode() if rule.sticky_key else _KEY
     return [base64.urlsafe_b64encode(hmac.new(key, f"{rule.name}\0{d}".encode(), hashlib.sha256)
                                      .digest()[:16]).decode().rstrip("=") for d in rule.downstreams]

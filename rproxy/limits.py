@@ -16,7 +16,6 @@ generation keep the mapping they inherited until they exit.
 """
 from __future__ import annotations
 
-import ipaddress
 import mmap
 import time
 from typing import Optional
@@ -94,6 +93,7 @@ def zone_for(cfg) -> Optional[LimitZone]:
 def _access_entries(access) -> list:
     out = []
     for text, allowed in access:
+        import ipaddress
         net = ipaddress.ip_network(text, strict=False)
         out.append((net.version, net.network_address.packed, net.prefixlen, allowed))
     return out

@@ -15,11 +15,8 @@ libssl: the loop calls it through the cffi binding's function addresses.
 """
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import os
 import threading
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -281,6 +278,7 @@ def server_context(ssl: SSL, where: str, session_tag: str, callbacks: dict):
     _load_chain(ctx, ssl, where)
     # sessions of one listener/vhost never resume on another (nor skip its
     # client-certificate check)
+    import hashlib
     ctx.set_session_id(hashlib.sha256(session_tag.encode()).digest()[:32])
     ctx.set_session_cache_mode(O.SESS_CACHE_SERVER if ssl.cache_enabled else O.SESS_CACHE_OFF)
     ctx.set_timeout(session_lifetime(ssl))
@@ -316,6 +314,7 @@ def downstream_server_name(ds: Downstream) -> str:
     if ds.addr.startswith("unix:"):
         return ""
     try:
+        import ipaddress
         ipaddress.ip_address(ds.addr.strip("[]"))
         return ""
     except ValueError:
@@ -355,6 +354,7 @@ def downstream_context(ds: Downstream):
                        "carries), or verify-peer = false in its ssl block")
     param = lib.SSL_CTX_get0_param(ctx._context)
     try:
+        import ipaddress
         packed = ipaddress.ip_address(name).packed
         ok = lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
     except ValueError:
@@ -447,6 +447,7 @@ def client_cert_values(x509, bits: int, extensions=()) -> list[tuple[int, str, s
         out.append((5, HEADER_NAMES[5], ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA1()))))
     if want(7):
         pem = cert.public_bytes(Encoding.PEM).decode("ascii")
+        import urllib.parse
         out.append((7, HEADER_NAMES[7], urllib.parse.quote(pem, safe="")))
     for bit, name, oid in extensions:
         if not want(bit):
@@ -544,8 +545,7 @@ class TlsSet:
 
 
 def needed(cfg: Config) -> bool:
-    return any((s.ssl is not None and s.ssl.enabled) or any(d.tls for d in s.downstreams)
-               for s in cfg.servers)
+    return cfg.uses_tls()
 
 
 def crl_signature(ssl: SSL) -> tuple:
@@ -684,11 +684,9 @@ def configure_worker(w, cfg: Config, ds_index: dict, log: Callable[[str, str], N
     (server index, downstream name) to the fast path's downstream index.
     Returns what must stay alive as long as the worker runs."""
     from . import fastpath
+    from .worker import set_https_redirects
 
-    for si, srv in enumerate(cfg.servers):
-        for vi, vh in enumerate(srv.vhosts):
-            if vh.https_redirect:
-                fastpath.set_https_redirect(si, vi, vh.https_redirect_port)
+    set_https_redirects(cfg)
     if not needed(cfg):
         return None
     tls_set = load(cfg)

@@ -10,7 +10,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 from typing import Sequence
 
 from . import accesslog, edge, errorlog, limits
@@ -164,53 +163,32 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
     w.set_temp_dir(cfg.temp_dir or os.environ.get("TMPDIR") or "/tmp")
     for li, (fd, si) in enumerate(listener_fds):
         w.set_listener(li, fd, si)
-    from . import tls
+    if cfg.uses_tls():
+        from . import tls
 
-    _KEEP.append(tls.configure_worker(w, cfg, ds_index, errorlog.log))
+        _KEEP.append(tls.configure_worker(w, cfg, ds_index, errorlog.log))
+    else:
+        set_https_redirects(cfg)
     accesslog.configure_worker(cfg)
     limits.configure_worker(cfg)    # edge policy: access rules, deny, rate limits (limits.pxi)
     names = [(i, ds) for i, ds in enumerate(all_ds) if is_hostname(ds.addr)]
     if names:
+        from .resolver import Resolver      # threading: only for hostname downstreams
+
         Resolver(w, names).start()
     return w
 
 
-class Resolver(threading.Thread):
-    """Re-resolves hostname downstreams in the worker, off the loop: every
-    `interval` seconds, and at once when the loop reports a failed connect.
-    New addresses go to the loop through its control pipe (used by the next
-    connects); the loop itself never blocks on DNS."""
+def set_https_redirects(cfg: Config) -> None:
+    """The vhosts that answer plain HTTP with a redirect to HTTPS (done by
+    tls.configure_worker when the configuration has TLS: a redirect's
+    target is usually another server's TLS listener)."""
+    from .fastpath import set_https_redirect
 
-    def __init__(self, w, names, interval: float = 30.0):
-        super().__init__(name="rproxy-resolver", daemon=True)
-        self.w = w
-        self.names = names
-        self.interval = interval
-        self.control_fd, self.request_fd = w.control_pipe()
-
-    def run(self) -> None:
-        import select
-
-        last = {}
-        while True:
-            ready, _, _ = select.select([self.request_fd], [], [], self.interval)
-            if ready:
-                try:
-                    os.read(self.request_fd, 4096)      # drain: one pass serves them all
-                except BlockingIOError:
-                    pass
-            for i, ds in self.names:
-                try:
-                    family, raw, _ = sockaddr_for(ds)
-                except OSError as e:
-                    errorlog.warn(f"downstream {ds.name}: cannot resolve {ds.addr}: {e}")
-                    continue
-                if last.get(i) != raw:
-                    last[i] = raw
-                    try:
-                        os.write(self.control_fd, self.w.address_record(i, family, raw))
-                    except OSError:
-                        return
+    for si, srv in enumerate(cfg.servers):
+        for vi, vh in enumerate(srv.vhosts):
+            if vh.https_redirect:
+                set_https_redirect(si, vi, vh.https_redirect_port)
 
 
 def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, generation: int,
@@ -231,9 +209,9 @@ def run(cfg: Config, listener_fds: Sequence[tuple[int, int]], index: int, genera
         # The master died before the line above took effect: the kernel will
         # never send that signal, so stop now rather than serve as an orphan.
         return EXIT_OK
-    import setproctitle
+    from . import proctitle
 
-    setproctitle.setproctitle(f"rproxy: worker {index} (gen {generation})")
+    proctitle.set_title(f"rproxy: worker {index} (gen {generation})")
     try:
         fault = os.environ.get("RPROXY_FAULT_BOOT_GENERATION")
         if fault and generation >= int(fault):

@@ -14,7 +14,6 @@ from typing import Callable, Optional
 
 from .. import errorlog
 from ..config.model import Config
-from . import store
 
 
 class AcmeHelper:
@@ -27,6 +26,10 @@ class AcmeHelper:
         self.stopping = False
 
     def wanted(self, cfg: Config) -> bool:
+        if not cfg.uses_tls():          # no TLS listener: nothing to manage, store not imported
+            return False
+        from . import store
+
         return bool(store.managed(cfg))
 
     def start(self, cfg: Config) -> None:
@@ -49,9 +52,9 @@ class AcmeHelper:
                     signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
                 self.child_cleanup()
                 try:
-                    import setproctitle
+                    from .. import proctitle
 
-                    setproctitle.setproctitle("rproxy: acme")
+                    proctitle.set_title("rproxy: acme")
                 except ImportError:
                     pass
                 from .manager import main

@@ -19,12 +19,13 @@ worker watches chain.pem and the challenges (rproxy/acme/watch.py).
 """
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import datetime
 
 from ..config.model import SSL, Config
 
@@ -123,6 +124,7 @@ def write_pair(cfg: Config, m: Managed, key_pem: bytes, chain_pem: bytes) -> Non
 def read_meta(cfg: Config, m: Managed) -> dict:
     try:
         with open(os.path.join(cert_dir(cfg, m), "meta.json")) as f:
+            import json
             meta = json.load(f)
         return meta if isinstance(meta, dict) else {}
     except (OSError, ValueError):
@@ -130,6 +132,7 @@ def read_meta(cfg: Config, m: Managed) -> dict:
 
 
 def write_meta(cfg: Config, m: Managed, meta: dict) -> None:
+    import json
     write_atomic(os.path.join(cert_dir(cfg, m), "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
 
 
@@ -174,6 +177,7 @@ def self_signed(names, key_pem: bytes, days: int = SELF_SIGNED_DAYS, extensions=
     from cryptography.x509.oid import NameOID
 
     key = serialization.load_pem_private_key(key_pem, None)
+    import datetime
     now = datetime.datetime.now(datetime.timezone.utc)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or names[0][:64])])
     b = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
@@ -231,6 +235,7 @@ def ensure_certificate(cfg: Config, m: Managed, log) -> CertInfo:
     within SELF_SIGNED_RENEW of expiry), else a fresh self-signed one.  A
     corrupted file is logged and kept aside as *.bad."""
     chain, key = paths(cfg, m)
+    import datetime
     now = datetime.datetime.now(datetime.timezone.utc)
     try:
         info = check_pair(chain, key)

@@ -616,6 +616,9 @@ TABLE: tuple[Directive, ...] = (
     # ---- top level -------------------------------------------------------
     _d("workers", MAIN, "int", None, "worker processes (default: the largest `threads`, else one per CPU)",
        lo=1, hi=1024, origin="rproxy"),
+    _d("accept-spread", MAIN, "enum", "exclusive", "how workers share a TCP listener: exclusive (one socket, "
+       "EPOLLEXCLUSIVE wakes one worker) | reuseport (one SO_REUSEPORT socket per worker; restart to change)",
+       choices=("exclusive", "reuseport"), origin="rproxy"),
     _d("daemonize", MAIN, "bool", False, "detach and run in the background (double fork, pidfile)"),
     _d("rootdir", MAIN, "path", "/", "directory a daemonized master changes to (RProxy never applied it)"),
     _d("user", MAIN, "string", None, "drop privileges to this user after binding"),

@@ -100,6 +100,7 @@ class _Normaliser:
             path=os.path.abspath(self.path) if not self.path.startswith("<") else self.path,
             servers=servers,
             workers=opt(main, "workers"),
+            accept_spread=opt(main, "accept-spread"),
             daemonize=opt(main, "daemonize"),
             rootdir=opt(main, "rootdir"),
             user=opt(main, "user"),

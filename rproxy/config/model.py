@@ -323,6 +323,7 @@ class Config:
     path: str
     servers: tuple[Server, ...] = ()
     workers: Optional[int] = None
+    accept_spread: str = "exclusive"     # exclusive | reuseport (listeners.py)
     daemonize: bool = False
     rootdir: str = "/"
     user: Optional[str] = None
@@ -349,6 +350,12 @@ class Config:
     # from RProxy (e.g. an explicit 0 timeout) and directives not active yet.
     notes: tuple[Note, ...] = field(default=(), compare=False)
     inactive: tuple[Note, ...] = field(default=(), compare=False)
+
+    def uses_tls(self) -> bool:
+        """A TLS listener or a TLS downstream (else rproxy.tls, pyOpenSSL and
+        cryptography are never imported)."""
+        return any((s.ssl is not None and s.ssl.enabled) or any(d.tls for d in s.downstreams)
+                   for s in self.servers)
 
     def worker_count(self) -> tuple[int, str]:
         """How many workers to run, and which setting decided it (for `-t`)."""

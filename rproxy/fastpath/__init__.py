@@ -6,17 +6,20 @@ its `llhttp_*` symbols are resolved from llhttp's own extension module
 something imported llhttp already (without RTLD_GLOBAL), reopening the same
 file with RTLD_GLOBAL promotes it; the loader does not load it twice.
 """
-import ctypes
 import os
 import sys
 
+_promote = "__llhttp" in sys.modules
 _flags = sys.getdlopenflags()
 sys.setdlopenflags(_flags | os.RTLD_GLOBAL)
 try:
     import __llhttp
 finally:
     sys.setdlopenflags(_flags)
-ctypes.CDLL(__llhttp.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
+if _promote:        # loaded before without RTLD_GLOBAL: reopen it with it (ctypes only then)
+    import ctypes
+
+    ctypes.CDLL(__llhttp.__file__, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
 
 from rproxy._fastpath import (  # noqa: E402
     acme_ctx_record,

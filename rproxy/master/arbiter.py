@@ -23,6 +23,7 @@ than fork in a tight loop.
 from __future__ import annotations
 
 import collections
+import gc
 import resource
 import os
 import select
@@ -75,7 +76,7 @@ READY = b"R"                    # what a worker writes on its readiness pipe
 
 # Settings that only take effect at start-up: a reload that changes one is
 # refused (applying it would need root, or a new process).
-RESTART_ONLY = ("daemonize", "pidfile", "user", "group", "rootdir")
+RESTART_ONLY = ("daemonize", "pidfile", "user", "group", "rootdir", "accept_spread")
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Arbiter:
             key = listener_key(srv)
             if key not in self.listeners:
                 try:
-                    self.listeners[key] = bind(srv)
+                    self.listeners[key] = bind(srv, self.cfg.accept_spread, self.worker_count())
                 except OSError as e:
                     self.close_listeners()
                     raise StartupError(bind_error_message(srv, e)) from None
@@ -151,12 +152,14 @@ class Arbiter:
 
     def owned_fds(self) -> list[int]:
         """Descriptors the master needs (kept when daemonizing closes the rest)."""
-        return [self._wake_r, self._wake_w, *(bl.sock.fileno() for bl in self.listeners.values()),
+        return [self._wake_r, self._wake_w,
+                *(s.fileno() for bl in self.listeners.values() for s in bl.socks()),
                 *self.obs.owned_fds()]
 
-    def listener_fds(self, cfg: Config) -> list[tuple[int, int]]:
-        """(fd, server index) for each server of `cfg`."""
-        return [(self.listeners[listener_key(s)].sock.fileno(), i) for i, s in enumerate(cfg.servers)]
+    def listener_fds(self, cfg: Config, index: int = 0) -> list[tuple[int, int]]:
+        """(fd, server index) for each server of `cfg`, as worker `index`
+        accepts on them (accept-spread = reuseport: a socket per index)."""
+        return [(self.listeners[listener_key(s)].fileno_for(index), i) for i, s in enumerate(cfg.servers)]
 
     def install_signals(self) -> None:
         """Record signals from now on (before the pidfile exists, so that an
@@ -178,12 +181,18 @@ class Arbiter:
         return (cfg or self.cfg).worker_count()[0]
 
     def spawn_worker(self, cfg: Config, generation: int, index: int) -> None:
-        fds = self.listener_fds(cfg)
+        fds = self.listener_fds(cfg, index)
         limits.zone_for(cfg)            # the rate limit zone, mapped before the fork (rproxy/limits.py)
         metrics = self.obs.slot_for(cfg, pending=generation != self.generation)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         master_pid = os.getpid()
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        # Every object so far goes to the collector's permanent generation:
+        # a collection (in the worker or here) then never walks, and so
+        # never writes to, the pages both processes share after the fork.
+        # Garbage cycles are collected first: frozen, they would stay forever.
+        gc.collect()
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError as e:
@@ -224,8 +233,9 @@ class Arbiter:
         # master closes would otherwise keep a port bound with nobody accepting.
         mine = {fd for fd, _ in fds}
         for bl in self.listeners.values():
-            if bl.sock.fileno() not in mine:
-                bl.sock.close()
+            for s in bl.socks():
+                if s.fileno() not in mine:
+                    s.close()
         self.obs.child_cleanup()
         kw = {} if metrics is None else {"metrics": (metrics[0].mm, metrics[2])}
         self.worker_main(cfg, fds, index, generation, ready_fd=ready_w, master_pid=master_pid, **kw)
@@ -238,7 +248,8 @@ class Arbiter:
             if w.ready_fd is not None:
                 os.close(w.ready_fd)
         for bl in self.listeners.values():
-            bl.sock.close()
+            for s in bl.socks():
+                s.close()
         self.obs.child_cleanup()
 
     def manage_workers(self) -> None:
@@ -346,7 +357,8 @@ class Arbiter:
     # ---- reload ---------------------------------------------------------------------
 
     def begin_reload(self) -> None:
-        from ..config import ConfigErrors, load
+        from ..config import ConfigErrors
+        from ..config.isolated import load
 
         path = self.cfg.path
         errorlog.notice(f"reloading {path}")
@@ -392,9 +404,10 @@ class Arbiter:
         for srv in new.servers:
             key = listener_key(srv)
             if key in self.listeners:
+                self.listeners[key].add_copies(srv, self.worker_count(new))
                 continue
             try:
-                self.listeners[key] = bind(srv)
+                self.listeners[key] = bind(srv, new.accept_spread, self.worker_count(new))
             except OSError as e:
                 self.release_listeners(pending.added_listeners)
                 logfiles.retain([self.cfg])
@@ -454,6 +467,9 @@ class Arbiter:
             key = listener_key(srv)
             in_use.add(key)
             self.listeners[key].set_backlog(srv.backlog)
+            # reuseport: fewer workers than sockets leaves sockets no worker
+            # accepts on, whose share of new connections would wait forever
+            self.listeners[key].trim_copies(self.worker_count())
         # Removed listeners: the master's copy goes now; the draining workers'
         # copies go with them, which closes the socket.  Log outputs alike.
         self.release_listeners([k for k in self.listeners if k not in in_use])
@@ -554,9 +570,9 @@ class Arbiter:
     def set_title(self) -> None:
         """`rproxy: master -c /abs/path.conf`: what `rproxy -s` recognises
         the master by, so it is set before the pidfile is written."""
-        import setproctitle
+        from .. import proctitle
 
-        setproctitle.setproctitle(f"rproxy: master -c {self.cfg.path}")
+        proctitle.set_title(f"rproxy: master -c {self.cfg.path}")
 
     def run(self) -> int:
         self.set_title()
@@ -627,9 +643,10 @@ class Arbiter:
 def release_tls(cfg: Config) -> None:
     """The master drops a configuration's TLS contexts (its workers keep
     their own copies)."""
-    from .. import tls
+    if cfg.uses_tls():
+        from .. import tls
 
-    tls.release(cfg)
+        tls.release(cfg)
 
 
 def _signal_name(signum: int) -> str:

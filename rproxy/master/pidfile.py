@@ -7,7 +7,6 @@ by its title before signalling it.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Optional
 
 from .. import errorlog
@@ -23,6 +22,8 @@ def write(path: str, owner: Optional[tuple[int, int]] = None) -> None:
     `owner` (uid or -1, gid): the user the master is about to become gets the
     file, so that at exit it can at least empty it when the directory is
     root's (systemd's RuntimeDirectory is, without User=)."""
+    import tempfile         # here: tempfile pulls in shutil, bz2, lzma and random
+
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".rproxy-pid-", dir=directory)

@@ -23,23 +23,53 @@ from . import StartupError, daemon, logfiles, pidfile, privileges
 from .arbiter import Arbiter
 
 
-def preload_modules() -> None:
-    """Import everything workers and reloads use while still privileged:
-    after the drop, the install may not be readable by the new user."""
-    import setproctitle  # noqa: F401
+# Imported on demand only (TLS configured, hostname downstreams, managed
+# certificates): preloaded when the dropped user could not import them later.
+LAZY_MODULES = ("rproxy.tls", "rproxy.acme.store", "rproxy.resolver")
 
-    from .. import fastpath  # noqa: F401
-    from ..config import loader  # noqa: F401
-    from ..metrics import master  # noqa: F401
+
+def preload_modules(cfg: Config | None = None, identity=None) -> None:
+    """Import everything workers and reloads use while still privileged:
+    after the drop, the install may not be readable by the new user.  The
+    configuration parser only when that is so: otherwise the master never
+    imports it (it parses in a short-lived child, config/isolated.py, which
+    imports it as the dropped user on reload)."""
+    import importlib
+
+    from .. import fastpath, proctitle  # noqa: F401
+    from ..metrics import master
+
+    proctitle.preload()
+    if cfg is not None and (cfg.status is not None or cfg.reload_on_change):
+        for name in master.OPTIONAL_MODULES:
+            importlib.import_module(name)
+    if cfg is not None and identity is not None and os.geteuid() == 0:
+        from ..config import isolated
+
+        def become():           # as privileges.drop does, without its log line
+            os.setresgid(identity.gid, identity.gid, identity.gid)
+            if identity.user:
+                os.initgroups(identity.user, identity.gid)
+                os.setresuid(identity.uid, identity.uid, identity.uid)
+            else:
+                os.setgroups([identity.gid])
+
+        lazy = (*master.OPTIONAL_MODULES, *LAZY_MODULES)
+        if not isolated.importable_as(become, cfg.path, lazy):
+            errorlog.info(f"the configuration parser cannot be imported as {identity}: "
+                          "the master keeps it (and the other modules it imports on demand) loaded")
+            from ..config import loader  # noqa: F401
+            for name in lazy:
+                importlib.import_module(name)
 
 
 def load_tls(cfg: Config) -> None:
     """Build the TLS contexts of `cfg` (certificates, keys, CAs, CRLs read
     now); the workers forked later inherit them."""
+    if not cfg.uses_tls():
+        return
     from .. import tls
 
-    if not tls.needed(cfg):
-        return
     try:
         tls.load(cfg)
     except tls.TlsError as e:
@@ -52,6 +82,8 @@ def prepare_acme(cfg: Config, owner=None) -> None:
     `user` does it in a child running as that user: the files are the
     user's, and the packaged unit gives root no CAP_DAC_OVERRIDE to write
     into the user's directory anyway."""
+    if not cfg.uses_tls():
+        return
     from ..acme import store
 
     if not store.managed(cfg):
@@ -95,6 +127,11 @@ def run_master(cfg: Config) -> int:
         privileges.raise_core_limit()
         arbiter = Arbiter(cfg)
         arbiter.bind_listeners()
+        if not cfg.daemonize:
+            # the title as soon as there is a listener: what connects from now
+            # on (and `ps`) sees a master, while TLS loading and the parser
+            # probe (preload_modules) still take their time
+            arbiter.set_title()
     except StartupError as e:
         errorlog.log("emerg", str(e))
         return 1
@@ -120,13 +157,13 @@ def run_master(cfg: Config) -> int:
         errorlog.log("emerg", str(e))
         arbiter.close_listeners()
         return 1
-    preload_modules()
+    preload_modules(cfg, identity)
     readiness = None
     pid_written = False
     try:
         if cfg.daemonize:
             readiness = daemon.detach(cfg.rootdir, arbiter.owned_fds() + logfiles.fds())   # only the daemon returns
-        arbiter.set_title()
+            arbiter.set_title()
         arbiter.install_signals()
         if cfg.pidfile:
             pidfile.write(cfg.pidfile, owner)

@@ -11,9 +11,6 @@ import os
 import time
 from typing import Optional
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from .zone import KINDS, labels_of, layout
 
 CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
@@ -309,6 +306,9 @@ def certificates(cfg) -> list:
 
 
 def cert_info(path: str) -> Optional[tuple[str, float]]:
+    from cryptography import x509      # here: only a configuration with TLS pays for it
+    from cryptography.x509.oid import NameOID
+
     try:
         with open(path, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())

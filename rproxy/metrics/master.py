@@ -12,15 +12,18 @@ and no `reload-on-change`.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional
 
 from .. import errorlog
-# imported now, while the master may still be privileged: after the drop the
-# install may not be readable by the new user (see master/startup.py)
-from . import expo, sdnotify, server, watch, zone  # noqa: F401
+from . import sdnotify
+
+# What a configuration with `status { }` or `reload-on-change` uses, imported
+# only then (startup.preload_modules, while the master may still be
+# privileged; all of them when the dropped user could not import them later).
+OPTIONAL_MODULES = ("rproxy.metrics.expo", "rproxy.metrics.server", "rproxy.metrics.watch",
+                    "rproxy.metrics.zone")
 
 NSLOTS_MIN = 8
 
@@ -155,8 +158,6 @@ class Observability:
     def reload_begin(self, new) -> Optional[str]:
         """The new configuration is valid: prepare its zone and listener.
         Returns a reason to refuse the reload, or None."""
-        from .zone import labels_of
-
         old = self.arbiter.cfg.status
         if new.status is not None and (old is None or (old.addr, old.port) != (new.status.addr, new.status.port)):
             try:
@@ -164,6 +165,8 @@ class Observability:
             except OSError as e:
                 return f"cannot listen on status {new.status.label}: {e.strerror or e}"
         if new.status is not None:
+            from .zone import labels_of
+
             labels = labels_of(new)
             if self.zone is not None and self.zone.fits(labels):
                 self.zone.assign(labels)
@@ -289,5 +292,6 @@ class Observability:
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", prometheus(self.snapshot()).encode()
         if path == "/status":
+            import json
             return 200, "application/json", (json.dumps(self.snapshot(), indent=1) + "\n").encode()
         return 404, "text/plain", b"404 Not Found: try /metrics or /status\n"

@@ -12,8 +12,6 @@ same validate-then-swap path as SIGHUP.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import struct
 from typing import Optional
@@ -37,7 +35,16 @@ _libc = None
 def _lib():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # ctypes on first use only: a master without reload-on-change never
+        # pays for it (ctypes.util alone pulls in subprocess)
+        import ctypes
+
+        try:
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            import ctypes.util
+
+            _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     return _libc
 
 
@@ -62,6 +69,8 @@ class Watcher:
     def __init__(self):
         self.fd = _lib().inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
+            import ctypes
+
             e = ctypes.get_errno()
             raise OSError(e, f"inotify_init1: {os.strerror(e)}")
         self.dirs: dict[int, str] = {}          # watch descriptor -> directory

@@ -101,6 +101,50 @@ def test_killed_worker_is_replaced(start_rproxy, downstream, port):
     assert get(port, "/after-respawn")[0] == 200
 
 
+def _listen_inodes(pid: int, port: int) -> set:
+    """Inodes of the listening TCP sockets on `port` that process `pid` holds."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    listening.add(cols[9])
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in listening:
+            held.add(target[8:-1])
+    return held
+
+
+def test_accept_spread_reuseport_gives_each_worker_its_own_socket(start_rproxy, downstream, port):
+    p = start_rproxy(conf(port, downstream.port, workers=2, main="accept-spread = reuseport"), port)
+    workers = wait_generation(p.pid, 1, 2)
+    mine = {i: _listen_inodes(w.pid, port) for i, w in workers.items()}
+    assert all(len(v) == 1 for v in mine.values()), mine
+    assert mine[0] != mine[1]                                   # one SO_REUSEPORT socket each
+    assert _listen_inodes(p.pid, port) == mine[0] | mine[1]     # the master keeps both
+    assert all(get(port, f"/r{i}")[0] == 200 for i in range(20))
+    # a replaced worker takes over its predecessor's socket (and its queue)
+    victim = workers[1]
+    victim.send_signal(signal.SIGKILL)
+    after = wait_until(lambda: (lambda g: g if len(g) == 2 and g[1].pid != victim.pid else None)(
+        workers_by_generation(p.pid).get(1, {})), 10, "a replacement for worker 1")
+    assert _listen_inodes(after[1].pid, port) == mine[1]
+    assert get(port, "/after")[0] == 200
+
+
+def test_accept_spread_exclusive_shares_one_socket(start_rproxy, downstream, port):
+    p = start_rproxy(conf(port, downstream.port, workers=2), port)
+    workers = wait_generation(p.pid, 1, 2)
+    held = [_listen_inodes(w.pid, port) for w in workers.values()]
+    assert len(held[0]) == 1 and held[0] == held[1]
+
+
 # ---- reload -------------------------------------------------------------------------------
 
 def test_reload_switches_downstream_while_old_slow_exchange_completes(start_rproxy, port):
@@ -544,3 +588,19 @@ def test_max_nofile_that_cannot_be_set_fails_clearly(start_rproxy, downstream, p
     log = p.read_log()
     assert f"max-nofile = {too_many}: cannot set the open files limit" in log
     assert "[emerg]" in log
+
+
+def test_accept_spread_reuseport_reload_to_fewer_workers_closes_the_extra_socket(start_rproxy, downstream,
+                                                                                 port):
+    p = start_rproxy(conf(port, downstream.port, workers=2, main="accept-spread = reuseport"), port)
+    wait_generation(p.pid, 1, 2)
+    assert len(_listen_inodes(p.pid, port)) == 2
+    rewrite(p.conf, conf(port, downstream.port, workers=1, main="accept-spread = reuseport"))
+    p.signal(signal.SIGHUP)
+    wait_log(p, "reloaded ")
+    wait_until(lambda: set(workers_by_generation(p.pid)) == {2}, 15, "generation 1 to exit")
+    only = wait_generation(p.pid, 2, 1)[0]
+    assert _listen_inodes(p.pid, port) == _listen_inodes(only.pid, port)
+    assert len(_listen_inodes(p.pid, port)) == 1
+    # every new connection reaches the one worker (none hashed to a socket nobody accepts on)
+    assert all(get(port, f"/n{i}")[0] == 200 for i in range(20))

@@ -81,7 +81,7 @@ def test_retry_is_both_a_2x_value_and_a_1x_block():
 # is one); vhost `default`, rewrite `src` and server-level 1.x lb-method feed
 # the same routing tables.
 ACTIVE = {
-    D.MAIN: "workers daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
+    D.MAIN: "workers accept-spread daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
             "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir state-dir cache "
             "rate-limit-zone rate-limit redis acme",
     D.CACHE: "path max-size inactive",
