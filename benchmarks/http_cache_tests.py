@@ -68,7 +68,7 @@ cache main {{ path = "{cache}/entries" }}
 server {{
     addr = 127.0.0.1
     port = {proxy}
-    downstream o {{ addr = 127.0.0.1  port = {origin}  connections = 4 }}
+    downstream o {{ addr = 127.0.0.1  port = {origin}  connections = 4  max-fails = 0 }}
     vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ o }}  cache = main }} }}
 }}
 """)
