@@ -442,6 +442,7 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     cdef char key[4096]
     cdef uint32_t klen = 0, rl
     cdef CacheX* cx
+    cdef bint pragma = False, has_cc = False
     x.cflags = 0
     x.ckey = 0
     x.cx = NULL
@@ -462,16 +463,19 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
         h = &x.req[i]
         if cp_eq(base + h.name.off, h.name.len, "cache-control"):
             cc_parse(base + h.value.off, h.value.len, &req)
+            has_cc = True
         elif cp_eq(base + h.name.off, h.name.len, "authorization"):
             x.cflags |= CF_AUTH
         elif cp_eq(base + h.name.off, h.name.len, "pragma") and cp_eq(base + h.value.off, h.value.len, "no-cache"):
-            req.flags |= CC_NO_CACHE
+            pragma = True
         elif cp_eq(base + h.name.off, h.name.len, "if-none-match") \
                 or cp_eq(base + h.name.off, h.name.len, "if-modified-since"):
             x.cflags |= CF_CLIENT_COND
         elif cp_eq(base + h.name.off, h.name.len, "if-match") \
                 or cp_eq(base + h.name.off, h.name.len, "if-unmodified-since"):
             x.cflags |= CF_CLIENT_COND | CF_NO_LOOKUP      # for the origin server to evaluate
+    if pragma and not has_cc:
+        req.flags |= CC_NO_CACHE    # Pragma only counts without Cache-Control (RFC 9111 5.4)
     if req.flags & CC_NO_STORE:
         x.cflags |= CF_NO_STORE
         return False
@@ -506,7 +510,12 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     x.cst = CS_MISS
     if (req.flags & CC_NO_CACHE) or req.max_age == 0:
         x.cflags |= CF_NO_LOOKUP
-    return cache_lookup(uc, x, &req)
+    if cache_lookup(uc, x, &req):
+        return True
+    if req.flags & CC_ONLY_IF_CACHED:
+        uc_reject(uc, 504)          # nothing stored that may be used (RFC 9111 5.2.1.7)
+        return True
+    return False
 
 
 cdef bint cache_lookup(UConn* uc, Exchange* x, CcDirs* req) noexcept nogil:
@@ -563,11 +572,19 @@ cdef bint cache_lookup(UConn* uc, Exchange* x, CcDirs* req) noexcept nogil:
     head = bdata(b) + sizeof(CacheHdr) + ch.key_len
     if not (x.cflags & CF_CLIENT_COND):
         v = head_value(head, ch.head_len, "etag", &vl)
-        if v != NULL and cx.val_len + vl + 18 < 1024:
+        if v != NULL and cx.val_len + vl + 20 < 1024:
             memcpy(cx.val + cx.val_len, "If-None-Match: ", 15)
-            memcpy(cx.val + cx.val_len + 15, v, vl)
-            memcpy(cx.val + cx.val_len + 15 + vl, "\r\n", 2)
-            cx.val_len += 17 + vl
+            cx.val_len += 15
+            if v[0] != c'"' and not (vl > 2 and v[0] == c'W' and v[1] == c'/'):
+                cx.val[cx.val_len] = c'"'   # an unquoted ETag is sent as the entity-tag it means
+                memcpy(cx.val + cx.val_len + 1, v, vl)
+                cx.val[cx.val_len + 1 + vl] = c'"'
+                cx.val_len += vl + 2
+            else:
+                memcpy(cx.val + cx.val_len, v, vl)
+                cx.val_len += vl
+            memcpy(cx.val + cx.val_len, "\r\n", 2)
+            cx.val_len += 2
         v = head_value(head, ch.head_len, "last-modified", &vl)
         if v != NULL and cx.val_len + vl + 22 < 1024:
             memcpy(cx.val + cx.val_len, "If-Modified-Since: ", 19)
@@ -680,10 +697,14 @@ cdef void cache_on_timer(Exchange* x) noexcept nogil:
 # ---- serving an entry ------------------------------------------------------------------
 
 cdef bint etag_matches(const char* inm, uint32_t n, const char* etag, uint32_t el) noexcept nogil:
-    """If-None-Match (weak comparison, RFC 9110 13.1.2)."""
-    cdef uint32_t i = 0, s
+    """If-None-Match (weak comparison, RFC 9110 13.1.2; quotes missing on
+    either side are tolerated)."""
+    cdef uint32_t i = 0, s, e
     if el >= 2 and etag[0] == c'W' and etag[1] == c'/':
         etag += 2
+        el -= 2
+    if el >= 2 and etag[0] == c'"' and etag[el - 1] == c'"':
+        etag += 1
         el -= 2
     while i < n:
         while i < n and (c_ows(inm[i]) or inm[i] == c','):
@@ -703,7 +724,11 @@ cdef bint etag_matches(const char* inm, uint32_t n, const char* etag, uint32_t e
                 i += 1
         if i > n:
             i = n
-        if i - s == el and memcmp(inm + s, etag, el) == 0:
+        e = i
+        if e - s >= 2 and inm[s] == c'"' and inm[e - 1] == c'"':
+            s += 1
+            e -= 1
+        if e - s == el and memcmp(inm + s, etag, el) == 0:
             return True
     return False
 
@@ -779,6 +804,8 @@ cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st
             if r >= 0:
                 t = http_date(tmp, <uint32_t>r)
                 v = head_value(head, ch.head_len, "last-modified", &vl)
+                if v == NULL:
+                    v = head_value(head, ch.head_len, "date", &vl)     # RFC 9110 13.1.3
                 if t >= 0 and v != NULL and http_date(v, vl) >= 0 and http_date(v, vl) <= t:
                     mode = 304
         if mode == 0 and req_field(lines, ll, "if-range", 8, tmp, 512) < 0:
@@ -1140,6 +1167,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     cdef int i, fd
     cdef Header* h
     cdef NameList* strip = &x.rule.vhost.strip
+    cdef Tokens toks
     cdef char code[4]
     if x.cst == CS_INVALIDATE:
         if x.ckey and x.status < 400:
@@ -1156,7 +1184,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     if x.status == 304 and cx.val_len and cx.old_fd >= 0:
         cache_merge_304(dc, x)
         return
-    if x.cz != NULL or not (p.flags & F_CONTENT_LENGTH) or (x.flags & XF_HEAD_REQ) \
+    if x.cz != NULL or not ((p.flags & F_CONTENT_LENGTH) or x.status == 204) or (x.flags & XF_HEAD_REQ) \
             or (x.cflags & CF_DONT_STORE):
         return                      # compressed variants and unknown lengths: not stored
     resp_facts(base, x.resp, x.nresp, x.status, &f)
@@ -1198,6 +1226,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     hb = buf_get()
     if hb == NULL:
         return
+    collect_connection_tokens(&toks, base, x.resp, x.nresp)
     w.p = bdata(hb) + sizeof(CacheHdr) + klen
     w.end = bdata(hb) + hb.cap
     w.overflow = 0
@@ -1218,6 +1247,8 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
             continue
         if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
+        if toks.n and tokens_has(&toks, base + h.name.off, h.name.len):
+            continue                # hop-by-hop by the response's Connection
         w_put(&w, base + h.name.off, h.name.len)
         w_put(&w, ": ", 2)
         w_put(&w, base + h.value.off, h.value.len)
@@ -1231,7 +1262,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     ch.head_len = <uint32_t>(w.p - bdata(hb) - sizeof(CacheHdr) - klen)
     ch.hdr_len = <uint32_t>(w.p - bdata(hb))
     ch.status = x.status
-    ch.body_len = p.content_length
+    ch.body_len = p.content_length if p.flags & F_CONTENT_LENGTH else 0
     ch.req_time = x.creq_time
     ch.date = f.date
     ch.age0 = f.age
@@ -1270,6 +1301,7 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
     cdef RespFacts f304
     cdef CcDirs req
     cdef NameList* strip = &x.rule.vhost.strip
+    cdef Tokens toks
     cdef Header* h
     cdef long long off_in, off_out
     cdef ssize_t n
@@ -1315,9 +1347,12 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
         if not replaced:
             w_put(&w, ohead + i, e + 1 - i)
         i = e + 1
+    collect_connection_tokens(&toks, base, x.resp, x.nresp)
     for j in range(x.nresp):
         h = &x.resp[j]
         if cache_hop(base + h.name.off, h.name.len) or cache_no_update(base + h.name.off, h.name.len):
+            continue
+        if toks.n and tokens_has(&toks, base + h.name.off, h.name.len):
             continue
         if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
