@@ -1019,7 +1019,7 @@ cdef bint cache_stale_answer(UConn* uc, Exchange* x, int status) noexcept nogil:
     cdef int64_t now, age
     cdef bint ok
     if x.cst != CS_EXPIRED or cx == NULL or cx.old_fd < 0 or (x.flags & XF_RESP_STARTED) or status < 500 \
-            or (x.cflags & CF_NO_LOOKUP):
+            or (x.cflags & CF_NO_LOOKUP) or x.dc != NULL:
         return False
     c = <CacheRt*>x.rule.cache
     b = buf_get()
@@ -1527,6 +1527,11 @@ def rule_set_cache(int server, int vhost, int index, str path, bint lock=False, 
     c.stale = (STALE_ERROR if "error" in stale else 0) | (STALE_TIMEOUT if "timeout" in stale else 0) \
         | (STALE_UPDATING if "updating" in stale else 0)
     r.cache = c
+
+
+def cache_status_names():
+    """X-Cache names by CS_* index (metrics: the rule's cache words)."""
+    return [(cache_status_name(i) or b"").decode() for i in range(9)]
 
 
 def cache_stats():

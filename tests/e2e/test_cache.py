@@ -565,3 +565,49 @@ server {{
         assert (st, h["X-Cache"], body) == (200, "STALE", bodies[err])
     finally:
         ds.close()
+
+
+def test_cache_counts_in_the_metrics(start_rproxy, port, tmp_path):
+    ds = Downstream(handler=handler)
+    status_port = free_port()
+    start_rproxy(f"""
+workers = 2
+cache c {{ path = "{tmp_path / 'c'}" }}
+status {{ addr = 127.0.0.1  port = {status_port} }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{
+        rule app {{ uri-prefix = "/c/"  downstreams = {{ d }}  cache = c }}
+        rule plain {{ uri-prefix = "/"  downstreams = {{ d }} }}
+    }}
+}}
+""", port)
+    try:
+        t = "/c/m?cc=max-age=60"
+        for _ in range(3):
+            get(port, t, host="m.test")
+        get(port, t, host="m.test", headers={"Cache-Control": "no-store"})
+        st, _, _ = get(port, "/c/oic", host="m.test", headers={"Cache-Control": "only-if-cached"})
+        assert st == 504                            # nothing stored for it (RFC 9111 5.2.1.7)
+        get(port, "/other", host="m.test")
+
+        def counts():
+            text = subprocess.run(["curl", "-s", f"http://127.0.0.1:{status_port}/metrics"], capture_output=True,
+                                  text=True, timeout=10).stdout
+            out = {}
+            for line in text.splitlines():
+                if line.startswith("rproxy_cache_requests_total{"):
+                    labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1:line.index("}")].split(","))
+                    assert labels["rule"] == '"app"' and labels["cache"] == '"c"'
+                    out[labels["result"].strip('"')] = float(line.rsplit(" ", 1)[1])
+            return out
+        deadline = time.monotonic() + 5
+        while counts().get("HIT") != 2:
+            assert time.monotonic() < deadline, counts()
+            time.sleep(0.1)
+        c = counts()
+        assert (c["HIT"], c["MISS"], c["BYPASS"], c["STALE"]) == (2, 2, 1, 0)   # (the 504 was a MISS)
+    finally:
+        ds.close()
