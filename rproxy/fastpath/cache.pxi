@@ -443,6 +443,7 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     cdef uint32_t klen = 0, rl
     cdef CacheX* cx
     cdef bint pragma = False, has_cc = False
+    cdef char lines[16384]          # CACHE_REQ_CAP
     x.cflags = 0
     x.ckey = 0
     x.cx = NULL
@@ -482,8 +483,12 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     x.ckey = cache_key(uc, x, key, 4096, &klen)
     if x.ckey == 0:
         return False
+    rl = cache_req_lines(uc, x, lines, CACHE_REQ_CAP)
+    if rl == <uint32_t>0xffffffffU:
+        x.ckey = 0
+        return False                # fields too large to key variants by: not cached
     cx = <CacheX*>malloc(sizeof(CacheX))
-    x.ckey_copy = <char*>malloc(klen + CACHE_REQ_CAP)  # for storing: the client's buffer moves on
+    x.ckey_copy = <char*>malloc(klen + rl)     # the key and the fields: the client's buffer moves on
     if cx == NULL or x.ckey_copy == NULL:
         free(cx)
         free(x.ckey_copy)
@@ -491,14 +496,8 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
         x.ckey = 0
         return False
     memcpy(x.ckey_copy, key, klen)
+    memcpy(x.ckey_copy + klen, lines, rl)
     x.ckey_len = klen
-    rl = cache_req_lines(uc, x, x.ckey_copy + klen, CACHE_REQ_CAP)
-    if rl == <uint32_t>0xffffffffU:
-        free(cx)
-        free(x.ckey_copy)
-        x.ckey_copy = NULL
-        x.ckey = 0
-        return False                # fields too large to key variants by: not cached
     x.cx = cx
     cx.old_fd = -1
     cx.hb = NULL
