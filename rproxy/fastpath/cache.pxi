@@ -512,6 +512,10 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     if cache_lookup(uc, x, &req):
         return True
     if req.flags & CC_ONLY_IF_CACHED:
+        if cx.old_fd >= 0:
+            close(cx.old_fd)        # (not a downstream failure: no stale answer instead)
+            cx.old_fd = -1
+        cache_unlock(x)
         uc_reject(uc, 504)          # nothing stored that may be used (RFC 9111 5.2.1.7)
         return True
     return False

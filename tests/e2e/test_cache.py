@@ -563,6 +563,8 @@ server {{
         assert (st, h["X-Cache"], body) == (200, "STALE", bodies[slow])
         st, h, body = get(port, err, host=host)     # the downstream closes without answering: 502
         assert (st, h["X-Cache"], body) == (200, "STALE", bodies[err])
+        st, _, _ = get(port, err, host=host, headers={"Cache-Control": "only-if-cached"})
+        assert st == 504                            # stale, and not a downstream failure: no stale answer
     finally:
         ds.close()
 
