@@ -1437,15 +1437,6 @@ cdef bint cache_keeps_x(Exchange* x) noexcept nogil:
     return False
 
 
-cdef bint cache_key_again(Exchange* x, char* out, uint32_t cap, uint32_t* klen) noexcept nogil:
-    """The key as hashed at the request (kept in the exchange)."""
-    if x.ckey_copy == NULL or x.ckey_len > cap:
-        return False
-    memcpy(out, x.ckey_copy, x.ckey_len)
-    klen[0] = x.ckey_len
-    return True
-
-
 cdef void cache_tee(Exchange* x, const char* p, uint32_t n) noexcept nogil:
     """Body bytes on their way to the client: into the entry as well."""
     cdef ssize_t k
