@@ -18,9 +18,11 @@ set -eu
 cd "$(dirname "$0")"
 
 need=""
-for pkg in curl openssl nginx-light valgrind dpkg-dev debhelper dh-python python3-dev python3-venv python3-pip python3-lark python3-openssl python3-psutil python3-setproctitle adduser logrotate rpm rpmlint lintian prometheus tmux slowhttptest pkg-config zlib1g-dev libbrotli-dev libzstd-dev haproxy redis-server gcc binutils libasan8 libubsan1 pebble; do
+for pkg in curl openssl nginx-light valgrind dpkg-dev debhelper dh-python python3-dev python3-venv python3-pip python3-lark python3-openssl python3-psutil python3-setproctitle adduser logrotate rpm rpmlint lintian prometheus tmux slowhttptest pkg-config zlib1g-dev libbrotli-dev libzstd-dev haproxy redis-server gcc binutils libasan8 libubsan1 pebble nodejs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
+# npm: Debian's package, unless a nodejs build that bundles it is installed
+command -v npm >/dev/null 2>&1 || need="$need npm"
 if [ -n "$need" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "run-tests: missing Debian packages:$need (run as root or install them)" >&2
@@ -42,6 +44,12 @@ PY=$VPY
 mark_installing
 "$PY" -m pip install --quiet ".[test]"
 mark_installed
+# the public HTTP cache test suite (tests/e2e/test_http_cache_conformance.py):
+# installed once from npm, pinned, then it runs offline
+if [ ! -d .http-cache-tests/node_modules/http-cache-tests ]; then
+    npm install --silent --no-audit --no-fund --prefix .http-cache-tests http-cache-tests@0.4.5 >/dev/null \
+        || echo "run-tests: npm could not install http-cache-tests: its conformance test will be skipped" >&2
+fi
 if [ -n "${RUN_TESTS_INSTALL_ONLY:-}" ]; then
     echo "run-tests: rproxy and the test tools installed in $VBIN; RUN_TESTS_INSTALL_ONLY is set, so no tests run"
     exit 0

@@ -53,7 +53,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "rproxy-http-cache-tests"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "http-cache-tests", "rproxy.json"))
+    ap.add_argument("--groups", help="also write each test's suite and kind here (JSON)")
     a = ap.parse_args()
+    a.workdir = os.path.abspath(a.workdir)
     pkg = os.path.join(a.workdir, "node_modules", "http-cache-tests")
     if not os.path.isdir(pkg):
         os.makedirs(a.workdir, exist_ok=True)
@@ -68,8 +70,9 @@ cache main {{ path = "{cache}/entries" }}
 server {{
     addr = 127.0.0.1
     port = {proxy}
-    downstream o {{ addr = 127.0.0.1  port = {origin}  connections = 4 }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ o }}  cache = main }} }}
+    downstream o {{ addr = 127.0.0.1  port = {origin}  connections = 4  max-fails = 0 }}
+    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ o }}  cache = main  cache-lock = true
+                             cache-use-stale = {{ error, timeout, updating }} }} }}
 }}
 """)
     env = dict(os.environ, npm_config_port=str(origin), npm_config_protocol="http",
@@ -98,6 +101,9 @@ server {{
         f.write(GROUPS_JS % pkg)
     groups = json.loads(subprocess.run(["node", "--no-warnings", js], capture_output=True, text=True,
                                        check=True).stdout)
+    if a.groups:
+        with open(a.groups, "w") as f:
+            json.dump(groups, f)
     others = {n: json.load(open(os.path.join(pkg, "results", f"{n}.json"))) for n in ("nginx", "varnish", "squid")}
     print(f"{'':28} {'rproxy':>8} " + " ".join(f"{n:>8}" for n in others))
     print(f"{'passes (of %d)' % len(results):28} {sum(v is True for v in results.values()):>8} "

@@ -67,8 +67,8 @@ TOKENS: tuple[Token, ...] = (
                               "occurrence (escaped)", header=True, nginx="$upstream_http_NAME"),
     Token("RULE", "RProxy", "name of the rule that routed the request"),
     Token("VHOST", "rproxy", "the vhost that took the request (its first name)", nginx="$server_name"),
-    Token("CACHE", "rproxy", "what the response cache did: HIT, MISS, EXPIRED or BYPASS (`-`: no cache, "
-                             "or a method that invalidates)", nginx="$upstream_cache_status"),
+    Token("CACHE", "rproxy", "what the response cache did: HIT, MISS, EXPIRED, REVALIDATED, STALE, UPDATING "
+                             "or BYPASS (`-`: no cache, or a method that invalidates)", nginx="$upstream_cache_status"),
     Token("QUERY", "rproxy", "query string, without the `?` (escaped)", nginx="$args"),
     Token("REQUEST_URI", "rproxy", "request target as sent: path and query (escaped)", nginx="$request_uri"),
     Token("REQUEST", "rproxy", "request line: `METHOD target HTTP/1.1` (escaped)", nginx="$request"),

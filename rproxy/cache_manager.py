@@ -5,9 +5,12 @@ entries unused for `inactive`.
 A worker marks an entry used by setting its mtime when it serves a hit (one
 futimens per hit; storing it sets it too), so "last used" is the file's
 mtime.  A sweep lists the directory once (scandir, no file is opened),
-removes what was unused for longer than `inactive` and temporary files
-left by a worker that died while storing (older than an hour), then, when
-the rest is over `max-size`, the least recently used entries until it fits.
+removes what was unused for longer than `inactive`, temporary files left
+by a worker that died while storing (older than an hour) and key locks
+(`.lock.HASH`, holding the owner's pid: cache-lock and cache-use-stale
+updating) whose owner is gone, then, when the rest is over `max-size`, the
+least recently used entries until it fits.  (A worker that finds a lock of
+a dead owner takes it over at once; the sweep only tidies up.)
 Sweeps are spaced by at least ten times the last one's duration (and one
 second), so a large cache costs the master a bounded share of its time.
 The shared-memory index of the issue (`keys-zone`) is not built yet.
@@ -61,6 +64,10 @@ def sweep(path: str, max_size: int, inactive: float, wall: float | None = None) 
                 if age > TMP_GRACE:
                     removed += _unlink(e.path)
                 continue
+            if e.name.startswith(".lock."):
+                if age > TMP_GRACE or not _owner_alive(e.path):
+                    removed += _unlink(e.path)
+                continue
             if inactive > 0 and age > inactive:
                 removed += _unlink(e.path)
                 continue
@@ -74,6 +81,23 @@ def sweep(path: str, max_size: int, inactive: float, wall: float | None = None) 
             removed += _unlink(p)
             total -= size
     return removed, total
+
+
+def _owner_alive(p: str) -> bool:
+    try:
+        with open(p) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _unlink(p: str) -> int:

@@ -151,7 +151,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                 if rule.cache is not None:
                     path = caches[rule.cache].path
                     os.makedirs(path, mode=0o700, exist_ok=True)
-                    rule_set_cache(si, vi, ri, path)
+                    rule_set_cache(si, vi, ri, path, rule.cache_lock, rule.cache_use_stale)
                 if edge.needs_edge(rule):
                     w.set_edge(si, vi, ri, **edge.worker_args(rule))
     w.set_owned_headers(sorted(owned))

@@ -651,7 +651,7 @@ TABLE: tuple[Directive, ...] = (
     _d("cache", MAIN, "block", doc="a named shared response cache (RFC 9111) that rules refer to with "
        "`cache = NAME`", titled="yes", repeat=True, origin="rproxy"),
 
-    # ---- cache (names fixed by issue 21; index, eviction, lock and stale not built yet) ----
+    # ---- cache (names fixed by issue 21; the shared-memory index is not built yet) ----
     _d("path", CACHE, "path", None, "directory of the cache's files (one per entry; made at start)",
        origin="rproxy", required=True),
     _d("max-size", CACHE, "size", 1024 ** 3, "most bytes of entries on disk (least recently used evicted by "
@@ -895,10 +895,10 @@ TABLE: tuple[Directive, ...] = (
 
     _d("cache", RULE, "string", None, "the `cache` block whose entries this rule's responses use",
        origin="rproxy"),
-    _d("cache-lock", RULE, "bool", False, "one request fills a missing entry; the others wait for it",
-       origin="rproxy", active=False),
-    _d("cache-use-stale", RULE, "stale list", (), "serve a stale entry on a downstream error, timeout, or "
-       "while it is being updated", origin="rproxy", active=False),
+    _d("cache-lock", RULE, "bool", False, "one request fills a missing entry; the others wait for it "
+       "(up to 5 s, then go to the downstream without storing)", origin="rproxy"),
+    _d("cache-use-stale", RULE, "stale list", (), "serve a stale entry on a downstream error (502/503), timeout "
+       "(504), or while another request updates it", origin="rproxy"),
     # ---- serving and shaping at the edge (issue 20, edge.pxi / static.pxi) --
     _d("root", RULE, "path", None, "serve files from this directory (GET/HEAD; a uri-prefix maps onto it); "
        "a miss goes to the rule's downstreams when it has some", origin="rproxy"),

@@ -500,6 +500,7 @@ class _Normaliser:
             upstream_write_timeout=opt(b, "upstream-write-timeout"), headers=headers,
             compress=opt(b, "compress"), compress_types=opt(b, "compress-types"),
             compress_min_size=opt(b, "compress-min-size"), cache=cache,
+            cache_lock=opt(b, "cache-lock"), cache_use_stale=opt(b, "cache-use-stale"),
             request_buffering=opt(b, "request-buffering") if b.has("request_buffering") else None,
             response_buffering=opt(b, "response-buffering") if b.has("response_buffering") else None,
             rate_limit=self.check_limit_count(b, self.limit_refs(b, f"rule '{b.title}'"), vhost_limits),

@@ -178,6 +178,8 @@ class Rule:
     compress_types: tuple[str, ...] = ()
     compress_min_size: int = 256
     cache: Optional[str] = None          # the name of a `cache` block
+    cache_lock: bool = False
+    cache_use_stale: tuple[str, ...] = ()   # error, timeout, updating
     rate_limit: tuple[str, ...] = ()     # names of top-level rate limits
     deny: bool = False                   # path blocking: answered with deny_status
     deny_status: int = 403

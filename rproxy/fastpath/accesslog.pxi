@@ -724,14 +724,8 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
             else:
                 w_dash(&w)
         elif op.code == LOP_CACHE:
-            if x.cst == 1:              # CS_* (cache.pxi)
-                w_put(&w, "MISS", 4)
-            elif x.cst == 2:
-                w_put(&w, "HIT", 3)
-            elif x.cst == 3:
-                w_put(&w, "EXPIRED", 7)
-            elif x.cst == 4:
-                w_put(&w, "BYPASS", 6)
+            if cache_status_name(x.cst) != NULL:      # (cache.pxi)
+                w_str(&w, cache_status_name(x.cst))
             else:
                 w_dash(&w)
         elif op.code == LOP_RATE_LIMIT:

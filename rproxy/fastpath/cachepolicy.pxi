@@ -22,12 +22,13 @@ cdef enum:
     CC_ONLY_IF_CACHED = 0x080
     CC_IMMUTABLE = 0x100
     CC_BAD = 0x200          # a directive with an invalid value (its whole field is suspect)
+    CC_MUST_UNDERSTAND = 0x400
 
 cdef enum:
     # cache_storable results
     ST_OK = 0
     ST_METHOD = 1           # only GET responses are stored (HEAD is served from them)
-    ST_STATUS = 2           # status not understood by the cache
+    ST_STATUS = 2           # not a final status, or 304
     ST_NO_STORE = 3         # no-store (request or response)
     ST_PRIVATE = 4          # private: for a shared cache, never
     ST_AUTHORIZATION = 5    # a request with Authorization, without public / s-maxage / must-revalidate
@@ -288,6 +289,8 @@ cdef void cc_parse(const char* p, uint32_t n, CcDirs* d) noexcept nogil:
             d.flags |= CC_ONLY_IF_CACHED
         elif cp_eq(p + s, e - s, "immutable"):
             d.flags |= CC_IMMUTABLE
+        elif cp_eq(p + s, e - s, "must-understand"):
+            d.flags |= CC_MUST_UNDERSTAND
         if bad:
             d.flags |= CC_BAD
 
@@ -299,6 +302,7 @@ cdef void resp_facts(const char* base, Header* hs, int nh, uint16_t status, Resp
     cdef const char* v
     cdef uint32_t u
     cdef int64_t t
+    cdef bint seen_age = False
     f.status = status
     cc_init(&f.cc)
     f.date = -1
@@ -326,9 +330,11 @@ cdef void resp_facts(const char* base, Header* hs, int nh, uint16_t status, Resp
         elif cp_eq(n, h.name.len, "etag"):
             f.has_validator = 1
         elif cp_eq(n, h.name.len, "age"):
+            # one field of plain digits; anything else (a second field, a
+            # list, a sign, a fraction) is taken as too old to trust: stale
             t = cp_num(v, h.value.len, &u)
-            if t >= 0:
-                f.age = t
+            f.age = t if t >= 0 and u == h.value.len and f.age == 0 and not seen_age else CC_DELTA_MAX
+            seen_age = True
         elif cp_eq(n, h.name.len, "vary"):
             if h.value.len:
                 f.has_vary = 1
@@ -338,6 +344,7 @@ cdef void resp_facts(const char* base, Header* hs, int nh, uint16_t status, Resp
 
 
 cdef bint status_understood(uint16_t st) noexcept nogil:
+    """Statuses whose caching rules this cache implements (must-understand)."""
     return st == 200 or st == 203 or st == 204 or st == 300 or st == 301 or st == 302 or st == 303 \
         or st == 307 or st == 308 or st == 404 or st == 405 or st == 410 or st == 414 or st == 501
 
@@ -355,10 +362,12 @@ cdef int cache_storable(bint is_get, bint has_auth, CcDirs* req, RespFacts* f) n
         return ST_METHOD
     if f.status == 206:
         return ST_PARTIAL
-    if not status_understood(f.status):
+    if f.status < 200 or f.status == 304:
+        return ST_STATUS            # any final status may be stored (RFC 9111 3: must-understand aside)
+    if (rf & CC_MUST_UNDERSTAND) and not status_understood(f.status):
         return ST_STATUS
-    if (req.flags & CC_NO_STORE) or (rf & CC_NO_STORE):
-        return ST_NO_STORE
+    if (req.flags & CC_NO_STORE) or ((rf & CC_NO_STORE) and not (rf & CC_MUST_UNDERSTAND)):
+        return ST_NO_STORE          # (must-understand on an understood status overrides no-store: 5.2.2.3)
     if rf & CC_PRIVATE:
         return ST_PRIVATE
     if has_auth and not (rf & (CC_PUBLIC | CC_MUST_REVALIDATE)) and f.cc.s_maxage == CC_UNSET:
@@ -440,7 +449,7 @@ def cache_policy(str method, req_headers, int status, resp_headers, int64_t requ
                                     (CC_MUST_REVALIDATE, "must-revalidate"),
                                     (CC_PROXY_REVALIDATE, "proxy-revalidate"), (CC_NO_TRANSFORM, "no-transform"),
                                     (CC_ONLY_IF_CACHED, "only-if-cached"), (CC_IMMUTABLE, "immutable"),
-                                    (CC_BAD, "bad")) if f.cc.flags & bit]
+                                    (CC_BAD, "bad"), (CC_MUST_UNDERSTAND, "must-understand")) if f.cc.flags & bit]
     return {"storable": reasons[storable], "lifetime": fresh_lifetime(&f, response_time),
             "age": current_age(&f, request_time, response_time, now), "date": f.date, "expires": f.expires,
             "max_age": f.cc.max_age, "s_maxage": f.cc.s_maxage, "flags": flags,

@@ -178,6 +178,7 @@ cdef enum:
     TK_METRICS = 7          # gauges published to the metrics zone (metrics.pxi)
     TK_LIMIT = 8            # a request held by a `mode = delay` rate limit (limits.pxi)
     TK_REDIS = 9            # reconnecting to the rate limit store (redis.pxi)
+    TK_CACHE = 10           # a request waiting for another's cache-lock (cache.pxi)
 
 cdef enum:
     HDR_CAP = 128           # header slots per message (max-headers is capped to this)
@@ -332,6 +333,7 @@ cdef struct Exchange:
     uint64_t sf_off
     uint64_t sf_left
     int16_t sticky_set      # edge.pxi: set the sticky cookie for the downstream used (1), or not (0)
+    void* cx                # CacheX* (cache.pxi): a cacheable request's cache state, NULL = none
 
 cdef struct UConn:
     Handle h

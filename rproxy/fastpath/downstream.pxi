@@ -741,6 +741,8 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     uc.out.hlen = <uint32_t>(w.p - bdata(hb))
     uc.out.hbuf = hb
     x.flags |= XF_RESP_STARTED
+    if x.cx != NULL:
+        cache_on_head_built(uc, x)  # a 304 we merged: the stored head instead (cache.pxi)
     dc.fpos = dc.rpos
     dc.fend = dc.rpos
     dc.phase = R_BODY
@@ -790,9 +792,10 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
     if x.cwfd >= 0:
         cache_commit(x)
     dc_detach(dc)
-    xlog_done(x)
-    x_free(x)
-    uc.x = NULL
+    if not cache_keeps_x(x):        # (a 304 we merged: the stored body follows, cache.pxi)
+        xlog_done(x)
+        x_free(x)
+        uc.x = NULL
     uc.state = U_WAIT
     if reuse:
         idle_push(dc)
@@ -801,7 +804,9 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
         dc_recycle(dc)
     if uc.flags & UF_DEAD:
         return
-    if out_empty(&uc.out):
+    if uc.x != NULL:
+        cache_pump(uc)
+    elif out_empty(&uc.out):
         uc_after_response(uc)
     # else: uc_on_drained continues once the client has taken the rest
 

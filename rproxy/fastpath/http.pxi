@@ -829,6 +829,8 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         w_put(w, "Connection: upgrade\r\n", 21)
     if x.rule.serve_edge != NULL:
         edge_req_extra(w, uc, x)    # request-headers set / add (edge.pxi)
+    if x.cx != NULL:
+        cache_req_extra(w, x)       # a stale entry's validators (cache.pxi)
     w_put(w, "\r\n", 2)
 
 

@@ -33,6 +33,8 @@ cdef void timer_fire(Timer* t) noexcept nogil:
         edge_on_timer(<Exchange*>t.owner)
     elif t.kind == TK_REDIS:
         redis_on_timer()
+    elif t.kind == TK_CACHE:
+        cache_on_timer(<Exchange*>t.owner)
 
 
 # ---- listeners -----------------------------------------------------------------------

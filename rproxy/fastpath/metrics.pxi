@@ -43,7 +43,8 @@ cdef enum:
     RC_BYTES_OUT = 7
     RC_PEND_TIMEOUTS = 8
     RC_PEND_REJECTED = 9
-    RC_WORDS = 10
+    RC_CACHE = 10           # 9 words: requests by what the cache did, indexed by CS_* (cache.pxi)
+    RC_WORDS = 19
     # per rule, gauges
     RG_PENDING = 0
     RG_WORDS = 1
@@ -121,6 +122,8 @@ cdef void m_exchange_end(Exchange* x) noexcept nogil:
     rc[RC_CLASS + cls] += 1
     rc[RC_BYTES_IN] += xlog_bytes_received(x, uc)
     rc[RC_BYTES_OUT] += xlog_bytes_sent(x, uc)
+    if x.cst and x.cst <= 8:
+        rc[RC_CACHE + x.cst] += 1
     ds = x.log.ds
     if ds != NULL and ds.mc != NULL:
         dc = ds.mc
@@ -284,7 +287,7 @@ def metrics_layout():
         "server_gauges": {"open": SG_OPEN, "words": SG_WORDS},
         "rule_counters": {"class": RC_CLASS, "bytes_in": RC_BYTES_IN, "bytes_out": RC_BYTES_OUT,
                           "pending_timeouts": RC_PEND_TIMEOUTS, "pending_rejected": RC_PEND_REJECTED,
-                          "words": RC_WORDS},
+                          "cache": RC_CACHE, "cache_names": cache_status_names(), "words": RC_WORDS},
         "rule_gauges": {"pending": RG_PENDING, "words": RG_WORDS},
         "ds_counters": {"class": DC_CLASS, "connect_failures": DC_CONNECT_FAILS,
                         "connection_failures": DC_CONN_FAILS, "replays": DC_REPLAYS,

@@ -61,6 +61,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.cwfd = -1
     x.ckey = 0
     x.ckey_copy = NULL
+    x.cx = NULL
     x.edge_wait = 0
     x.edge_limit = NULL
     x.sf_fd = -1                    # edge.pxi / static.pxi
@@ -366,6 +367,8 @@ cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
     """Answer with a response of the proxy's own (4xx/5xx)."""
     cdef Canned* c = canned_get(status)
     cdef Exchange* x = uc.x
+    if x != NULL and x.cx != NULL and cache_stale_answer(uc, x, status):
+        return                      # cache-use-stale: a stale entry instead (cache.pxi)
     if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.tls != NULL and (uc.tls.flags & TF_WPEND)):
         uc_close(uc)                # half a response is out: only closing is honest
         return

@@ -91,6 +91,8 @@ def snapshot(cfg, zones, process: dict, certificates: list) -> dict:
                         "http2_streams": c[sc["h2_streams"]]})
     rules = []
     ds_rules: dict = {}
+    cached = {(srv.label, vh.name, rule.name): rule.cache for srv in cfg.servers for vh in srv.vhosts
+              for rule in vh.rules if getattr(rule, "cache", None)}
     for srv in cfg.servers:
         for vh in srv.vhosts:
             for rule in vh.rules:
@@ -104,6 +106,9 @@ def snapshot(cfg, zones, process: dict, certificates: list) -> dict:
                       "bytes_out": c[rc["bytes_out"]], "pending": g[rg["pending"]],
                       "pending_timeouts": c[rc["pending_timeouts"]],
                       "pending_rejected": c[rc["pending_rejected"]]})
+        if lab in cached:           # what the response cache did (X-Cache), rules with `cache` only
+            rules[-1]["cache"] = {"name": cached[lab], "results": {
+                n: c[rc["cache"] + i] for i, n in enumerate(rc["cache_names"]) if n}}
     enabled = {(srv.label, ds.name): ds for srv in cfg.servers for ds in srv.downstreams}
     downstreams = []
     for lab in labels["ds"]:
@@ -210,6 +215,10 @@ def prometheus(s: dict) -> str:
     o.family("rproxy_rule_pending_timeouts_total", "counter", "Requests answered 503 after pending-timeout",
              ((dict(server=r["server"], vhost=r["vhost"], rule=r["rule"]), r["pending_timeouts"])
               for r in s["rules"]))
+    o.family("rproxy_cache_requests_total", "counter", "Requests of a rule with a response cache, by what "
+             "the cache did (X-Cache: HIT, MISS, EXPIRED, REVALIDATED, STALE, UPDATING, BYPASS)",
+             ((dict(server=r["server"], vhost=r["vhost"], rule=r["rule"], cache=r["cache"]["name"], result=k), n)
+              for r in s["rules"] if "cache" in r for k, n in r["cache"]["results"].items()))
     d = s["downstreams"]
 
     def dl(x, **kw):

@@ -21,19 +21,48 @@ SEEN: collections.Counter = collections.Counter()
 LOCK = threading.Lock()
 
 
+LASTREQ: dict = {}
+LM = "Wed, 01 Jan 2020 00:00:00 GMT"
+
+
 def handler(req, s):
     """/c?cc=...&h=Name:Value&len=N&status=N: answers with a body naming the
-    request's Host, the target and how many times the downstream saw it."""
+    request's Host, the target and how many times the downstream saw it.
+    etag=V / lm=1 add a validator; a request whose If-None-Match /
+    If-Modified-Since matches gets a 304 (Cache-Control: cc304, default
+    max-age=60) unless no304=1; slow2=MS waits from the second request on,
+    die2=1 closes without answering from the second request on."""
     u = urllib.parse.urlsplit(req.target)
     q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
+    key = (req.header("Host"), req.target)
     with LOCK:
-        SEEN[(req.header("Host"), req.target)] += 1
-        n = SEEN[(req.header("Host"), req.target)]
+        SEEN[key] += 1
+        n = SEEN[key]
+        LASTREQ[key] = {k.lower(): v for k, v in req.headers}
+    if n >= 2 and q.get("die2"):
+        return False
+    if n >= 2 and q.get("slow2"):
+        time.sleep(int(q["slow2"][0]) / 1000)
+    if q.get("ms"):
+        time.sleep(int(q["ms"][0]) / 1000)
     status = int(req.header("X-Status") or q.get("status", ["200"])[0])
     size = int(q.get("len", ["0"])[0])
     body = f"{req.method} {req.header('Host')} {req.target} #{n}\n".encode()
     body += bytes(i % 251 for i in range(size))
-    head = [f"HTTP/1.1 {status} X", "Content-Type: text/plain", f"Content-Length: {len(body)}"]
+    vals = []
+    if q.get("etag"):
+        vals.append(f'ETag: "{q["etag"][0]}"')
+    if q.get("lm"):
+        vals.append(f"Last-Modified: {LM}")
+    match = not q.get("no304") and ((q.get("etag") and req.header("If-None-Match") == f'"{q["etag"][0]}"')
+                                    or (q.get("lm") and req.header("If-Modified-Since") == LM))
+    if match:
+        head = ["HTTP/1.1 304 Not Modified", f"Cache-Control: {q.get('cc304', ['max-age=60'])[0]}",
+                f"X-Count: {n}"] + vals
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        return True
+    head = [f"HTTP/1.1 {status} X", "Content-Type: text/plain", f"Content-Length: {len(body)}", f"X-Count: {n}"]
+    head += vals
     if q.get("cc", [""])[0]:
         head.append(f"Cache-Control: {q['cc'][0]}")
     head += q.get("h", [])
@@ -87,6 +116,11 @@ def seen(host, target):
         return SEEN[(host, target)]
 
 
+def lastreq(host, target):
+    with LOCK:
+        return LASTREQ[(host, target)]
+
+
 def test_miss_then_hit_from_either_worker(env):
     port = env["port"]
     t = "/c?cc=max-age=60&len=100000"
@@ -138,12 +172,12 @@ def test_keep_alive_and_pipelined_hits(env):
 @pytest.mark.parametrize("target,headers", [
     ("/ns?cc=no-store,max-age=60", {}),
     ("/pv?cc=private,max-age=60", {}),
-    ("/nc?cc=no-cache,max-age=60", {}),          # would need validation before each use: not stored yet
+    ("/nc?cc=no-cache,max-age=60", {}),          # validated before each use, but nothing to validate with
     ("/nf?cc=", {}),                                # no freshness information
     ("/au?cc=max-age=60", {"Authorization": "Basic eDp5"}),
-    ("/vr?cc=max-age=60&h=Vary:%20Accept", {}),
+    ("/vr?cc=max-age=60&h=Vary:%20*", {}),         # never matches
     ("/ck?cc=max-age=60&h=Set-Cookie:%20a=b", {}),
-    ("/st?cc=max-age=60&status=500", {}),
+    ("/st?cc=&status=500", {}),                  # no freshness, not heuristically cacheable
     ("/rq?cc=max-age=60", {"Cache-Control": "no-store"}),
 ])
 def test_not_stored(env, target, headers):
@@ -367,5 +401,215 @@ server {{
         assert b"X-Cache: MISS" in outs[0][0] and b"X-Cache: HIT" in outs[1][0]
         assert outs[0][1] == outs[1][1] and len(outs[1][1]) > 3000000
         assert outs[1][1].startswith(b"GET localhost:")
+    finally:
+        ds.close()
+
+
+def test_stale_entry_validated_with_etag_and_304_merged(env):
+    port = env["port"]
+    t = "/val?cc=max-age=0&etag=v1&len=3000"
+    st, h, first = get(port, t)
+    assert (st, h["X-Cache"], h["X-Count"]) == (200, "MISS", "1")
+    st, h, body = get(port, t)                      # stale at once: validated
+    assert (st, h["X-Cache"], body) == (200, "REVALIDATED", first)
+    assert h["X-Count"] == "2" and h["Cache-Control"] == "max-age=60"     # the 304's fields replace the stored ones
+    assert h["Content-Length"] == str(len(first)) and h["ETag"] == '"v1"'
+    assert lastreq("a.test", t)["if-none-match"] == '"v1"'
+    st, h, body = get(port, t)                      # the merged head made it fresh
+    assert (st, h["X-Cache"], h["X-Count"], body) == (200, "HIT", "2", first)
+    st, h, body = get(port, t, method="HEAD")
+    assert (st, h["X-Cache"], body) == (200, "HIT", b"")
+    assert seen("a.test", t) == 2
+
+
+def test_stale_entry_validated_with_last_modified_and_a_200_replaces_it(env):
+    port = env["port"]
+    t = "/val-lm?cc=max-age=0&lm=1&cc304=max-age=0"
+    get(port, t)
+    for _ in range(2):                                  # each use validates (the 304 keeps max-age=0)
+        st, h, body = get(port, t)
+        assert (h["X-Cache"], body.endswith(b"#1\n")) == ("REVALIDATED", True)
+        assert lastreq("a.test", t)["if-modified-since"] == LM
+    t = "/val-200?cc=max-age=0&etag=v1&no304=1"
+    get(port, t)
+    st, h, body = get(port, t)                          # validated, but the downstream sends a new 200
+    assert (h["X-Cache"], body.endswith(b"#2\n")) == ("EXPIRED", True)
+    assert lastreq("a.test", t)["if-none-match"] == '"v1"'
+    _, h, body = get(port, t)
+    assert body.endswith(b"#3\n")                      # the 200 replaced the entry (its #2 is not served)
+
+
+def test_client_conditionals_on_a_fresh_entry(env):
+    port = env["port"]
+    t = "/cond?cc=max-age=60&etag=c1&lm=1"
+    get(port, t)
+    st, h, body = get(port, t, headers={"If-None-Match": 'W/"x", "c1"'})
+    assert (st, h["X-Cache"], body, h["ETag"]) == (304, "HIT", b"", '"c1"')
+    st, h, body = get(port, t, headers={"If-None-Match": '"other"'})
+    assert (st, h["X-Cache"]) == (200, "HIT") and body.endswith(b"#1\n")
+    st, _, _ = get(port, t, headers={"If-Modified-Since": LM})
+    assert st == 304
+    assert seen("a.test", t) == 1
+
+
+def test_vary_keeps_one_entry_per_variant(env):
+    port = env["port"]
+    t = "/vary?cc=max-age=60&h=Vary:%20Accept-Language"
+
+    def lang(v):
+        return get(port, t, headers={"Accept-Language": v} if v is not None else {})
+    _, h, en = lang("en")
+    _, h2, fr = lang("fr, de")
+    assert (h["X-Cache"], h2["X-Cache"]) == ("MISS", "MISS") and en.endswith(b"#1\n") and fr.endswith(b"#2\n")
+    _, h, body = lang("en")
+    assert (h["X-Cache"], body) == ("HIT", en)
+    _, h, body = lang("fr,de")                              # whitespace around commas does not matter
+    assert (h["X-Cache"], body) == ("HIT", fr)
+    _, h, body = lang(None)                                 # no Accept-Language: a variant of its own
+    assert h["X-Cache"] == "MISS" and body.endswith(b"#3\n")
+    assert lang(None)[1]["X-Cache"] == "HIT"
+    get(port, t, method="POST", headers={"Content-Length": "0"})     # invalidates every variant
+    _, h, body = lang("en")
+    assert h["X-Cache"] == "MISS" and body.endswith(b"#5\n")
+
+
+def test_range_from_a_stored_body(env):
+    port = env["port"]
+    t = "/rng?cc=max-age=60&len=5000"
+    _, _, full = get(port, t)
+    st, h, body = get(port, t, headers={"Range": "bytes=10-19"})
+    assert (st, h["X-Cache"], body, h["Content-Range"]) == (206, "HIT", full[10:20], f"bytes 10-19/{len(full)}")
+    assert h["Content-Length"] == "10"
+    st, h, body = get(port, t, headers={"Range": "bytes=-7"})
+    assert (st, body) == (206, full[-7:])
+    st, h, body = get(port, t, headers={"Range": "bytes=100-"})
+    assert (st, body) == (206, full[100:])
+    st, h, body = get(port, t, headers={"Range": "bytes=999999-"})
+    assert (st, h["Content-Range"], body) == (416, f"bytes */{len(full)}", b"")
+    st, h, body = get(port, t, headers={"Range": "bytes=0-1,5-6"})          # several ranges: the whole body
+    assert (st, body) == (200, full)
+    r = subprocess.run(["curl", "-s", "-r", "0-99", "-H", "Host: a.test", f"http://127.0.0.1:{port}{t}"],
+                       capture_output=True, timeout=10)
+    assert r.stdout == full[:100]
+    assert seen("a.test", t) == 1
+
+
+def fnv(key: str) -> int:
+    h = 14695981039346656037
+    for b in key.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h or 1
+
+
+def test_lock_and_stale_answers(start_rproxy, port, tmp_path):
+    """cache-lock coalesces concurrent misses; cache-use-stale answers with
+    the stale entry on an error, a timeout and while another request
+    updates it; a lock left by a dead process is taken over."""
+    ds = Downstream(handler=handler)
+    path = tmp_path / "c"
+    start_rproxy(f"""
+workers = 2
+cache c {{ path = "{path}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port}  read-timeout = 1s  max-fails = 0 }}
+    vhost "*" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c  cache-lock = true
+                            cache-use-stale = {{ error, timeout, updating }} }} }}
+}}
+""", port)
+    try:
+        host = "s.test"
+        # a lock whose owner is gone (a worker that died while filling the entry)
+        p = subprocess.Popen(["true"])
+        p.wait()
+        dead = "/dead?cc=max-age=60"
+        path.mkdir(exist_ok=True)                   # (the worker makes it too, maybe not yet)
+        (path / f".lock.{fnv('http://' + host + dead):016x}").write_text(f"{p.pid}\n")
+        _, h, _ = get(port, dead, host=host)
+        assert h["X-Cache"] == "MISS"
+        assert get(port, dead, host=host)[1]["X-Cache"] == "HIT"     # stored: the lock was taken over
+        assert not [n for n in os.listdir(path) if n.startswith(".lock.")]
+        # concurrent misses for one key: one downstream request
+        t = "/lock?cc=max-age=60&ms=400"
+        out = []
+
+        def one():
+            out.append(get(port, t, host=host))
+        ths = [threading.Thread(target=one) for _ in range(6)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        assert seen(host, t) == 1
+        assert sorted(h["X-Cache"] for _, h, _ in out) == ["HIT"] * 5 + ["MISS"]
+        assert len({b for _, _, b in out}) == 1
+        # stale answers
+        err, slow, upd = "/err?cc=max-age=1&die2=1", "/tmo?cc=max-age=1&slow2=3000", "/upd?cc=max-age=1&slow2=700"
+        bodies = {t2: get(port, t2, host=host)[2] for t2 in (err, slow, upd)}
+        time.sleep(1.2)
+        res = {}
+        th = threading.Thread(target=lambda: res.setdefault("a", get(port, upd, host=host)))
+        th.start()
+        deadline = time.monotonic() + 5
+        while seen(host, upd) < 2:                  # the refresh reached the downstream
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        st, h, body = get(port, upd, host=host)
+        assert (st, h["X-Cache"], body) == (200, "UPDATING", bodies[upd])
+        th.join()
+        assert res["a"][1]["X-Cache"] == "EXPIRED" and res["a"][2].endswith(b"#2\n")
+        st, h, body = get(port, slow, host=host)    # the downstream times out (read-timeout): 504
+        assert (st, h["X-Cache"], body) == (200, "STALE", bodies[slow])
+        st, h, body = get(port, err, host=host)     # the downstream closes without answering: 502
+        assert (st, h["X-Cache"], body) == (200, "STALE", bodies[err])
+        st, _, _ = get(port, err, host=host, headers={"Cache-Control": "only-if-cached"})
+        assert st == 504                            # stale, and not a downstream failure: no stale answer
+    finally:
+        ds.close()
+
+
+def test_cache_counts_in_the_metrics(start_rproxy, port, tmp_path):
+    ds = Downstream(handler=handler)
+    status_port = free_port()
+    start_rproxy(f"""
+workers = 2
+cache c {{ path = "{tmp_path / 'c'}" }}
+status {{ addr = 127.0.0.1  port = {status_port} }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port} }}
+    vhost "*" {{
+        rule app {{ uri-prefix = "/c/"  downstreams = {{ d }}  cache = c }}
+        rule plain {{ uri-prefix = "/"  downstreams = {{ d }} }}
+    }}
+}}
+""", port)
+    try:
+        t = "/c/m?cc=max-age=60"
+        for _ in range(3):
+            get(port, t, host="m.test")
+        get(port, t, host="m.test", headers={"Cache-Control": "no-store"})
+        st, _, _ = get(port, "/c/oic", host="m.test", headers={"Cache-Control": "only-if-cached"})
+        assert st == 504                            # nothing stored for it (RFC 9111 5.2.1.7)
+        get(port, "/other", host="m.test")
+
+        def counts():
+            text = subprocess.run(["curl", "-s", f"http://127.0.0.1:{status_port}/metrics"], capture_output=True,
+                                  text=True, timeout=10).stdout
+            out = {}
+            for line in text.splitlines():
+                if line.startswith("rproxy_cache_requests_total{"):
+                    labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1:line.index("}")].split(","))
+                    assert labels["rule"] == '"app"' and labels["cache"] == '"c"'
+                    out[labels["result"].strip('"')] = float(line.rsplit(" ", 1)[1])
+            return out
+        deadline = time.monotonic() + 5
+        while counts().get("HIT") != 2:
+            assert time.monotonic() < deadline, counts()
+            time.sleep(0.1)
+        c = counts()
+        assert (c["HIT"], c["MISS"], c["BYPASS"], c["STALE"]) == (2, 2, 1, 0)   # (the 504 was a MISS)
     finally:
         ds.close()

@@ -38,3 +38,18 @@ def test_max_size_evicts_least_recently_used_first(tmp_path):
 
 def test_missing_directory_is_not_an_error(tmp_path):
     assert sweep(str(tmp_path / "none"), 1, 1, wall=NOW) == (0, 0)
+
+
+def test_locks_of_dead_owners_go(tmp_path):
+    import subprocess
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead = tmp_path / ".lock.00000000000000aa"
+    dead.write_text(f"{p.pid}\n")
+    live = tmp_path / ".lock.00000000000000bb"
+    live.write_text(f"{os.getpid()}\n")
+    os.utime(dead, (NOW - 5, NOW - 5))
+    os.utime(live, (NOW - 5, NOW - 5))
+    removed, kept = sweep(str(tmp_path), 0, 600, wall=NOW)
+    assert (removed, kept) == (1, 0)                    # locks are not entries: no size counted
+    assert not dead.exists() and live.exists()

@@ -41,8 +41,13 @@ def policy(resp, req=(), status=200, method="GET", **kw):
     ([("Cache-Control", "max-age=60")], [], 200, "POST", "method"),
     ([("Cache-Control", "max-age=60")], [], 200, "HEAD", "method"),
     ([("Cache-Control", "max-age=60")], [], 206, "GET", "partial"),
-    ([("Cache-Control", "max-age=60")], [], 500, "GET", "status"),
-    ([("Cache-Control", "max-age=60")], [], 299, "GET", "status"),
+    ([("Cache-Control", "max-age=60")], [], 500, "GET", "ok"),    # any final status with explicit freshness
+    ([("Cache-Control", "max-age=60")], [], 299, "GET", "ok"),
+    ([], [], 500, "GET", "no-freshness"),
+    ([("Cache-Control", "max-age=60, must-understand")], [], 599, "GET", "status"),
+    ([("Cache-Control", "max-age=60, must-understand, no-store")], [], 200, "GET", "ok"),
+    ([("Cache-Control", "max-age=60")], [], 304, "GET", "status"),
+    ([("Cache-Control", "max-age=60")], [], 103, "GET", "status"),
     ([("Cache-Control", "max-age=60, no-store")], [], 200, "GET", "no-store"),
     ([("Cache-Control", "max-age=60")], [("Cache-Control", "no-store")], 200, "GET", "no-store"),
     ([("Cache-Control", "private, max-age=60")], [], 200, "GET", "private"),
@@ -89,6 +94,13 @@ def test_current_age_rfc9111_4_2_3():
     assert r["age"] == max(10, 3 + 2) + 5
     r = policy([("Date", DATE), ("Age", "30")], request_time=T0, response_time=T0 + 1, now=T0 + 1)
     assert r["age"] == 31
+
+
+@pytest.mark.parametrize("ages", [["abc"], ["-7200"], ["0, 0"], ["7200;foo=1"], ["0", "0"], ["1.5"]])
+def test_an_invalid_or_repeated_age_makes_the_response_stale(ages):
+    r = policy([("Cache-Control", "max-age=3600")] + [("Age", a) for a in ages],
+               request_time=T0, response_time=T0, now=T0)
+    assert r["age"] >= 2147483648
 
 
 def test_directives_are_case_insensitive_and_flags_parsed():

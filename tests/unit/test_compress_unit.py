@@ -82,11 +82,11 @@ cache main {{
 }}
 """ + conf("cache = main  cache-lock = true  cache-use-stale = { error, timeout, updating }"))
     assert cfg.caches[0].name == "main" and cfg.caches[0].path == str(tmp_path)
-    assert cfg.servers[0].vhosts[0].rules[0].cache == "main"
+    rule = cfg.servers[0].vhosts[0].rules[0]
+    assert (rule.cache, rule.cache_lock, rule.cache_use_stale) == ("main", True, ("error", "timeout", "updating"))
     names = " ".join(n.message for n in cfg.inactive)
-    for name in ("'keys-zone'", "'cache-lock'", "'cache-use-stale'"):
-        assert name in names
-    for name in ("'path'", "'cache' in", "'max-size'", "'inactive'"):
+    assert "'keys-zone'" in names
+    for name in ("'path'", "'cache' in", "'max-size'", "'inactive'", "'cache-lock'", "'cache-use-stale'"):
         assert name not in names
     with pytest.raises(ConfigErrors) as e:
         loads(conf("cache-use-stale = { http_500 }"))

@@ -109,7 +109,7 @@ ACTIVE = {
             "allow-redirect redirect-filter upstream-read-timeout upstream-write-timeout headers "
             "root index autoindex open-file-cache open-file-cache-valid redirect status sticky sticky-cookie sticky-key security-headers "
             "request-headers response-headers request-buffering response-buffering rate-limit deny "
-            "compress compress-types compress-min-size cache",
+            "compress compress-types compress-min-size cache cache-lock cache-use-stale",
     D.HDR_RULES: "set add remove",
     D.SECHDR: "profile strict-transport-security content-security-policy x-content-type-options "
               "referrer-policy x-frame-options permissions-policy cross-origin-opener-policy",
