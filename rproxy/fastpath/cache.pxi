@@ -73,11 +73,11 @@ cdef uint64_t c_cache_stored = 0
 cdef uint64_t cache_key(UConn* uc, Exchange* x, char* out, uint32_t cap, uint32_t* klen) noexcept nogil:
     """The entry's key (scheme://host + target, host in lower case) and its
     hash; 0 when it does not fit."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef uint32_t n = 0, i
     cdef uint64_t h = 14695981039346656037ULL
-    cdef const char* sch = "https://" if uc.tls != NULL else "http://"
-    cdef uint32_t sl = 8 if uc.tls != NULL else 7
+    cdef const char* sch = "https://" if uc.conn.tls != NULL else "http://"
+    cdef uint32_t sl = 8 if uc.conn.tls != NULL else 7
     if sl + x.host_sp.len + x.url_sp.len > cap:
         return 0
     memcpy(out, sch, sl)
@@ -141,7 +141,7 @@ cdef void cache_tmp_path(CacheRt* c, uint64_t seq, char* out) noexcept nogil:
 cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     """At routing.  True when the request was answered from the cache."""
     cdef CacheRt* c = <CacheRt*>x.rule.cache
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef CcDirs req
     cdef int i, fd
     cdef Header* h
@@ -237,7 +237,7 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age) noexc
         uc_close(uc)
         return
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
+        uc.conn.flags |= UF_CLOSE_AFTER
     x.flags |= XF_REQ_DONE
     w.p = bdata(hb)
     w.end = w.p + hb.cap
@@ -247,7 +247,7 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age) noexc
     w_put(&w, "Age: ", 5)
     w_put(&w, num, k)
     w_put(&w, "\r\nX-Cache: HIT\r\n", 16)
-    if uc.flags & UF_CLOSE_AFTER:
+    if uc.conn.flags & UF_CLOSE_AFTER:
         w_put(&w, "Connection: close\r\n", 19)
     elif x.flags & XF_HTTP10:
         w_put(&w, "Connection: keep-alive\r\n", 24)
@@ -267,15 +267,15 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age) noexc
     x.coff = ch.hdr_len
     x.cleft = 0 if (x.flags & XF_HEAD_REQ) else ch.body_len
     buf_put(b)
-    out_release(&uc.out)
-    uc.out.hptr = bdata(hb)
-    uc.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.out.hbuf = hb
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = bdata(hb)
+    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.conn.out.hbuf = hb
     x.log.t_ds_head_us = g_now_us
     x.log.flags |= XL_RESP_HEAD
-    x.log.body_base = x.log.bytes_out + uc.out.hlen
-    uc.state = U_WAIT
-    timer_stop(&uc.timer)
+    x.log.body_base = x.log.bytes_out + uc.conn.out.hlen
+    uc_move(uc, U_WAIT)
+    timer_stop(&uc.conn.timer)
     cache_pump(uc)
 
 
@@ -288,14 +288,14 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
     cdef uint32_t want
     cdef long off
     while True:
-        if not out_empty(&uc.out):
+        if not out_empty(&uc.conn.out):
             if uc_send(uc) != 0:
                 return              # socket full (EPOLLOUT resumes: uc_on_drained), or the client is gone
         if x.cleft == 0:
             break
-        if uc.tls == NULL:
+        if uc.conn.tls == NULL:
             off = <long>x.coff
-            n = sendfile(uc.h.fd, x.cfd, &off, x.cleft if x.cleft < 1048576 else 1048576)
+            n = sendfile(uc.conn.h.fd, x.cfd, &off, x.cleft if x.cleft < 1048576 else 1048576)
             if n > 0:
                 x.coff += <uint64_t>n
                 x.cleft -= <uint64_t>n
@@ -304,8 +304,8 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
             if n < 0 and errno == EINTR:
                 continue
             if n < 0 and errno == EAGAIN:
-                uc.flags &= ~UF_WRITABLE
-                timer_arm(&uc.timer, uc_write_timeout(uc))
+                uc.conn.flags &= ~CN_WRITABLE
+                timer_arm(&uc.conn.timer, uc_write_timeout(uc))
                 return              # EPOLLOUT resumes (uc_on_event)
             if n < 0 and (errno == EPIPE or errno == ECONNRESET):
                 uc_close(uc)
@@ -327,9 +327,9 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
             return
         x.coff += <uint64_t>n
         x.cleft -= <uint64_t>n
-        uc.out.bptr = bdata(b)
-        uc.out.blen = <uint32_t>n
-        uc.out.bbuf = b
+        uc.conn.out.bptr = bdata(b)
+        uc.conn.out.blen = <uint32_t>n
+        uc.conn.out.bbuf = b
     xlog_done(x)
     x_free(x)
     uc.x = NULL
@@ -357,8 +357,8 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     success; else start storing when RFC 9111 and this first cut allow."""
     global g_cache_seq
     cdef CacheRt* c = <CacheRt*>x.rule.cache
-    cdef llhttp_t* p = &dc.parser
-    cdef const char* base = bdata(dc.rbuf)
+    cdef llhttp_t* p = &dc.conn.parser
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef RespFacts f
     cdef CcDirs req
     cdef char path[512]
@@ -459,7 +459,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     x.cwfd = fd
     x.cseq = g_cache_seq
     x.cleft = ch.body_len           # body bytes still to be written
-    dc.flags &= ~DF_SPLICE          # the body passes through here to be written
+    dc.conn.flags &= ~DF_SPLICE          # the body passes through here to be written
 
 
 cdef bint cache_key_again(Exchange* x, char* out, uint32_t cap, uint32_t* klen) noexcept nogil:

@@ -26,7 +26,7 @@ cdef DConn* pool_closed_slot(DownstreamRt* d) noexcept nogil:
     """A closed extra slot of `d`, or NULL when all are open or opening."""
     cdef int j
     for j in range(d.nconns, d.nslots):
-        if d.conns[j].state == D_DOWN:
+        if d.conns[j].conn.state == D_DOWN:
             return &d.conns[j]
     return NULL
 

@@ -32,13 +32,13 @@ cdef int pp_accept(UConn* uc) noexcept nogil:
     cdef const uint8_t* a
     cdef int fam = 0, i, n
     cdef char where[48]
-    if uc.peer.family == AF_INET or uc.peer.family == AF_INET6:
-        a = edge_addr(&uc.peer, &fam)
+    if uc.conn.peer.family == AF_INET or uc.conn.peer.family == AF_INET6:
+        a = edge_addr(&uc.conn.peer, &fam)
         for i in range(pp.nfrom):
             if edge_net_match(&pp.nets[i], a, fam):
                 uc.pp_wait = 1
                 return 0
-    n = peer_format(&uc.peer, where, 48)
+    n = peer_format(&uc.conn.peer, where, 48)
     rp_elog(uc_errfd(uc), 4, "client %.*s: not in proxy-protocol-from: connection closed", n, where)
     return -1
 
@@ -102,10 +102,10 @@ cdef int pp_parse_v1(UConn* uc, const char* b, int n, int* used) noexcept nogil:
         return -1                        # the destination: checked, not used
     if pp_v1_addr(tok[2], tl[2], fam, addr) != 0 or pp_v1_port(tok[4], tl[4], &port) != 0:
         return -1
-    memset(uc.peer.addr, 0, 16)
-    memcpy(uc.peer.addr, addr, 4 if fam == AF_INET else 16)
-    uc.peer.family = fam
-    uc.peer.port = port
+    memset(uc.conn.peer.addr, 0, 16)
+    memcpy(uc.conn.peer.addr, addr, 4 if fam == AF_INET else 16)
+    uc.conn.peer.family = fam
+    uc.conn.peer.port = port
     return 0
 
 
@@ -123,14 +123,14 @@ cdef int pp_parse_v2(UConn* uc, const uint8_t* b, int n, int* used) noexcept nog
         return 0                         # LOCAL: the balancer's own check; keep the real peer
     fam = b[13] >> 4
     if fam == 1 and total >= 16 + 12:                # AF_INET: src, dst, sport, dport
-        memset(uc.peer.addr, 0, 16)
-        memcpy(uc.peer.addr, b + 16, 4)
-        uc.peer.family = AF_INET
-        uc.peer.port = <uint16_t>((<int>b[24] << 8) | b[25])
+        memset(uc.conn.peer.addr, 0, 16)
+        memcpy(uc.conn.peer.addr, b + 16, 4)
+        uc.conn.peer.family = AF_INET
+        uc.conn.peer.port = <uint16_t>((<int>b[24] << 8) | b[25])
     elif fam == 2 and total >= 16 + 36:
-        memcpy(uc.peer.addr, b + 16, 16)
-        uc.peer.family = AF_INET6
-        uc.peer.port = <uint16_t>((<int>b[48] << 8) | b[49])
+        memcpy(uc.conn.peer.addr, b + 16, 16)
+        uc.conn.peer.family = AF_INET6
+        uc.conn.peer.port = <uint16_t>((<int>b[48] << 8) | b[49])
     elif fam == 1 or fam == 2:
         return -1                        # too short for its family
     return 0                             # UNSPEC / unix: keep the real peer
@@ -144,7 +144,7 @@ cdef int pp_read(UConn* uc) noexcept nogil:
     cdef int rc, used = 0, k
     cdef char where[48]
     cdef const char* why = "malformed PROXY protocol header"
-    n = recv(uc.h.fd, b, PP_MAX, MSG_PEEK)
+    n = recv(uc.conn.h.fd, b, PP_MAX, MSG_PEEK)
     if n < 0:
         if errno == EAGAIN or errno == EINTR:
             return 1
@@ -168,10 +168,10 @@ cdef int pp_read(UConn* uc) noexcept nogil:
             rc = -1
         else:
             return 1
-    if rc == 0 and recv(uc.h.fd, b, <size_t>used, 0) != used:
+    if rc == 0 and recv(uc.conn.h.fd, b, <size_t>used, 0) != used:
         rc = -1
     if rc < 0:
-        k = peer_format(&uc.peer, where, 48)
+        k = peer_format(&uc.conn.peer, where, 48)
         rp_elog(uc_errfd(uc), 4, "client %.*s: %s: connection closed", k, where, why)
         uc_close(uc)
         return -1
