@@ -19,7 +19,7 @@ cdef extern from *:
     const int RPROXY_CHECK_STATES
 
 cdef enum:
-    CLIENT_NMOVES = 41
+    CLIENT_NMOVES = 42
     DOWNSTREAM_NMOVES = 9
     RESPONSE_NMOVES = 6
 
@@ -27,8 +27,9 @@ cdef enum:
 # downstream or is read ahead, the response comes back, and the connection
 # is kept (idle) or closed.  Any state before the response may answer with a
 # response of rproxy's own (-> U_WAIT, or U_CLOSING to close after it); a
-# replayed request waits for a downstream again (-> U_PENDING).
-cdef uint8_t CLIENT_MOVES[82]
+# request replayed after a failed attempt waits for a downstream again
+# (-> U_PENDING) or is sent again at once (-> U_BODY).
+cdef uint8_t CLIENT_MOVES[84]
 CLIENT_MOVES[:] = [
     U_IDLE, U_HEAD,
     U_IDLE, U_WAIT,
@@ -62,6 +63,7 @@ CLIENT_MOVES[:] = [
     U_BODY, U_LINGER,
     U_BODY, U_CLOSED,
     U_WAIT, U_IDLE,
+    U_WAIT, U_BODY,
     U_WAIT, U_PENDING,
     U_WAIT, U_CLOSING,
     U_WAIT, U_TUNNEL,
@@ -124,6 +126,9 @@ cdef void state_move_refused(const char* machine, const char** names, uint8_t be
                              uint8_t after) noexcept nogil:
     rp_elog(2, 0, "rproxy: %s state %s -> %s is not in the state table (states.pxi): aborting",
             machine, names[before], names[after])
+    if g_errfd > 2:
+        rp_elog(g_errfd, 0, "%s state %s -> %s is not in the state table (states.pxi): aborting",
+                machine, names[before], names[after])
     abort()
 
 
@@ -154,17 +159,21 @@ cdef inline void dc_move_phase(DConn* dc, uint8_t after) noexcept nogil:
     dc.phase = after
 
 
-cdef object state_table(const uint8_t* moves, int nmoves, const char** names, int nstates):
-    states = [names[i].decode() for i in range(nstates)]
-    return states, [(states[moves[2 * i]], states[moves[2 * i + 1]]) for i in range(nmoves)]
+def _state_table(flat, names):
+    states = [n.decode() for n in names]
+    return states, [(states[flat[i]], states[flat[i + 1]]) for i in range(0, len(flat), 2)]
 
 
 def state_tables():
     """The three tables, for the unit tests: {machine: (state names, [(from, to), ...])}."""
+    cdef int i
     return {
-        "client": state_table(CLIENT_MOVES, CLIENT_NMOVES, CLIENT_STATE_NAMES, U_NSTATES),
-        "downstream": state_table(DOWNSTREAM_MOVES, DOWNSTREAM_NMOVES, DOWNSTREAM_STATE_NAMES, D_NSTATES),
-        "response": state_table(RESPONSE_MOVES, RESPONSE_NMOVES, RESPONSE_PHASE_NAMES, R_NPHASES),
+        "client": _state_table([CLIENT_MOVES[i] for i in range(2 * CLIENT_NMOVES)],
+                               [CLIENT_STATE_NAMES[i] for i in range(U_NSTATES)]),
+        "downstream": _state_table([DOWNSTREAM_MOVES[i] for i in range(2 * DOWNSTREAM_NMOVES)],
+                                   [DOWNSTREAM_STATE_NAMES[i] for i in range(D_NSTATES)]),
+        "response": _state_table([RESPONSE_MOVES[i] for i in range(2 * RESPONSE_NMOVES)],
+                                 [RESPONSE_PHASE_NAMES[i] for i in range(R_NPHASES)]),
     }
 
 
