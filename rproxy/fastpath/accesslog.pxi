@@ -208,8 +208,8 @@ cdef inline int x_errfd(Exchange* x) noexcept nogil:
 
 
 cdef inline int uc_errfd(UConn* uc) noexcept nogil:
-    if uc.x != NULL:
-        return x_errfd(uc.x)
+    if uc.xhead != NULL:
+        return x_errfd(uc.xhead)
     return uc.srv.errfd if uc.srv.errfd > 0 else g_errfd
 
 

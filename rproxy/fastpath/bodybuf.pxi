@@ -280,7 +280,7 @@ cdef void rsp_buffer_failed(UConn* uc, BodyBuf* bb) noexcept nogil:
     """A temp file write failed: say so once; the response goes on without
     the file (the downstream waits for the client again)."""
     c_errors_inc()
-    rp_elog(x_errfd(uc.x) if uc.x != NULL else uc_errfd(uc), 3,
+    rp_elog(x_errfd(uc.xhead) if uc.xhead != NULL else uc_errfd(uc), 3,
             "response buffering: temp file in %s: %s; holding the downstream connection instead",
             g_temp_dir, strerror(bb.err if bb.err else errno))
     bb.file_max = bb.fwr
@@ -325,7 +325,7 @@ cdef void rsp_absorb(UConn* uc) noexcept nogil:
     """The client's socket is full while its output still borrows dc's read
     buffer: move those bytes into the response buffer, so the downstream
     can be read on."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef DConn* dc
     if x == NULL or x.dc == NULL or not (x.flags & XF_RESP_BUFFER):
         return
@@ -435,7 +435,7 @@ cdef void req_buffer_start(UConn* uc) noexcept nogil:
     """The request is routed and has a body: read all of it first (nginx's
     proxy_request_buffering).  A client waiting for 100 Continue gets it from
     rproxy, and the downstream gets no Expect."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     uc_move(uc, U_BUFFER)
     timer_arm(&uc.conn.timer, uc_read_timeout(uc))
     if not (x.flags & XF_HTTP10) and x_expects_continue(uc, x):
@@ -464,7 +464,7 @@ cdef bint req_over_limit(UConn* uc, uint64_t raw) noexcept nogil:
 cdef void req_buffer_body(UConn* uc) noexcept nogil:
     """Parse the body bytes read so far (they stay where they are); once the
     message is complete, start the exchange."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef char* base = bdata(uc.conn.rbuf)
     cdef llhttp_errno_t err
     cdef uint32_t before
@@ -506,7 +506,7 @@ cdef bint req_spill(UConn* uc) noexcept nogil:
     room to read into now.  False: the request was answered (413, 507, 500),
     or the body is larger than the buffer may hold (no client-max-body-size,
     over max-temp-file-size): then it is started now and streams the rest."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef char* base = bdata(uc.conn.rbuf)
     cdef uint32_t n = uc.conn.rpos - x.head_end
     cdef uint64_t file_max, mem_max = uc.srv.client_body_buffer_size

@@ -282,7 +282,7 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age) noexc
 cdef void cache_pump(UConn* uc) noexcept nogil:
     """Write the hit's body while the client takes it (sendfile on a plain
     connection, bounded preads through OpenSSL on TLS); then end the exchange."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef Buf* b
     cdef ssize_t n
     cdef uint32_t want
@@ -331,8 +331,7 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
         uc.conn.out.blen = <uint32_t>n
         uc.conn.out.bbuf = b
     xlog_done(x)
-    x_free(x)
-    uc.x = NULL
+    uc_x_end(uc)
     uc_after_response(uc)
 
 

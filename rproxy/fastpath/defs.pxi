@@ -287,7 +287,8 @@ cdef struct Exchange:
     Exchange* next          # free list / pending queue (first: the free list's link)
     Exchange* prev
     Exchange* pnext         # the next request in flight on the same downstream connection
-    UConn* uc
+    Exchange* unext         # the next (newer) exchange of the same client connection
+    UConn* uc               # the client connection that owns it
     DConn* dc
     RuleRt* rule
     Timer ptimer            # pending-timeout
@@ -352,9 +353,9 @@ cdef struct Conn:
     uint32_t rpos           # parsed up to here
     uint32_t fpos           # forwarded (or skipped) up to here
     uint32_t rend           # data ends here
+    Peer peer               # client: its address; downstream: the address connected to (here: no padding)
     Out out
     Timer timer
-    Peer peer               # client: its address; downstream: the address connected to
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
 
@@ -364,20 +365,27 @@ cdef struct UConn:
     UConn* prev             # all client connections of the worker
     UConn* next
     UConn* rnext            # ready list
-    uint32_t mstart         # the current message head starts here
-    Exchange* x
+    # The exchanges this connection owns, oldest first, linked by
+    # Exchange.unext (uc_x_push / uc_x_end, upstream.pxi).  HTTP/1.1 holds
+    # one at a time today (the parser pauses at the end of each request
+    # until its response is out); HTTP/2 streams would hold several.
+    Exchange* xhead         # the oldest: its response is the one written to the client
+    Exchange* xtail         # the newest: its request is the one being parsed
     BodyBuf* rbb            # response bytes the client has not taken yet (bodybuf.pxi)
+    uint32_t mstart         # the current message head starts here
     uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
 
 cdef struct DConn:
     Conn conn
-    uint8_t phase
+    uint8_t phase           # R_*: the response being read
+    uint8_t extra           # a slot beyond `connections`: opened on demand, closed when idle
+    uint16_t ninflight      # exchanges in flight (1 unless the downstream pipelines)
+    uint16_t local_port
     DownstreamRt* ds
     DConn* iprev            # idle list of the downstream
     DConn* inext
     Exchange* x             # the exchange whose response is read (oldest in flight)
     Exchange* xlast         # the newest in flight: its request is the one being written
-    uint16_t ninflight      # exchanges in flight (1 unless the downstream pipelines)
     uint32_t fend           # forwardable end (differs from rpos when dechunking)
     uint32_t hstart         # the current response head starts here
     uint32_t nreq           # requests served on this connection
@@ -385,8 +393,6 @@ cdef struct DConn:
     int64_t connected_at
     int64_t assigned_at
     int64_t idle_since      # ms
-    uint16_t local_port
-    uint8_t extra           # a slot beyond `connections`: opened on demand, closed when idle
 
 cdef struct DownstreamRt:
     int index

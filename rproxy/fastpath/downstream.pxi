@@ -394,7 +394,7 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
             if dc_send(dc) != 0:
                 return
             uc_forward_body(uc)
-            if uc.conn.state == U_CLOSED or uc.x != x:
+            if uc.conn.state == U_CLOSED or uc.xhead != x:
                 return
             uc_read(uc)
             if x.dc != dc:
@@ -767,8 +767,7 @@ cdef void dc_response_done(DConn* dc) noexcept nogil:
         cache_commit(x)
     dc_detach(dc)
     xlog_done(x)
-    x_free(x)
-    uc.x = NULL
+    uc_x_end(uc)
     uc_move(uc, U_WAIT)
     if reuse:
         idle_push(dc)

@@ -319,7 +319,7 @@ cdef int edge_on_head(UConn* uc, Exchange* x) noexcept nogil:
 cdef bint edge_on_drained(UConn* uc) noexcept nogil:
     """Hook in uc_on_drained: a response of ours (static file, redirect) is
     in progress on this connection.  True when it handled the event."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if x == NULL or x.dc != NULL:
         return False
     if x.sf_fd >= 0:

@@ -122,17 +122,19 @@ cdef void collect_connection_tokens(Tokens* t, const char* base, Header* hs, int
             tokens_add_list(t, base + hs[i].value.off, hs[i].value.len)
 
 
-# ---- request parser callbacks (parser.data = UConn*) -----------------------
+# ---- request parser callbacks (parser.data = UConn*; the exchange is its newest, uc.xtail) --
 
 cdef int req_on_message_begin(llhttp_t* p) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    if uc.x == NULL:
-        uc.x = x_new(uc)
-        if uc.x == NULL:
+    cdef Exchange* x = uc.xtail
+    if x == NULL:
+        x = x_new(uc)
+        if x == NULL:
             return -1
+        uc_x_push(uc, x)
     uc_move(uc, U_HEAD)
     uc.mstart = uc.conn.rpos
-    uc.x.t_start = g_now
+    x.t_start = g_now
     return 0
 
 
@@ -193,7 +195,7 @@ cdef int conn_on_message_complete(llhttp_t* p) noexcept nogil:
 
 cdef int req_on_method(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xtail
     if x.method_sp.len == 0:
         uc.mstart = conn_off(&uc.conn, at)
     span_grow(&x.method_sp, &uc.conn, at, n)
@@ -202,7 +204,7 @@ cdef int req_on_method(llhttp_t* p, const char* at, size_t n) noexcept nogil:
 
 cdef int req_on_url(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xtail
     span_grow(&x.url_sp, &uc.conn, at, n)
     if x.url_sp.len > uc.srv.max_request_line:
         x.err_status = 414
@@ -212,7 +214,7 @@ cdef int req_on_url(llhttp_t* p, const char* at, size_t n) noexcept nogil:
 
 cdef int req_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xtail
     if uc.conn.state != U_HEAD:
         return 0                    # a trailer field: forwarded with the body bytes, never a header
     if header_on_field(&uc.conn, x, x.req, &x.nreq, uc.srv.max_headers, at, n) != 0:
@@ -223,7 +225,7 @@ cdef int req_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept nog
 
 cdef int req_on_header_value(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xtail
     if uc.conn.state != U_HEAD:
         return 0                    # a trailer value (see req_on_header_field)
     header_on_value(&uc.conn, x, &x.req[x.nreq - 1], at, n)

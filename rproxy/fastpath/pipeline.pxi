@@ -168,8 +168,7 @@ cdef void pipe_response_done(DConn* dc) noexcept nogil:
     ds.fails_in_row = 0
     ds.ejections = 0
     dc_detach(dc)                   # keeps the bytes already read past this response
-    x_free(x)
-    uc.x = NULL
+    uc_x_end(uc)
     uc_move(uc, U_WAIT)
     if dc.x != NULL:
         dc_move_phase(dc, R_HEAD)

@@ -67,11 +67,11 @@ cdef int probe_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil
         rule = request_admit(uc, &status)
         if rule == NULL:
             return status
-        uc.x.rule = rule
-        build_request_head(w, uc, uc.x, &g_probe_ds)
+        uc.xhead.rule = rule
+        build_request_head(w, uc, uc.xhead, &g_probe_ds)
         return 0
     if err == HPE_OK:
-        if uc.x != NULL and uc.conn.rend - uc.mstart > g_probe_srv.max_header_size:
+        if uc.xhead != NULL and uc.conn.rend - uc.mstart > g_probe_srv.max_header_size:
             return 431
         return -1
     return parse_error_status(uc, err)
@@ -100,7 +100,7 @@ def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
         raise MemoryError()
     rb.cap = n + 1
     uc.conn.rbuf = rb
-    uc.x = NULL
+    uc.xhead = NULL
     w.p = bdata(ob)
     w.end = w.p + 65536
     w.overflow = 0
@@ -115,8 +115,8 @@ def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
             return ("reject", 431)
         return ("forward", bytes(bdata(ob)[:w.p - bdata(ob)]), uc.conn.rpos)
     finally:
-        if uc.x != NULL:
-            x_free(uc.x)
+        if uc.xhead != NULL:
+            x_free(uc.xhead)
         free(uc)
         free(rb)
         free(ob)
@@ -145,9 +145,8 @@ def bench_parse_request(bytes data, int rounds, policy=()):
             w.overflow = 0
             if probe_one(uc, d, n, &w) == 0:
                 ok += 1
-            if uc.x != NULL:
-                x_free(uc.x)
-                uc.x = NULL
+            if uc.xhead != NULL:
+                uc_x_end(uc)
     free(uc)
     free(rb)
     free(ob)
@@ -281,7 +280,7 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
         if probe_one(uc, request, len(request), &w) != 0:
             raise ValueError("the request was not accepted")
         uc.conn.peer.port = 54321
-        x = uc.x
+        x = uc.xhead
         x.head_end = uc.conn.rpos            # as uc_process records it
         memcpy(g_probe_rule.name, b"api", 4)
         memcpy(g_probe_vhost.name, b"example.com", 12)
@@ -329,8 +328,8 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
         timer_stop(&g_log_timer)
         return sink.buf[:sink.len]
     finally:
-        if uc.x != NULL:
-            x_free(uc.x)
+        if uc.xhead != NULL:
+            x_free(uc.xhead)
         if al != NULL:
             _alog_free(al)
         free(sink.buf)

@@ -209,5 +209,5 @@ cdef void redirect_connected(DConn* t) noexcept nogil:
     uc.conn.flags |= CN_READABLE
     timer_arm(&uc.conn.timer, uc.srv.tunnel_timeout_ms)
     tun_up(uc)                      # flushes the replayed head first
-    if uc.x == x and uc.conn.state != U_CLOSED:
+    if uc.xhead == x and uc.conn.state != U_CLOSED:
         tun_down(t)

@@ -660,7 +660,7 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
 cdef void static_pump(UConn* uc) noexcept nogil:
     """Send more of the file: until the socket is full, the file is done, or
     the client is gone."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef ssize_t n
     cdef long off
     cdef size_t want

@@ -73,7 +73,7 @@ cdef void tunnel_start(Exchange* x, DConn* dc) noexcept nogil:
     uc.conn.flags |= CN_READABLE
     timer_arm(&uc.conn.timer, uc.srv.tunnel_timeout_ms)
     tun_down(t)
-    if uc.x == x and uc.conn.state != U_CLOSED:
+    if uc.xhead == x and uc.conn.state != U_CLOSED:
         tun_up(uc)
 
 
@@ -98,7 +98,7 @@ cdef void tunnels_free_dead() noexcept nogil:
 
 cdef void tun_maybe_done(UConn* uc) noexcept nogil:
     """Both directions ended and everything was delivered: close."""
-    cdef DConn* t = uc.x.dc
+    cdef DConn* t = uc.xhead.dc
     if (uc.conn.flags & CN_TUN_EOF) and (t.conn.flags & CN_TUN_EOF) \
             and out_empty(&uc.conn.out) and out_empty(&t.conn.out):
         uc_close(uc)
@@ -113,7 +113,7 @@ cdef void tun_relay(Exchange* x, Conn* src, Conn* dst) noexcept nogil:
     cdef uint32_t moved
     cdef ssize_t n
     cdef int r
-    while uc.conn.state != U_CLOSED and uc.x == x:
+    while uc.conn.state != U_CLOSED and uc.xhead == x:
         if not out_empty(&dst.out):
             if to_client:
                 r = uc_send(uc)
@@ -160,7 +160,7 @@ cdef void tun_relay(Exchange* x, Conn* src, Conn* dst) noexcept nogil:
 
 cdef inline void tun_up(UConn* uc) noexcept nogil:
     """Client -> downstream."""
-    tun_relay(uc.x, &uc.conn, &uc.x.dc.conn)
+    tun_relay(uc.xhead, &uc.conn, &uc.xhead.dc.conn)
 
 
 cdef inline void tun_down(DConn* t) noexcept nogil:

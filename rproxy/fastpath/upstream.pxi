@@ -91,9 +91,9 @@ cdef void x_free(Exchange* x) noexcept nogil:
 
 
 cdef void x_drop(UConn* uc) noexcept nogil:
-    """End the client's current exchange, whatever state it is in: a
+    """End the client's oldest exchange, whatever state it is in: a
     downstream connection still attached cannot be trusted and is closed."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if x == NULL:
         return
     if x.dc != NULL:
@@ -103,8 +103,29 @@ cdef void x_drop(UConn* uc) noexcept nogil:
             pipe_drop(x.dc, x)      # in flight behind another client's exchange
         else:
             dc_abandon(x.dc)
+    uc_x_end(uc)
+
+
+cdef inline void uc_x_push(UConn* uc, Exchange* x) noexcept nogil:
+    """A new exchange of this connection: the newest (its request is parsed next)."""
+    x.unext = NULL
+    if uc.xtail != NULL:
+        uc.xtail.unext = x
+    else:
+        uc.xhead = x
+    uc.xtail = x
+
+
+cdef void uc_x_end(UConn* uc) noexcept nogil:
+    """The oldest exchange of this connection is over: freed, and the next
+    one (if any) becomes the oldest.  It is freed while still the
+    connection's, so its log line and messages name its vhost."""
+    cdef Exchange* x = uc.xhead
+    cdef Exchange* nxt = x.unext
     x_free(x)
-    uc.x = NULL
+    uc.xhead = nxt
+    if nxt == NULL:
+        uc.xtail = NULL
 
 
 # ---- pending queue ---------------------------------------------------------------
@@ -234,7 +255,8 @@ cdef void uc_close(UConn* uc) noexcept nogil:
     global g_uconns, g_nuconns, g_dead
     if uc.conn.state == U_CLOSED:
         return
-    x_drop(uc)
+    while uc.xhead != NULL:
+        x_drop(uc)                  # every exchange it owns
     conn_release(&uc.conn)
     rsp_release(uc)
     if uc.conn.flags & UF_IN_LIST:
@@ -256,7 +278,7 @@ cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
     """Close after the last response.  If the client may still be sending
     (an unread body, pipelined bytes), shut our side and discard its input for
     a moment first, so a reset does not destroy the response in flight."""
-    if (uc.conn.rend > uc.conn.rpos or uc.x != NULL) and not (uc.conn.flags & CN_RDHUP):
+    if (uc.conn.rend > uc.conn.rpos or uc.xhead != NULL) and not (uc.conn.flags & CN_RDHUP):
         x_drop(uc)
         conn_shut_wr(uc.conn.h.fd, uc.conn.tls)
         uc_move(uc, U_LINGER)
@@ -271,14 +293,14 @@ cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
 cdef inline int64_t uc_read_timeout(UConn* uc) noexcept nogil:
     """A rule's upstream-read-timeout replaces the server's once a request
     is routed to it, and only when it is set (RProxy applied {0,0} when unset)."""
-    if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_read_ms:
-        return uc.x.rule.up_read_ms
+    if uc.xhead != NULL and uc.xhead.rule != NULL and uc.xhead.rule.up_read_ms:
+        return uc.xhead.rule.up_read_ms
     return uc.srv.client_body_timeout_ms     # (only request bodies are read under it)
 
 
 cdef inline int64_t uc_write_timeout(UConn* uc) noexcept nogil:
-    if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_write_ms:
-        return uc.x.rule.up_write_ms
+    if uc.xhead != NULL and uc.xhead.rule != NULL and uc.xhead.rule.up_write_ms:
+        return uc.xhead.rule.up_write_ms
     return uc.srv.send_timeout_ms
 
 
@@ -287,8 +309,8 @@ cdef int uc_send(UConn* uc) noexcept nogil:
     -1: the client is gone (the connection has been closed)."""
     cdef uint32_t moved
     cdef int r = conn_send(&uc.conn, &moved)
-    if uc.x != NULL:
-        uc.x.log.bytes_out += moved
+    if uc.xhead != NULL:
+        uc.xhead.log.bytes_out += moved
     if r == 0:
         return 0
     if r > 0:
@@ -302,7 +324,7 @@ cdef int uc_send(UConn* uc) noexcept nogil:
 cdef void uc_on_drained(UConn* uc) noexcept nogil:
     """The client took all its pending output (after EPOLLOUT): continue
     whatever was waiting for that."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if uc.conn.state == U_CLOSING:
         uc_close_gracefully(uc)
         return
@@ -346,7 +368,7 @@ cdef void uc_after_response(UConn* uc) noexcept nogil:
 cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
     """Answer with a response of the proxy's own (4xx/5xx)."""
     cdef Canned* c = canned_get(status)
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.conn.tls != NULL and (uc.conn.tls.flags & TF_WPEND)):
         uc_close(uc)                # half a response is out: only closing is honest
         return
@@ -385,7 +407,7 @@ cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
     it: can the connection be kept?  (Steps the parser over an empty body.)"""
     cdef llhttp_errno_t err
     cdef bint keep = False
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if x != NULL and not (x.flags & XF_REQ_DONE) and (x.flags & XF_KEEPALIVE) and uc_request_bodyless(uc):
         # step the parser over the (empty) body to the end of the message
         err = llhttp_execute(&uc.conn.parser, bdata(uc.conn.rbuf) + uc.conn.rpos, 0)
@@ -415,23 +437,23 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
         uc.conn.flags |= CN_WRITABLE
         if not out_empty(&uc.conn.out):
             r = uc_pump(uc)
-            if r > 0 and uc.x != NULL and uc.x.dc != NULL and uc.x.dc.x == uc.x \
-                    and rsp_may_read(uc.x.dc, uc):
-                dc_read(uc.x.dc)        # room in the response buffer again
+            if r > 0 and uc.xhead != NULL and uc.xhead.dc != NULL and uc.xhead.dc.x == uc.xhead \
+                    and rsp_may_read(uc.xhead.dc, uc):
+                dc_read(uc.xhead.dc)        # room in the response buffer again
             if r != 0:
                 return
             uc_on_drained(uc)
             if uc.conn.state == U_CLOSED:
                 return
-        elif uc.x != NULL and uc.x.pipe != NULL and uc.x.pipe.len and uc.x.dc != NULL:
-            dc_read(uc.x.dc)            # a spliced body waits in its pipe for this client
+        elif uc.xhead != NULL and uc.xhead.pipe != NULL and uc.xhead.pipe.len and uc.xhead.dc != NULL:
+            dc_read(uc.xhead.dc)            # a spliced body waits in its pipe for this client
             if uc.conn.state == U_CLOSED:
                 return
-        elif uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL:
+        elif uc.xhead != NULL and uc.xhead.cfd >= 0 and uc.xhead.dc == NULL:
             cache_pump(uc)              # a hit's body waits for room (sendfile, cache.pxi)
             if uc.conn.state == U_CLOSED:
                 return
-        elif uc.x != NULL and uc.x.sf_fd >= 0:
+        elif uc.xhead != NULL and uc.xhead.sf_fd >= 0:
             static_pump(uc)             # a static file waits for room (static.pxi)
             if uc.conn.state == U_CLOSED:
                 return
@@ -445,14 +467,14 @@ cdef bint uc_wants_input(UConn* uc) noexcept nogil:
     if st == U_IDLE or st == U_HEAD or st == U_LINGER or st == U_BUFFER:
         return True
     if st == U_BODY:
-        return uc.x.dc != NULL and out_empty(&uc.x.dc.conn.out) and uc.conn.rpos == uc.conn.rend
+        return uc.xhead.dc != NULL and out_empty(&uc.xhead.dc.conn.out) and uc.conn.rpos == uc.conn.rend
     return False
 
 
 cdef void uc_shift(UConn* uc, uint32_t d) noexcept nogil:
     """Move the unconsumed tail of the read buffer down by d bytes, keeping the
     recorded spans of a head in progress valid."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     conn_shift(&uc.conn, d)
     uc.mstart = uc.mstart - d if uc.mstart >= d else 0
     if x != NULL and uc.conn.state == U_HEAD:
@@ -471,14 +493,14 @@ cdef bint uc_make_room(UConn* uc) noexcept nogil:
         if uc.mstart > 0:
             uc_shift(uc, uc.mstart)
             return True
-        uc_respond(uc, 431 if uc.x.url_sp.len and uc.x.nreq else 414, False)
+        uc_respond(uc, 431 if uc.xhead.url_sp.len and uc.xhead.nreq else 414, False)
         return False
     if uc.conn.state == U_BUFFER:
         return req_spill(uc)        # bodybuf.pxi
     # everything before rpos is consumed (uc_wants_input checked it)
     if uc.conn.state == U_BODY:
-        xlog_keep_request(uc.x, uc)
-        uc.x.flags |= XF_BODY_SPILLED   # the start of this request is about to be overwritten
+        xlog_keep_request(uc.xhead, uc)
+        uc.xhead.flags |= XF_BODY_SPILLED   # the start of this request is about to be overwritten
     if uc.conn.rpos == uc.conn.rend:
         uc.conn.rpos = 0
         uc.conn.fpos = 0
@@ -511,8 +533,8 @@ cdef void uc_read(UConn* uc) noexcept nogil:
         if not uc_make_room(uc):
             return
         room = uc.conn.rbuf.cap - uc.conn.rend
-        if uc.conn.state == U_BODY and uc.x.dc.ds.high_watermark and room > uc.x.dc.ds.high_watermark:
-            room = uc.x.dc.ds.high_watermark    # the downstream's high-watermark bounds the upload in flight
+        if uc.conn.state == U_BODY and uc.xhead.dc.ds.high_watermark and room > uc.xhead.dc.ds.high_watermark:
+            room = uc.xhead.dc.ds.high_watermark    # the downstream's high-watermark bounds the upload in flight
         n = conn_read(&uc.conn, room, uc.conn.state == U_LINGER)     # lingering discards raw bytes
         if n > 0:
             if uc.conn.state == U_LINGER:
@@ -550,8 +572,8 @@ cdef int parse_error_status(UConn* uc, llhttp_errno_t err) noexcept nogil:
     """The status for a request llhttp refused: a limit we stopped it for
     (414/431), 505 for a well-formed but unsupported HTTP version, else 400."""
     cdef const char* reason
-    if uc.x != NULL and uc.x.err_status:
-        return uc.x.err_status
+    if uc.xhead != NULL and uc.xhead.err_status:
+        return uc.xhead.err_status
     if err == HPE_INVALID_VERSION:
         reason = llhttp_get_error_reason(&uc.conn.parser)
         if reason != NULL and strcmp(reason, "Invalid HTTP version") == 0:
@@ -598,7 +620,7 @@ cdef void uc_process(UConn* uc) noexcept nogil:
                 llhttp_resume(&uc.conn.parser)
                 if uc.conn.flags & CN_HEAD_DONE:
                     uc.conn.flags &= ~CN_HEAD_DONE
-                    uc.x.head_end = uc.conn.rpos
+                    uc.xhead.head_end = uc.conn.rpos
                     if uc.conn.rpos - uc.mstart > uc.srv.max_header_size:
                         uc_respond(uc, 431, False)
                         return
@@ -622,7 +644,7 @@ cdef RuleRt* request_admit(UConn* uc, int* status) noexcept nogil:
     CONNECT, 413 body too large, 417 Expect, 501 unknown transfer coding,
     505 not HTTP/1.x; x.why says why when it is worth a log line).
     *status 0 with NULL never happens."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef llhttp_t* p = &uc.conn.parser
     cdef uint8_t m = p.method
     cdef int st
@@ -693,7 +715,7 @@ cdef bint request_upgrade_wanted(UConn* uc, Exchange* x) noexcept nogil:
 
 cdef void uc_on_head(UConn* uc) noexcept nogil:
     """A request head is complete in [mstart, rpos): route it and start it."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef int status = 0
     cdef RuleRt* rule = request_admit(uc, &status)
     cdef char where[48]
@@ -740,7 +762,7 @@ cdef void uc_start(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
 
 cdef void uc_dispatch(UConn* uc) noexcept nogil:
     """Start a routed request: a downstream connection now, or the pending queue."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef RuleRt* rule = x.rule
     cdef DConn* dc
     if (x.flags & XF_IDEMPOTENT) and not (x.flags & XF_UPGRADE) and not rule.passthrough \
@@ -821,14 +843,14 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
         timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
     timer_arm(&uc.conn.timer, uc_read_timeout(uc))
     uc_forward_body(uc)
-    if uc.conn.state != U_CLOSED and uc.x == x:
+    if uc.conn.state != U_CLOSED and uc.xhead == x:
         uc_read(uc)
 
 
 cdef void uc_forward_body(UConn* uc) noexcept nogil:
     """Move request bytes to the downstream until the request is complete,
     the downstream socket is full, or more client bytes are needed."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef DConn* dc = x.dc
     cdef char* base
     cdef llhttp_errno_t err
@@ -882,8 +904,8 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
 
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.conn.state
-    if not out_empty(&uc.conn.out) or (uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL) \
-            or (uc.x != NULL and uc.x.sf_fd >= 0):      # a cache hit (cache.pxi) or a static file (static.pxi)
+    if not out_empty(&uc.conn.out) or (uc.xhead != NULL and uc.xhead.cfd >= 0 and uc.xhead.dc == NULL) \
+            or (uc.xhead != NULL and uc.xhead.sf_fd >= 0):      # a cache hit (cache.pxi) or a static file (static.pxi)
         rp_elog(uc_errfd(uc), 5, "client took no response bytes for %lld ms (send-timeout): closing",
                 uc_write_timeout(uc))
         uc_close(uc)
