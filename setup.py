@@ -10,7 +10,8 @@ symbols from it.
 
 RPROXY_SANITIZE=1 builds the sanitizer variant (AddressSanitizer + UBSan, see
 README "Memory safety"): `-fsanitize=address,undefined -fno-omit-frame-pointer
--O1 -g` on the compile AND the link line, placed last so they win over
+-O1 -g` on the compile AND the link line, and RPROXY_CHECK_STATES (every
+state move checked against fastpath/states.pxi's tables), placed last so they win over
 CFLAGS and over the normal build's -O2, and objects kept under build/asan so
 a normal build's up-to-date objects are never reused for it (or the reverse).
 llhttp must be rebuilt the same way for its code to be checked too:
@@ -115,6 +116,10 @@ def extensions():
     cinc, cdirs, clibs = find_compression_libs()
     debug = os.environ.get("RPROXY_DEBUG") == "1"
     macros = [("RPROXY_DEBUG", "1" if debug else "0")]
+    # every state move checked against its table (fastpath/states.pxi): the
+    # sanitizer build, or any build with RPROXY_CHECK_STATES=1
+    if SANITIZE or os.environ.get("RPROXY_CHECK_STATES") == "1":
+        macros.append(("RPROXY_CHECK_STATES", "1"))
     # -O2 comes after CFLAGS on the command line (extra_compile_args are last),
     # so the sanitizer build must not add it: its own -O1 -g win instead.
     compile_args = ["-fno-strict-aliasing", "-Wno-unused-function"]

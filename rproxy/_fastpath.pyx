@@ -20,11 +20,13 @@ cdef extern from "rp_util.h" nogil:
 
 include "fastpath/defs.pxi"
 include "fastpath/globals.pxi"
+include "fastpath/states.pxi"
 include "fastpath/metrics.pxi"
 include "fastpath/buffers.pxi"
 include "fastpath/bodybuf.pxi"
 include "fastpath/tls.pxi"
 include "fastpath/timers.pxi"
+include "fastpath/conn.pxi"
 include "fastpath/accesslog.pxi"
 include "fastpath/http.pxi"
 include "fastpath/routing.pxi"

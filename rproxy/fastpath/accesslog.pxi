@@ -208,8 +208,8 @@ cdef inline int x_errfd(Exchange* x) noexcept nogil:
 
 
 cdef inline int uc_errfd(UConn* uc) noexcept nogil:
-    if uc.x != NULL:
-        return x_errfd(uc.x)
+    if uc.xhead != NULL:
+        return x_errfd(uc.xhead)
     return uc.srv.errfd if uc.srv.errfd > 0 else g_errfd
 
 
@@ -236,7 +236,7 @@ cdef inline void xlog_init(Exchange* x) noexcept nogil:
 cdef inline void xlog_attach(Exchange* x, DConn* dc) noexcept nogil:
     x.log.ds = dc.ds
     x.log.ds_sport = dc.local_port
-    x.log.ds_peer = dc.peer
+    x.log.ds_peer = dc.conn.peer
     x.log.t_ds_us = g_now_us
     x.log.t_ds_head_us = 0
 
@@ -280,11 +280,11 @@ cdef void xlog_redirected(Exchange* x, DConn* t) noexcept nogil:
     configured downstream that redirected)."""
     cdef uint8_t ss[128]
     cdef socklen_t sl = 128
-    if getpeername(t.h.fd, <sockaddr*>ss, &sl) == 0:
+    if getpeername(t.conn.h.fd, <sockaddr*>ss, &sl) == 0:
         peer_from_sockaddr(&x.log.ds_peer, ss)
     sl = 128
     x.log.ds_sport = 0
-    if getsockname(t.h.fd, <sockaddr*>ss, &sl) == 0 and (<sockaddr*>ss).sa_family != AF_UNIX:
+    if getsockname(t.conn.h.fd, <sockaddr*>ss, &sl) == 0 and (<sockaddr*>ss).sa_family != AF_UNIX:
         x.log.ds_sport = ntohs((<sockaddr_in*>ss).sin_port)
 
 
@@ -305,7 +305,7 @@ cdef void xlog_response_head(Exchange* x, DConn* dc) noexcept nogil:
     cdef AccessLog* al
     x.log.t_ds_head_us = g_now_us
     x.log.flags |= XL_RESP_HEAD
-    x.log.body_base = x.log.bytes_out + uc.out.hlen + uc.out.blen
+    x.log.body_base = x.log.bytes_out + uc.conn.out.hlen + uc.conn.out.blen
     al = xlog_target(x)
     if al != NULL and al.ndshdr and x.log.resp_copy == NULL:
         xlog_copy_response_headers(x, dc, al)
@@ -314,7 +314,7 @@ cdef void xlog_response_head(Exchange* x, DConn* dc) noexcept nogil:
 cdef void xlog_copy_response_headers(Exchange* x, DConn* dc, AccessLog* al) noexcept nogil:
     """resp_copy = ndshdr (offset, length) pairs (length 0xffffffff: absent),
     then the values."""
-    cdef const char* base = bdata(dc.rbuf)
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef int i, k
     cdef int found[64]
     cdef uint32_t total = 0
@@ -352,7 +352,7 @@ cdef void xlog_keep_request(Exchange* x, UConn* uc) noexcept nogil:
     copy its request head if the access log will read it."""
     cdef AccessLog* al
     cdef uint32_t lo, n
-    if x == NULL or x.log.req_copy != NULL or (x.log.flags & XL_REQ_LOST) or uc.rbuf == NULL \
+    if x == NULL or x.log.req_copy != NULL or (x.log.flags & XL_REQ_LOST) or uc.conn.rbuf == NULL \
             or x.head_end == 0:
         return
     al = xlog_target(x)
@@ -364,7 +364,7 @@ cdef void xlog_keep_request(Exchange* x, UConn* uc) noexcept nogil:
     if x.log.req_copy == NULL:
         x.log.flags |= XL_REQ_LOST
         return
-    memcpy(x.log.req_copy, bdata(uc.rbuf) + lo, n)
+    memcpy(x.log.req_copy, bdata(uc.conn.rbuf) + lo, n)
     x.log.req_copy_off = lo
     x.log.req_copy_len = n
 
@@ -385,7 +385,7 @@ cdef void xlog_emit(Exchange* x) noexcept nogil:
 cdef inline int xlog_tls_facts(UConn* uc, const char** proto, const char** cipher) noexcept nogil:
     """TLS protocol and cipher of the client connection: 0 when there are
     none (plain TCP).  tls.pxi reads them off the connection's TLS state."""
-    if uc.tls == NULL:
+    if uc.conn.tls == NULL:
         return 0
     return tls_log_facts(uc, proto, cipher)
 
@@ -404,9 +404,9 @@ cdef inline const char* xreq(Exchange* x, UConn* uc, uint32_t off, uint32_t n) n
         if rel > x.log.req_copy_len or n > x.log.req_copy_len - rel:
             return NULL
         return x.log.req_copy + rel
-    if (x.log.flags & XL_REQ_LOST) or uc.rbuf == NULL or off > uc.rend or n > uc.rend - off:
+    if (x.log.flags & XL_REQ_LOST) or uc.conn.rbuf == NULL or off > uc.conn.rend or n > uc.conn.rend - off:
         return NULL
-    return bdata(uc.rbuf) + off
+    return bdata(uc.conn.rbuf) + off
 
 
 cdef inline void w_dash(W* w) noexcept nogil:
@@ -600,7 +600,7 @@ cdef inline uint64_t xlog_bytes_sent(Exchange* x, UConn* uc) noexcept nogil:
     if x.log.flags & XL_ANSWERED:
         return x.log.bytes_out + x.log.canned_len
     if x.log.flags & XL_DONE:
-        return x.log.bytes_out + uc.out.hlen + uc.out.blen + bb_len(uc.rbb)   # (queued counts as sent)
+        return x.log.bytes_out + uc.conn.out.hlen + uc.conn.out.blen + bb_len(uc.rbb)   # (queued counts as sent)
     return x.log.bytes_out
 
 
@@ -637,13 +637,13 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
         if op.code == LOP_TEXT:
             w_put(&w, op.arg, op.len)
         elif op.code == LOP_SRC:
-            if uc.peer.family == AF_UNIX:
+            if uc.conn.peer.family == AF_UNIX:
                 w_put(&w, "unix:", 5)
             else:
-                w_peer(&w, &uc.peer, False)
+                w_peer(&w, &uc.conn.peer, False)
         elif op.code == LOP_US_SPORT:
-            if uc.peer.family == AF_INET or uc.peer.family == AF_INET6:
-                w_uint(&w, uc.peer.port)
+            if uc.conn.peer.family == AF_INET or uc.conn.peer.family == AF_INET6:
+                w_uint(&w, uc.conn.peer.port)
             else:
                 w_dash(&w)
         elif op.code == LOP_PROXY:
@@ -785,7 +785,7 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
 cdef void w_request_line_as_received(W* w, Exchange* x, UConn* uc, const char* p) noexcept nogil:
     """A request line llhttp refused or never finished (400, 414, 408...):
     its bytes as they arrived, up to the line end, at most 1 KiB."""
-    cdef uint32_t n = uc.rend - x.method_sp.off if uc.rend > x.method_sp.off else 0
+    cdef uint32_t n = uc.conn.rend - x.method_sp.off if uc.conn.rend > x.method_sp.off else 0
     cdef uint32_t i = 0
     if n > 1024:
         n = 1024
@@ -800,8 +800,8 @@ cdef void w_proto(W* w, Exchange* x, UConn* uc) noexcept nogil:
         w_dash(w)
         return
     memcpy(v, b"HTTP/1.1", 8)
-    v[5] = <char>(48 + uc.parser.http_major % 10)
-    v[7] = <char>(48 + uc.parser.http_minor % 10)
+    v[5] = <char>(48 + uc.conn.parser.http_major % 10)
+    v[7] = <char>(48 + uc.conn.parser.http_minor % 10)
     w_put(w, v, 8)
 
 
@@ -810,8 +810,8 @@ cdef uint64_t xlog_bytes_received(Exchange* x, UConn* uc) noexcept nogil:
     cdef uint64_t head = 0
     if x.head_end:
         head = x.head_end - x.method_sp.off
-    elif x.method_sp.len and uc.rbuf != NULL and uc.rend > x.method_sp.off:
-        head = uc.rend - x.method_sp.off          # a head cut short: what arrived
+    elif x.method_sp.len and uc.conn.rbuf != NULL and uc.conn.rend > x.method_sp.off:
+        head = uc.conn.rend - x.method_sp.off          # a head cut short: what arrived
     return head + x.body_in
 
 

@@ -147,7 +147,7 @@ cdef bint acme_http_answer(UConn* uc, Exchange* x) noexcept nogil:
     """GET /.well-known/acme-challenge/TOKEN with a pending token: answered
     here (200, the key authorization).  False: not ours, routing goes on."""
     global c_acme_http_answers
-    cdef const char* url = bdata(uc.rbuf) + x.url_sp.off
+    cdef const char* url = bdata(uc.conn.rbuf) + x.url_sp.off
     cdef uint32_t plen = 28         # strlen(c_acme_prefix)
     cdef uint32_t tlen
     cdef AcmeHttp* e = NULL
@@ -155,7 +155,7 @@ cdef bint acme_http_answer(UConn* uc, Exchange* x) noexcept nogil:
     cdef Buf* hb
     cdef W w
     cdef bint keep
-    if uc.parser.method != 1 or x.url_sp.len <= plen or memcmp(url, c_acme_prefix, plen) != 0:
+    if uc.conn.parser.method != 1 or x.url_sp.len <= plen or memcmp(url, c_acme_prefix, plen) != 0:
         return False                # 1 = HTTP_GET
     tlen = x.url_sp.len - plen
     for i in range(g_acme_nhttp):
@@ -183,12 +183,12 @@ cdef bint acme_http_answer(UConn* uc, Exchange* x) noexcept nogil:
     c_acme_http_answers += 1
     x_drop(uc)
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
-    out_release(&uc.out)
-    uc.out.hptr = bdata(hb)
-    uc.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.out.hbuf = hb
-    uc.state = U_CLOSING if uc.flags & UF_CLOSE_AFTER else U_WAIT
+        uc.conn.flags |= UF_CLOSE_AFTER
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = bdata(hb)
+    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.conn.out.hbuf = hb
+    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
     if uc_send(uc) == 0:
         uc_on_drained(uc)
     return True

@@ -204,7 +204,7 @@ cdef DConn* replay_scan(Exchange* x, bint other, bint fresh_only, int64_t opened
             nx = dc.inext
             if (dc.nreq == 0 or not fresh_only) and dc.connected_at > opened_after:
                 idle_remove(dc)
-                timer_stop(&dc.timer)
+                timer_stop(&dc.conn.timer)
                 if dc_alive_now(dc):
                     return dc
                 dc_recycle(dc)
@@ -222,9 +222,9 @@ cdef DConn* replay_recent(Exchange* x) noexcept nogil:
     if d != NULL and d.enabled and not d.hc_down:
         dc = d.idle_first
         while dc != NULL:
-            if dc.nreq > 0 and g_now - dc.idle_since < 250 and not (dc.flags & DF_RDHUP):
+            if dc.nreq > 0 and g_now - dc.idle_since < 250 and not (dc.conn.flags & CN_RDHUP):
                 idle_remove(dc)
-                timer_stop(&dc.timer)
+                timer_stop(&dc.conn.timer)
                 return dc
             dc = dc.inext
     return NULL

@@ -260,7 +260,7 @@ cdef bint rsp_wanted(DConn* dc, Exchange* x) noexcept nogil:
     a text/event-stream (each event must reach the client as it comes; the
     buffer never delays bytes, but an event stream should also keep holding
     its downstream connection rather than fill a temp file)."""
-    cdef const char* base = bdata(dc.rbuf)
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef int i
     if not x.rule.response_buffering or (x.flags & XF_UPGRADE) or x.status == 101:
         return False
@@ -272,15 +272,15 @@ cdef bint rsp_wanted(DConn* dc, Exchange* x) noexcept nogil:
 
 
 cdef inline bint out_borrows(Out* o, DConn* dc) noexcept nogil:
-    return o.blen != 0 and o.bbuf == NULL and dc.rbuf != NULL and o.bptr >= bdata(dc.rbuf) \
-        and o.bptr < bdata(dc.rbuf) + dc.rbuf.cap
+    return o.blen != 0 and o.bbuf == NULL and dc.conn.rbuf != NULL and o.bptr >= bdata(dc.conn.rbuf) \
+        and o.bptr < bdata(dc.conn.rbuf) + dc.conn.rbuf.cap
 
 
 cdef void rsp_buffer_failed(UConn* uc, BodyBuf* bb) noexcept nogil:
     """A temp file write failed: say so once; the response goes on without
     the file (the downstream waits for the client again)."""
     c_errors_inc()
-    rp_elog(x_errfd(uc.x) if uc.x != NULL else uc_errfd(uc), 3,
+    rp_elog(x_errfd(uc.xhead) if uc.xhead != NULL else uc_errfd(uc), 3,
             "response buffering: temp file in %s: %s; holding the downstream connection instead",
             g_temp_dir, strerror(bb.err if bb.err else errno))
     bb.file_max = bb.fwr
@@ -293,15 +293,15 @@ cdef int rsp_queue(DConn* dc, UConn* uc) noexcept nogil:
     appended to the client's response buffer (as much as it takes; the rest
     waits in dc's buffer).  -1: out of memory (the exchange has failed)."""
     cdef Exchange* x = dc.x
-    cdef char* p = bdata(dc.rbuf) + dc.fpos
-    cdef uint32_t n = dc.fend - dc.fpos
+    cdef char* p = bdata(dc.conn.rbuf) + dc.conn.fpos
+    cdef uint32_t n = dc.fend - dc.conn.fpos
     cdef int64_t k
-    if not (x.flags & XF_RESP_BUFFER) or (uc.out.blen == 0 and bb_len(uc.rbb) == 0):
+    if not (x.flags & XF_RESP_BUFFER) or (uc.conn.out.blen == 0 and bb_len(uc.rbb) == 0):
         if x.cwfd >= 0:
             cache_tee(x, p, n)      # the cache stores what the client is handed (cache.pxi)
-        uc.out.bptr = p
-        uc.out.blen = n
-        dc.fpos = dc.fend
+        uc.conn.out.bptr = p
+        uc.conn.out.blen = n
+        dc.conn.fpos = dc.fend
         return 0
     if uc.rbb == NULL:
         uc.rbb = bb_new(uc.srv.response_buffer_size, uc.srv.max_temp_file_size)
@@ -317,7 +317,7 @@ cdef int rsp_queue(DConn* dc, UConn* uc) noexcept nogil:
         k = 0 if k < 0 else k
     if x.cwfd >= 0 and k > 0:
         cache_tee(x, p, <uint32_t>k)
-    dc.fpos += <uint32_t>k
+    dc.conn.fpos += <uint32_t>k
     return 0
 
 
@@ -331,14 +331,14 @@ cdef int rsp_hand_on(DConn* dc, UConn* uc) noexcept nogil:
     cdef Exchange* x = dc.x
     cdef int r
     while True:
-        if dc.fend > dc.fpos and rsp_queue(dc, uc) < 0:
+        if dc.fend > dc.conn.fpos and rsp_queue(dc, uc) < 0:
             return -1
-        if x.cwfd >= 0 and dc.phase == R_DONE and dc.fpos == dc.fend:
+        if x.cwfd >= 0 and dc.phase == R_DONE and dc.conn.fpos == dc.fend:
             cache_commit(x)         # in place before the client has the last byte (it may ask again at once)
-        if out_empty(&uc.out):
+        if out_empty(&uc.conn.out):
             return 0
         r = uc_pump(uc)
-        if r != 0 or dc.fpos == dc.fend:
+        if r != 0 or dc.conn.fpos == dc.fend:
             return r
 
 
@@ -346,29 +346,29 @@ cdef void rsp_absorb(UConn* uc) noexcept nogil:
     """The client's socket is full while its output still borrows dc's read
     buffer: move those bytes into the response buffer, so the downstream
     can be read on."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef DConn* dc
     if x == NULL or x.dc == NULL or not (x.flags & XF_RESP_BUFFER):
         return
     dc = x.dc
-    if dc.x != x or not out_borrows(&uc.out, dc) or bb_len(uc.rbb) != 0:
+    if dc.x != x or not out_borrows(&uc.conn.out, dc) or bb_len(uc.rbb) != 0:
         return
-    if uc.tls != NULL and (uc.tls.flags & TF_WPEND):
+    if uc.conn.tls != NULL and (uc.conn.tls.flags & TF_WPEND):
         return                      # OpenSSL holds that pointer until the record is out
     if uc.rbb == NULL:
         uc.rbb = bb_new(uc.srv.response_buffer_size, uc.srv.max_temp_file_size)
         if uc.rbb == NULL:
             return
-    if bb_room(uc.rbb) < uc.out.blen:
+    if bb_room(uc.rbb) < uc.conn.out.blen:
         return
-    if bb_append(uc.rbb, uc.out.bptr, uc.out.blen) != <int64_t>uc.out.blen:
+    if bb_append(uc.rbb, uc.conn.out.bptr, uc.conn.out.blen) != <int64_t>uc.conn.out.blen:
         bb_clear(uc.rbb)            # the borrowed bytes stay where they are: keep no copy of a part
         if uc.rbb.err:
             rsp_buffer_failed(uc, uc.rbb)
         return
-    uc.out.blen = 0
-    uc.out.bptr = NULL
-    bb_take(uc.rbb, &uc.out)
+    uc.conn.out.blen = 0
+    uc.conn.out.bptr = NULL
+    bb_take(uc.rbb, &uc.conn.out)
 
 
 cdef int uc_pump(UConn* uc) noexcept nogil:
@@ -380,9 +380,9 @@ cdef int uc_pump(UConn* uc) noexcept nogil:
         r = uc_send(uc)
         if r != 0:
             break
-        if uc.rbb == NULL or uc.out.blen != 0:
+        if uc.rbb == NULL or uc.conn.out.blen != 0:
             return 0
-        r = bb_take(uc.rbb, &uc.out)
+        r = bb_take(uc.rbb, &uc.conn.out)
         if r == 0:
             return 0
         if r < 0:
@@ -398,11 +398,11 @@ cdef int uc_pump(UConn* uc) noexcept nogil:
 cdef bint rsp_may_read(DConn* dc, UConn* uc) noexcept nogil:
     """May dc be read although the client has output pending?  Only into the
     response buffer, once nothing of dc's buffer is still waiting."""
-    if out_empty(&uc.out):
+    if out_empty(&uc.conn.out):
         return True
-    if (dc.flags & DF_SPLICE) or not (dc.x.flags & XF_RESP_BUFFER) or dc.phase != R_BODY or out_borrows(&uc.out, dc):
+    if (dc.conn.flags & DF_SPLICE) or not (dc.x.flags & XF_RESP_BUFFER) or dc.phase != R_BODY or out_borrows(&uc.conn.out, dc):
         return False
-    return dc.fpos == dc.fend and uc.rbb != NULL and bb_room(uc.rbb) > 0
+    return dc.conn.fpos == dc.fend and uc.rbb != NULL and bb_room(uc.rbb) > 0
 
 
 cdef void rsp_release(UConn* uc) noexcept nogil:
@@ -420,12 +420,12 @@ cdef void rsp_resume(DConn* dc, UConn* uc) noexcept nogil:
     if x != NULL and x.cz != NULL:
         dc_read(dc)                 # compressed: the encoder resumes there (compress.pxi)
         return
-    if dc.state == D_ACTIVE and x != NULL and x.uc == uc and dc.phase >= R_BODY and dc.phase != R_TUNNEL \
-            and dc.fend > dc.fpos:
+    if dc.conn.state == D_ACTIVE and x != NULL and x.uc == uc and dc.phase >= R_BODY and dc.phase != R_TUNNEL \
+            and dc.fend > dc.conn.fpos:
         if rsp_hand_on(dc, uc) < 0:
             return
         if dc.phase == R_DONE:
-            if dc.fpos == dc.fend:
+            if dc.conn.fpos == dc.fend:
                 dc_response_done(dc)
             return
     dc_read(dc)
@@ -442,7 +442,7 @@ cdef bint req_buffer_wanted(UConn* uc, Exchange* x) noexcept nogil:
 
 
 cdef bint x_expects_continue(UConn* uc, Exchange* x) noexcept nogil:
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef int i
     for i in range(x.nreq):
         if span_is(base, x.req[i].name, "expect", False) and span_is(base, x.req[i].value, "100-continue", False):
@@ -454,14 +454,14 @@ cdef void req_buffer_start(UConn* uc) noexcept nogil:
     """The request is routed and has a body: read all of it first (nginx's
     proxy_request_buffering).  A client waiting for 100 Continue gets it from
     rproxy, and the downstream gets no Expect."""
-    cdef Exchange* x = uc.x
-    uc.state = U_BUFFER
-    timer_arm(&uc.timer, uc_read_timeout(uc))
+    cdef Exchange* x = uc.xhead
+    uc_move(uc, U_BUFFER)
+    timer_arm(&uc.conn.timer, uc_read_timeout(uc))
     if not (x.flags & XF_HTTP10) and x_expects_continue(uc, x):
         x.flags |= XF_SENT_CONTINUE
-        if out_empty(&uc.out):
-            uc.out.hptr = CONTINUE_100
-            uc.out.hlen = <uint32_t>strlen(CONTINUE_100)
+        if out_empty(&uc.conn.out):
+            uc.conn.out.hptr = CONTINUE_100
+            uc.conn.out.hlen = <uint32_t>strlen(CONTINUE_100)
             if uc_send(uc) < 0:
                 return
     req_buffer_body(uc)
@@ -473,7 +473,7 @@ cdef bint req_over_limit(UConn* uc, uint64_t raw) noexcept nogil:
     cdef int n
     if uc.srv.client_max_body_size == 0 or raw <= uc.srv.client_max_body_size:
         return False
-    n = peer_format(&uc.peer, where, 48)
+    n = peer_format(&uc.conn.peer, where, 48)
     rp_elog(uc_errfd(uc), 4, "client %.*s: request body over client-max-body-size (%llu): 413", n, where,
             uc.srv.client_max_body_size)
     uc_respond(uc, 413, False)
@@ -483,28 +483,28 @@ cdef bint req_over_limit(UConn* uc, uint64_t raw) noexcept nogil:
 cdef void req_buffer_body(UConn* uc) noexcept nogil:
     """Parse the body bytes read so far (they stay where they are); once the
     message is complete, start the exchange."""
-    cdef Exchange* x = uc.x
-    cdef char* base = bdata(uc.rbuf)
+    cdef Exchange* x = uc.xhead
+    cdef char* base = bdata(uc.conn.rbuf)
     cdef llhttp_errno_t err
     cdef uint32_t before
-    while not (x.flags & XF_BUFFERED) and uc.rpos < uc.rend:
-        before = uc.rpos
-        err = llhttp_execute(&uc.parser, base + uc.rpos, uc.rend - uc.rpos)
+    while not (x.flags & XF_BUFFERED) and uc.conn.rpos < uc.conn.rend:
+        before = uc.conn.rpos
+        err = llhttp_execute(&uc.conn.parser, base + uc.conn.rpos, uc.conn.rend - uc.conn.rpos)
         if err == HPE_OK:
-            uc.rpos = uc.rend
+            uc.conn.rpos = uc.conn.rend
         elif err == HPE_PAUSED:
-            uc.rpos = <uint32_t>(llhttp_get_error_pos(&uc.parser) - base)
-            llhttp_resume(&uc.parser)
-            if uc.flags & UF_MSG_DONE:
-                uc.flags &= ~UF_MSG_DONE
+            uc.conn.rpos = <uint32_t>(llhttp_get_error_pos(&uc.conn.parser) - base)
+            llhttp_resume(&uc.conn.parser)
+            if uc.conn.flags & CN_MSG_DONE:
+                uc.conn.flags &= ~CN_MSG_DONE
                 x.flags |= XF_BUFFERED
         else:
-            rp_elog(uc_errfd(uc), 4, "bad request body: %s", llhttp_get_error_reason(&uc.parser))
+            rp_elog(uc_errfd(uc), 4, "bad request body: %s", llhttp_get_error_reason(&uc.conn.parser))
             uc_respond(uc, 400, False)
             return
-        if uc.rpos != before:
-            timer_arm(&uc.timer, uc_read_timeout(uc))   # client-body-timeout: between two reads
-        if req_over_limit(uc, x.body_in + (uc.rpos - x.head_end)):
+        if uc.conn.rpos != before:
+            timer_arm(&uc.conn.timer, uc_read_timeout(uc))   # client-body-timeout: between two reads
+        if req_over_limit(uc, x.body_in + (uc.conn.rpos - x.head_end)):
             return
     if x.flags & XF_BUFFERED:
         uc_dispatch(uc)
@@ -525,13 +525,13 @@ cdef bint req_spill(UConn* uc) noexcept nogil:
     room to read into now.  False: the request was answered (413, 507, 500),
     or the body is larger than the buffer may hold (no client-max-body-size,
     over max-temp-file-size): then it is started now and streams the rest."""
-    cdef Exchange* x = uc.x
-    cdef char* base = bdata(uc.rbuf)
-    cdef uint32_t n = uc.rpos - x.head_end
+    cdef Exchange* x = uc.xhead
+    cdef char* base = bdata(uc.conn.rbuf)
+    cdef uint32_t n = uc.conn.rpos - x.head_end
     cdef uint64_t file_max, mem_max = uc.srv.client_body_buffer_size
     if x.qbb == NULL and n:
         file_max = uc.srv.client_max_body_size if uc.srv.client_max_body_size else uc.srv.max_temp_file_size
-        if (uc.parser.flags & F_CONTENT_LENGTH) and x.body_in + n + uc.parser.content_length > mem_max:
+        if (uc.conn.parser.flags & F_CONTENT_LENGTH) and x.body_in + n + uc.conn.parser.content_length > mem_max:
             mem_max = 0             # known to be larger than the memory buffer: all of it to the file (nginx)
         x.qbb = bb_new(mem_max, file_max)
         if x.qbb == NULL:
@@ -548,10 +548,10 @@ cdef bint req_spill(UConn* uc) noexcept nogil:
         return False
     x.flags |= XF_BODY_SPILLED      # not replayable from the client's buffer any more
     x.body_in += n
-    memmove(base + x.head_end, base + uc.rpos, uc.rend - uc.rpos)
-    uc.rend = x.head_end + (uc.rend - uc.rpos)
-    uc.rpos = x.head_end
-    return uc.rend < uc.rbuf.cap
+    memmove(base + x.head_end, base + uc.conn.rpos, uc.conn.rend - uc.conn.rpos)
+    uc.conn.rend = x.head_end + (uc.conn.rend - uc.conn.rpos)
+    uc.conn.rpos = x.head_end
+    return uc.conn.rend < uc.conn.rbuf.cap
 
 
 cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
@@ -570,7 +570,7 @@ cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
         uc.rbb = bb_new(uc.srv.response_buffer_size, uc.srv.max_temp_file_size)
         if uc.rbb == NULL:
             return 0
-    if bb_len(uc.rbb) or uc.rbb.mem_max < p.len or not out_empty(&uc.out):
+    if bb_len(uc.rbb) or uc.rbb.mem_max < p.len or not out_empty(&uc.conn.out):
         return 0
     b = buf_get()
     if b == NULL:
@@ -586,11 +586,11 @@ cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
             return -1
         p.len -= <uint32_t>n
     buf_put(b)
-    dc.flags &= ~DF_SPLICE
-    bb_take(uc.rbb, &uc.out)
+    dc.conn.flags &= ~DF_SPLICE
+    bb_take(uc.rbb, &uc.conn.out)
     if x.splice_left == 0:
-        dc.phase = R_DONE           # the whole body was in the pipe already
+        dc_move_phase(dc, R_DONE)           # the whole body was in the pipe already
         dc_response_done(dc)
         return -1                   # (handled: nothing more to read)
-    dc.parser.content_length = x.splice_left   # what llhttp did not see went through the pipe
+    dc.conn.parser.content_length = x.splice_left   # what llhttp did not see went through the pipe
     return 1

@@ -5,13 +5,31 @@ cdef inline char* bdata(Buf* b) noexcept nogil:
     return <char*>(b + 1)
 
 
+# ---- free lists: items kept for reuse, linked through their first field ----
+
+cdef inline void* freelist_pop(FreeList* fl) noexcept nogil:
+    """An item kept for reuse, or NULL."""
+    cdef void** item = <void**>fl.head
+    if item != NULL:
+        fl.head = item[0]
+        fl.n -= 1
+    return item
+
+
+cdef inline bint freelist_push(FreeList* fl, void* item) noexcept nogil:
+    """Keep item for reuse; False when the list is full (the caller frees it)."""
+    if fl.n >= fl.cap:
+        return False
+    (<void**>item)[0] = fl.head
+    fl.head = item
+    fl.n += 1
+    return True
+
+
 cdef Buf* buf_get() noexcept nogil:
-    global g_free_bufs, g_nfree_bufs, c_bufs_out
-    cdef Buf* b = g_free_bufs
-    if b != NULL:
-        g_free_bufs = b.next
-        g_nfree_bufs -= 1
-    else:
+    global c_bufs_out
+    cdef Buf* b = <Buf*>freelist_pop(&g_free_bufs)
+    if b == NULL:
         b = <Buf*>malloc(sizeof(Buf) + g_buf_size)
         if b == NULL:
             return NULL
@@ -22,26 +40,19 @@ cdef Buf* buf_get() noexcept nogil:
 
 
 cdef void buf_put(Buf* b) noexcept nogil:
-    global g_free_bufs, g_nfree_bufs, c_bufs_out
+    global c_bufs_out
     if b == NULL:
         return
     c_bufs_out -= 1
-    if g_nfree_bufs >= g_max_free_bufs:
+    if not freelist_push(&g_free_bufs, b):
         free(b)
-        return
-    b.next = g_free_bufs
-    g_free_bufs = b
-    g_nfree_bufs += 1
 
 
 cdef void buf_pool_clear() noexcept nogil:
-    global g_free_bufs, g_nfree_bufs
-    cdef Buf* b
-    while g_free_bufs != NULL:
-        b = g_free_bufs
-        g_free_bufs = b.next
+    cdef void* b = freelist_pop(&g_free_bufs)
+    while b != NULL:
         free(b)
-    g_nfree_bufs = 0
+        b = freelist_pop(&g_free_bufs)
 
 
 # ---- Out: pending output of one direction ----------------------------------
@@ -59,13 +70,34 @@ cdef void out_release(Out* o) noexcept nogil:
     memset(o, 0, sizeof(Out))
 
 
+cdef void out_advance(Out* o, size_t k) noexcept nogil:
+    """k bytes of o were written: head first, then body; a segment's owned
+    buffer goes back to the pool once it is all out."""
+    if o.hlen:
+        if k >= o.hlen:
+            k -= o.hlen
+            o.hlen = 0
+            if o.hbuf != NULL:
+                buf_put(o.hbuf)
+                o.hbuf = NULL
+        else:
+            o.hptr += k
+            o.hlen -= <uint32_t>k
+            return
+    if k:
+        o.bptr += k
+        o.blen -= <uint32_t>k
+    if o.blen == 0 and o.bbuf != NULL:
+        buf_put(o.bbuf)
+        o.bbuf = NULL
+
+
 cdef int out_flush(Out* o, int fd) noexcept nogil:
     """Write what is pending.  0: all written; 1: the socket is full (wait for
     EPOLLOUT); -1: the peer is gone (errno set)."""
     cdef iovec iov[2]
     cdef int cnt
     cdef ssize_t n
-    cdef size_t k
     while o.hlen or o.blen:
         cnt = 0
         if o.hlen:
@@ -86,24 +118,7 @@ cdef int out_flush(Out* o, int fd) noexcept nogil:
             if errno == EAGAIN:
                 return 1
             return -1
-        k = <size_t>n
-        if o.hlen:
-            if k >= o.hlen:
-                k -= o.hlen
-                o.hlen = 0
-                if o.hbuf != NULL:
-                    buf_put(o.hbuf)
-                    o.hbuf = NULL
-            else:
-                o.hptr += k
-                o.hlen -= <uint32_t>k
-                return 1
-        if k:
-            o.bptr += k
-            o.blen -= <uint32_t>k
-        if o.blen == 0 and o.bbuf != NULL:
-            buf_put(o.bbuf)
-            o.bbuf = NULL
+        out_advance(o, <size_t>n)
         if o.hlen or o.blen:
             return 1      # short write: the socket buffer is full
     return 0

@@ -143,10 +143,10 @@ cdef uint64_t c_cache_stale = 0
 cdef uint64_t cache_key(UConn* uc, Exchange* x, char* out, uint32_t cap, uint32_t* klen) noexcept nogil:
     """The entry's key (scheme://host + target, host in lower case) and its
     hash; 0 when it does not fit."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef uint32_t n = 0, i
-    cdef const char* sch = "https://" if uc.tls != NULL else "http://"
-    cdef uint32_t sl = 8 if uc.tls != NULL else 7
+    cdef const char* sch = "https://" if uc.conn.tls != NULL else "http://"
+    cdef uint32_t sl = 8 if uc.conn.tls != NULL else 7
     if sl + x.host_sp.len + x.url_sp.len > cap:
         return 0
     memcpy(out, sch, sl)
@@ -221,7 +221,7 @@ cdef uint32_t cache_req_lines(UConn* uc, Exchange* x, char* out, uint32_t cap) n
     """The request's fields as "name:value\\n" (name in lower case, value
     trimmed): kept with the key, for Vary and conditionals after the client's
     buffer has moved on.  0xffffffff when they do not fit."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef uint32_t n = 0, i, k, vs, ve
     cdef Header* h
     for i in range(x.nreq):
@@ -435,7 +435,7 @@ cdef int64_t entry_age(CacheHdr* ch, int64_t now) noexcept nogil:
 
 cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     """At routing.  True when the request was answered (or parked) by the cache."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef CcDirs req
     cdef int i
     cdef Header* h
@@ -678,8 +678,8 @@ cdef bint cache_park(UConn* uc, Exchange* x) noexcept nogil:
         close(cx.old_fd)
         cx.old_fd = -1
     cx.val_len = 0
-    uc.state = U_PENDING
-    timer_stop(&uc.timer)
+    uc_move(uc, U_PENDING)
+    timer_stop(&uc.conn.timer)
     timer_init(&x.ptimer, TK_CACHE, x)
     timer_arm(&x.ptimer, CACHE_LOCK_POLL_MS)
     return True
@@ -778,7 +778,7 @@ cdef int cache_range(const char* v, uint32_t n, uint64_t size, uint64_t* start, 
 
 cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st) noexcept nogil:
     """The client's head for a stored entry (b: CacheHdr | key | head) into
-    uc.out: 304 for a matching client conditional, 206 / 416 for a Range,
+    uc.conn.out: 304 for a matching client conditional, 206 / 416 for a Range,
     else the stored status; Age and X-Cache.  Sets the body to send."""
     cdef CacheHdr* ch = <CacheHdr*>bdata(b)
     cdef CacheX* cx = <CacheX*>x.cx
@@ -859,7 +859,7 @@ cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st
     w_put(&w, "\r\nX-Cache: ", 11)
     w_str(&w, cache_status_name(st))
     w_put(&w, "\r\n", 2)
-    if uc.flags & UF_CLOSE_AFTER:
+    if uc.conn.flags & UF_CLOSE_AFTER:
         w_put(&w, "Connection: close\r\n", 19)
     elif x.flags & XF_HTTP10:
         w_put(&w, "Connection: keep-alive\r\n", 24)
@@ -872,14 +872,14 @@ cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st
     x.coff = ch.hdr_len + rs
     x.cleft = 0 if (x.flags & XF_HEAD_REQ) or mode == 304 or mode == 416 else \
         (re - rs + 1 if mode == 206 else ch.body_len)
-    out_release(&uc.out)
-    uc.out.hptr = bdata(hb)
-    uc.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.out.hbuf = hb
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = bdata(hb)
+    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.conn.out.hbuf = hb
     x.flags |= XF_RESP_STARTED
     x.log.t_ds_head_us = g_now_us
     x.log.flags |= XL_RESP_HEAD
-    x.log.body_base = x.log.bytes_out + uc.out.hlen
+    x.log.body_base = x.log.bytes_out + uc.conn.out.hlen
     return True
 
 
@@ -889,7 +889,7 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age, uint8
     global c_cache_hits, c_cache_stale
     cdef bint keep = uc_reject_keeps(uc)       # steps the parser over the (empty) body
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
+        uc.conn.flags |= UF_CLOSE_AFTER
     x.flags |= XF_REQ_DONE
     if not cache_hit_head(uc, x, b, age, st):
         buf_put(b)
@@ -905,28 +905,28 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age, uint8
         c_cache_stale += 1
     x.cfd = fd
     buf_put(b)
-    uc.state = U_WAIT
-    timer_stop(&uc.timer)
+    uc_move(uc, U_WAIT)
+    timer_stop(&uc.conn.timer)
     cache_pump(uc)
 
 
 cdef void cache_pump(UConn* uc) noexcept nogil:
     """Write the hit's body while the client takes it (sendfile on a plain
     connection, bounded preads through OpenSSL on TLS); then end the exchange."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef Buf* b
     cdef ssize_t n
     cdef uint32_t want
     cdef long off
     while True:
-        if not out_empty(&uc.out):
+        if not out_empty(&uc.conn.out):
             if uc_send(uc) != 0:
                 return              # socket full (EPOLLOUT resumes: uc_on_drained), or the client is gone
         if x.cleft == 0:
             break
-        if uc.tls == NULL:
+        if uc.conn.tls == NULL:
             off = <long>x.coff
-            n = sendfile(uc.h.fd, x.cfd, &off, x.cleft if x.cleft < 1048576 else 1048576)
+            n = sendfile(uc.conn.h.fd, x.cfd, &off, x.cleft if x.cleft < 1048576 else 1048576)
             if n > 0:
                 x.coff += <uint64_t>n
                 x.cleft -= <uint64_t>n
@@ -935,8 +935,8 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
             if n < 0 and errno == EINTR:
                 continue
             if n < 0 and errno == EAGAIN:
-                uc.flags &= ~UF_WRITABLE
-                timer_arm(&uc.timer, uc_write_timeout(uc))
+                uc.conn.flags &= ~CN_WRITABLE
+                timer_arm(&uc.conn.timer, uc_write_timeout(uc))
                 return              # EPOLLOUT resumes (uc_on_event)
             if n < 0 and (errno == EPIPE or errno == ECONNRESET):
                 uc_close(uc)
@@ -958,12 +958,11 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
             return
         x.coff += <uint64_t>n
         x.cleft -= <uint64_t>n
-        uc.out.bptr = bdata(b)
-        uc.out.blen = <uint32_t>n
-        uc.out.bbuf = b
+        uc.conn.out.bptr = bdata(b)
+        uc.conn.out.blen = <uint32_t>n
+        uc.conn.out.bbuf = b
     xlog_done(x)
-    x_free(x)
-    uc.x = NULL
+    uc_x_end(uc)
     uc_after_response(uc)
 
 
@@ -1152,8 +1151,8 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     RFC 9111 allows."""
     cdef CacheRt* c = <CacheRt*>x.rule.cache
     cdef CacheX* cx = <CacheX*>x.cx
-    cdef llhttp_t* p = &dc.parser
-    cdef const char* base = bdata(dc.rbuf)
+    cdef llhttp_t* p = &dc.conn.parser
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef RespFacts f
     cdef CcDirs req
     cdef char path[512]
@@ -1278,7 +1277,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
         return
     x.cwfd = fd
     x.cleft = ch.body_len           # body bytes still to be written
-    dc.flags &= ~DF_SPLICE          # the body passes through here to be written
+    dc.conn.flags &= ~DF_SPLICE          # the body passes through here to be written
 
 
 cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
@@ -1288,7 +1287,7 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
     global c_cache_revalidated
     cdef CacheRt* c = <CacheRt*>x.rule.cache
     cdef CacheX* cx = <CacheX*>x.cx
-    cdef const char* base = bdata(dc.rbuf)
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef Buf* ob = buf_get()
     cdef Buf* nb
     cdef CacheHdr* och
@@ -1432,7 +1431,7 @@ cdef bint cache_keeps_x(Exchange* x) noexcept nogil:
     """dc_response_done: True when the exchange goes on with the stored body
     (a 304 merge); the caller then lets cache_pump end it."""
     if x.cst == CS_REVALIDATED and x.cfd >= 0:
-        timer_stop(&x.uc.timer)
+        timer_stop(&x.uc.conn.timer)
         return True
     return False
 

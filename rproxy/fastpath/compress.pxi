@@ -348,7 +348,7 @@ cdef void comp_on_request(UConn* uc, Exchange* x) noexcept nogil:
     """At routing: pick the coding this client gets if its response is
     eligible, by q-value and then the rule's order."""
     cdef CompRule* cr = <CompRule*>x.rule.comp
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef int q[CZ_N + 1]
     cdef int i, c, best = 0, cq, bestq = 0
     cdef Header* h
@@ -404,8 +404,8 @@ cdef void comp_on_response_head(DConn* dc, Exchange* x, bint* close_client) noex
     (the body is read unframed) and, for an HTTP/1.0 client, closes after."""
     global c_cz_responses
     cdef CompRule* cr = <CompRule*>x.rule.comp
-    cdef llhttp_t* p = &dc.parser
-    cdef const char* base = bdata(dc.rbuf)
+    cdef llhttp_t* p = &dc.conn.parser
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef Header* h
     cdef const char* n
     cdef bint typed = False
@@ -443,11 +443,11 @@ cdef void comp_on_response_head(DConn* dc, Exchange* x, bint* close_client) noex
     x.cz_flags |= CZF_ON
     x.flags &= ~XF_RESP_BUFFER      # the encoder keeps the one-buffer backpressure (README)
     c_cz_responses += 1
-    dc.flags |= DF_DECHUNK
-    dc.flags &= ~DF_SPLICE
+    dc.conn.flags |= DF_DECHUNK
+    dc.conn.flags &= ~DF_SPLICE
     if x.flags & XF_HTTP10:
         close_client[0] = True      # no chunks: the end of the body is the close
-        x.uc.flags |= UF_CLOSE_AFTER
+        x.uc.conn.flags |= UF_CLOSE_AFTER
     else:
         x.cz_flags |= CZF_CHUNKED
 
@@ -496,7 +496,7 @@ cdef void comp_head_extra(W* w, Exchange* x) noexcept nogil:
 # ---- body ---------------------------------------------------------------------------
 
 cdef inline bint comp_pending(DConn* dc, Exchange* x) noexcept nogil:
-    return dc.fpos < dc.fend or (x.cz_flags & CZF_PENDING) != 0 \
+    return dc.conn.fpos < dc.fend or (x.cz_flags & CZF_PENDING) != 0 \
         or (dc.phase == R_DONE and not (x.cz_flags & CZF_FINISHED))
 
 
@@ -519,13 +519,13 @@ cdef int comp_fill(DConn* dc, Exchange* x, UConn* uc) noexcept nogil:
     if uc.srv.high_watermark and cap > uc.srv.high_watermark:
         cap = uc.srv.high_watermark if uc.srv.high_watermark > 1024 else 1024
     room = cap - CHUNK_HDR - CHUNK_TAIL if chunked else cap
-    inp = bdata(dc.rbuf) + dc.fpos
-    inl = dc.fend - dc.fpos
+    inp = bdata(dc.conn.rbuf) + dc.conn.fpos
+    inl = dc.fend - dc.conn.fpos
     rc = cz_encode(s, &inp, &inl, d + CHUNK_HDR, room, &olen, last)
     if rc < 0:
         buf_put(b)
         return -1
-    dc.fpos = dc.fend - inl
+    dc.conn.fpos = dc.fend - inl
     if rc == 0:
         x.cz_flags |= CZF_PENDING
     else:
@@ -547,9 +547,9 @@ cdef int comp_fill(DConn* dc, Exchange* x, UConn* uc) noexcept nogil:
     if end == start:
         buf_put(b)
         return 0
-    uc.out.bptr = d + start
-    uc.out.blen = end - start
-    uc.out.bbuf = b
+    uc.conn.out.bptr = d + start
+    uc.conn.out.blen = end - start
+    uc.conn.out.bbuf = b
     return 0
 
 
@@ -563,7 +563,7 @@ cdef int comp_drive(DConn* dc) noexcept nogil:
     cdef UConn* uc = x.uc
     cdef int r
     while comp_pending(dc, x):
-        if uc.out.blen:
+        if uc.conn.out.blen:
             r = uc_send(uc)
             if r < 0:
                 return -1
@@ -587,7 +587,7 @@ cdef bint comp_resume(DConn* dc) noexcept nogil:
     cdef int r = comp_drive(dc)
     if r <= 0:
         return True
-    if not out_empty(&uc.out) and uc_send(uc) < 0:
+    if not out_empty(&uc.conn.out) and uc_send(uc) < 0:
         return True
     if dc.phase == R_DONE:
         dc_response_done(dc)

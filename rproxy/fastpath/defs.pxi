@@ -26,6 +26,9 @@ cdef enum:
     K_CONTROL = 6
     K_REDIS = 7             # the rate limit store's connection (redis.pxi)
 
+# The states below move only as the tables of states.pxi allow (uc_move,
+# dc_move, dc_move_phase); a build with RPROXY_CHECK_STATES aborts on any other move.
+
 cdef enum:
     # upstream (client) connection states
     U_IDLE = 0          # between requests (keep-alive)
@@ -37,6 +40,8 @@ cdef enum:
     U_TUNNEL = 6        # upgraded: raw bytes both ways
     U_LINGER = 7        # response sent, write side shut: discard input until EOF
     U_BUFFER = 8        # head routed; reading the whole body before taking a downstream (bodybuf.pxi)
+    U_CLOSED = 9        # closed; freed at the end of the loop turn (events of this turn may still name it)
+    U_NSTATES = 10
 
 cdef enum:
     # downstream (backend) connection states
@@ -44,41 +49,38 @@ cdef enum:
     D_CONNECTING = 1
     D_IDLE = 2          # in its downstream's idle list
     D_ACTIVE = 3        # serving an exchange
+    D_NSTATES = 4
 
 cdef enum:
-    # response phases of an active downstream connection
-    R_HEAD = 0
-    R_BODY = 1
-    R_DONE = 2
-    R_TUNNEL = 3
+    # phases of the response read on a downstream connection (DConn.phase)
+    R_HEAD = 0          # reading a response head (interim 1xx heads come back here)
+    R_BODY = 1          # relaying its body
+    R_DONE = 2          # the response ended
+    R_TUNNEL = 3        # a tunnel's own connection: raw bytes, no more HTTP (tunnel.pxi)
+    R_NPHASES = 4
 
 cdef enum:
-    # UConn.flags
-    UF_READABLE = 0x01      # edge-triggered readiness we have not consumed yet
-    UF_WRITABLE = 0x02
-    UF_RDHUP = 0x04         # the client half-closed (or is gone)
-    UF_CLOSE_AFTER = 0x08   # close once the current response is out
-    UF_HEAD_DONE = 0x10     # parser paused at the end of a head
-    UF_MSG_DONE = 0x20      # parser paused at the end of a message
-    UF_IN_LIST = 0x40
-    UF_DEAD = 0x80          # closed; freed at the end of the loop turn
-    UF_READY = 0x100        # queued to continue at the end of the loop turn
-    UF_TUN_UP_EOF = 0x200   # tunnel: the client finished sending
+    # Conn.flags: the bits both sides share (relay, readiness, parser pauses)
+    CN_READABLE = 0x01      # edge-triggered readiness we have not consumed yet
+    CN_WRITABLE = 0x02
+    CN_RDHUP = 0x04         # the peer half-closed (or is gone): read on until EOF
+    CN_HEAD_DONE = 0x08     # parser paused at the end of a head
+    CN_MSG_DONE = 0x10      # parser paused at the end of a message
+    CN_TUN_EOF = 0x20       # tunnel: this side finished sending
+
+cdef enum:
+    # Conn.flags of a client connection (UConn), above the shared bits
+    UF_CLOSE_AFTER = 0x40   # close once the current response is out
+    UF_IN_LIST = 0x80
+    UF_READY = 0x200        # queued to continue at the end of the loop turn
     UF_SERVED = 0x400       # at least one response went out on this connection
 
 cdef enum:
-    # DConn.flags
-    DF_READABLE = 0x01
-    DF_WRITABLE = 0x02
-    DF_HEAD_DONE = 0x04
-    DF_MSG_DONE = 0x08
-    DF_NO_REUSE = 0x10      # do not put back in the pool after this exchange
-    DF_DECHUNK = 0x20       # strip chunk framing (HTTP/1.0 client)
-    DF_EOF_BODY = 0x40      # close-delimited response body
-    DF_GOT_BYTES = 0x80     # response bytes arrived for the current exchange
-    DF_RDHUP = 0x100        # the downstream shut its side: read on until EOF
-    DF_TUNNEL = 0x200       # a tunnel's own connection, outside the pool
-    DF_TUN_DOWN_EOF = 0x400 # tunnel: the downstream finished sending
+    # Conn.flags of a downstream connection (DConn), above the shared bits
+    DF_NO_REUSE = 0x40      # do not put back in the pool after this exchange
+    DF_DECHUNK = 0x80       # strip chunk framing (HTTP/1.0 client)
+    DF_EOF_BODY = 0x100     # close-delimited response body
+    DF_GOT_BYTES = 0x200    # response bytes arrived for the current exchange
     DF_SPLICE = 0x800       # relay the rest of this body with splice(2)
     DF_HEAD_PARTIAL = 0x1000  # a response head is partly parsed in [hstart, rend): keep those bytes
 
@@ -201,8 +203,15 @@ cdef struct Header:
     Span name
     Span value
 
+cdef struct FreeList:
+    # Items kept for reuse (buffers, exchanges, splice pipes): each item's
+    # first field is its `next` pointer (see freelist_pop / freelist_push).
+    void* head
+    int n
+    int cap                 # at most this many are kept; the rest are freed
+
 cdef struct Buf:
-    Buf* next
+    Buf* next               # first: the free list's link
     uint32_t cap
     # the data follows the struct (see bdata())
 
@@ -276,10 +285,11 @@ cdef struct Tls                 # TLS state of a connection (tls.pxi)
 cdef struct EdgeRule            # static files, redirects, header rules, sticky (edge.pxi)
 
 cdef struct Exchange:
-    Exchange* next          # free list / pending queue
+    Exchange* next          # free list / pending queue (first: the free list's link)
     Exchange* prev
     Exchange* pnext         # the next request in flight on the same downstream connection
-    UConn* uc
+    Exchange* unext         # the next (newer) exchange of the same client connection
+    UConn* uc               # the client connection that owns it
     DConn* dc
     RuleRt* rule
     Timer ptimer            # pending-timeout
@@ -335,59 +345,58 @@ cdef struct Exchange:
     int16_t sticky_set      # edge.pxi: set the sticky cookie for the downstream used (1), or not (0)
     void* cx                # CacheX* (cache.pxi): a cacheable request's cache state, NULL = none
 
-cdef struct UConn:
-    Handle h
-    uint8_t state
-    uint16_t flags
-    ServerRt* srv
-    UConn* prev             # all client connections of the worker
-    UConn* next
-    UConn* rnext            # ready list
+cdef struct Conn:
+    # What a client connection (UConn) and a downstream connection (DConn)
+    # share: the first member of both, so a Conn* points at either.
+    Handle h                # first: epoll's data.ptr is read as a Handle
+    uint8_t state           # U_* or D_*
+    uint32_t flags          # CN_* and the side's UF_* or DF_*
     Buf* rbuf
     uint32_t rpos           # parsed up to here
     uint32_t fpos           # forwarded (or skipped) up to here
     uint32_t rend           # data ends here
-    uint32_t mstart         # the current message head starts here
-    Exchange* x
+    Peer peer               # client: its address; downstream: the address connected to (here: no padding)
     Out out
-    BodyBuf* rbb            # response bytes the client has not taken yet (bodybuf.pxi)
     Timer timer
-    Peer peer
     llhttp_t parser
     Tls* tls                # NULL: plain TCP
+
+cdef struct UConn:
+    Conn conn
+    ServerRt* srv
+    UConn* prev             # all client connections of the worker
+    UConn* next
+    UConn* rnext            # ready list
+    # The exchanges this connection owns, oldest first, linked by
+    # Exchange.unext (uc_x_push / uc_x_end, upstream.pxi).  HTTP/1.1 holds
+    # one at a time today (the parser pauses at the end of each request
+    # until its response is out); HTTP/2 streams would hold several.
+    Exchange* xhead         # the oldest: its response is the one written to the client
+    Exchange* xtail         # the newest: its request is the one being parsed
+    BodyBuf* rbb            # response bytes the client has not taken yet (bodybuf.pxi)
+    uint32_t mstart         # the current message head starts here
     uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
     DConn* pdc              # its private downstream connections (pool.pxi), linked by DConn.onext
     Peer pp_dst             # the destination a PROXY header in named (family 0: none)
 
 cdef struct DConn:
-    Handle h
-    uint8_t state
-    uint16_t flags
-    uint8_t phase
+    Conn conn
+    uint8_t phase           # R_*: the response being read
+    uint8_t extra           # a slot beyond `connections`: opened on demand, closed when idle
+    uint16_t ninflight      # exchanges in flight (1 unless the downstream pipelines)
+    uint16_t local_port
     DownstreamRt* ds
     DConn* iprev            # idle list of the downstream
     DConn* inext
     Exchange* x             # the exchange whose response is read (oldest in flight)
     Exchange* xlast         # the newest in flight: its request is the one being written
-    uint16_t ninflight      # exchanges in flight (1 unless the downstream pipelines)
-    Buf* rbuf
-    uint32_t rpos
-    uint32_t fpos
     uint32_t fend           # forwardable end (differs from rpos when dechunking)
-    uint32_t rend
     uint32_t hstart         # the current response head starts here
-    Out out
-    Timer timer
     uint32_t nreq           # requests served on this connection
     int32_t fails           # consecutive failures (reconnect backoff)
     int64_t connected_at
     int64_t assigned_at
     int64_t idle_since      # ms
-    uint16_t local_port
-    uint8_t extra           # a slot beyond `connections`: opened on demand, closed when idle
-    Peer peer               # the address it connected to (for the access log)
-    llhttp_t parser
-    Tls* tls                # NULL: plain TCP
     UConn* owner            # a private connection's client (proxy-protocol, pool.pxi); NULL: pooled
     DConn* onext            # the owner's next private connection
 

@@ -104,7 +104,7 @@ cdef void w_expand(W* w, const char* t, uint32_t n, UConn* uc, Exchange* x, bint
     redirect of a uri-rmatch rule, \\1..\\9).  $path is the path after a
     uri-prefix (the whole path for other matches); $query is `?` and the
     query, or nothing."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef const char* url = base + x.url_sp.off
     cdef const char* path = url + x.path_off
     cdef uint32_t i = 0, qoff = x.path_off + x.path_len, skip
@@ -116,7 +116,7 @@ cdef void w_expand(W* w, const char* t, uint32_t n, UConn* uc, Exchange* x, bint
                 i += 12
                 continue
             if n - i >= 7 and memcmp(t + i + 1, b"scheme", 6) == 0:
-                w_str(w, "https" if uc.tls != NULL else "http")
+                w_str(w, "https" if uc.conn.tls != NULL else "http")
                 i += 7
                 continue
             if n - i >= 5 and memcmp(t + i + 1, b"host", 4) == 0:
@@ -208,12 +208,12 @@ cdef void edge_answer(UConn* uc, Exchange* x, Buf* hb, W* w, int status, bint ke
         x.sf_fd = SF_ANSWERED       # ours, without a file: edge_on_drained ends it
     xlog_done(x)
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
-    out_release(&uc.out)
-    uc.out.hptr = bdata(hb)
-    uc.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.out.hbuf = hb
-    uc.state = U_WAIT
+        uc.conn.flags |= UF_CLOSE_AFTER
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = bdata(hb)
+    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.conn.out.hbuf = hb
+    uc_move(uc, U_WAIT)
     x.log.bytes_out = 0
     if uc_send(uc) == 0:
         if x.sf_fd >= 0:
@@ -248,7 +248,7 @@ cdef void w_status_line(W* w, int status, const char* reason) noexcept nogil:
 
 cdef void w_end_head(W* w, UConn* uc, Exchange* x, bint keep) noexcept nogil:
     if x.rule.serve_edge != NULL:
-        edge_resp_extra(w, x.rule, NULL, uc.tls != NULL, 0)
+        edge_resp_extra(w, x.rule, NULL, uc.conn.tls != NULL, 0)
     if not keep or g_stop:
         w_put(w, "Connection: close\r\n", 19)
     elif x.flags & XF_HTTP10:
@@ -291,7 +291,7 @@ cdef void redirect_groups(UConn* uc, Exchange* x) noexcept nogil:
     """The uri-rmatch groups of the path, for \\1..\\9 (the regex of a
     redirect rule is compiled with captures: set_edge)."""
     cdef regmatch_t m[10]
-    cdef const char* path = bdata(uc.rbuf) + x.url_sp.off + x.path_off
+    cdef const char* path = bdata(uc.conn.rbuf) + x.url_sp.off + x.path_off
     cdef int i
     m[0].rm_so = 0
     m[0].rm_eo = <regoff_t>x.path_len
@@ -319,7 +319,7 @@ cdef int edge_on_head(UConn* uc, Exchange* x) noexcept nogil:
 cdef bint edge_on_drained(UConn* uc) noexcept nogil:
     """Hook in uc_on_drained: a response of ours (static file, redirect) is
     in progress on this connection.  True when it handled the event."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if x == NULL or x.dc != NULL:
         return False
     if x.sf_fd >= 0:
@@ -351,7 +351,7 @@ cdef int sticky_from_cookie(UConn* uc, Exchange* x) noexcept nogil:
     """The index (in rule.dss) the request's sticky cookie names, -1 if
     none or not a valid token (a tampered cookie names nothing)."""
     cdef EdgeRule* e = x.rule.serve_edge
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef const char* v
     cdef uint32_t n, i, s, ve
     cdef int h, k
@@ -391,9 +391,9 @@ cdef int sticky_ip_pick(UConn* uc, RuleRt* r) noexcept nogil:
     cdef uint64_t a = 1469598103934665603ULL, score, best_score = 0
     cdef int i, best = -1
     cdef DownstreamRt* d
-    cdef int alen = 4 if uc.peer.family == AF_INET else 16
+    cdef int alen = 4 if uc.conn.peer.family == AF_INET else 16
     for i in range(alen):
-        a = (a ^ uc.peer.addr[i]) * 1099511628211ULL
+        a = (a ^ uc.conn.peer.addr[i]) * 1099511628211ULL
     for i in range(r.nds):
         d = r.dss[i]
         if not sticky_alive(d):

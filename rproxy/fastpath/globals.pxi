@@ -13,13 +13,10 @@ cdef uint32_t g_pid = 0
 
 # buffers
 cdef uint32_t g_buf_size = 32768
-cdef Buf* g_free_bufs = NULL
-cdef int g_nfree_bufs = 0
-cdef int g_max_free_bufs = 256
+cdef FreeList g_free_bufs = FreeList(NULL, 0, 256)
 
 # exchanges
-cdef Exchange* g_free_x = NULL
-cdef int g_nfree_x = 0
+cdef FreeList g_free_x = FreeList(NULL, 0, 1024)
 
 # timers (binary min-heap of Timer*)
 cdef Timer** g_heap = NULL

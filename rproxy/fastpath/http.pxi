@@ -122,40 +122,90 @@ cdef void collect_connection_tokens(Tokens* t, const char* base, Header* hs, int
             tokens_add_list(t, base + hs[i].value.off, hs[i].value.len)
 
 
-# ---- request parser callbacks (parser.data = UConn*) -----------------------
+# ---- request parser callbacks (parser.data = UConn*; the exchange is its newest, uc.xtail) --
 
 cdef int req_on_message_begin(llhttp_t* p) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    if uc.x == NULL:
-        uc.x = x_new(uc)
-        if uc.x == NULL:
+    cdef Exchange* x = uc.xtail
+    if x == NULL:
+        x = x_new(uc)
+        if x == NULL:
             return -1
-    uc.state = U_HEAD
-    uc.mstart = uc.rpos
-    uc.x.t_start = g_now
+        uc_x_push(uc, x)
+    uc_move(uc, U_HEAD)
+    uc.mstart = uc.conn.rpos
+    x.t_start = g_now
     return 0
 
 
-cdef inline uint32_t _uoff(UConn* uc, const char* at) noexcept nogil:
-    return <uint32_t>(at - bdata(uc.rbuf))
+cdef inline uint32_t conn_off(Conn* c, const char* at) noexcept nogil:
+    """Offset of a parser callback's pointer in the connection's read buffer."""
+    return <uint32_t>(at - bdata(c.rbuf))
+
+
+cdef inline void span_grow(Span* sp, Conn* c, const char* at, size_t n) noexcept nogil:
+    """A span the parser may hand over in pieces: the first piece sets its start."""
+    if sp.len == 0:
+        sp.off = conn_off(c, at)
+    sp.len += <uint32_t>n
+
+
+cdef int header_on_field(Conn* c, Exchange* x, Header* hs, uint16_t* nh, uint32_t cap, const char* at,
+                         size_t n) noexcept nogil:
+    """A header name, or a piece of one: a new slot of hs after a value, else
+    the last name grows.  HPE_USER when the head has more than cap headers."""
+    cdef Header* h
+    if x.hstate != HS_FIELD:
+        if nh[0] >= cap:
+            return HPE_USER
+        h = &hs[nh[0]]
+        nh[0] += 1
+        h.name.off = conn_off(c, at)
+        h.name.len = <uint32_t>n
+        h.value.off = h.name.off
+        h.value.len = 0
+        x.hstate = HS_FIELD
+    else:
+        hs[nh[0] - 1].name.len += <uint32_t>n
+    return 0
+
+
+cdef void header_on_value(Conn* c, Exchange* x, Header* h, const char* at, size_t n) noexcept nogil:
+    """A header value, or a piece of one, of the last header slot h."""
+    if x.hstate != HS_VALUE:
+        h.value.off = conn_off(c, at)
+        h.value.len = <uint32_t>n
+        x.hstate = HS_VALUE
+    else:
+        h.value.len += <uint32_t>n
+
+
+# Both parsers pause at the end of a head and of a message: parser.data is a
+# UConn* or a DConn*, and both start with their Conn.
+
+cdef int conn_on_headers_complete(llhttp_t* p) noexcept nogil:
+    (<Conn*>p.data).flags |= CN_HEAD_DONE
+    return HPE_PAUSED
+
+
+cdef int conn_on_message_complete(llhttp_t* p) noexcept nogil:
+    (<Conn*>p.data).flags |= CN_MSG_DONE
+    return HPE_PAUSED
 
 
 cdef int req_on_method(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xtail
     if x.method_sp.len == 0:
-        x.method_sp.off = _uoff(uc, at)
-        uc.mstart = x.method_sp.off
-    x.method_sp.len += <uint32_t>n
+        uc.mstart = conn_off(&uc.conn, at)
+    span_grow(&x.method_sp, &uc.conn, at, n)
     return 0
 
 
 cdef int req_on_url(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
-    if x.url_sp.len == 0:
-        x.url_sp.off = _uoff(uc, at)
-    x.url_sp.len += <uint32_t>n
+    cdef Exchange* x = uc.xtail
+    span_grow(&x.url_sp, &uc.conn, at, n)
     if x.url_sp.len > uc.srv.max_request_line:
         x.err_status = 414
         return HPE_USER
@@ -164,57 +214,25 @@ cdef int req_on_url(llhttp_t* p, const char* at, size_t n) noexcept nogil:
 
 cdef int req_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
-    cdef Header* h
-    if uc.state != U_HEAD:
+    cdef Exchange* x = uc.xtail
+    if uc.conn.state != U_HEAD:
         return 0                    # a trailer field: forwarded with the body bytes, never a header
-    if x.hstate != HS_FIELD:
-        if x.nreq >= uc.srv.max_headers:
-            x.err_status = 431
-            return HPE_USER
-        h = &x.req[x.nreq]
-        x.nreq += 1
-        h.name.off = _uoff(uc, at)
-        h.name.len = <uint32_t>n
-        h.value.off = h.name.off
-        h.value.len = 0
-        x.hstate = HS_FIELD
-    else:
-        x.req[x.nreq - 1].name.len += <uint32_t>n
+    if header_on_field(&uc.conn, x, x.req, &x.nreq, uc.srv.max_headers, at, n) != 0:
+        x.err_status = 431
+        return HPE_USER
     return 0
 
 
 cdef int req_on_header_value(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef UConn* uc = <UConn*>p.data
-    cdef Exchange* x = uc.x
-    cdef Header* h
-    if uc.state != U_HEAD:
+    cdef Exchange* x = uc.xtail
+    if uc.conn.state != U_HEAD:
         return 0                    # a trailer value (see req_on_header_field)
-    h = &x.req[x.nreq - 1]
-    if x.hstate != HS_VALUE:
-        h.value.off = _uoff(uc, at)
-        h.value.len = <uint32_t>n
-        x.hstate = HS_VALUE
-    else:
-        h.value.len += <uint32_t>n
+    header_on_value(&uc.conn, x, &x.req[x.nreq - 1], at, n)
     return 0
 
 
-cdef int req_on_headers_complete(llhttp_t* p) noexcept nogil:
-    (<UConn*>p.data).flags |= UF_HEAD_DONE
-    return HPE_PAUSED
-
-
-cdef int req_on_message_complete(llhttp_t* p) noexcept nogil:
-    (<UConn*>p.data).flags |= UF_MSG_DONE
-    return HPE_PAUSED
-
-
 # ---- response parser callbacks (parser.data = DConn*) ----------------------
-
-cdef inline uint32_t _doff(DConn* dc, const char* at) noexcept nogil:
-    return <uint32_t>(at - bdata(dc.rbuf))
-
 
 cdef int resp_on_message_begin(llhttp_t* p) noexcept nogil:
     cdef DConn* dc = <DConn*>p.data
@@ -225,74 +243,41 @@ cdef int resp_on_message_begin(llhttp_t* p) noexcept nogil:
     x.hstate = HS_NONE
     x.reason_sp.off = 0
     x.reason_sp.len = 0
-    dc.phase = R_HEAD
+    dc_move_phase(dc, R_HEAD)
     return 0
 
 
 cdef int resp_on_status(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef DConn* dc = <DConn*>p.data
-    cdef Exchange* x = dc.x
-    if x.reason_sp.len == 0:
-        x.reason_sp.off = _doff(dc, at)
-    x.reason_sp.len += <uint32_t>n
+    span_grow(&dc.x.reason_sp, &dc.conn, at, n)
     return 0
 
 
 cdef int resp_on_header_field(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef DConn* dc = <DConn*>p.data
     cdef Exchange* x = dc.x
-    cdef Header* h
     if dc.phase != R_HEAD:
         return 0                    # a trailer field: relayed with the body bytes, never a header
-    if x.hstate != HS_FIELD:
-        if x.nresp >= HDR_CAP:
-            return HPE_USER
-        h = &x.resp[x.nresp]
-        x.nresp += 1
-        h.name.off = _doff(dc, at)
-        h.name.len = <uint32_t>n
-        h.value.off = h.name.off
-        h.value.len = 0
-        x.hstate = HS_FIELD
-    else:
-        x.resp[x.nresp - 1].name.len += <uint32_t>n
-    return 0
+    return header_on_field(&dc.conn, x, x.resp, &x.nresp, HDR_CAP, at, n)
 
 
 cdef int resp_on_header_value(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef DConn* dc = <DConn*>p.data
     cdef Exchange* x = dc.x
-    cdef Header* h
     if dc.phase != R_HEAD:
         return 0                    # a trailer value (see resp_on_header_field)
-    h = &x.resp[x.nresp - 1]
-    if x.hstate != HS_VALUE:
-        h.value.off = _doff(dc, at)
-        h.value.len = <uint32_t>n
-        x.hstate = HS_VALUE
-    else:
-        h.value.len += <uint32_t>n
+    header_on_value(&dc.conn, x, &x.resp[x.nresp - 1], at, n)
     return 0
-
-
-cdef int resp_on_headers_complete(llhttp_t* p) noexcept nogil:
-    (<DConn*>p.data).flags |= DF_HEAD_DONE
-    return HPE_PAUSED
 
 
 cdef int resp_on_body(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     # Only used to strip chunk framing for HTTP/1.0 clients: the data is
     # moved down, in place, to the forwardable end.
     cdef DConn* dc = <DConn*>p.data
-    if dc.flags & DF_DECHUNK:
-        memmove(bdata(dc.rbuf) + dc.fend, at, n)
+    if dc.conn.flags & DF_DECHUNK:
+        memmove(bdata(dc.conn.rbuf) + dc.fend, at, n)
         dc.fend += <uint32_t>n
     return 0
-
-
-cdef int resp_on_message_complete(llhttp_t* p) noexcept nogil:
-    (<DConn*>p.data).flags |= DF_MSG_DONE
-    return HPE_PAUSED
 
 
 cdef void http_settings_init() noexcept nogil:
@@ -302,16 +287,16 @@ cdef void http_settings_init() noexcept nogil:
     g_req_settings.on_url = req_on_url
     g_req_settings.on_header_field = req_on_header_field
     g_req_settings.on_header_value = req_on_header_value
-    g_req_settings.on_headers_complete = req_on_headers_complete
-    g_req_settings.on_message_complete = req_on_message_complete
+    g_req_settings.on_headers_complete = conn_on_headers_complete
+    g_req_settings.on_message_complete = conn_on_message_complete
     llhttp_settings_init(&g_resp_settings)
     g_resp_settings.on_message_begin = resp_on_message_begin
     g_resp_settings.on_status = resp_on_status
     g_resp_settings.on_header_field = resp_on_header_field
     g_resp_settings.on_header_value = resp_on_header_value
-    g_resp_settings.on_headers_complete = resp_on_headers_complete
+    g_resp_settings.on_headers_complete = conn_on_headers_complete
     g_resp_settings.on_body = resp_on_body
-    g_resp_settings.on_message_complete = resp_on_message_complete
+    g_resp_settings.on_message_complete = conn_on_message_complete
 
 
 # ---- addresses ---------------------------------------------------------------
@@ -554,7 +539,7 @@ cdef int request_strict(UConn* uc, Exchange* x) noexcept nogil:
     the status to refuse it with (reason in x.why).  Records the effective
     host in x.host_sp: the absolute-form authority (RFC 9112 3.2.2: it
     replaces Host), else the Host value."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef const char* url = base + x.url_sp.off
     cdef Header* h
     cdef Header* host = NULL
@@ -630,7 +615,7 @@ cdef int request_strict(UConn* uc, Exchange* x) noexcept nogil:
 cdef const char* response_strict(DConn* dc, Exchange* x) noexcept nogil:
     """The same framing rules for a downstream's response head: NULL, or
     why it is refused (the client then gets 502)."""
-    cdef const char* base = bdata(dc.rbuf)
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef Header* te = NULL
     cdef int i, nte = 0, r
     for i in range(x.nresp):
@@ -639,7 +624,7 @@ cdef const char* response_strict(DConn* dc, Exchange* x) noexcept nogil:
             te = &x.resp[i]
     if nte == 0:
         return NULL
-    if dc.parser.http_major == 1 and dc.parser.http_minor == 0:
+    if dc.conn.parser.http_major == 1 and dc.conn.parser.http_minor == 0:
         return "Transfer-Encoding in an HTTP/1.0 response"
     if nte > 1:
         return "more than one Transfer-Encoding in the response"
@@ -680,26 +665,11 @@ cdef void w_replacement(W* w, RuleRt* r, const char* path, Exchange* x) noexcept
             i += 1
 
 
-cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noexcept nogil:
-    """The head sent to the downstream: the client's request line and
-    headers, minus hop-by-hop and proxy-owned headers, plus the rule's
-    X-Forwarded-* policy; HTTP/1.1 and origin-form whatever the client used.
-    Host is the effective host (x.host_sp: an absolute-form authority
-    replaces the client's Host), header names with `_` are dropped per
-    underscores-in-headers, h2c is taken out of Upgrade."""
-    cdef const char* base = bdata(uc.rbuf)
+cdef void w_request_line(W* w, const char* base, Exchange* x) noexcept nogil:
+    """The request line sent downstream: the client's method, the path as
+    the rule rewrites it, the query as sent, HTTP/1.1 (origin-form always)."""
     cdef const char* url = base + x.url_sp.off
-    cdef Tokens toks
-    cdef int i, hid, nxff = 0
-    cdef int xff_idx[16]
-    cdef bint host = False
-    cdef uint8_t us = uc.srv.underscores
-    cdef uint32_t hp = x.rule.hp
-    cdef Header* h
-    cdef char ip[64]
-    cdef int iplen
     cdef uint32_t qoff
-    collect_connection_tokens(&toks, base, x.req, x.nreq)
     w_put(w, base + x.method_sp.off, x.method_sp.len)
     w_put(w, " ", 1)
     if x.cut_so >= 0:
@@ -717,6 +687,23 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
     qoff = x.path_off + x.path_len
     w_put(w, url + qoff, x.url_sp.len - qoff)       # ?query as sent
     w_put(w, " HTTP/1.1\r\n", 11)
+
+
+cdef bint w_client_headers(W* w, UConn* uc, Exchange* x, int* xff_idx, int* nxff) noexcept nogil:
+    """The client's headers that go on, minus hop-by-hop and proxy-owned
+    ones; Host is the effective host (x.host_sp: an absolute-form authority
+    replaces the client's Host), names with `_` follow underscores-in-headers,
+    h2c is taken out of Upgrade.  The client's X-Forwarded-For headers the
+    policy appends to are noted in xff_idx (at most 16), not written.  True
+    when a Host header was written."""
+    cdef const char* base = bdata(uc.conn.rbuf)
+    cdef Tokens toks
+    cdef int i, hid
+    cdef bint host = False
+    cdef uint8_t us = uc.srv.underscores
+    cdef uint32_t hp = x.rule.hp
+    cdef Header* h
+    collect_connection_tokens(&toks, base, x.req, x.nreq)
     for i in range(x.nreq):
         h = &x.req[i]
         if x.rule.serve_edge != NULL and edge_req_skip(x.rule, base + h.name.off, h.name.len):
@@ -740,9 +727,9 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
             continue
         elif hid == H_X_FORWARDED_FOR:
             if hp & HP_XFF:
-                if not (hp & HP_XFF_REPLACE) and nxff < 16:
-                    xff_idx[nxff] = i
-                    nxff += 1
+                if not (hp & HP_XFF_REPLACE) and nxff[0] < 16:
+                    xff_idx[nxff[0]] = i
+                    nxff[0] += 1
                 continue
         elif hid == H_HOST:
             if not host:
@@ -773,7 +760,18 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         w_put(w, ": ", 2)
         w_put(w, base + h.value.off, h.value.len)
         w_put(w, "\r\n", 2)
-    iplen = peer_format(&uc.peer, ip, 64)
+    return host
+
+
+cdef void w_forwarding_headers(W* w, UConn* uc, Exchange* x, const int* xff_idx, int nxff) noexcept nogil:
+    """The headers the rule's policy adds (X-Forwarded-*, X-Real-IP,
+    Forwarded, Via, X-SSL-*): this client last after the hops it named."""
+    cdef const char* base = bdata(uc.conn.rbuf)
+    cdef uint32_t hp = x.rule.hp
+    cdef Header* h
+    cdef char ip[64]
+    cdef int i
+    cdef int iplen = peer_format(&uc.conn.peer, ip, 64)
     if hp & HP_XFF:
         # appended: earlier hops first, this client last (RFC 7239 order)
         w_put(w, "X-Forwarded-For: ", 17)
@@ -788,7 +786,7 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
         w_put(w, ip, iplen)
         w_put(w, "\r\n", 2)
     if hp & HP_X_FORWARDED_PROTO:
-        w_str(w, "X-Forwarded-Proto: https\r\n" if uc.tls != NULL else "X-Forwarded-Proto: http\r\n")
+        w_str(w, "X-Forwarded-Proto: https\r\n" if uc.conn.tls != NULL else "X-Forwarded-Proto: http\r\n")
     if (hp & HP_X_FORWARDED_HOST) and x.host_sp.len:
         w_put(w, "X-Forwarded-Host: ", 18)
         w_put(w, base + x.host_sp.off, x.host_sp.len)
@@ -800,23 +798,37 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
     if hp & HP_FORWARDED:
         # a new element after any the client sent (RFC 7239 section 4)
         w_put(w, "Forwarded: for=", 15)
-        if uc.peer.family == AF_INET6:
+        if uc.conn.peer.family == AF_INET6:
             w_put(w, "\"[", 2)
             w_put(w, ip, iplen)
             w_put(w, "]\"", 2)
-        elif uc.peer.family == AF_INET:
+        elif uc.conn.peer.family == AF_INET:
             w_put(w, ip, iplen)
         else:
             w_put(w, "unknown", 7)
-        w_str(w, ";proto=https" if uc.tls != NULL else ";proto=http")
+        w_str(w, ";proto=https" if uc.conn.tls != NULL else ";proto=http")
         if x.host_sp.len:
             w_put(w, ";host=", 6)
             w_quoted_host(w, base + x.host_sp.off, x.host_sp.len)
         w_put(w, "\r\n", 2)
     if hp & HP_VIA:
         w_str(w, "Via: 1.0 rproxy\r\n" if x.flags & XF_HTTP10 else "Via: 1.1 rproxy\r\n")
-    if x.rule.xssl and uc.tls != NULL:
-        tls_put_headers(w, uc.tls, x.rule.xssl)
+    if x.rule.xssl and uc.conn.tls != NULL:
+        tls_put_headers(w, uc.conn.tls, x.rule.xssl)
+
+
+cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noexcept nogil:
+    """The head sent to the downstream: the request line, the client's
+    headers that go on, the rule's forwarding headers, then what the
+    downstream needs whatever the client sent (Host, Connection: upgrade)
+    and the edge rule's additions."""
+    cdef const char* base = bdata(uc.conn.rbuf)
+    cdef int xff_idx[16]
+    cdef int nxff = 0
+    cdef bint host
+    w_request_line(w, base, x)
+    host = w_client_headers(w, uc, x, xff_idx, &nxff)
+    w_forwarding_headers(w, uc, x, xff_idx, nxff)
     if not host:
         # HTTP/1.0 clients may omit Host; the downstream speaks HTTP/1.1
         w_put(w, "Host: ", 6)
@@ -837,7 +849,7 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
 cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) noexcept nogil:
     """The head sent to the client: HTTP/1.1, the downstream's status and
     reason, its headers minus hop-by-hop ones and the vhost's strip-headers."""
-    cdef const char* base = bdata(dc.rbuf)
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef Tokens toks
     cdef int i, hid
     cdef Header* h
@@ -864,9 +876,9 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
             continue
         if hid == H_UPGRADE and st != 101:
             continue
-        if hid == H_TRANSFER_ENCODING and (dc.flags & DF_DECHUNK):
+        if hid == H_TRANSFER_ENCODING and (dc.conn.flags & DF_DECHUNK):
             continue
-        if hid == H_TRAILER and (dc.flags & DF_DECHUNK):
+        if hid == H_TRAILER and (dc.conn.flags & DF_DECHUNK):
             continue
         if hid == H_X_INTERNAL_REDIRECT and (x.flags & XF_REDIRECT_REFUSED):
             continue
@@ -887,7 +899,7 @@ cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) n
     if x.cst:
         cache_head_extra(w, x)
     if x.rule.serve_edge != NULL and st >= 200:
-        edge_resp_extra(w, x.rule, x, x.uc.tls != NULL, seen)
+        edge_resp_extra(w, x.rule, x, x.uc.conn.tls != NULL, seen)
     if st == 101:
         w_put(w, "Connection: upgrade\r\n", 21)
     elif close_client:

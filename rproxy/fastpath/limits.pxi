@@ -216,12 +216,12 @@ cdef bint edge_key(UConn* uc, Exchange* x, LimitRt* L, uint64_t scope, uint64_t*
     cdef uint8_t k = L.key
     h = edge_fnv(h, <const char*>&k, 1)
     if L.key == LK_CLIENT_IP:
-        a = edge_addr(&uc.peer, &fam)
+        a = edge_addr(&uc.conn.peer, &fam)
         h = edge_fnv(h, <const char*>a, 4 if fam == AF_INET else 16)
     elif L.key == LK_ROUTE:
         h = edge_fnv(h, <const char*>&scope, 8)
     else:
-        base = bdata(uc.rbuf)
+        base = bdata(uc.conn.rbuf)
         for i in range(x.nreq):
             if x.req[i].name.len == L.hdr_len \
                     and strncasecmp(base + x.req[i].name.off, L.hdr, L.hdr_len) == 0:
@@ -323,12 +323,12 @@ cdef void policy_answer(UConn* uc, Exchange* x, int status, const char* reason, 
     xlog_answer(x, status, resp)
     x_drop(uc)
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
-    out_release(&uc.out)
-    uc.out.hptr = resp
-    uc.out.hlen = <uint32_t>(w.p - resp)
-    uc.out.hbuf = hb
-    uc.state = U_CLOSING if uc.flags & UF_CLOSE_AFTER else U_WAIT
+        uc.conn.flags |= UF_CLOSE_AFTER
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = resp
+    uc.conn.out.hlen = <uint32_t>(w.p - resp)
+    uc.conn.out.hbuf = hb
+    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
     if uc_send(uc) == 0:
         uc_on_drained(uc)
 
@@ -341,14 +341,14 @@ cdef bint edge_admit(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
     cdef EdgePolicy* e = rule.edge
     cdef char where[48]
     cdef int n
-    if not edge_access_allowed(e, &uc.peer):
-        n = peer_format(&uc.peer, where, 48)
+    if not edge_access_allowed(e, &uc.conn.peer):
+        n = peer_format(&uc.conn.peer, where, 48)
         rp_elog(x_errfd(x), 4, "client %.*s: denied by the access rules of vhost '%s': 403", n, where,
                 rule.vhost.name)
         policy_answer(uc, x, 403, "Forbidden", NULL, 0)
         return True
     if e.deny:
-        n = peer_format(&uc.peer, where, 48)
+        n = peer_format(&uc.conn.peer, where, 48)
         rp_elog(x_errfd(x), 5, "client %.*s: rule '%s' denies: %d", n, where, rule.name, <int>e.deny)
         policy_answer(uc, x, e.deny, "Not Found" if e.deny == 404 else "Forbidden" if e.deny == 403
                     else "Gone" if e.deny == 410 else "Unavailable For Legal Reasons" if e.deny == 451
@@ -368,8 +368,8 @@ cdef const char* edge_limit_name(Exchange* x) noexcept nogil:
 
 cdef void edge_hold_x(UConn* uc, Exchange* x, int64_t ms) noexcept nogil:
     """Park x (no reading, no downstream) until its timer fires."""
-    uc.state = U_PENDING
-    timer_stop(&uc.timer)
+    uc_move(uc, U_PENDING)
+    timer_stop(&uc.conn.timer)
     timer_init(&x.ptimer, TK_LIMIT, x)
     timer_arm(&x.ptimer, ms)
 
@@ -386,7 +386,7 @@ cdef bint edge_verdict(UConn* uc, Exchange* x, LimitRt* L, int rc, int64_t wait)
             x.edge_limit = L
         return False
     x.edge_limit = L
-    n = peer_format(&uc.peer, where, 48)
+    n = peer_format(&uc.conn.peer, where, 48)
     if L.mode == LM_DRY_RUN:
         if L.counters != NULL:
             rp_add64(&L.counters[LC_DRY_LIMITED], 1)
@@ -440,7 +440,7 @@ cdef bint edge_store_failed(UConn* uc, Exchange* x, LimitRt* L, const char* what
     cdef char where[48]
     cdef int n
     if g_redis.fail_closed:
-        n = peer_format(&uc.peer, where, 48)
+        n = peer_format(&uc.conn.peer, where, 48)
         rp_elog(x_errfd(x), 4, "client %.*s: rate limit '%s': redis %s (fail = closed): 503", n, where,
                 L.name, what)
         if L.counters != NULL:

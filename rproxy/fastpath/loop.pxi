@@ -102,7 +102,7 @@ cdef void listener_on_event(Listener* l) noexcept nogil:
         if epoll_ctl(g_epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
             uc_close(uc)
             continue
-        timer_arm(&uc.timer, l.srv.read_timeout_ms)
+        timer_arm(&uc.conn.timer, l.srv.read_timeout_ms)
 
 
 # ---- stopping --------------------------------------------------------------------------
@@ -129,11 +129,11 @@ cdef void drain_start(int64_t timeout_ms) noexcept nogil:
             g_listeners[i].h.fd = -1
     while uc != NULL:
         nx = uc.next
-        if uc.state == U_IDLE and (uc.flags & UF_SERVED) and (uc.rbuf == NULL or uc.rpos == uc.rend) \
-                and out_empty(&uc.out):
+        if uc.conn.state == U_IDLE and (uc.conn.flags & UF_SERVED) and (uc.conn.rbuf == NULL or uc.conn.rpos == uc.conn.rend) \
+                and out_empty(&uc.conn.out):
             uc_close(uc)
         else:
-            uc.flags |= UF_CLOSE_AFTER
+            uc.conn.flags |= UF_CLOSE_AFTER
         uc = nx
     timer_arm(&g_worker_timer, timeout_ms if timeout_ms > 0 else 1)
 
@@ -178,7 +178,7 @@ cdef void stats_dump() noexcept nogil:
         n = 0
         dc = ds.idle_first
         while dc != NULL and n <= ds.nslots:
-            if dc.state != D_IDLE:
+            if dc.conn.state != D_IDLE:
                 bad += 1
             n += 1
             dc = dc.inext
@@ -208,11 +208,11 @@ cdef void run_ready() noexcept nogil:
     while g_ready != NULL:
         uc = g_ready
         g_ready = uc.rnext
-        uc.flags &= ~UF_READY
-        if uc.flags & UF_DEAD or uc.state != U_IDLE:
+        uc.conn.flags &= ~UF_READY
+        if uc.conn.state == U_CLOSED or uc.conn.state != U_IDLE:
             continue
         uc_process(uc)
-        if not (uc.flags & UF_DEAD):
+        if uc.conn.state != U_CLOSED:
             uc_read(uc)
 
 
@@ -242,7 +242,7 @@ cdef int loop_run() noexcept nogil:
             h = <Handle*>evs[i].data.ptr
             e = evs[i].events
             if h.kind == K_UCONN:
-                if not ((<UConn*>h).flags & UF_DEAD):
+                if (<UConn*>h).conn.state != U_CLOSED:
                     uc_on_event(<UConn*>h, e)
             elif h.kind == K_DCONN:
                 dc_on_event(<DConn*>h, e)
@@ -280,7 +280,7 @@ cdef void close_everything() noexcept nogil:
             if dc.x != NULL:
                 dc_detach(dc)
             dc_teardown(dc)
-            timer_stop(&dc.timer)   # (a private slot's, pool.pxi)
+            timer_stop(&dc.conn.timer)   # (a private slot's, pool.pxi)
     listeners_register(0)
     probes_stop()
     pipes_clear()

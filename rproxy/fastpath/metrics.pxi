@@ -166,7 +166,7 @@ cdef inline void m_tls_failed(ServerRt* srv) noexcept nogil:
 cdef inline void m_ds_failed(DConn* dc) noexcept nogil:
     """Before dc_failed tears the connection down: was it still connecting?"""
     if g_m_on and dc.ds.mc != NULL:
-        dc.ds.mc[DC_CONNECT_FAILS if dc.state == D_CONNECTING else DC_CONN_FAILS] += 1
+        dc.ds.mc[DC_CONNECT_FAILS if dc.conn.state == D_CONNECTING else DC_CONN_FAILS] += 1
 
 
 cdef inline void m_replay(DownstreamRt* ds) noexcept nogil:
@@ -239,7 +239,7 @@ cdef void m_publish() noexcept nogil:
             continue
         st[0] = st[1] = st[2] = st[3] = 0
         for j in range(ds.nslots if ds.pp else ds.nconns):     # proxy-protocol: its private ones (pool.pxi)
-            k = ds.conns[j].state
+            k = ds.conns[j].conn.state
             if k == D_IDLE:
                 st[0] += 1
             elif k == D_ACTIVE:

@@ -31,15 +31,15 @@ cdef bint dc_can_join(DConn* dc) noexcept nogil:
     """May one more request be written on this busy connection now?"""
     cdef Exchange* h = dc.x
     cdef DownstreamRt* ds = dc.ds
-    if dc.state != D_ACTIVE or h == NULL or dc.phase == R_TUNNEL or g_stop:
+    if dc.conn.state != D_ACTIVE or h == NULL or dc.phase == R_TUNNEL or g_stop:
         return False
-    if dc.flags & (DF_NO_REUSE | DF_RDHUP | DF_TUNNEL | DF_EOF_BODY):
+    if dc.conn.flags & (DF_NO_REUSE | CN_RDHUP | DF_EOF_BODY):
         return False
     if dc.ninflight >= ds.pipeline:
         return False
     # everything in flight joined under the same rule, so the oldest being
     # pipelinable means all are; the newest written whole means all are
-    if not (h.flags & XF_PIPE_OK) or not (dc.xlast.flags & XF_REQ_DONE) or not out_empty(&dc.out):
+    if not (h.flags & XF_PIPE_OK) or not (dc.xlast.flags & XF_REQ_DONE) or not out_empty(&dc.conn.out):
         return False
     if ds.max_requests and dc.nreq >= ds.max_requests:
         return False
@@ -104,8 +104,8 @@ cdef Exchange* pipe_unlink_from(DConn* dc, Exchange* first) noexcept nogil:
         dc.x = NULL
     else:
         prev.pnext = NULL
-    if not out_empty(&dc.out):
-        out_release(&dc.out)        # the newest is always among those taken off
+    if not out_empty(&dc.conn.out):
+        out_release(&dc.conn.out)        # the newest is always among those taken off
     dc.xlast = prev
     y = first
     while y != NULL:
@@ -141,8 +141,8 @@ cdef void pipe_replay_list(Exchange* y, DownstreamRt* ds, Exchange* skip) noexce
                 y.flags &= ~XF_REQ_SENT_ANY
                 y.body_in = 0
                 y.failed_ds = ds
-                uc.state = U_PENDING
-                timer_stop(&uc.timer)
+                uc_move(uc, U_PENDING)
+                timer_stop(&uc.conn.timer)
                 pend_add(y)
                 queued = True
         y = nx
@@ -155,7 +155,7 @@ cdef void pipe_drop(DConn* dc, Exchange* x) noexcept nogil:
     Its response will still come, and nothing may read it for another
     client: the connection ends after the oldest exchange's response, and
     the requests behind that one go elsewhere."""
-    dc.flags |= DF_NO_REUSE
+    dc.conn.flags |= DF_NO_REUSE
     pipe_replay_list(pipe_unlink_from(dc, dc.x.pnext), dc.ds, x)
 
 
@@ -168,22 +168,21 @@ cdef void pipe_response_done(DConn* dc) noexcept nogil:
     ds.fails_in_row = 0
     ds.ejections = 0
     dc_detach(dc)                   # keeps the bytes already read past this response
-    x_free(x)
-    uc.x = NULL
-    uc.state = U_WAIT
+    uc_x_end(uc)
+    uc_move(uc, U_WAIT)
     if dc.x != NULL:
-        dc.phase = R_HEAD
-        dc.flags &= (DF_READABLE | DF_WRITABLE | DF_RDHUP | DF_NO_REUSE)
-        if dc.rbuf != NULL and dc.rpos < dc.rend:
-            dc.flags |= DF_GOT_BYTES
-        llhttp_reset(&dc.parser)
+        dc_move_phase(dc, R_HEAD)
+        dc.conn.flags &= (CN_READABLE | CN_WRITABLE | CN_RDHUP | DF_NO_REUSE)
+        if dc.conn.rbuf != NULL and dc.conn.rpos < dc.conn.rend:
+            dc.conn.flags |= DF_GOT_BYTES
+        llhttp_reset(&dc.conn.parser)
         dc.assigned_at = g_now_us
-        timer_arm(&dc.timer, ds.read_timeout_ms)
+        timer_arm(&dc.conn.timer, ds.read_timeout_ms)
         dc_read(dc)                 # parses what is buffered, reads on while readable
     else:
         dc_recycle(dc)              # what was behind it had to go elsewhere
     pend_serve()                    # a place in a pipeline is free
-    if uc.flags & UF_DEAD:
+    if uc.conn.state == U_CLOSED:
         return
-    if out_empty(&uc.out):
+    if out_empty(&uc.conn.out):
         uc_after_response(uc)

@@ -26,7 +26,7 @@ cdef DConn* pool_closed_slot(DownstreamRt* d) noexcept nogil:
     """A closed extra slot of `d`, or NULL when all are open or opening."""
     cdef int j
     for j in range(d.nconns, d.nslots):
-        if d.conns[j].state == D_DOWN:
+        if d.conns[j].conn.state == D_DOWN:
             return &d.conns[j]
     return NULL
 
@@ -95,7 +95,7 @@ cdef bint pp_may_open(DownstreamRt* d) noexcept nogil:
     if not d.pp or not d.enabled or d.hc_down or g_now < d.pp_retry_at:
         return False
     for j in range(d.nslots):
-        if d.conns[j].state == D_DOWN or d.conns[j].state == D_IDLE:
+        if d.conns[j].conn.state == D_DOWN or d.conns[j].conn.state == D_IDLE:
             return True
     return False
 
@@ -109,10 +109,10 @@ cdef DConn* pp_pick(Exchange* x) noexcept nogil:
     while dc != NULL:
         nx = dc.onext
         d = dc.ds
-        if dc.state == D_IDLE and pp_in_rule(x.rule, d) and d.enabled and not d.hc_down \
+        if dc.conn.state == D_IDLE and pp_in_rule(x.rule, d) and d.enabled and not d.hc_down \
                 and (d.eject_until <= g_now or all_ejected(x.rule)):
             idle_remove(dc)
-            timer_stop(&dc.timer)
+            timer_stop(&dc.conn.timer)
             if dc_alive(dc):
                 return dc
             dc_recycle(dc)          # closed by the downstream while idle
@@ -125,7 +125,7 @@ cdef bint pp_opening(Exchange* x) noexcept nogil:
     downstreams: it will serve this request (pend_serve) once connected."""
     cdef DConn* dc = x.uc.pdc
     while dc != NULL:
-        if dc.state == D_CONNECTING and pp_in_rule(x.rule, dc.ds):
+        if dc.conn.state == D_CONNECTING and pp_in_rule(x.rule, dc.ds):
             return True
         dc = dc.onext
     return False
@@ -182,9 +182,9 @@ cdef DConn* pp_slot(DownstreamRt* d) noexcept nogil:
     cdef DConn* best = NULL
     cdef int j
     for j in range(d.nslots):
-        if d.conns[j].state == D_DOWN:
+        if d.conns[j].conn.state == D_DOWN:
             return &d.conns[j]
-        if d.conns[j].state == D_IDLE and (best == NULL or d.conns[j].idle_since < best.idle_since):
+        if d.conns[j].conn.state == D_IDLE and (best == NULL or d.conns[j].idle_since < best.idle_since):
             best = &d.conns[j]
     if best != NULL:
         if rp_elog_wants(ds_errfd(d), 7):
@@ -245,7 +245,7 @@ cdef void pp_unlink(DConn* dc) noexcept nogil:
         pp[0] = dc.onext
     dc.owner = NULL
     dc.onext = NULL
-    timer_arm(&dc.timer, 1)
+    timer_arm(&dc.conn.timer, 1)
 
 
 cdef void pp_release(UConn* uc) noexcept nogil:
@@ -266,7 +266,7 @@ cdef void pp_failed(DConn* dc, int err) noexcept nogil:
     """dc_failed for a private connection: closed, never reconnected for
     nobody; a failed connect backs the downstream off."""
     cdef DownstreamRt* ds = dc.ds
-    cdef bint connecting = dc.state == D_CONNECTING
+    cdef bint connecting = dc.conn.state == D_CONNECTING
     dc_teardown(dc)
     if not connecting:
         rp_elog(ds_errfd(ds), 6, "downstream %s (%s): private connection failed (%s)", ds.name, ds.label,
@@ -295,16 +295,16 @@ cdef void pp_idle(DConn* dc) noexcept nogil:
     cdef int j
     if g_npending > 0:
         for j in range(d.nslots):
-            if d.conns[j].state == D_DOWN:
+            if d.conns[j].conn.state == D_DOWN:
                 break               # a free slot: no need to take this one
         else:
             x = g_pend_first
             while x != NULL:
                 if pp_waiter(x, d, dc.owner):
-                    timer_arm(&dc.timer, 1)
+                    timer_arm(&dc.conn.timer, 1)
                     return
                 x = x.next
-    timer_arm(&dc.timer, d.idle_timeout_ms)
+    timer_arm(&dc.conn.timer, d.idle_timeout_ms)
 
 
 cdef void pp_slot_timer(DConn* dc) noexcept nogil:
@@ -319,7 +319,7 @@ cdef void pp_slot_timer(DConn* dc) noexcept nogil:
     if ds.down_logged:
         pend_fail_dead()
     if g_now < ds.pp_retry_at:
-        timer_arm(&dc.timer, ds.pp_retry_at - g_now)
+        timer_arm(&dc.conn.timer, ds.pp_retry_at - g_now)
         return
     x = g_pend_first
     while x != NULL:

@@ -45,33 +45,33 @@ cdef int probe_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil
     cdef llhttp_errno_t err
     cdef int status = 0
     cdef RuleRt* rule
-    llhttp_init(&uc.parser, HTTP_REQUEST, &g_req_settings)
-    uc.parser.data = uc
+    llhttp_init(&uc.conn.parser, HTTP_REQUEST, &g_req_settings)
+    uc.conn.parser.data = uc
     uc.srv = &g_probe_srv
-    uc.state = U_IDLE
-    uc.flags = 0
-    uc.rpos = 0
-    uc.rend = n
+    uc.conn.state = U_IDLE
+    uc.conn.flags = 0
+    uc.conn.rpos = 0
+    uc.conn.rend = n
     uc.mstart = 0
-    memcpy(bdata(uc.rbuf), data, n)
-    uc.peer.family = AF_INET
-    uc.peer.addr[0] = 192
-    uc.peer.addr[1] = 0
-    uc.peer.addr[2] = 2
-    uc.peer.addr[3] = 1
-    err = llhttp_execute(&uc.parser, bdata(uc.rbuf), n)
-    if err == HPE_PAUSED and (uc.flags & UF_HEAD_DONE):
-        uc.rpos = <uint32_t>(llhttp_get_error_pos(&uc.parser) - bdata(uc.rbuf))
-        if uc.rpos - uc.mstart > g_probe_srv.max_header_size:
+    memcpy(bdata(uc.conn.rbuf), data, n)
+    uc.conn.peer.family = AF_INET
+    uc.conn.peer.addr[0] = 192
+    uc.conn.peer.addr[1] = 0
+    uc.conn.peer.addr[2] = 2
+    uc.conn.peer.addr[3] = 1
+    err = llhttp_execute(&uc.conn.parser, bdata(uc.conn.rbuf), n)
+    if err == HPE_PAUSED and (uc.conn.flags & CN_HEAD_DONE):
+        uc.conn.rpos = <uint32_t>(llhttp_get_error_pos(&uc.conn.parser) - bdata(uc.conn.rbuf))
+        if uc.conn.rpos - uc.mstart > g_probe_srv.max_header_size:
             return 431
         rule = request_admit(uc, &status)
         if rule == NULL:
             return status
-        uc.x.rule = rule
-        build_request_head(w, uc, uc.x, &g_probe_ds)
+        uc.xhead.rule = rule
+        build_request_head(w, uc, uc.xhead, &g_probe_ds)
         return 0
     if err == HPE_OK:
-        if uc.x != NULL and uc.rend - uc.mstart > g_probe_srv.max_header_size:
+        if uc.xhead != NULL and uc.conn.rend - uc.mstart > g_probe_srv.max_header_size:
             return 431
         return -1
     return parse_error_status(uc, err)
@@ -99,8 +99,8 @@ def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
         free(uc); free(rb); free(ob)
         raise MemoryError()
     rb.cap = n + 1
-    uc.rbuf = rb
-    uc.x = NULL
+    uc.conn.rbuf = rb
+    uc.xhead = NULL
     w.p = bdata(ob)
     w.end = w.p + 65536
     w.overflow = 0
@@ -113,10 +113,10 @@ def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
             return ("incomplete",)
         if w.overflow:
             return ("reject", 431)
-        return ("forward", bytes(bdata(ob)[:w.p - bdata(ob)]), uc.rpos)
+        return ("forward", bytes(bdata(ob)[:w.p - bdata(ob)]), uc.conn.rpos)
     finally:
-        if uc.x != NULL:
-            x_free(uc.x)
+        if uc.xhead != NULL:
+            x_free(uc.xhead)
         free(uc)
         free(rb)
         free(ob)
@@ -137,7 +137,7 @@ def bench_parse_request(bytes data, int rounds, policy=()):
     cdef const char* d = data
     cdef uint32_t n = len(data)
     rb.cap = n + 1
-    uc.rbuf = rb
+    uc.conn.rbuf = rb
     with nogil:
         for i in range(rounds):
             w.p = bdata(ob)
@@ -145,9 +145,8 @@ def bench_parse_request(bytes data, int rounds, policy=()):
             w.overflow = 0
             if probe_one(uc, d, n, &w) == 0:
                 ok += 1
-            if uc.x != NULL:
-                x_free(uc.x)
-                uc.x = NULL
+            if uc.xhead != NULL:
+                uc_x_end(uc)
     free(uc)
     free(rb)
     free(ob)
@@ -171,20 +170,20 @@ def bench_parse_response(bytes data, int rounds, bint http10_client=False):
     http_settings_init()
     rb.cap = n + 1
     memcpy(bdata(rb), d, n)
-    dc.rbuf = rb
+    dc.conn.rbuf = rb
     x = x_new(uc)
     x.rule = &g_probe_rule
     x.flags = XF_KEEPALIVE | XF_REQ_DONE | (XF_HTTP10 if http10_client else 0)
     dc.x = x
     with nogil:
         for i in range(rounds):
-            llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
-            dc.parser.data = dc
-            dc.flags = 0
-            err = llhttp_execute(&dc.parser, bdata(rb), n)
-            if err != HPE_PAUSED or not (dc.flags & DF_HEAD_DONE):
+            llhttp_init(&dc.conn.parser, HTTP_RESPONSE, &g_resp_settings)
+            dc.conn.parser.data = dc
+            dc.conn.flags = 0
+            err = llhttp_execute(&dc.conn.parser, bdata(rb), n)
+            if err != HPE_PAUSED or not (dc.conn.flags & CN_HEAD_DONE):
                 break
-            x.status = <uint16_t>dc.parser.status_code
+            x.status = <uint16_t>dc.conn.parser.status_code
             w.p = bdata(ob)
             w.end = w.p + 65536
             w.overflow = 0
@@ -225,10 +224,11 @@ def bench_lb_pick(str method, int ndownstreams, int idle_per_downstream, int rou
         for j in range(idle_per_downstream):
             dc = &conns[i * idle_per_downstream + j]
             dc.ds = &dss[i]
-            dc.h.fd = -1
-            timer_init(&dc.timer, TK_DCONN, dc)
+            dc.conn.h.fd = -1
+            dc.conn.state = D_ACTIVE    # as if connected: only a connected one joins the idle list
+            timer_init(&dc.conn.timer, TK_DCONN, dc)
             idle_push(dc)
-            timer_stop(&dc.timer)
+            timer_stop(&dc.conn.timer)
     with nogil:
         for i in range(rounds):
             dc = lb_pick(&r)
@@ -236,7 +236,7 @@ def bench_lb_pick(str method, int ndownstreams, int idle_per_downstream, int rou
                 break
             picks[dc.ds.index] += 1
             idle_push(dc)
-            timer_stop(&dc.timer)
+            timer_stop(&dc.conn.timer)
     out = [picks[i] for i in range(ndownstreams)]
     free(dss)
     free(ptrs)
@@ -271,7 +271,7 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
         free(uc); free(dc); free(rb); free(ob)
         raise MemoryError()
     rb.cap = len(request) + 1
-    uc.rbuf = rb
+    uc.conn.rbuf = rb
     w.p = bdata(ob)
     w.end = w.p + 65536
     w.overflow = 0
@@ -279,9 +279,9 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
         clock_update()
         if probe_one(uc, request, len(request), &w) != 0:
             raise ValueError("the request was not accepted")
-        uc.peer.port = 54321
-        x = uc.x
-        x.head_end = uc.rpos            # as uc_process records it
+        uc.conn.peer.port = 54321
+        x = uc.xhead
+        x.head_end = uc.conn.rpos            # as uc_process records it
         memcpy(g_probe_rule.name, b"api", 4)
         memcpy(g_probe_vhost.name, b"example.com", 12)
         x.status = 200
@@ -313,12 +313,12 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
             db.cap = len(resp) + 1
             memcpy(bdata(db), <const char*>resp, len(resp))
             http_settings_init()
-            dc.rbuf = db
+            dc.conn.rbuf = db
             dc.x = x
-            llhttp_init(&dc.parser, HTTP_RESPONSE, &g_resp_settings)
-            dc.parser.data = dc
-            err = llhttp_execute(&dc.parser, bdata(db), len(resp))
-            if err != HPE_PAUSED or not (dc.flags & DF_HEAD_DONE):
+            llhttp_init(&dc.conn.parser, HTTP_RESPONSE, &g_resp_settings)
+            dc.conn.parser.data = dc
+            err = llhttp_execute(&dc.conn.parser, bdata(db), len(resp))
+            if err != HPE_PAUSED or not (dc.conn.flags & CN_HEAD_DONE):
                 raise ValueError("response head did not parse")
             xlog_copy_response_headers(x, dc, al)
         with nogil:
@@ -328,8 +328,8 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
         timer_stop(&g_log_timer)
         return sink.buf[:sink.len]
     finally:
-        if uc.x != NULL:
-            x_free(uc.x)
+        if uc.xhead != NULL:
+            x_free(uc.xhead)
         if al != NULL:
             _alog_free(al)
         free(sink.buf)
@@ -433,12 +433,12 @@ def probe_pipeline_pick(str method, list downstreams):
             for j, c in enumerate(spec["conns"]):
                 dc = &d.conns[j]
                 dc.ds = d
-                dc.h.fd = -1
+                dc.conn.h.fd = -1
                 n = c["inflight"]
                 if n == 0:
-                    dc.state = D_IDLE
+                    dc.conn.state = D_IDLE
                     continue
-                dc.state = D_ACTIVE
+                dc.conn.state = D_ACTIVE
                 dc.phase = R_BODY
                 prev = NULL
                 for k in range(n):
@@ -455,9 +455,9 @@ def probe_pipeline_pick(str method, list downstreams):
                 dc.ninflight = n
                 d.n_active += n
                 if c.get("no_reuse"):
-                    dc.flags |= DF_NO_REUSE
+                    dc.conn.flags |= DF_NO_REUSE
                 if c.get("rdhup"):
-                    dc.flags |= DF_RDHUP
+                    dc.conn.flags |= CN_RDHUP
                 if c.get("writing"):
                     dc.xlast.flags &= ~XF_REQ_DONE
                 if c.get("body"):

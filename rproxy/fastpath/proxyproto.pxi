@@ -41,13 +41,13 @@ cdef int pp_accept(UConn* uc) noexcept nogil:
     cdef const uint8_t* a
     cdef int fam = 0, i, n
     cdef char where[48]
-    if uc.peer.family == AF_INET or uc.peer.family == AF_INET6:
-        a = edge_addr(&uc.peer, &fam)
+    if uc.conn.peer.family == AF_INET or uc.conn.peer.family == AF_INET6:
+        a = edge_addr(&uc.conn.peer, &fam)
         for i in range(pp.nfrom):
             if edge_net_match(&pp.nets[i], a, fam):
                 uc.pp_wait = 1
                 return 0
-    n = peer_format(&uc.peer, where, 48)
+    n = peer_format(&uc.conn.peer, where, 48)
     rp_elog(uc_errfd(uc), 4, "client %.*s: not in proxy-protocol-from: connection closed", n, where)
     return -1
 
@@ -116,10 +116,10 @@ cdef int pp_parse_v1(UConn* uc, const char* b, int n, int* used) noexcept nogil:
     if pp_v1_addr(tok[2], tl[2], fam, addr) != 0 or pp_v1_port(tok[4], tl[4], &port) != 0:
         uc.pp_dst.family = 0
         return -1
-    memset(uc.peer.addr, 0, 16)
-    memcpy(uc.peer.addr, addr, 4 if fam == AF_INET else 16)
-    uc.peer.family = fam
-    uc.peer.port = port
+    memset(uc.conn.peer.addr, 0, 16)
+    memcpy(uc.conn.peer.addr, addr, 4 if fam == AF_INET else 16)
+    uc.conn.peer.family = fam
+    uc.conn.peer.port = port
     return 0
 
 
@@ -137,18 +137,18 @@ cdef int pp_parse_v2(UConn* uc, const uint8_t* b, int n, int* used) noexcept nog
         return 0                         # LOCAL: the balancer's own check; keep the real peer
     fam = b[13] >> 4
     if fam == 1 and total >= 16 + 12:                # AF_INET: src, dst, sport, dport
-        memset(uc.peer.addr, 0, 16)
-        memcpy(uc.peer.addr, b + 16, 4)
-        uc.peer.family = AF_INET
-        uc.peer.port = <uint16_t>((<int>b[24] << 8) | b[25])
+        memset(uc.conn.peer.addr, 0, 16)
+        memcpy(uc.conn.peer.addr, b + 16, 4)
+        uc.conn.peer.family = AF_INET
+        uc.conn.peer.port = <uint16_t>((<int>b[24] << 8) | b[25])
         memset(uc.pp_dst.addr, 0, 16)
         memcpy(uc.pp_dst.addr, b + 20, 4)
         uc.pp_dst.family = AF_INET
         uc.pp_dst.port = <uint16_t>((<int>b[26] << 8) | b[27])
     elif fam == 2 and total >= 16 + 36:
-        memcpy(uc.peer.addr, b + 16, 16)
-        uc.peer.family = AF_INET6
-        uc.peer.port = <uint16_t>((<int>b[48] << 8) | b[49])
+        memcpy(uc.conn.peer.addr, b + 16, 16)
+        uc.conn.peer.family = AF_INET6
+        uc.conn.peer.port = <uint16_t>((<int>b[48] << 8) | b[49])
         memcpy(uc.pp_dst.addr, b + 32, 16)
         uc.pp_dst.family = AF_INET6
         uc.pp_dst.port = <uint16_t>((<int>b[50] << 8) | b[51])
@@ -165,7 +165,7 @@ cdef int pp_read(UConn* uc) noexcept nogil:
     cdef int rc, used = 0, k
     cdef char where[48]
     cdef const char* why = "malformed PROXY protocol header"
-    n = recv(uc.h.fd, b, PP_MAX, MSG_PEEK)
+    n = recv(uc.conn.h.fd, b, PP_MAX, MSG_PEEK)
     if n < 0:
         if errno == EAGAIN or errno == EINTR:
             return 1
@@ -189,10 +189,10 @@ cdef int pp_read(UConn* uc) noexcept nogil:
             rc = -1
         else:
             return 1
-    if rc == 0 and recv(uc.h.fd, b, <size_t>used, 0) != used:
+    if rc == 0 and recv(uc.conn.h.fd, b, <size_t>used, 0) != used:
         rc = -1
     if rc < 0:
-        k = peer_format(&uc.peer, where, 48)
+        k = peer_format(&uc.conn.peer, where, 48)
         rp_elog(uc_errfd(uc), 4, "client %.*s: %s: connection closed", k, where, why)
         uc_close(uc)
         return -1
@@ -246,11 +246,11 @@ cdef int pp_out_header(int version, UConn* uc, char* out) noexcept nogil:
     cdef int n, alen
     memset(&src, 0, sizeof(Peer))
     memset(&dst, 0, sizeof(Peer))
-    if uc != NULL and (uc.peer.family == AF_INET or uc.peer.family == AF_INET6):
-        src = uc.peer
+    if uc != NULL and (uc.conn.peer.family == AF_INET or uc.conn.peer.family == AF_INET6):
+        src = uc.conn.peer
         if uc.pp_dst.family != 0:
             dst = uc.pp_dst
-        elif getsockname(uc.h.fd, <sockaddr*>ss, &sl) == 0:
+        elif getsockname(uc.conn.h.fd, <sockaddr*>ss, &sl) == 0:
             peer_from_sockaddr(&dst, ss)
     if (src.family == AF_INET or src.family == AF_INET6) and (dst.family == AF_INET or dst.family == AF_INET6):
         if src.family != dst.family:

@@ -65,7 +65,7 @@ cdef int redirect_target(const char* v, uint32_t n, uint8_t* ss, socklen_t* sl) 
 
 
 cdef Header* resp_header(DConn* dc, Exchange* x, int hid) noexcept nogil:
-    cdef const char* base = bdata(dc.rbuf)
+    cdef const char* base = bdata(dc.conn.rbuf)
     cdef int i
     for i in range(x.nresp):
         if header_id(base + x.resp[i].name.off, x.resp[i].name.len) == hid:
@@ -95,7 +95,7 @@ cdef int redirect_on_377(DConn* dc) noexcept nogil:
     cdef socklen_t sl = 0
     if h == NULL:
         return 2
-    v = bdata(dc.rbuf) + h.value.off
+    v = bdata(dc.conn.rbuf) + h.value.off
     if r.redirect_filter.n == 0:
         rp_elog(x_errfd(x), 3, "rule '%s': internal redirect to %.*s refused: no redirect-filter configured",
                 r.name, <int>h.value.len, v)
@@ -142,14 +142,14 @@ cdef void redirect_start(DConn* dc, uint8_t* ss, socklen_t sl) noexcept nogil:
         uc_respond(uc, 502, False)
         return
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
-    t.h.kind = K_DCONN
-    t.h.fd = fd
+    t.conn.h.kind = K_DCONN
+    t.conn.h.fd = fd
     t.ds = ds
     t.x = x
-    t.phase = R_TUNNEL
-    t.flags = DF_TUNNEL
-    t.state = D_CONNECTING
-    timer_init(&t.timer, TK_DCONN, t)
+    dc_move_phase(t, R_TUNNEL)
+    t.conn.flags = 0
+    dc_move(t, D_CONNECTING)
+    timer_init(&t.conn.timer, TK_DCONN, t)
     x.dc = t
     # the replayed head: the client's, plus where it was redirected from
     w.p = bdata(hb)
@@ -170,20 +170,20 @@ cdef void redirect_start(DConn* dc, uint8_t* ss, socklen_t sl) noexcept nogil:
         tunnel_free(t)
         uc_respond(uc, 502, False)
         return
-    t.out.hptr = bdata(hb)
-    t.out.hlen = <uint32_t>(w.p - bdata(hb))
-    t.out.hbuf = hb
-    if x.head_end < uc.rpos:        # a buffered body follows the head
-        t.out.bptr = bdata(uc.rbuf) + x.head_end
-        t.out.blen = uc.rpos - x.head_end
-    uc.fpos = uc.rpos
+    t.conn.out.hptr = bdata(hb)
+    t.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    t.conn.out.hbuf = hb
+    if x.head_end < uc.conn.rpos:        # a buffered body follows the head
+        t.conn.out.bptr = bdata(uc.conn.rbuf) + x.head_end
+        t.conn.out.blen = uc.conn.rpos - x.head_end
+    uc.conn.fpos = uc.conn.rpos
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
     ev.data.ptr = t
     epoll_ctl(g_epfd, EPOLL_CTL_ADD, fd, &ev)
     if connect(fd, <sockaddr*>ss, sl) != 0 and errno != EINPROGRESS:
         redirect_failed(t, errno)
         return
-    timer_arm(&t.timer, ds.connect_timeout_ms)
+    timer_arm(&t.conn.timer, ds.connect_timeout_ms)
 
 
 cdef void redirect_failed(DConn* t, int err) noexcept nogil:
@@ -198,16 +198,16 @@ cdef void redirect_connected(DConn* t) noexcept nogil:
     """The redirect target accepted: send the replayed request, then relay."""
     cdef Exchange* x = t.x
     cdef UConn* uc = x.uc
-    timer_stop(&t.timer)
-    t.state = D_ACTIVE
-    t.flags |= DF_READABLE | DF_WRITABLE
+    timer_stop(&t.conn.timer)
+    dc_move(t, D_ACTIVE)
+    t.conn.flags |= CN_READABLE | CN_WRITABLE
     x.flags |= XF_RESP_STARTED      # from now on failures can only close
     xlog_relay(x)                   # the target's status, not the 377, is the client's
     xlog_redirected(x, t)           # and its address: {DS_ADDR}, {DS_SPORT}
     xlog_keep_request(x, uc)        # tunnel bytes reuse the client's read buffer
-    uc.state = U_TUNNEL
-    uc.flags |= UF_READABLE
-    timer_arm(&uc.timer, uc.srv.tunnel_timeout_ms)
+    uc_move(uc, U_TUNNEL)
+    uc.conn.flags |= CN_READABLE
+    timer_arm(&uc.conn.timer, uc.srv.tunnel_timeout_ms)
     tun_up(uc)                      # flushes the replayed head first
-    if uc.x == x and not (uc.flags & UF_DEAD):
+    if uc.xhead == x and uc.conn.state != U_CLOSED:
         tun_down(t)

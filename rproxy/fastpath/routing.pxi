@@ -151,7 +151,7 @@ cdef RuleRt* route(UConn* uc, Exchange* x, int* status) noexcept nogil:
     """Pick the rule for a parsed request head, or set *status (421/404).
     The vhost is chosen by the effective host (x.host_sp, checked by
     request_strict: the absolute-form authority, else Host)."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef int i
     cdef char hbuf[256]
     cdef uint32_t hlen = 0, poff, plen
@@ -159,12 +159,12 @@ cdef RuleRt* route(UConn* uc, Exchange* x, int* status) noexcept nogil:
     if x.host_sp.len:
         hlen = host_normalise(base + x.host_sp.off, x.host_sp.len, hbuf, 256)
     v = vhost_for(uc.srv, hbuf, hlen)
-    if uc.tls != NULL and uc.tls.vhost != NULL and v != uc.tls.vhost:
+    if uc.conn.tls != NULL and uc.conn.tls.vhost != NULL and v != uc.conn.tls.vhost:
         if x.host_sp.len:
             rp_elog(g_errfd, 6, "Host %.*s is not the vhost the TLS server name chose: 421", hlen, hbuf)
             status[0] = 421         # domain fronting: the certificate was for another vhost
             return NULL
-        v = uc.tls.vhost            # HTTP/1.0 without Host: the server name says where
+        v = uc.conn.tls.vhost            # HTTP/1.0 without Host: the server name says where
     if v == NULL:
         status[0] = 404
         return NULL

@@ -228,7 +228,7 @@ cdef int sf_open(int at, const char* rel, int flags) noexcept nogil:
 
 
 cdef const char* req_header(UConn* uc, Exchange* x, const char* name, uint32_t nlen, uint32_t* vlen) noexcept nogil:
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef const char* v
     cdef uint32_t n
     cdef int i
@@ -367,7 +367,7 @@ cdef void static_fail(UConn* uc, Exchange* x, int status, const char* why, const
     cdef char where[48]
     cdef int n
     if why != NULL:
-        n = peer_format(&uc.peer, where, 48)
+        n = peer_format(&uc.conn.peer, where, 48)
         rp_elog(x_errfd(x), 4 if status == 400 or status == 403 else 6,
                 "client %.*s: rule '%s': %s: %s (%d)", n, where, x.rule.name, why, path, status)
     edge_error(uc, x, status)
@@ -414,7 +414,7 @@ cdef int static_serve(UConn* uc, Exchange* x) noexcept nogil:
     """Serve the request from the rule's root.  0: answered; 1: not found
     here and the rule has downstreams: forward it (try-files)."""
     cdef EdgeRule* e = x.rule.serve_edge
-    cdef const char* url = bdata(uc.rbuf) + x.url_sp.off
+    cdef const char* url = bdata(uc.conn.rbuf) + x.url_sp.off
     cdef const char* p = url + x.path_off
     cdef uint32_t plen = x.path_len, rlen = 0
     cdef char rel[SF_PATH_MAX]
@@ -493,7 +493,7 @@ cdef void static_slash_redirect(UConn* uc, Exchange* x) noexcept nogil:
     """A directory asked for without its `/`: 301 to the same path with it."""
     cdef bint keep = uc_reject_keeps(uc)
     cdef Buf* hb = buf_get()
-    cdef const char* url = bdata(uc.rbuf) + x.url_sp.off
+    cdef const char* url = bdata(uc.conn.rbuf) + x.url_sp.off
     cdef uint32_t qoff = x.path_off + x.path_len
     cdef W w
     if hb == NULL:
@@ -660,13 +660,13 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
 cdef void static_pump(UConn* uc) noexcept nogil:
     """Send more of the file: until the socket is full, the file is done, or
     the client is gone."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef ssize_t n
     cdef long off
     cdef size_t want
     cdef Buf* b
     while True:
-        if not out_empty(&uc.out):
+        if not out_empty(&uc.conn.out):
             if uc_send(uc) != 0:
                 return
         if x.sf_left == 0:
@@ -676,9 +676,9 @@ cdef void static_pump(UConn* uc) noexcept nogil:
             uc_on_drained(uc)
             return
         want = SF_CHUNK if x.sf_left > SF_CHUNK else <size_t>x.sf_left
-        if uc.tls == NULL:
+        if uc.conn.tls == NULL:
             off = <long>x.sf_off
-            n = sendfile(uc.h.fd, x.sf_fd, &off, want)
+            n = sendfile(uc.conn.h.fd, x.sf_fd, &off, want)
             if n > 0:
                 x.sf_off += <uint64_t>n
                 x.sf_left -= <uint64_t>n
@@ -687,8 +687,8 @@ cdef void static_pump(UConn* uc) noexcept nogil:
             if n < 0 and errno == EINTR:
                 continue
             if n < 0 and errno == EAGAIN:
-                uc.flags &= ~UF_WRITABLE
-                timer_arm(&uc.timer, uc_write_timeout(uc))
+                uc.conn.flags &= ~CN_WRITABLE
+                timer_arm(&uc.conn.timer, uc_write_timeout(uc))
                 return
         else:
             b = buf_get()
@@ -701,9 +701,9 @@ cdef void static_pump(UConn* uc) noexcept nogil:
             if n > 0:
                 x.sf_off += <uint64_t>n
                 x.sf_left -= <uint64_t>n
-                uc.out.bptr = bdata(b)
-                uc.out.blen = <uint32_t>n
-                uc.out.bbuf = b
+                uc.conn.out.bptr = bdata(b)
+                uc.conn.out.blen = <uint32_t>n
+                uc.conn.out.bbuf = b
                 continue
             buf_put(b)
         if n == 0:
@@ -824,26 +824,26 @@ cdef void static_autoindex(UConn* uc, Exchange* x, int dfd, const char* p, uint3
     if x.flags & XF_HEAD_REQ:
         buf_put(bb)
     else:
-        uc.out.bptr = bdata(bb)
-        uc.out.blen = <uint32_t>(bw.p - bdata(bb))
-        uc.out.bbuf = bb
+        uc.conn.out.bptr = bdata(bb)
+        uc.conn.out.blen = <uint32_t>(bw.p - bdata(bb))
+        uc.conn.out.bbuf = bb
     edge_answer_keep_body(uc, x, hb, &w, keep)
 
 
 cdef void edge_answer_keep_body(UConn* uc, Exchange* x, Buf* hb, W* w, bint keep) noexcept nogil:
-    """edge_answer for a head with a body already set in uc.out."""
-    cdef const char* bptr = uc.out.bptr
-    cdef uint32_t blen = uc.out.blen
-    cdef Buf* bbuf = uc.out.bbuf
-    uc.out.bptr = NULL
-    uc.out.blen = 0
-    uc.out.bbuf = NULL
-    out_release(&uc.out)
-    uc.out.bptr = bptr
-    uc.out.blen = blen
-    uc.out.bbuf = bbuf
+    """edge_answer for a head with a body already set in uc.conn.out."""
+    cdef const char* bptr = uc.conn.out.bptr
+    cdef uint32_t blen = uc.conn.out.blen
+    cdef Buf* bbuf = uc.conn.out.bbuf
+    uc.conn.out.bptr = NULL
+    uc.conn.out.blen = 0
+    uc.conn.out.bbuf = NULL
+    out_release(&uc.conn.out)
+    uc.conn.out.bptr = bptr
+    uc.conn.out.blen = blen
+    uc.conn.out.bbuf = bbuf
     if w.overflow:
-        out_release(&uc.out)
+        out_release(&uc.conn.out)
         buf_put(hb)
         uc_respond(uc, 500, False)
         return
@@ -852,11 +852,11 @@ cdef void edge_answer_keep_body(UConn* uc, Exchange* x, Buf* hb, W* w, bint keep
     x.sf_fd = SF_ANSWERED
     xlog_done(x)
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
-    uc.out.hptr = bdata(hb)
-    uc.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.out.hbuf = hb
-    uc.state = U_WAIT
+        uc.conn.flags |= UF_CLOSE_AFTER
+    uc.conn.out.hptr = bdata(hb)
+    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.conn.out.hbuf = hb
+    uc_move(uc, U_WAIT)
     if uc_send(uc) == 0:
         x_drop(uc)
         uc_on_drained(uc)

@@ -283,24 +283,7 @@ cdef int tls_flush(Out* o, Tls* t) noexcept nogil:
                 errno = EPIPE
             return -1
         t.flags &= ~TF_WPEND
-        k = <uint32_t>r
-        if o.hlen:
-            if k >= o.hlen:
-                k -= o.hlen
-                o.hlen = 0
-                if o.hbuf != NULL:
-                    buf_put(o.hbuf)
-                    o.hbuf = NULL
-            else:
-                o.hptr += k
-                o.hlen -= k
-                k = 0
-        if k:
-            o.bptr += k
-            o.blen -= k
-        if o.blen == 0 and o.bbuf != NULL:
-            buf_put(o.bbuf)
-            o.bbuf = NULL
+        out_advance(o, <size_t>r)
     return 0
 
 
@@ -360,63 +343,75 @@ cdef inline uint32_t tls_translate(Tls* t, uint32_t ev) noexcept nogil:
     return ev
 
 
-# ---- client side: handshake ------------------------------------------------------------
-
-cdef int tls_uc_start(UConn* uc) noexcept nogil:
-    """A connection accepted on a TLS listener: the handshake comes first."""
-    uc.tls = tls_new(uc.srv.tls_ctx, uc.h.fd, True)
-    return 0 if uc.tls != NULL else -1
-
-
-cdef uint32_t tls_uc_event(UConn* uc, uint32_t ev) noexcept nogil:
-    """The part of a client event TLS consumes; what is left (0: nothing)
-    goes on to the HTTP side."""
-    if uc.tls.flags & TF_HANDSHAKE:
-        if ev & EPOLLERR:
-            uc_close(uc)
-        else:
-            tls_uc_handshake(uc)
-        return 0
-    return tls_translate(uc.tls, ev)
-
-
-cdef void tls_uc_handshake(UConn* uc) noexcept nogil:
-    global g_tls_cur, c_tls_handshakes, c_tls_resumed
-    cdef Tls* t = uc.tls
-    cdef int r, e
-    g_tls_cur = uc
-    r = p_SSL_do_handshake(t.ssl)
-    g_tls_cur = NULL
+cdef int tls_handshake_step(Conn* c) noexcept nogil:
+    """Drive a connection's TLS handshake on.  1: done (counted); 0: it waits
+    for readiness (the CN_ flag it waits on is cleared); <0: it failed, as
+    minus OpenSSL's error code."""
+    global c_tls_handshakes, c_tls_resumed
+    cdef Tls* t = c.tls
+    cdef int r = p_SSL_do_handshake(t.ssl)
+    cdef int e
     if r == 1:
         t.flags &= ~TF_HANDSHAKE
         c_tls_handshakes += 1
         if p_SSL_session_reused(t.ssl):
             t.flags |= TF_RESUMED
             c_tls_resumed += 1
-        m_tls_done(uc.srv, (t.flags & TF_RESUMED) != 0)
         t.cipher = p_SSL_CIPHER_get_name(p_SSL_get_current_cipher(t.ssl))
+        return 1
+    e = p_SSL_get_error(t.ssl, r)
+    if e == SSL_ERROR_WANT_READ:
+        c.flags &= ~CN_READABLE
+        return 0
+    if e == SSL_ERROR_WANT_WRITE:
+        c.flags &= ~CN_WRITABLE
+        return 0
+    return -e
+
+
+# ---- client side: handshake ------------------------------------------------------------
+
+cdef int tls_uc_start(UConn* uc) noexcept nogil:
+    """A connection accepted on a TLS listener: the handshake comes first."""
+    uc.conn.tls = tls_new(uc.srv.tls_ctx, uc.conn.h.fd, True)
+    return 0 if uc.conn.tls != NULL else -1
+
+
+cdef uint32_t tls_uc_event(UConn* uc, uint32_t ev) noexcept nogil:
+    """The part of a client event TLS consumes; what is left (0: nothing)
+    goes on to the HTTP side."""
+    if uc.conn.tls.flags & TF_HANDSHAKE:
+        if ev & EPOLLERR:
+            uc_close(uc)
+        else:
+            tls_uc_handshake(uc)
+        return 0
+    return tls_translate(uc.conn.tls, ev)
+
+
+cdef void tls_uc_handshake(UConn* uc) noexcept nogil:
+    global g_tls_cur
+    cdef int r
+    g_tls_cur = uc                  # the SNI and verify callbacks' connection
+    r = tls_handshake_step(&uc.conn)
+    g_tls_cur = NULL
+    if r == 1:
+        m_tls_done(uc.srv, (uc.conn.tls.flags & TF_RESUMED) != 0)
         if uc.srv.tls_hdr_fn != NULL:
             tls_client_cert_headers(uc)
         # the request may have come with the last handshake flight, and
         # OpenSSL may hold it already: look before waiting for an event
-        uc.flags |= UF_READABLE
+        uc.conn.flags |= CN_READABLE
         uc_read(uc)
-        return
-    e = p_SSL_get_error(t.ssl, r)
-    if e == SSL_ERROR_WANT_READ:
-        uc.flags &= ~UF_READABLE
-        return
-    if e == SSL_ERROR_WANT_WRITE:
-        uc.flags &= ~UF_WRITABLE
-        return
-    tls_uc_failed(uc, e)
+    elif r < 0:
+        tls_uc_failed(uc, -r)
 
 
 cdef int tls_log_facts(UConn* uc, const char** proto, const char** cipher) noexcept nogil:
     """{TLS_PROTO} and {TLS_CIPHER} of a client connection (accesslog.pxi):
     OpenSSL's static names, e.g. TLSv1.3 and TLS_AES_256_GCM_SHA384; 0
     before the handshake completed."""
-    cdef Tls* t = uc.tls
+    cdef Tls* t = uc.conn.tls
     if t == NULL or t.ssl == NULL or t.cipher == NULL:
         return 0
     proto[0] = p_SSL_get_version(t.ssl)
@@ -430,11 +425,11 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
     global c_tls_failed, errno
     cdef char why[256]
     cdef char where[48]
-    cdef int n = peer_format(&uc.peer, where, 48)
+    cdef int n = peer_format(&uc.conn.peer, where, 48)
     cdef int saved = errno
     cdef unsigned long first = p_ERR_get_error() if e == SSL_ERROR_SSL else 0
     cdef const char* reason = p_ERR_reason_error_string(first) if first != 0 else NULL
-    uc.tls.flags |= TF_FATAL
+    uc.conn.tls.flags |= TF_FATAL
     if e == SSL_ERROR_ZERO_RETURN or (e == SSL_ERROR_SYSCALL and first == 0
                                       and (saved == 0 or saved == ECONNRESET or saved == EPIPE)):
         p_ERR_clear_error()
@@ -446,18 +441,18 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
     if reason != NULL and strcmp(reason, "http request") == 0:
         p_ERR_clear_error()
         rp_elog(uc_errfd(uc), 6, "client %.*s sent plain HTTP to a TLS port", n, where)
-        send(uc.h.fd, c_plain_http_resp, strlen(c_plain_http_resp), MSG_NOSIGNAL)
+        send(uc.conn.h.fd, c_plain_http_resp, strlen(c_plain_http_resp), MSG_NOSIGNAL)
         uc_close(uc)
         return
     if reason != NULL:
         snprintf(why, 256, "%s", reason)
-        if p_SSL_get_verify_result(uc.tls.ssl) != X509_V_OK:
+        if p_SSL_get_verify_result(uc.conn.tls.ssl) != X509_V_OK:
             snprintf(why, 256, "%s (certificate: %s)", reason,
-                     p_X509_verify_cert_error_string(p_SSL_get_verify_result(uc.tls.ssl)))
+                     p_X509_verify_cert_error_string(p_SSL_get_verify_result(uc.conn.tls.ssl)))
         p_ERR_clear_error()
     else:
         errno = saved
-        tls_error_text(uc.tls, why, 256)
+        tls_error_text(uc.conn.tls, why, 256)
     rp_elog(uc_errfd(uc), 6, "client %.*s: TLS handshake failed: %s", n, where, why)
     uc_close(uc)
 
@@ -492,7 +487,7 @@ cdef int tls_servername_cb(void* ssl, int* alert, void* arg) noexcept nogil:
     cdef char low[256]
     cdef uint32_t n
     cdef VhostRt* v
-    if uc == NULL or uc.tls == NULL:
+    if uc == NULL or uc.conn.tls == NULL:
         return SSL_TLSEXT_ERR_NOACK
     name = p_SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)
     if name == NULL:
@@ -501,7 +496,7 @@ cdef int tls_servername_cb(void* ssl, int* alert, void* arg) noexcept nogil:
     v = vhost_by_sni(uc.srv, low, n)
     if v == NULL:
         return SSL_TLSEXT_ERR_NOACK
-    uc.tls.vhost = v
+    uc.conn.tls.vhost = v
     if v.tls_ctx != NULL and v.tls_ctx != uc.srv.tls_ctx:
         p_SSL_set_SSL_CTX(ssl, v.tls_ctx)
         # SSL_set_SSL_CTX swaps certificate and store, not the verify mode
@@ -524,9 +519,9 @@ cdef int tls_verify_cb(int ok, void* xctx) noexcept nogil:
         if depth > 0 and p_X509_STORE_CTX_get_error(xctx) == X509_V_ERR_UNABLE_TO_GET_CRL:
             return 1
         return 0
-    if uc != NULL and uc.tls != NULL:
-        if uc.tls.vhost != NULL and uc.tls.vhost.tls_ctx != NULL:
-            limit = uc.tls.vhost.tls_verify_depth
+    if uc != NULL and uc.conn.tls != NULL:
+        if uc.conn.tls.vhost != NULL and uc.conn.tls.vhost.tls_ctx != NULL:
+            limit = uc.conn.tls.vhost.tls_verify_depth
         else:
             limit = uc.srv.tls_verify_depth
         if depth > limit + 1:
@@ -568,7 +563,7 @@ cdef void tls_client_cert_headers(UConn* uc) noexcept nogil:
     """Once per connection, right after the handshake: if the client sent a
     certificate, the headers the server's rules may ask for are made ready
     (by rproxy.tls, with the GIL: once per handshake, never per request)."""
-    cdef void* x = p_SSL_get_peer_certificate(uc.tls.ssl)
+    cdef void* x = p_SSL_get_peer_certificate(uc.conn.tls.ssl)
     if x == NULL:
         return
     p_X509_free(x)
@@ -579,7 +574,7 @@ cdef void tls_client_cert_headers(UConn* uc) noexcept nogil:
 
 cdef void tls_run_header_fn(UConn* uc) noexcept:
     cdef bytes block
-    cdef Tls* t = uc.tls
+    cdef Tls* t = uc.conn.tls
     try:
         block = (<object>uc.srv.tls_hdr_fn)(<uintptr_t>t.ssl)
     except BaseException as e:
@@ -618,7 +613,7 @@ cdef void tls_put_headers(W* w, Tls* t, uint64_t mask) noexcept nogil:
 cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil:
     """https-redirect: a plain-HTTP request gets 301 to the same host and
     target over https (the port left out when it is 443)."""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef const char* url = base + x.url_sp.off
     cdef char host[256]
     cdef uint32_t hlen = 0
@@ -659,12 +654,12 @@ cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil:
         return
     x_drop(uc)
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
-    out_release(&uc.out)
-    uc.out.hptr = bdata(hb)
-    uc.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.out.hbuf = hb
-    uc.state = U_CLOSING if uc.flags & UF_CLOSE_AFTER else U_WAIT
+        uc.conn.flags |= UF_CLOSE_AFTER
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = bdata(hb)
+    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.conn.out.hbuf = hb
+    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
     if uc_send(uc) == 0:
         uc_on_drained(uc)
 
@@ -674,41 +669,29 @@ cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil:
 cdef void tls_dc_start(DConn* dc) noexcept nogil:
     """TCP is up: the TLS handshake comes before the connection joins its pool."""
     cdef DownstreamRt* ds = dc.ds
-    dc.tls = tls_new(ds.tls_ctx, dc.h.fd, False)
-    if dc.tls == NULL:
+    dc.conn.tls = tls_new(ds.tls_ctx, dc.conn.h.fd, False)
+    if dc.conn.tls == NULL:
         dc_failed(dc, ENOMEM)
         return
     if ds.tls_name[0]:
-        p_SSL_set_tlsext_host_name(dc.tls.ssl, ds.tls_name)
+        p_SSL_set_tlsext_host_name(dc.conn.tls.ssl, ds.tls_name)
     if ds.tls_session != NULL:
-        p_SSL_set_session(dc.tls.ssl, ds.tls_session)
-    timer_arm(&dc.timer, ds.connect_timeout_ms)
+        p_SSL_set_session(dc.conn.tls.ssl, ds.tls_session)
+    timer_arm(&dc.conn.timer, ds.connect_timeout_ms)
     tls_dc_handshake(dc)
 
 
 cdef void tls_dc_handshake(DConn* dc) noexcept nogil:
-    global c_tls_handshakes, c_tls_resumed, c_tls_failed
-    cdef Tls* t = dc.tls
+    global c_tls_failed
+    cdef Tls* t = dc.conn.tls
     cdef DownstreamRt* ds = dc.ds
     cdef char why[256]
-    cdef int r = p_SSL_do_handshake(t.ssl)
-    cdef int e
+    cdef int r = tls_handshake_step(&dc.conn)
     if r == 1:
-        t.flags &= ~TF_HANDSHAKE
-        c_tls_handshakes += 1
-        if p_SSL_session_reused(t.ssl):
-            t.flags |= TF_RESUMED
-            c_tls_resumed += 1
-        t.cipher = p_SSL_CIPHER_get_name(p_SSL_get_current_cipher(t.ssl))
         ds.tls_err_logged = 0
         dc_connected(dc)
         return
-    e = p_SSL_get_error(t.ssl, r)
-    if e == SSL_ERROR_WANT_READ:
-        dc.flags &= ~DF_READABLE
-        return
-    if e == SSL_ERROR_WANT_WRITE:
-        dc.flags &= ~DF_WRITABLE
+    if r == 0:
         return
     c_tls_failed += 1
     t.flags |= TF_FATAL
@@ -724,8 +707,8 @@ cdef void tls_dc_release(DConn* dc) noexcept nogil:
     connection to this downstream with, then free the TLS state."""
     cdef DownstreamRt* ds = dc.ds
     cdef void* sess
-    cdef Tls* t = dc.tls
-    dc.tls = NULL
+    cdef Tls* t = dc.conn.tls
+    dc.conn.tls = NULL
     if not (t.flags & (TF_HANDSHAKE | TF_FATAL)) and dc.nreq > 0:
         sess = p_SSL_get1_session(t.ssl)
         if sess != NULL:

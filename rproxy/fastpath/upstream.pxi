@@ -9,12 +9,9 @@
 # ---- exchanges -----------------------------------------------------------------
 
 cdef Exchange* x_new(UConn* uc) noexcept nogil:
-    global g_free_x, g_nfree_x, c_x_out
-    cdef Exchange* x = g_free_x
-    if x != NULL:
-        g_free_x = x.next
-        g_nfree_x -= 1
-    else:
+    global c_x_out
+    cdef Exchange* x = <Exchange*>freelist_pop(&g_free_x)
+    if x == NULL:
         x = <Exchange*>malloc(sizeof(Exchange))
         if x == NULL:
             return NULL
@@ -72,7 +69,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
 
 
 cdef void x_free(Exchange* x) noexcept nogil:
-    global g_free_x, g_nfree_x, c_x_out
+    global c_x_out
     m_request_done(x)
     static_release(x)
     xlog_emit(x)                    # every exchange ends here, whichever way it went
@@ -90,29 +87,46 @@ cdef void x_free(Exchange* x) noexcept nogil:
         bb_free(x.qbb)
         x.qbb = NULL
     c_x_out -= 1
-    if g_nfree_x >= 1024:
+    if not freelist_push(&g_free_x, x):
         free(x)
-        return
-    x.next = g_free_x
-    g_free_x = x
-    g_nfree_x += 1
 
 
 cdef void x_drop(UConn* uc) noexcept nogil:
-    """End the client's current exchange, whatever state it is in: a
+    """End the client's oldest exchange, whatever state it is in: a
     downstream connection still attached cannot be trusted and is closed."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if x == NULL:
         return
     if x.dc != NULL:
-        if x.dc.flags & DF_TUNNEL:
+        if x.dc.phase == R_TUNNEL:
             tunnel_free(x.dc)
         elif x.dc.x != x:
             pipe_drop(x.dc, x)      # in flight behind another client's exchange
         else:
             dc_abandon(x.dc)
+    uc_x_end(uc)
+
+
+cdef inline void uc_x_push(UConn* uc, Exchange* x) noexcept nogil:
+    """A new exchange of this connection: the newest (its request is parsed next)."""
+    x.unext = NULL
+    if uc.xtail != NULL:
+        uc.xtail.unext = x
+    else:
+        uc.xhead = x
+    uc.xtail = x
+
+
+cdef void uc_x_end(UConn* uc) noexcept nogil:
+    """The oldest exchange of this connection is over: freed, and the next
+    one (if any) becomes the oldest.  It is freed while still the
+    connection's, so its log line and messages name its vhost."""
+    cdef Exchange* x = uc.xhead
+    cdef Exchange* nxt = x.unext
     x_free(x)
-    uc.x = NULL
+    uc.xhead = nxt
+    if nxt == NULL:
+        uc.xtail = NULL
 
 
 # ---- pending queue ---------------------------------------------------------------
@@ -210,28 +224,28 @@ cdef UConn* uc_new(int fd, ServerRt* srv, const uint8_t* ss) noexcept nogil:
     cdef const sockaddr_in6* a6
     if uc == NULL:
         return NULL
-    uc.h.kind = K_UCONN
-    uc.h.fd = fd
+    uc.conn.h.kind = K_UCONN
+    uc.conn.h.fd = fd
     uc.srv = srv
-    uc.state = U_IDLE
-    uc.flags = UF_WRITABLE
-    llhttp_init(&uc.parser, HTTP_REQUEST, &g_req_settings)
-    uc.parser.data = uc
-    timer_init(&uc.timer, TK_UCONN, uc)
-    uc.peer.family = (<const sockaddr*>ss).sa_family
-    if uc.peer.family == AF_INET:
+    uc_move(uc, U_IDLE)
+    uc.conn.flags = CN_WRITABLE
+    llhttp_init(&uc.conn.parser, HTTP_REQUEST, &g_req_settings)
+    uc.conn.parser.data = uc
+    timer_init(&uc.conn.timer, TK_UCONN, uc)
+    uc.conn.peer.family = (<const sockaddr*>ss).sa_family
+    if uc.conn.peer.family == AF_INET:
         a4 = <const sockaddr_in*>ss
-        memcpy(uc.peer.addr, &a4.sin_addr, 4)
-        uc.peer.port = ntohs(a4.sin_port)
-    elif uc.peer.family == AF_INET6:
+        memcpy(uc.conn.peer.addr, &a4.sin_addr, 4)
+        uc.conn.peer.port = ntohs(a4.sin_port)
+    elif uc.conn.peer.family == AF_INET6:
         a6 = <const sockaddr_in6*>ss
-        memcpy(uc.peer.addr, &a6.sin6_addr, 16)
-        uc.peer.port = ntohs(a6.sin6_port)
+        memcpy(uc.conn.peer.addr, &a6.sin6_addr, 16)
+        uc.conn.peer.port = ntohs(a6.sin6_port)
     uc.next = g_uconns
     if g_uconns != NULL:
         g_uconns.prev = uc
     g_uconns = uc
-    uc.flags |= UF_IN_LIST
+    uc.conn.flags |= UF_IN_LIST
     g_nuconns += 1
     m_conn_open(srv)
     return uc
@@ -241,22 +255,15 @@ cdef void uc_close(UConn* uc) noexcept nogil:
     """Close now.  The struct is freed at the end of the loop turn, since
     events already returned by epoll may still point at it."""
     global g_uconns, g_nuconns, g_dead
-    if uc.flags & UF_DEAD:
+    if uc.conn.state == U_CLOSED:
         return
-    x_drop(uc)
+    while uc.xhead != NULL:
+        x_drop(uc)                  # every exchange it owns
     if uc.pdc != NULL:
         pp_release(uc)              # its private downstream connections close with it (pool.pxi)
-    timer_stop(&uc.timer)
-    if uc.tls != NULL:
-        tls_free(uc.tls)
-        uc.tls = NULL
-    close(uc.h.fd)
-    if uc.rbuf != NULL:
-        buf_put(uc.rbuf)
-        uc.rbuf = NULL
-    out_release(&uc.out)
+    conn_release(&uc.conn)
     rsp_release(uc)
-    if uc.flags & UF_IN_LIST:
+    if uc.conn.flags & UF_IN_LIST:
         if uc.prev != NULL:
             uc.prev.next = uc.next
         else:
@@ -265,7 +272,8 @@ cdef void uc_close(UConn* uc) noexcept nogil:
             uc.next.prev = uc.prev
         g_nuconns -= 1
         m_conn_closed(uc.srv)
-    uc.flags = UF_DEAD | (uc.flags & UF_READY)
+    uc.conn.flags &= UF_READY        # still on the ready list: run_ready skips it
+    uc_move(uc, U_CLOSED)
     uc.next = g_dead
     g_dead = uc
 
@@ -274,13 +282,13 @@ cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
     """Close after the last response.  If the client may still be sending
     (an unread body, pipelined bytes), shut our side and discard its input for
     a moment first, so a reset does not destroy the response in flight."""
-    if (uc.rend > uc.rpos or uc.x != NULL) and not (uc.flags & UF_RDHUP):
+    if (uc.conn.rend > uc.conn.rpos or uc.xhead != NULL) and not (uc.conn.flags & CN_RDHUP):
         x_drop(uc)
-        conn_shut_wr(uc.h.fd, uc.tls)
-        uc.state = U_LINGER
-        uc.rpos = 0
-        uc.rend = 0
-        timer_arm(&uc.timer, 2000)
+        conn_shut_wr(uc.conn.h.fd, uc.conn.tls)
+        uc_move(uc, U_LINGER)
+        uc.conn.rpos = 0
+        uc.conn.rend = 0
+        timer_arm(&uc.conn.timer, 2000)
         uc_read(uc)
         return
     uc_close(uc)
@@ -289,31 +297,29 @@ cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
 cdef inline int64_t uc_read_timeout(UConn* uc) noexcept nogil:
     """A rule's upstream-read-timeout replaces the server's once a request
     is routed to it, and only when it is set (RProxy applied {0,0} when unset)."""
-    if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_read_ms:
-        return uc.x.rule.up_read_ms
+    if uc.xhead != NULL and uc.xhead.rule != NULL and uc.xhead.rule.up_read_ms:
+        return uc.xhead.rule.up_read_ms
     return uc.srv.client_body_timeout_ms     # (only request bodies are read under it)
 
 
 cdef inline int64_t uc_write_timeout(UConn* uc) noexcept nogil:
-    if uc.x != NULL and uc.x.rule != NULL and uc.x.rule.up_write_ms:
-        return uc.x.rule.up_write_ms
+    if uc.xhead != NULL and uc.xhead.rule != NULL and uc.xhead.rule.up_write_ms:
+        return uc.xhead.rule.up_write_ms
     return uc.srv.send_timeout_ms
 
 
 cdef int uc_send(UConn* uc) noexcept nogil:
     """Write the client's pending output.  0: all out; 1: the socket is full;
     -1: the client is gone (the connection has been closed)."""
-    cdef uint32_t before = uc.out.hlen + uc.out.blen
-    cdef int r = conn_flush(&uc.out, uc.h.fd, uc.tls)
-    cdef uint32_t moved = before - (uc.out.hlen + uc.out.blen)
-    if uc.x != NULL:
-        uc.x.log.bytes_out += moved
+    cdef uint32_t moved
+    cdef int r = conn_send(&uc.conn, &moved)
+    if uc.xhead != NULL:
+        uc.xhead.log.bytes_out += moved
     if r == 0:
         return 0
     if r > 0:
-        uc.flags &= ~UF_WRITABLE
-        if moved or uc.timer.when == 0:     # send-timeout: the time between two writes that moved bytes
-            timer_arm(&uc.timer, uc_write_timeout(uc))
+        if moved or uc.conn.timer.when == 0:     # send-timeout: the time between two writes that moved bytes
+            timer_arm(&uc.conn.timer, uc_write_timeout(uc))
         return 1
     uc_close(uc)
     return -1
@@ -322,8 +328,8 @@ cdef int uc_send(UConn* uc) noexcept nogil:
 cdef void uc_on_drained(UConn* uc) noexcept nogil:
     """The client took all its pending output (after EPOLLOUT): continue
     whatever was waiting for that."""
-    cdef Exchange* x = uc.x
-    if uc.state == U_CLOSING:
+    cdef Exchange* x = uc.xhead
+    if uc.conn.state == U_CLOSING:
         uc_close_gracefully(uc)
         return
     if x != NULL and edge_on_drained(uc):
@@ -334,31 +340,31 @@ cdef void uc_on_drained(UConn* uc) noexcept nogil:
         elif x.cfd >= 0:
             cache_pump(uc)         # a hit's body (cache.pxi)
         return
-    if uc.state == U_WAIT:
+    if uc.conn.state == U_WAIT:
         uc_after_response(uc)
 
 
 cdef void uc_after_response(UConn* uc) noexcept nogil:
     """A response has been fully written: close, or serve the next request."""
-    if (uc.flags & UF_CLOSE_AFTER) or g_stop:
+    if (uc.conn.flags & UF_CLOSE_AFTER) or g_stop:
         uc_close_gracefully(uc)
         return
     global g_depth, g_ready
     rsp_release(uc)
-    uc.flags |= UF_SERVED
-    uc.state = U_IDLE
-    timer_arm(&uc.timer, uc.srv.keepalive_timeout_ms)
+    uc.conn.flags |= UF_SERVED
+    uc_move(uc, U_IDLE)
+    timer_arm(&uc.conn.timer, uc.srv.keepalive_timeout_ms)
     if g_depth > 8:
         # pipelined requests answered back to back would nest calls; finish
         # this one at the end of the loop turn instead
-        if not (uc.flags & UF_READY):
-            uc.flags |= UF_READY
+        if not (uc.conn.flags & UF_READY):
+            uc.conn.flags |= UF_READY
             uc.rnext = g_ready
             g_ready = uc
         return
     g_depth += 1
     uc_process(uc)
-    if not (uc.flags & UF_DEAD):
+    if uc.conn.state != U_CLOSED:
         uc_read(uc)
     g_depth -= 1
 
@@ -366,31 +372,31 @@ cdef void uc_after_response(UConn* uc) noexcept nogil:
 cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
     """Answer with a response of the proxy's own (4xx/5xx)."""
     cdef Canned* c = canned_get(status)
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if x != NULL and x.cx != NULL and cache_stale_answer(uc, x, status):
         return                      # cache-use-stale: a stale entry instead (cache.pxi)
-    if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.tls != NULL and (uc.tls.flags & TF_WPEND)):
+    if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.conn.tls != NULL and (uc.conn.tls.flags & TF_WPEND)):
         uc_close(uc)                # half a response is out: only closing is honest
         return
     if not keep or g_stop:
-        uc.flags |= UF_CLOSE_AFTER
-    xlog_answer(x, status, c.close_resp if uc.flags & UF_CLOSE_AFTER else c.keep_resp)
+        uc.conn.flags |= UF_CLOSE_AFTER
+    xlog_answer(x, status, c.close_resp if uc.conn.flags & UF_CLOSE_AFTER else c.keep_resp)
     x_drop(uc)
-    out_release(&uc.out)
-    if uc.flags & UF_CLOSE_AFTER:
-        uc.out.hptr = c.close_resp
-        uc.out.hlen = c.close_len
-        uc.state = U_CLOSING
+    out_release(&uc.conn.out)
+    if uc.conn.flags & UF_CLOSE_AFTER:
+        uc.conn.out.hptr = c.close_resp
+        uc.conn.out.hlen = c.close_len
+        uc_move(uc, U_CLOSING)
     else:
-        uc.out.hptr = c.keep_resp
-        uc.out.hlen = c.keep_len
-        uc.state = U_WAIT
+        uc.conn.out.hptr = c.keep_resp
+        uc.conn.out.hlen = c.keep_len
+        uc_move(uc, U_WAIT)
     if uc_send(uc) == 0:
         uc_on_drained(uc)
 
 
 cdef bint uc_request_bodyless(UConn* uc) noexcept nogil:
-    cdef llhttp_t* p = &uc.parser
+    cdef llhttp_t* p = &uc.conn.parser
     if p.flags & (F_CHUNKED | F_TRANSFER_ENCODING):
         return False
     return not (p.flags & F_CONTENT_LENGTH) or p.content_length == 0
@@ -407,13 +413,13 @@ cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
     it: can the connection be kept?  (Steps the parser over an empty body.)"""
     cdef llhttp_errno_t err
     cdef bint keep = False
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     if x != NULL and not (x.flags & XF_REQ_DONE) and (x.flags & XF_KEEPALIVE) and uc_request_bodyless(uc):
         # step the parser over the (empty) body to the end of the message
-        err = llhttp_execute(&uc.parser, bdata(uc.rbuf) + uc.rpos, 0)
-        if err == HPE_PAUSED and (uc.flags & UF_MSG_DONE):
-            uc.flags &= ~UF_MSG_DONE
-            llhttp_resume(&uc.parser)
+        err = llhttp_execute(&uc.conn.parser, bdata(uc.conn.rbuf) + uc.conn.rpos, 0)
+        if err == HPE_PAUSED and (uc.conn.flags & CN_MSG_DONE):
+            uc.conn.flags &= ~CN_MSG_DONE
+            llhttp_resume(&uc.conn.parser)
             keep = True
     elif x != NULL and (x.flags & XF_REQ_DONE) and (x.flags & XF_KEEPALIVE):
         keep = True
@@ -424,7 +430,7 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     cdef int r
     if uc.pp_wait and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
         return                      # PROXY protocol header awaited (proxyproto.pxi): nothing else yet
-    if uc.tls != NULL and (uc.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
+    if uc.conn.tls != NULL and (uc.conn.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
         ev = tls_uc_event(uc, ev)
         if ev == 0:
             return
@@ -432,149 +438,132 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
         uc_close(uc)
         return
     if ev & (EPOLLRDHUP | EPOLLHUP):
-        uc.flags |= UF_RDHUP
+        uc.conn.flags |= CN_RDHUP
     if ev & EPOLLOUT:
-        uc.flags |= UF_WRITABLE
-        if not out_empty(&uc.out):
+        uc.conn.flags |= CN_WRITABLE
+        if not out_empty(&uc.conn.out):
             r = uc_pump(uc)
-            if r > 0 and uc.x != NULL and uc.x.dc != NULL and uc.x.dc.x == uc.x \
-                    and rsp_may_read(uc.x.dc, uc):
-                dc_read(uc.x.dc)        # room in the response buffer again
+            if r > 0 and uc.xhead != NULL and uc.xhead.dc != NULL and uc.xhead.dc.x == uc.xhead \
+                    and rsp_may_read(uc.xhead.dc, uc):
+                dc_read(uc.xhead.dc)        # room in the response buffer again
             if r != 0:
                 return
             uc_on_drained(uc)
-            if uc.flags & UF_DEAD:
+            if uc.conn.state == U_CLOSED:
                 return
-        elif uc.x != NULL and uc.x.pipe != NULL and uc.x.pipe.len and uc.x.dc != NULL:
-            dc_read(uc.x.dc)            # a spliced body waits in its pipe for this client
-            if uc.flags & UF_DEAD:
+        elif uc.xhead != NULL and uc.xhead.pipe != NULL and uc.xhead.pipe.len and uc.xhead.dc != NULL:
+            dc_read(uc.xhead.dc)            # a spliced body waits in its pipe for this client
+            if uc.conn.state == U_CLOSED:
                 return
-        elif uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL:
+        elif uc.xhead != NULL and uc.xhead.cfd >= 0 and uc.xhead.dc == NULL:
             cache_pump(uc)              # a hit's body waits for room (sendfile, cache.pxi)
-            if uc.flags & UF_DEAD:
+            if uc.conn.state == U_CLOSED:
                 return
-        elif uc.x != NULL and uc.x.sf_fd >= 0:
+        elif uc.xhead != NULL and uc.xhead.sf_fd >= 0:
             static_pump(uc)             # a static file waits for room (static.pxi)
-            if uc.flags & UF_DEAD:
+            if uc.conn.state == U_CLOSED:
                 return
     if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP):
-        uc.flags |= UF_READABLE
+        uc.conn.flags |= CN_READABLE
         uc_read(uc)
 
 
 cdef bint uc_wants_input(UConn* uc) noexcept nogil:
-    cdef uint8_t st = uc.state
+    cdef uint8_t st = uc.conn.state
     if st == U_IDLE or st == U_HEAD or st == U_LINGER or st == U_BUFFER:
         return True
     if st == U_BODY:
-        return uc.x.dc != NULL and out_empty(&uc.x.dc.out) and uc.rpos == uc.rend
+        return uc.xhead.dc != NULL and out_empty(&uc.xhead.dc.conn.out) and uc.conn.rpos == uc.conn.rend
     return False
 
 
 cdef void uc_shift(UConn* uc, uint32_t d) noexcept nogil:
     """Move the unconsumed tail of the read buffer down by d bytes, keeping the
     recorded spans of a head in progress valid."""
-    cdef Exchange* x = uc.x
-    cdef char* base = bdata(uc.rbuf)
-    cdef int i
-    memmove(base, base + d, uc.rend - d)
-    uc.rend -= d
-    uc.rpos -= d
-    uc.fpos = uc.fpos - d if uc.fpos >= d else 0
+    cdef Exchange* x = uc.xhead
+    conn_shift(&uc.conn, d)
     uc.mstart = uc.mstart - d if uc.mstart >= d else 0
-    if x != NULL and uc.state == U_HEAD:
+    if x != NULL and uc.conn.state == U_HEAD:
         x.method_sp.off -= d
         if x.url_sp.len:
             x.url_sp.off -= d
-        for i in range(x.nreq):
-            x.req[i].name.off -= d
-            x.req[i].value.off -= d
+        headers_shift(x.req, x.nreq, d)
 
 
 cdef bint uc_make_room(UConn* uc) noexcept nogil:
     """Ensure the read buffer has free space.  False if the connection was
     answered/closed instead (head too large)."""
-    if uc.rend < uc.rbuf.cap:
+    if uc.conn.rend < uc.conn.rbuf.cap:
         return True
-    if uc.state == U_HEAD:
+    if uc.conn.state == U_HEAD:
         if uc.mstart > 0:
             uc_shift(uc, uc.mstart)
             return True
-        uc_respond(uc, 431 if uc.x.url_sp.len and uc.x.nreq else 414, False)
+        uc_respond(uc, 431 if uc.xhead.url_sp.len and uc.xhead.nreq else 414, False)
         return False
-    if uc.state == U_BUFFER:
+    if uc.conn.state == U_BUFFER:
         return req_spill(uc)        # bodybuf.pxi
     # everything before rpos is consumed (uc_wants_input checked it)
-    if uc.state == U_BODY:
-        xlog_keep_request(uc.x, uc)
-        uc.x.flags |= XF_BODY_SPILLED   # the start of this request is about to be overwritten
-    if uc.rpos == uc.rend:
-        uc.rpos = 0
-        uc.fpos = 0
-        uc.rend = 0
+    if uc.conn.state == U_BODY:
+        xlog_keep_request(uc.xhead, uc)
+        uc.xhead.flags |= XF_BODY_SPILLED   # the start of this request is about to be overwritten
+    if uc.conn.rpos == uc.conn.rend:
+        uc.conn.rpos = 0
+        uc.conn.fpos = 0
+        uc.conn.rend = 0
         uc.mstart = 0
         return True
-    uc_shift(uc, uc.rpos)
+    uc_shift(uc, uc.conn.rpos)
     return True
 
 
 cdef void uc_read(UConn* uc) noexcept nogil:
     cdef ssize_t n
     cdef uint32_t room
-    if uc.state == U_TUNNEL:
+    if uc.conn.state == U_TUNNEL:
         tun_up(uc)
         return
-    while (uc.flags & UF_READABLE) and not (uc.flags & UF_DEAD) and uc_wants_input(uc):
-        if uc.rbuf == NULL:
-            uc.rbuf = buf_get()
-            if uc.rbuf == NULL:
+    while (uc.conn.flags & CN_READABLE) and uc.conn.state != U_CLOSED and uc_wants_input(uc):
+        if uc.conn.rbuf == NULL:
+            uc.conn.rbuf = buf_get()
+            if uc.conn.rbuf == NULL:
                 uc_close(uc)
                 return
-            uc.rpos = 0
-            uc.fpos = 0
-            uc.rend = 0
+            uc.conn.rpos = 0
+            uc.conn.fpos = 0
+            uc.conn.rend = 0
             uc.mstart = 0
-        if uc.state == U_LINGER:
-            uc.rend = 0
-            uc.rpos = 0
+        if uc.conn.state == U_LINGER:
+            uc.conn.rend = 0
+            uc.conn.rpos = 0
         if not uc_make_room(uc):
             return
-        room = uc.rbuf.cap - uc.rend
-        if uc.state == U_BODY and uc.x.dc.ds.high_watermark and room > uc.x.dc.ds.high_watermark:
-            room = uc.x.dc.ds.high_watermark    # the downstream's high-watermark bounds the upload in flight
-        if uc.tls == NULL or uc.state == U_LINGER:      # lingering discards raw bytes
-            n = recv(uc.h.fd, bdata(uc.rbuf) + uc.rend, room, 0)
-        else:
-            n = tls_recv(uc.tls, bdata(uc.rbuf) + uc.rend, room)
+        room = uc.conn.rbuf.cap - uc.conn.rend
+        if uc.conn.state == U_BODY and uc.xhead.dc.ds.high_watermark and room > uc.xhead.dc.ds.high_watermark:
+            room = uc.xhead.dc.ds.high_watermark    # the downstream's high-watermark bounds the upload in flight
+        n = conn_read(&uc.conn, room, uc.conn.state == U_LINGER)     # lingering discards raw bytes
         if n > 0:
-            if <uint32_t>n < room and not (uc.flags & UF_RDHUP) and uc.tls == NULL:
-                uc.flags &= ~UF_READABLE    # drained (edge-triggered); a FIN would keep it set
-            if uc.state == U_LINGER:
+            if uc.conn.state == U_LINGER:
                 continue
-            uc.rend += <uint32_t>n
             uc_process(uc)
         elif n == 0:
-            uc.flags &= ~UF_READABLE
             uc_on_eof(uc)
             return
         else:
-            if errno == EINTR:
-                continue
-            uc.flags &= ~UF_READABLE
             if errno != EAGAIN:
                 uc_close(uc)
                 return
             break                   # drained (a TLS connection learns it only here)
-    if not (uc.flags & UF_DEAD) and uc.state == U_IDLE and uc.rbuf != NULL and uc.rpos == uc.rend \
-            and out_empty(&uc.out):
+    if uc.conn.state != U_CLOSED and uc.conn.state == U_IDLE and uc.conn.rbuf != NULL and uc.conn.rpos == uc.conn.rend \
+            and out_empty(&uc.conn.out):
         # idle keep-alive connections hold no buffer
-        buf_put(uc.rbuf)
-        uc.rbuf = NULL
+        buf_put(uc.conn.rbuf)
+        uc.conn.rbuf = NULL
 
 
 cdef void uc_on_eof(UConn* uc) noexcept nogil:
-    cdef uint8_t st = uc.state
-    uc.flags |= UF_RDHUP
+    cdef uint8_t st = uc.conn.state
+    uc.conn.flags |= CN_RDHUP
     if st == U_IDLE or st == U_LINGER:
         uc_close(uc)
     elif st == U_HEAD or st == U_BODY or st == U_BUFFER:
@@ -582,17 +571,17 @@ cdef void uc_on_eof(UConn* uc) noexcept nogil:
         uc_close(uc)
     else:
         # half-close after a complete request is legal: answer, then close
-        uc.flags |= UF_CLOSE_AFTER
+        uc.conn.flags |= UF_CLOSE_AFTER
 
 
 cdef int parse_error_status(UConn* uc, llhttp_errno_t err) noexcept nogil:
     """The status for a request llhttp refused: a limit we stopped it for
     (414/431), 505 for a well-formed but unsupported HTTP version, else 400."""
     cdef const char* reason
-    if uc.x != NULL and uc.x.err_status:
-        return uc.x.err_status
+    if uc.xhead != NULL and uc.xhead.err_status:
+        return uc.xhead.err_status
     if err == HPE_INVALID_VERSION:
-        reason = llhttp_get_error_reason(&uc.parser)
+        reason = llhttp_get_error_reason(&uc.conn.parser)
         if reason != NULL and strcmp(reason, "Invalid HTTP version") == 0:
             return 505
     return 400
@@ -601,10 +590,10 @@ cdef int parse_error_status(UConn* uc, llhttp_errno_t err) noexcept nogil:
 cdef void uc_parse_error(UConn* uc, llhttp_errno_t err) noexcept nogil:
     cdef int status = parse_error_status(uc, err)
     cdef char where[48]
-    cdef int n = peer_format(&uc.peer, where, 48)
+    cdef int n = peer_format(&uc.conn.peer, where, 48)
     c_errors_inc()
     rp_elog(uc_errfd(uc), 4, "client %.*s: bad request (%d): %s", n, where, status,
-            llhttp_get_error_reason(&uc.parser))
+            llhttp_get_error_reason(&uc.conn.parser))
     uc_respond(uc, status, False)
 
 
@@ -618,27 +607,27 @@ cdef void uc_process(UConn* uc) noexcept nogil:
     cdef llhttp_errno_t err
     cdef char* base
     cdef uint8_t st
-    while not (uc.flags & UF_DEAD):
-        st = uc.state
+    while uc.conn.state != U_CLOSED:
+        st = uc.conn.state
         if st == U_IDLE or st == U_HEAD:
-            if uc.rbuf == NULL or uc.rpos == uc.rend:
-                if st == U_HEAD and uc.rend - uc.mstart > uc.srv.max_header_size:
+            if uc.conn.rbuf == NULL or uc.conn.rpos == uc.conn.rend:
+                if st == U_HEAD and uc.conn.rend - uc.mstart > uc.srv.max_header_size:
                     uc_respond(uc, 431, False)
                 return
             if st == U_IDLE:
-                timer_arm(&uc.timer, uc.srv.read_timeout_ms)
-            base = bdata(uc.rbuf)
-            err = llhttp_execute(&uc.parser, base + uc.rpos, uc.rend - uc.rpos)
+                timer_arm(&uc.conn.timer, uc.srv.read_timeout_ms)
+            base = bdata(uc.conn.rbuf)
+            err = llhttp_execute(&uc.conn.parser, base + uc.conn.rpos, uc.conn.rend - uc.conn.rpos)
             if err == HPE_OK:
-                uc.rpos = uc.rend
+                uc.conn.rpos = uc.conn.rend
                 continue
             if err == HPE_PAUSED:
-                uc.rpos = <uint32_t>(llhttp_get_error_pos(&uc.parser) - base)
-                llhttp_resume(&uc.parser)
-                if uc.flags & UF_HEAD_DONE:
-                    uc.flags &= ~UF_HEAD_DONE
-                    uc.x.head_end = uc.rpos
-                    if uc.rpos - uc.mstart > uc.srv.max_header_size:
+                uc.conn.rpos = <uint32_t>(llhttp_get_error_pos(&uc.conn.parser) - base)
+                llhttp_resume(&uc.conn.parser)
+                if uc.conn.flags & CN_HEAD_DONE:
+                    uc.conn.flags &= ~CN_HEAD_DONE
+                    uc.xhead.head_end = uc.conn.rpos
+                    if uc.conn.rpos - uc.mstart > uc.srv.max_header_size:
                         uc_respond(uc, 431, False)
                         return
                     uc_on_head(uc)
@@ -661,8 +650,8 @@ cdef RuleRt* request_admit(UConn* uc, int* status) noexcept nogil:
     CONNECT, 413 body too large, 417 Expect, 501 unknown transfer coding,
     505 not HTTP/1.x; x.why says why when it is worth a log line).
     *status 0 with NULL never happens."""
-    cdef Exchange* x = uc.x
-    cdef llhttp_t* p = &uc.parser
+    cdef Exchange* x = uc.xhead
+    cdef llhttp_t* p = &uc.conn.parser
     cdef uint8_t m = p.method
     cdef int st
     x.method = m
@@ -716,12 +705,12 @@ cdef bint request_line_has_version(UConn* uc, Exchange* x) noexcept nogil:
     """Did the request line carry a version after its target?  (llhttp takes
     `GET /` with none for HTTP/0.9.)"""
     cdef uint32_t e = x.url_sp.off + x.url_sp.len
-    return x.url_sp.len > 0 and e < uc.rend and bdata(uc.rbuf)[e] == c' '
+    return x.url_sp.len > 0 and e < uc.conn.rend and bdata(uc.conn.rbuf)[e] == c' '
 
 
 cdef bint request_upgrade_wanted(UConn* uc, Exchange* x) noexcept nogil:
     """Does some Upgrade header offer a protocol other than h2c?"""
-    cdef const char* base = bdata(uc.rbuf)
+    cdef const char* base = bdata(uc.conn.rbuf)
     cdef int i
     for i in range(x.nreq):
         if header_id(base + x.req[i].name.off, x.req[i].name.len) == H_UPGRADE \
@@ -732,16 +721,16 @@ cdef bint request_upgrade_wanted(UConn* uc, Exchange* x) noexcept nogil:
 
 cdef void uc_on_head(UConn* uc) noexcept nogil:
     """A request head is complete in [mstart, rpos): route it and start it."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef int status = 0
     cdef RuleRt* rule = request_admit(uc, &status)
     cdef char where[48]
     cdef int n
-    if g_acme_nhttp and uc.tls == NULL and acme_http_answer(uc, x):
+    if g_acme_nhttp and uc.conn.tls == NULL and acme_http_answer(uc, x):
         return                      # an HTTP-01 challenge (acme.pxi), before routing and redirects
     if rule == NULL:
         if x.why != NULL:
-            n = peer_format(&uc.peer, where, 48)
+            n = peer_format(&uc.conn.peer, where, 48)
             c_errors_inc()
             rp_elog(uc_errfd(uc), 4, "client %.*s: bad request (%d): %s", n, where, status, x.why)
         if status == 505 or status == 405 or status == 413 or (x.flags & XF_REFUSE_CLOSE):
@@ -760,7 +749,7 @@ cdef void uc_on_head(UConn* uc) noexcept nogil:
 cdef void uc_start(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
     """An admitted request: redirect, or find it a downstream connection."""
     cdef DConn* dc
-    if rule.vhost.https_redirect and uc.tls == NULL:
+    if rule.vhost.https_redirect and uc.conn.tls == NULL:
         uc_redirect_https(uc, x, rule.vhost)
         return
     if rule.serve_edge != NULL and edge_on_head(uc, x) == 0:
@@ -779,7 +768,7 @@ cdef void uc_start(UConn* uc, Exchange* x, RuleRt* rule) noexcept nogil:
 
 cdef void uc_dispatch(UConn* uc) noexcept nogil:
     """Start a routed request: a downstream connection now, or the pending queue."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef RuleRt* rule = x.rule
     cdef DConn* dc
     if (x.flags & XF_IDEMPOTENT) and not (x.flags & XF_UPGRADE) and not rule.passthrough \
@@ -796,8 +785,8 @@ cdef void uc_dispatch(UConn* uc) noexcept nogil:
             m_pend_rejected(x)
             uc_reject(uc, 503)
             return
-        uc.state = U_PENDING
-        timer_stop(&uc.timer)
+        uc_move(uc, U_PENDING)
+        timer_stop(&uc.conn.timer)
         pend_add(x)
         return
     x_attach(x, dc)
@@ -819,12 +808,12 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
         dc.xlast.pnext = x
         x.flags |= XF_PIPELINED
     else:
-        dc.state = D_ACTIVE
+        dc_move(dc, D_ACTIVE)
         dc.x = x
         dc.assigned_at = g_now_us
-        dc.flags &= (DF_READABLE | DF_WRITABLE | DF_RDHUP)
-        dc.phase = R_HEAD
-        llhttp_reset(&dc.parser)
+        dc.conn.flags &= (CN_READABLE | CN_WRITABLE | CN_RDHUP)
+        dc_move_phase(dc, R_HEAD)
+        llhttp_reset(&dc.conn.parser)
     dc.xlast = x
     dc.ninflight += 1
     dc.ds.n_active += 1
@@ -844,10 +833,10 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
             idle_push(dc)
         uc_respond(uc, 431, False)
         return
-    dc.out.hptr = bdata(hb)
-    dc.out.hlen = <uint32_t>(w.p - bdata(hb))
-    dc.out.hbuf = hb
-    uc.fpos = x.head_end            # the client's own head is not forwarded (a replay
+    dc.conn.out.hptr = bdata(hb)
+    dc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    dc.conn.out.hbuf = hb
+    uc.conn.fpos = x.head_end            # the client's own head is not forwarded (a replay
                                     # re-sends the body that follows it)
     if x.rule.passthrough:
         # RProxy's passthrough: after the head, bytes flow raw both ways
@@ -855,74 +844,74 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
         xlog_relay(x)
         tunnel_start(x, dc)
         return
-    uc.state = U_BODY
+    uc_move(uc, U_BODY)
     if not joining:                 # the oldest's read deadline stands
-        timer_arm(&dc.timer, dc.ds.read_timeout_ms)
-    timer_arm(&uc.timer, uc_read_timeout(uc))
+        timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
+    timer_arm(&uc.conn.timer, uc_read_timeout(uc))
     uc_forward_body(uc)
-    if not (uc.flags & UF_DEAD) and uc.x == x:
+    if uc.conn.state != U_CLOSED and uc.xhead == x:
         uc_read(uc)
 
 
 cdef void uc_forward_body(UConn* uc) noexcept nogil:
     """Move request bytes to the downstream until the request is complete,
     the downstream socket is full, or more client bytes are needed."""
-    cdef Exchange* x = uc.x
+    cdef Exchange* x = uc.xhead
     cdef DConn* dc = x.dc
     cdef char* base
     cdef llhttp_errno_t err
     cdef uint32_t n
     while True:
-        if not out_empty(&dc.out):
+        if not out_empty(&dc.conn.out):
             if dc_send(dc) != 0:
                 return
         if x.qbb != NULL and bb_len(x.qbb):
-            if bb_take(x.qbb, &dc.out) < 0:    # the buffered part of the body goes first
+            if bb_take(x.qbb, &dc.conn.out) < 0:    # the buffered part of the body goes first
                 req_buffer_failed(uc, "reading the temp file back failed")
                 return
-            timer_arm(&uc.timer, uc_read_timeout(uc))  # the body moves on: the client is not late
+            timer_arm(&uc.conn.timer, uc_read_timeout(uc))  # the body moves on: the client is not late
             continue
-        base = bdata(uc.rbuf)
-        if uc.rpos > uc.fpos:
-            n = uc.rpos - uc.fpos
+        base = bdata(uc.conn.rbuf)
+        if uc.conn.rpos > uc.conn.fpos:
+            n = uc.conn.rpos - uc.conn.fpos
             x.body_in += n
             if uc.srv.client_max_body_size and x.body_in > uc.srv.client_max_body_size:
                 uc_respond(uc, 413, False)
                 return
-            dc.out.bptr = base + uc.fpos
-            dc.out.blen = n
-            uc.fpos = uc.rpos
-            timer_arm(&uc.timer, uc_read_timeout(uc))
+            dc.conn.out.bptr = base + uc.conn.fpos
+            dc.conn.out.blen = n
+            uc.conn.fpos = uc.conn.rpos
+            timer_arm(&uc.conn.timer, uc_read_timeout(uc))
             continue
         if x.flags & XF_REQ_DONE:
-            uc.state = U_WAIT
-            if out_empty(&uc.out):
-                timer_stop(&uc.timer)
+            uc_move(uc, U_WAIT)
+            if out_empty(&uc.conn.out):
+                timer_stop(&uc.conn.timer)
             return
         if x.flags & XF_BUFFERED:
             x.flags |= XF_REQ_DONE      # read ahead to its end: all of it is out now
             continue
-        err = llhttp_execute(&uc.parser, base + uc.rpos, uc.rend - uc.rpos)
+        err = llhttp_execute(&uc.conn.parser, base + uc.conn.rpos, uc.conn.rend - uc.conn.rpos)
         if err == HPE_OK:
-            uc.rpos = uc.rend
+            uc.conn.rpos = uc.conn.rend
         elif err == HPE_PAUSED:
-            uc.rpos = <uint32_t>(llhttp_get_error_pos(&uc.parser) - base)
-            llhttp_resume(&uc.parser)
-            if uc.flags & UF_MSG_DONE:
-                uc.flags &= ~UF_MSG_DONE
+            uc.conn.rpos = <uint32_t>(llhttp_get_error_pos(&uc.conn.parser) - base)
+            llhttp_resume(&uc.conn.parser)
+            if uc.conn.flags & CN_MSG_DONE:
+                uc.conn.flags &= ~CN_MSG_DONE
                 x.flags |= XF_REQ_DONE
         else:
-            rp_elog(uc_errfd(uc), 4, "bad request body: %s", llhttp_get_error_reason(&uc.parser))
+            rp_elog(uc_errfd(uc), 4, "bad request body: %s", llhttp_get_error_reason(&uc.conn.parser))
             uc_respond(uc, 400, False)
             return
-        if uc.rpos == uc.fpos and not (x.flags & XF_REQ_DONE):
+        if uc.conn.rpos == uc.conn.fpos and not (x.flags & XF_REQ_DONE):
             return                  # wait for more of the body
 
 
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
-    cdef uint8_t st = uc.state
-    if not out_empty(&uc.out) or (uc.x != NULL and uc.x.cfd >= 0 and uc.x.dc == NULL) \
-            or (uc.x != NULL and uc.x.sf_fd >= 0):      # a cache hit (cache.pxi) or a static file (static.pxi)
+    cdef uint8_t st = uc.conn.state
+    if not out_empty(&uc.conn.out) or (uc.xhead != NULL and uc.xhead.cfd >= 0 and uc.xhead.dc == NULL) \
+            or (uc.xhead != NULL and uc.xhead.sf_fd >= 0):      # a cache hit (cache.pxi) or a static file (static.pxi)
         rp_elog(uc_errfd(uc), 5, "client took no response bytes for %lld ms (send-timeout): closing",
                 uc_write_timeout(uc))
         uc_close(uc)

@@ -229,7 +229,7 @@ cdef class Worker:
                   int max_free_buffers=256, int errfd=2, int loglevel=6, double shutdown_timeout=30.0,
                   long long splice_min=65536):
         global g_servers, g_nservers, g_downstreams, g_ndownstreams, g_listeners, g_nlisteners
-        global g_buf_size, g_max_free_bufs, g_errfd, g_shutdown_timeout_ms, g_pid
+        global g_buf_size, g_free_bufs, g_errfd, g_shutdown_timeout_ms, g_pid
         global g_epfd, g_stop, g_reopen, g_rand_state, g_splice_min
         if g_servers != NULL:
             raise RuntimeError("only one Worker per process")
@@ -237,7 +237,7 @@ cdef class Worker:
         self._resolve_rfd = -1
         g_buf_size = max(buffer_size, 4096)
         g_splice_min = splice_min if splice_min > 0 else 0
-        g_max_free_bufs = max_free_buffers
+        g_free_bufs.cap = max_free_buffers
         g_errfd = errfd
         rp_elog_set(errfd, loglevel, -1, NULL)  # lines above `loglevel` are dropped in C
         g_shutdown_timeout_ms = _ms(shutdown_timeout)
@@ -424,13 +424,13 @@ cdef class Worker:
             raise MemoryError()
         for j in range(d.nslots):
             d.conns[j].extra = j >= connections or proxy_protocol != 0     # (private: never reconnected)
-            d.conns[j].h.kind = K_DCONN
-            d.conns[j].h.fd = -1
+            d.conns[j].conn.h.kind = K_DCONN
+            d.conns[j].conn.h.fd = -1
             d.conns[j].ds = d
-            d.conns[j].state = D_DOWN
-            timer_init(&d.conns[j].timer, TK_DCONN, &d.conns[j])
-            llhttp_init(&d.conns[j].parser, HTTP_RESPONSE, &g_resp_settings)
-            d.conns[j].parser.data = &d.conns[j]
+            dc_move(&d.conns[j], D_DOWN)
+            timer_init(&d.conns[j].conn.timer, TK_DCONN, &d.conns[j])
+            llhttp_init(&d.conns[j].conn.parser, HTTP_RESPONSE, &g_resp_settings)
+            d.conns[j].conn.parser.data = &d.conns[j]
 
     def set_health_check(self, int index, str path, interval, timeout, int rise, int fall):
         global g_probes, g_nprobes
