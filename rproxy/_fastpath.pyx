@@ -18,7 +18,8 @@ from rproxy.includes.linux cimport *
 cdef extern from "rp_util.h" nogil:
     void rp_elog(int fd, int level, const char* fmt, ...)
 
-include "fastpath/defs.pxi"
+# the types (fastpath/defs.pxi) and each area's seam (fastpath/<area>.pxd) are
+# declared in _fastpath.pxd, which Cython reads first
 include "fastpath/globals.pxi"
 include "fastpath/metrics.pxi"
 include "fastpath/buffers.pxi"

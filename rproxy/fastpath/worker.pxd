@@ -1,0 +1,11 @@
+# Area `worker` (worker.pxi). The Python-facing edge: the Worker class that builds the C tables from
+# the config and runs the loop.
+#
+# The cdef functions of this area that OTHER areas may call (tests/unit/test_seams.py
+# keeps this list complete; Cython checks each line against its definition).
+
+cdef int _lb_code(str name) except -1
+cdef void _copy_cstr(char* dst, size_t cap, bytes src)
+cdef char* _dup(bytes src) except NULL
+cdef AccessLog* _alog_compile(LogSink* sink, items) except NULL
+cdef void _alog_free(AccessLog* al) noexcept

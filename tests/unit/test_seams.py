@@ -1,0 +1,208 @@
+"""The fast path's declared seams (README "Layout").
+
+rproxy/_fastpath.pyx is ONE compile unit made of the rproxy/fastpath/*.pxi
+includes, grouped into areas.  Each area has a .pxd (rproxy/fastpath/<area>.pxd,
+gathered by rproxy/_fastpath.pxd, which Cython reads for the module) that
+declares the cdef functions OTHER areas may call; Cython checks that every
+declaration matches its definition.  This test checks the other half: a
+function used from another area must be declared in its own area's .pxd, and
+a .pxd declares only functions that exist in its area.
+
+`python tests/unit/test_seams.py` prints the cross-area uses and the pairs of
+files that call each other (the cycles the layering avoids)."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import defaultdict
+
+FASTPATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rproxy", "fastpath")
+
+# area -> the .pxi files that make it (one .pxd per area, same name).  The
+# types (defs.pxi) and the per-worker globals (globals.pxi) are gathered by
+# _fastpath.pxd itself and define no functions.
+AREAS = {
+    "metrics": ["metrics.pxi"],
+    "buffers": ["buffers.pxi"],
+    "bodybuf": ["bodybuf.pxi"],
+    "tls": ["tls.pxi"],
+    "timers": ["timers.pxi"],
+    "accesslog": ["accesslog.pxi"],
+    "http": ["http.pxi"],
+    "routing": ["routing.pxi"],
+    "balance": ["balance.pxi"],
+    "upstream": ["upstream.pxi", "proxyproto.pxi"],
+    "limits": ["limits.pxi", "redis.pxi"],
+    "downstream": ["downstream.pxi", "pipeline.pxi", "redirect.pxi"],
+    "pool": ["pool.pxi"],
+    "tunnel": ["tunnel.pxi", "splice.pxi"],
+    "acme": ["acme.pxi"],
+    "edge": ["edge.pxi", "static.pxi", "filecache.pxi"],
+    "health": ["health.pxi"],
+    "loop": ["loop.pxi", "control.pxi"],
+    "worker": ["worker.pxi"],
+    "compress": ["compress.pxi"],
+    "cache": ["cache.pxi", "cachepolicy.pxi"],
+    "testhook": ["probe.pxi"],
+}
+SHARED = {"defs.pxi", "globals.pxi"}
+
+# a module-level cdef function definition: name and everything up to its ':'
+CDEF_FUNC = re.compile(r"^cdef\s+(?:inline\s+)?(?:[\w \t\*]+?\b)?(\w+)\s*\([^)]*\)[^:\n]*:", re.M)
+# a declaration in a .pxd: the same without the body
+CDEF_DECL = re.compile(r"^cdef\s+(?!struct\b|enum\b|union\b|extern\b|class\b)[\w \t\*]+?\b(\w+)\s*\(", re.M)
+# strings (triple-quoted first) and comments: blanked before looking for names
+NOISE = re.compile(r'[bBrRuUfF]{0,2}("""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\')'
+                   r"|#[^\n]*")
+WORD = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+def blank(text: str) -> str:
+    """The text with strings and comments replaced by spaces (lines kept)."""
+    return NOISE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
+def parse(sources: dict[str, str], areas: dict[str, list[str]]):
+    """sources: file name -> text.  Returns (defined, uses): defined maps a
+    function to (area, file); uses maps (caller area, callee) to the files
+    that use the callee from that area (called, or its address taken)."""
+    area_of = {f: a for a, fs in areas.items() for f in fs}
+    defined: dict[str, tuple[str, str]] = {}
+    for fname, text in sources.items():
+        for m in CDEF_FUNC.finditer(blank(text)):
+            defined[m.group(1)] = (area_of.get(fname, ""), fname)
+    uses: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for fname, text in sources.items():
+        for w in WORD.findall(blank(text)):
+            if w in defined and defined[w][1] != fname:
+                uses[(area_of.get(fname, ""), w)].add(fname)
+    return defined, uses
+
+
+def declared(pxd_text: str) -> set[str]:
+    return {m.group(1) for m in CDEF_DECL.finditer(blank(pxd_text))}
+
+
+def check(sources: dict[str, str], pxds: dict[str, str], areas: dict[str, list[str]]) -> list[str]:
+    """Every fault: undeclared cross-area uses, declarations of functions that
+    are not (or no longer) in the area, files that belong to no area."""
+    faults = []
+    known = {f for fs in areas.values() for f in fs} | SHARED
+    faults += [f"{f}: in no area (add it to AREAS and to _fastpath.pyx)" for f in sorted(sources) if f not in known]
+    defined, uses = parse(sources, areas)
+    decl = {a: declared(pxds.get(a, "")) for a in areas}
+    for (caller, fn), files in sorted(uses.items()):
+        area = defined[fn][0]
+        if caller != area and fn not in decl.get(area, ()):
+            faults.append(f"{fn} ({defined[fn][1]}) is used by {', '.join(sorted(files))} "
+                          f"but not declared in {area}.pxd")
+    for area, names in sorted(decl.items()):
+        for fn in sorted(names):
+            if fn not in defined or defined[fn][0] != area:
+                faults.append(f"{area}.pxd declares {fn}, which is not defined in {', '.join(areas[area])}")
+    return faults
+
+
+def load():
+    sources, pxds = {}, {}
+    for name in sorted(os.listdir(FASTPATH)):
+        path = os.path.join(FASTPATH, name)
+        if name.endswith(".pxi"):
+            sources[name] = open(path).read()
+        elif name.endswith(".pxd"):
+            pxds[name[:-4]] = open(path).read()
+    return sources, pxds
+
+
+def file_pairs_both_ways(sources: dict[str, str]) -> list[tuple[str, str]]:
+    """Pairs of .pxi files each of which uses a function defined in the other."""
+    defined, _ = parse(sources, {f: [f] for f in sources})
+    edges = set()
+    for fname, text in sources.items():
+        for w in set(WORD.findall(blank(text))):
+            if w in defined and defined[w][1] != fname:
+                edges.add((fname, defined[w][1]))
+    return sorted((a, b) for a, b in edges if a < b and (b, a) in edges)
+
+
+# ---- the seams of the real sources ---------------------------------------
+
+def test_every_cross_area_use_is_declared():
+    sources, pxds = load()
+    assert sources and pxds, "no fast-path sources found"
+    assert check(sources, pxds, AREAS) == []
+
+
+def test_every_area_has_its_pxd_gathered_by_the_module():
+    with open(os.path.join(FASTPATH, "..", "_fastpath.pxd")) as f:
+        gathered = re.findall(r'^include "fastpath/(\w+)\.pxd"', f.read(), re.M)
+    assert sorted(gathered) == sorted(AREAS)
+    with open(os.path.join(FASTPATH, "..", "_fastpath.pyx")) as f:
+        included = re.findall(r'^include "fastpath/(\w+\.pxi)"', f.read(), re.M)
+    assert sorted(included) == sorted({f for fs in AREAS.values() for f in fs} | {"globals.pxi"})
+
+
+# ---- the checker itself, on small synthetic sources ----------------------
+
+SYN_AREAS = {"low": ["low.pxi"], "high": ["high.pxi"]}
+SYN = {
+    "low.pxi": ('cdef int low_api(int x) noexcept nogil:\n    return low_priv(x)\n\n'
+                'cdef inline int low_priv(int x) noexcept nogil:\n    return x  # high_api( in a comment\n'),
+    "high.pxi": ('cdef int high_api(int x) noexcept nogil:\n    rp_elog(2, 1, "low_priv(%d)", x)\n'
+                 '    return low_api(x)\n'),
+}
+
+
+def test_checker_accepts_declared_uses():
+    pxds = {"low": "cdef int low_api(int x) noexcept nogil\n", "high": ""}
+    assert check(SYN, pxds, SYN_AREAS) == []
+
+
+def test_checker_reports_an_undeclared_cross_area_call():
+    faults = check(SYN, {"low": "", "high": ""}, SYN_AREAS)
+    assert faults == ["low_api (low.pxi) is used by high.pxi but not declared in low.pxd"]
+
+
+def test_checker_reports_a_call_through_a_pointer_too():
+    src = dict(SYN, **{"high.pxi": "cdef int high_api(int x) noexcept nogil:\n    g_cb = low_priv\n    return 0\n"})
+    faults = check(src, {"low": "", "high": ""}, SYN_AREAS)
+    assert faults == ["low_priv (low.pxi) is used by high.pxi but not declared in low.pxd"]
+
+
+def test_checker_reports_a_stale_declaration():
+    pxds = {"low": "cdef int low_api(int x) noexcept nogil\ncdef int low_gone(int x) noexcept nogil\n",
+            "high": "cdef int low_priv(int x) noexcept nogil\n"}
+    assert check(SYN, pxds, SYN_AREAS) == [
+        "high.pxd declares low_priv, which is not defined in high.pxi",
+        "low.pxd declares low_gone, which is not defined in low.pxi",
+    ]
+
+
+def test_checker_reports_a_file_in_no_area():
+    src = dict(SYN, **{"new.pxi": "cdef int n() noexcept nogil:\n    return 0\n"})
+    assert check(src, {"low": "cdef int low_api(int x) noexcept nogil\n"}, SYN_AREAS) == [
+        "new.pxi: in no area (add it to AREAS and to _fastpath.pyx)"]
+
+
+def test_pairs_both_ways():
+    src = dict(SYN, **{"low.pxi": SYN["low.pxi"] + "cdef int back() noexcept nogil:\n    return high_api(1)\n"})
+    assert file_pairs_both_ways(SYN) == []
+    assert file_pairs_both_ways(src) == [("high.pxi", "low.pxi")]
+
+
+if __name__ == "__main__":
+    sources, pxds = load()
+    defined, uses = parse(sources, AREAS)
+    cross = sorted((caller, defined[fn][0], fn) for (caller, fn) in uses if caller != defined[fn][0])
+    if "-v" in sys.argv:
+        for caller, area, fn in cross:
+            print(f"{caller:12} -> {area:12} {fn}")
+    pairs = file_pairs_both_ways(sources)
+    print(f"{len(defined)} cdef functions, {len({fn for _, _, fn in cross})} used across areas "
+          f"({len(cross)} area->function uses)")
+    print(f"{len(pairs)} pairs of .pxi files that use each other:")
+    for a, b in pairs:
+        print(f"  {a} <-> {b}")
+    for fault in check(sources, pxds, AREAS):
+        print("FAULT", fault)
