@@ -14,6 +14,7 @@ from rproxy.includes.linux cimport *
 include "fastpath/defs.pxi"
 
 # the areas, in the order _fastpath.pyx includes their .pxi files
+include "fastpath/errlog.pxd"
 include "fastpath/metrics.pxd"
 include "fastpath/buffers.pxd"
 include "fastpath/bodybuf.pxd"

@@ -21,6 +21,7 @@ cdef extern from "rp_util.h" nogil:
 # the types (fastpath/defs.pxi) and each area's seam (fastpath/<area>.pxd) are
 # declared in _fastpath.pxd, which Cython reads first
 include "fastpath/globals.pxi"
+include "fastpath/errlog.pxi"
 include "fastpath/metrics.pxi"
 include "fastpath/buffers.pxi"
 include "fastpath/bodybuf.pxi"

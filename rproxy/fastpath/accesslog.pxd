@@ -6,9 +6,6 @@
 
 cdef struct LogSink
 
-cdef int ds_errfd(DownstreamRt* ds) noexcept nogil
-cdef int x_errfd(Exchange* x) noexcept nogil
-cdef int uc_errfd(UConn* uc) noexcept nogil
 cdef void xlog_init(Exchange* x) noexcept nogil
 cdef void xlog_attach(Exchange* x, DConn* dc) noexcept nogil
 cdef void xlog_answer(Exchange* x, int status, const char* resp) noexcept nogil

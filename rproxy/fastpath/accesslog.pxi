@@ -191,28 +191,6 @@ cdef char g_iso[40]                     # date and time, then g_iso_tz after the
 cdef char g_iso_tz[8]
 
 
-# ---- error log routing ---------------------------------------------------------
-
-cdef inline int ds_errfd(DownstreamRt* ds) noexcept nogil:
-    """A downstream's error log: its server's (logging { error { } }), else the worker's."""
-    return ds.errfd if ds.errfd > 0 else g_errfd
-
-
-cdef inline int x_errfd(Exchange* x) noexcept nogil:
-    """Errors about a request: its vhost's error log, else its server's, else the worker's."""
-    if x.rule != NULL and x.rule.vhost.errfd > 0:
-        return x.rule.vhost.errfd
-    if x.uc != NULL and x.uc.srv != NULL and x.uc.srv.errfd > 0:
-        return x.uc.srv.errfd
-    return g_errfd
-
-
-cdef inline int uc_errfd(UConn* uc) noexcept nogil:
-    if uc.x != NULL:
-        return x_errfd(uc.x)
-    return uc.srv.errfd if uc.srv.errfd > 0 else g_errfd
-
-
 # ---- exchange hooks ------------------------------------------------------------
 
 cdef inline AccessLog* xlog_target(Exchange* x) noexcept nogil:

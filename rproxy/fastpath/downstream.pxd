@@ -1,5 +1,6 @@
-# Area `downstream` (downstream.pxi, pipeline.pxi, redirect.pxi). Backend connections: the pools,
-# sending a request, reading its response; pipelining to downstreams; internal redirects.
+# Area `downstream` (downstream.pxi, pipeline.pxi, redirect.pxi, splice.pxi). Backend connections: the
+# pools, sending a request, reading its response (spliced when large); pipelining to downstreams;
+# internal redirects.
 #
 # The cdef functions of this area that OTHER areas may call (tests/unit/test_seams.py
 # keeps this list complete; Cython checks each line against its definition).
@@ -11,10 +12,8 @@ cdef bint dc_alive(DConn* dc) noexcept nogil
 cdef bint dc_alive_now(DConn* dc) noexcept nogil
 cdef DConn* idle_pop(DownstreamRt* ds) noexcept nogil
 cdef void dc_connect(DConn* dc) noexcept nogil
-cdef void dc_connected(DConn* dc) noexcept nogil
 cdef void dc_teardown(DConn* dc) noexcept nogil
 cdef int64_t backoff_ms(DownstreamRt* ds, int fails) noexcept nogil
-cdef void dc_failed(DConn* dc, int err) noexcept nogil
 cdef void dc_recycle(DConn* dc) noexcept nogil
 cdef void dc_detach(DConn* dc) noexcept nogil
 cdef void dc_abandon(DConn* dc) noexcept nogil
@@ -30,6 +29,6 @@ cdef DConn* lb_pick_pipelined(RuleRt* r) noexcept nogil
 cdef Exchange* pipe_unlink_from(DConn* dc, Exchange* first) noexcept nogil
 cdef void pipe_drop(DConn* dc, Exchange* x) noexcept nogil
 
-# redirect.pxi
-cdef void redirect_failed(DConn* t, int err) noexcept nogil
-cdef void redirect_connected(DConn* t) noexcept nogil
+# splice.pxi
+cdef void pipe_put(Pipe* p) noexcept nogil
+cdef void pipes_clear() noexcept nogil

@@ -102,10 +102,15 @@ cdef void dc_connect(DConn* dc) noexcept nogil:
 
 cdef void dc_connected(DConn* dc) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
+    cdef int r
     cdef uint8_t ss[128]
     cdef socklen_t sl = 128
     if ds.tls_ctx != NULL and dc.tls == NULL:
-        tls_dc_start(dc)            # comes back here once the handshake is done
+        r = tls_dc_start(dc)        # comes back here once the handshake is done
+        if r == TLS_DONE:
+            dc_connected(dc)
+        elif r < 0:
+            dc_failed(dc, -r)
         return
     dc.fails = 0
     dc.nreq = 0
@@ -379,11 +384,18 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
         return                      # stale event for a socket already closed
     if dc.tls != NULL:
         if dc.tls.flags & TF_HANDSHAKE:
-            tls_dc_handshake(dc)
+            err = tls_dc_handshake(dc)
+            if err == TLS_DONE:
+                dc_connected(dc)
+            elif err < 0:
+                dc_failed(dc, -err)
             return
         ev = tls_translate(dc.tls, ev)
     if dc.flags & DF_TUNNEL:
-        tun_on_event(dc, ev)
+        if dc.state == D_CONNECTING:
+            redirect_on_connect(dc, ev)     # an internal redirect's connection (redirect.pxi)
+        else:
+            tun_on_event(dc, ev)
         return
     if dc.state == D_CONNECTING:
         if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):

@@ -11,6 +11,7 @@ cdef void edge_req_extra(W* w, UConn* uc, Exchange* x) noexcept nogil
 cdef void edge_resp_extra(W* w, RuleRt* r, Exchange* x, bint tls, uint64_t seen) noexcept nogil
 cdef int edge_on_head(UConn* uc, Exchange* x) noexcept nogil
 cdef bint edge_on_drained(UConn* uc) noexcept nogil
+cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil
 cdef DConn* edge_lb_pick(Exchange* x) noexcept nogil
 
 # static.pxi

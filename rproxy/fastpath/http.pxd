@@ -9,7 +9,6 @@ cdef struct Canned
 cdef int header_id(const char* p, uint32_t n) noexcept nogil
 cdef bint names_has(NameList* l, const char* name, uint32_t n) noexcept nogil
 cdef void http_settings_init() noexcept nogil
-cdef int peer_format(Peer* p, char* out, int cap) noexcept nogil
 cdef void ows_trim(const char** v, uint32_t* n) noexcept nogil
 cdef bint host_valid(const char* v, uint32_t n) noexcept nogil
 cdef int target_authority(const char* url, uint32_t n, uint32_t* aoff, uint32_t* alen) noexcept nogil

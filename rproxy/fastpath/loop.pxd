@@ -6,7 +6,6 @@
 
 # loop.pxi
 cdef void clock_update() noexcept nogil
-cdef void timer_fire(Timer* t) noexcept nogil
 cdef void listeners_register(int on) noexcept nogil
 cdef void drain_start(int64_t timeout_ms) noexcept nogil
 cdef int loop_run() noexcept nogil

@@ -220,6 +220,7 @@ cdef int loop_run() noexcept nogil:
     cdef int n, i, timeout
     cdef Handle* h
     cdef uint32_t e
+    cdef Timer* t
     while True:
         if g_stop == 2:
             return RUN_STOPPED
@@ -254,7 +255,10 @@ cdef int loop_run() noexcept nogil:
                 control_read()
             elif h.kind == K_REDIS:
                 redis_on_event(e)
-        timers_run()
+        t = timers_due()
+        while t != NULL:
+            timer_fire(t)
+            t = timers_due()
         run_ready()
         free_dead()
         tunnels_free_dead()

@@ -7,4 +7,4 @@ cdef void timer_init(Timer* t, uint8_t kind, void* owner) noexcept nogil
 cdef void timer_arm(Timer* t, int64_t after_ms) noexcept nogil
 cdef void timer_stop(Timer* t) noexcept nogil
 cdef int timers_next_ms() noexcept nogil
-cdef void timers_run() noexcept nogil
+cdef Timer* timers_due() noexcept nogil

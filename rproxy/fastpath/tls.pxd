@@ -14,11 +14,10 @@ cdef void conn_shut_wr(int fd, Tls* t) noexcept nogil
 cdef ssize_t conn_peek(int fd, Tls* t) noexcept nogil
 cdef uint32_t tls_translate(Tls* t, uint32_t ev) noexcept nogil
 cdef int tls_uc_start(UConn* uc) noexcept nogil
-cdef uint32_t tls_uc_event(UConn* uc, uint32_t ev) noexcept nogil
+cdef int tls_uc_handshake(UConn* uc) noexcept nogil
 cdef int tls_log_facts(UConn* uc, const char** proto, const char** cipher) noexcept nogil
 cdef void tls_put_headers(W* w, Tls* t, uint64_t mask) noexcept nogil
-cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil
-cdef void tls_dc_start(DConn* dc) noexcept nogil
-cdef void tls_dc_handshake(DConn* dc) noexcept nogil
+cdef int tls_dc_start(DConn* dc) noexcept nogil
+cdef int tls_dc_handshake(DConn* dc) noexcept nogil
 cdef void tls_dc_release(DConn* dc) noexcept nogil
 cdef void tls_apply_store(uint32_t slot, void* store) noexcept nogil

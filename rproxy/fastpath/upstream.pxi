@@ -418,8 +418,16 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     cdef int r
     if uc.pp_wait and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
         return                      # PROXY protocol header awaited (proxyproto.pxi): nothing else yet
-    if uc.tls != NULL and (uc.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
-        ev = tls_uc_event(uc, ev)
+    if uc.tls != NULL and (uc.tls.flags & TF_HANDSHAKE):
+        r = TLS_FAIL if ev & EPOLLERR else tls_uc_handshake(uc)
+        if r == TLS_FAIL:
+            uc_close(uc)
+        elif r == TLS_DONE:
+            uc.flags |= UF_READABLE     # the request may be in OpenSSL already: look now
+            uc_read(uc)
+        return
+    if uc.tls != NULL and (uc.tls.flags & (TF_RD_WANT_W | TF_WR_WANT_R)):
+        ev = tls_translate(uc.tls, ev)
         if ev == 0:
             return
     if ev & EPOLLERR:

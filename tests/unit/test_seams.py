@@ -23,6 +23,7 @@ FASTPATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", 
 # types (defs.pxi) and the per-worker globals (globals.pxi) are gathered by
 # _fastpath.pxd itself and define no functions.
 AREAS = {
+    "errlog": ["errlog.pxi"],
     "metrics": ["metrics.pxi"],
     "buffers": ["buffers.pxi"],
     "bodybuf": ["bodybuf.pxi"],
@@ -34,9 +35,9 @@ AREAS = {
     "balance": ["balance.pxi"],
     "upstream": ["upstream.pxi", "proxyproto.pxi"],
     "limits": ["limits.pxi", "redis.pxi"],
-    "downstream": ["downstream.pxi", "pipeline.pxi", "redirect.pxi"],
+    "downstream": ["downstream.pxi", "pipeline.pxi", "redirect.pxi", "splice.pxi"],
     "pool": ["pool.pxi"],
-    "tunnel": ["tunnel.pxi", "splice.pxi"],
+    "tunnel": ["tunnel.pxi"],
     "acme": ["acme.pxi"],
     "edge": ["edge.pxi", "static.pxi", "filecache.pxi"],
     "health": ["health.pxi"],
