@@ -113,8 +113,6 @@ def extensions():
 
     inc = find_llhttp_include()
     cinc, cdirs, clibs = find_compression_libs()
-    debug = os.environ.get("RPROXY_DEBUG") == "1"
-    macros = [("RPROXY_DEBUG", "1" if debug else "0")]
     # -O2 comes after CFLAGS on the command line (extra_compile_args are last),
     # so the sanitizer build must not add it: its own -O1 -g win instead.
     compile_args = ["-fno-strict-aliasing", "-Wno-unused-function"]
@@ -130,7 +128,6 @@ def extensions():
         include_dirs=[inc, "rproxy/includes", *cinc],
         library_dirs=cdirs,
         libraries=clibs,
-        define_macros=macros,
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
@@ -138,7 +135,6 @@ def extensions():
         [ext],
         language_level=3,
         annotate=os.environ.get("RPROXY_ANNOTATE") == "1",
-        compile_time_env={"RPROXY_DEBUG": debug},
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

@@ -34,16 +34,6 @@ cdef void buf_put(Buf* b) noexcept nogil:
     g_nfree_bufs += 1
 
 
-cdef void buf_pool_clear() noexcept nogil:
-    global g_free_bufs, g_nfree_bufs
-    cdef Buf* b
-    while g_free_bufs != NULL:
-        b = g_free_bufs
-        g_free_bufs = b.next
-        free(b)
-    g_nfree_bufs = 0
-
-
 # ---- Out: pending output of one direction ----------------------------------
 
 cdef inline bint out_empty(Out* o) noexcept nogil:
