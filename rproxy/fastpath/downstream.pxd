@@ -30,5 +30,5 @@ cdef Exchange* pipe_unlink_from(DConn* dc, Exchange* first) noexcept nogil
 cdef void pipe_drop(DConn* dc, Exchange* x) noexcept nogil
 
 # splice.pxi
-cdef void pipe_put(Pipe* p) noexcept nogil
-cdef void pipes_clear() noexcept nogil
+cdef void spl_put(SplicePipe* p) noexcept nogil
+cdef void spl_clear() noexcept nogil

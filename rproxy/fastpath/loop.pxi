@@ -284,5 +284,5 @@ cdef void close_everything() noexcept nogil:
             dc_teardown(dc)
     listeners_register(0)
     probes_stop()
-    pipes_clear()
+    spl_clear()
     timer_stop(&g_worker_timer)

@@ -9,30 +9,30 @@
 # own count of what is left) is spliced.  The pipe belongs to the exchange
 # while it holds data; empty pipes return to a per-worker pool.
 
-cdef struct Pipe:
-    Pipe* next
+cdef struct SplicePipe:
+    SplicePipe* next
     int rfd
     int wfd
     uint32_t len                    # bytes in the pipe
 
-cdef Pipe* g_free_pipes = NULL
-cdef int g_nfree_pipes = 0
-cdef int g_pipe_size = 1048576
+cdef SplicePipe* g_spl_free = NULL
+cdef int g_spl_nfree = 0
+cdef int g_spl_size = 1048576
 cdef uint64_t g_splice_min = 131072
 
 
-cdef Pipe* pipe_get() noexcept nogil:
-    global g_free_pipes, g_nfree_pipes
-    cdef Pipe* p = g_free_pipes
+cdef SplicePipe* spl_get() noexcept nogil:
+    global g_spl_free, g_spl_nfree
+    cdef SplicePipe* p = g_spl_free
     cdef int fds[2]
     if p != NULL:
-        g_free_pipes = p.next
-        g_nfree_pipes -= 1
+        g_spl_free = p.next
+        g_spl_nfree -= 1
         return p
     if pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0:
         return NULL
-    fcntl(fds[1], F_SETPIPE_SZ, g_pipe_size)    # best effort: a smaller pipe still works
-    p = <Pipe*>malloc(sizeof(Pipe))
+    fcntl(fds[1], F_SETPIPE_SZ, g_spl_size)    # best effort: a smaller pipe still works
+    p = <SplicePipe*>malloc(sizeof(SplicePipe))
     if p == NULL:
         close(fds[0])
         close(fds[1])
@@ -44,28 +44,28 @@ cdef Pipe* pipe_get() noexcept nogil:
     return p
 
 
-cdef void pipe_put(Pipe* p) noexcept nogil:
-    global g_free_pipes, g_nfree_pipes
-    if p.len != 0 or g_nfree_pipes >= 32:
+cdef void spl_put(SplicePipe* p) noexcept nogil:
+    global g_spl_free, g_spl_nfree
+    if p.len != 0 or g_spl_nfree >= 32:
         close(p.rfd)                # bytes of an aborted body: never reused
         close(p.wfd)
         free(p)
         return
-    p.next = g_free_pipes
-    g_free_pipes = p
-    g_nfree_pipes += 1
+    p.next = g_spl_free
+    g_spl_free = p
+    g_spl_nfree += 1
 
 
-cdef void pipes_clear() noexcept nogil:
-    global g_free_pipes, g_nfree_pipes
-    cdef Pipe* p
-    while g_free_pipes != NULL:
-        p = g_free_pipes
-        g_free_pipes = p.next
+cdef void spl_clear() noexcept nogil:
+    global g_spl_free, g_spl_nfree
+    cdef SplicePipe* p
+    while g_spl_free != NULL:
+        p = g_spl_free
+        g_spl_free = p.next
         close(p.rfd)
         close(p.wfd)
         free(p)
-    g_nfree_pipes = 0
+    g_spl_nfree = 0
 
 
 cdef bint dc_splice(DConn* dc) noexcept nogil:
@@ -75,18 +75,18 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
     cdef UConn* uc = x.uc
     cdef ssize_t n
     cdef size_t want
-    if x.pipe == NULL:
-        x.pipe = pipe_get()
-        if x.pipe == NULL:
+    if x.spl == NULL:
+        x.spl = spl_get()
+        if x.spl == NULL:
             dc.flags &= ~DF_SPLICE
             return False
         x.splice_left = dc.parser.content_length
     while True:
-        while x.pipe.len:
-            n = splice(x.pipe.rfd, NULL, uc.h.fd, NULL, x.pipe.len,
+        while x.spl.len:
+            n = splice(x.spl.rfd, NULL, uc.h.fd, NULL, x.spl.len,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (SPLICE_F_MORE if x.splice_left else 0))
             if n > 0:
-                x.pipe.len -= <uint32_t>n
+                x.spl.len -= <uint32_t>n
                 x.log.bytes_out += <uint64_t>n
                 continue
             if n < 0 and errno == EINTR:
@@ -107,15 +107,15 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             return True
         if not (dc.flags & DF_READABLE):
             return True
-        want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_pipe_size else g_pipe_size)
+        want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_spl_size else g_spl_size)
         if uc.srv.high_watermark and want > uc.srv.high_watermark:
             want = uc.srv.high_watermark
         if (x.flags & XF_RESP_BUFFER) and want > uc.srv.response_buffer_size:
             want = uc.srv.response_buffer_size     # what the pipe holds must fit the memory buffer
-        n = splice(dc.h.fd, NULL, x.pipe.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+        n = splice(dc.h.fd, NULL, x.spl.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
         if n > 0:
             x.splice_left -= <uint64_t>n
-            x.pipe.len += <uint32_t>n
+            x.spl.len += <uint32_t>n
             timer_arm(&dc.timer, dc.ds.read_timeout_ms)
         elif n == 0:
             dc_exchange_failed(dc, 502, "downstream closed the connection mid-response")

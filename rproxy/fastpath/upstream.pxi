@@ -48,7 +48,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.path_len = 0
     x.cut_so = -1
     x.cut_eo = -1
-    x.pipe = NULL
+    x.spl = NULL
     x.qbb = NULL
     x.splice_left = 0
     x.failed_ds = NULL
@@ -82,9 +82,9 @@ cdef void x_free(Exchange* x) noexcept nogil:
         redis_forget(x)             # limits.pxi / redis.pxi
     if x.flags & XF_PENDING:
         pend_remove(x)
-    if x.pipe != NULL:
-        pipe_put(x.pipe)
-        x.pipe = NULL
+    if x.spl != NULL:
+        spl_put(x.spl)
+        x.spl = NULL
     if x.qbb != NULL:
         bb_free(x.qbb)
         x.qbb = NULL
@@ -447,7 +447,7 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
             uc_on_drained(uc)
             if uc.flags & UF_DEAD:
                 return
-        elif uc.x != NULL and uc.x.pipe != NULL and uc.x.pipe.len and uc.x.dc != NULL:
+        elif uc.x != NULL and uc.x.spl != NULL and uc.x.spl.len and uc.x.dc != NULL:
             dc_read(uc.x.dc)            # a spliced body waits in its pipe for this client
             if uc.flags & UF_DEAD:
                 return
