@@ -1,4 +1,4 @@
-# Area `testhook` (probe.pxi). Hooks for tests and micro-benchmarks into the request glue, without
+# Area `testhook` (testhook.pxi). Hooks for tests and micro-benchmarks into the request glue, without
 # sockets.
 #
 # The cdef functions of this area that OTHER areas may call (tests/unit/test_seams.py

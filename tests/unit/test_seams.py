@@ -45,7 +45,7 @@ AREAS = {
     "worker": ["worker.pxi"],
     "compress": ["compress.pxi"],
     "cache": ["cache.pxi", "cachepolicy.pxi"],
-    "testhook": ["probe.pxi"],
+    "testhook": ["testhook.pxi"],
 }
 SHARED = {"defs.pxi", "globals.pxi"}
 
