@@ -2,20 +2,27 @@
 
 rproxy/_fastpath.pyx is ONE compile unit made of the rproxy/fastpath/*.pxi
 includes, grouped into areas.  Each area has a .pxd (rproxy/fastpath/<area>.pxd,
-gathered by rproxy/_fastpath.pxd, which Cython reads for the module) that
-declares the cdef functions OTHER areas may call; Cython checks that every
-declaration matches its definition.  This test checks the other half: a
-function used from another area must be declared in its own area's .pxd, and
-a .pxd declares only functions that exist in its area.
+gathered by rproxy/fastpath/seams.pxd) that declares the cdef functions OTHER
+areas may call.  Two checks keep them true:
+- Cython: the module compiled once more with seams.pxd included from
+  _fastpath.pxd, so every declaration is checked against its definition (the
+  build leaves seams.pxd out: declared functions would be exported through
+  __pyx_capi__ and lose inlining, see _fastpath.pxd);
+- this test: a function used from another area must be declared in its own
+  area's .pxd, and a .pxd declares only functions that exist in its area.
 
-`python tests/unit/test_seams.py` prints the cross-area uses and the pairs of
-files that call each other (the cycles the layering avoids)."""
+`python tests/unit/test_seams.py [-v]` prints the cross-area uses and the pairs
+of files that call each other (the cycles the layering avoids)."""
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import sys
 from collections import defaultdict
+
+import pytest
 
 FASTPATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rproxy", "fastpath")
 
@@ -135,13 +142,48 @@ def test_every_cross_area_use_is_declared():
     assert check(sources, pxds, AREAS) == []
 
 
-def test_every_area_has_its_pxd_gathered_by_the_module():
-    with open(os.path.join(FASTPATH, "..", "_fastpath.pxd")) as f:
-        gathered = re.findall(r'^include "fastpath/(\w+)\.pxd"', f.read(), re.M)
+def test_every_area_has_its_pxd_gathered():
+    with open(os.path.join(FASTPATH, "seams.pxd")) as f:
+        gathered = re.findall(r'^include "(\w+)\.pxd"', f.read(), re.M)
     assert sorted(gathered) == sorted(AREAS)
     with open(os.path.join(FASTPATH, "..", "_fastpath.pyx")) as f:
         included = re.findall(r'^include "fastpath/(\w+\.pxi)"', f.read(), re.M)
     assert sorted(included) == sorted({f for fs in AREAS.values() for f in fs} | {"globals.pxi"})
+
+
+def cython(tmp_path, pyx: str) -> subprocess.CompletedProcess:
+    """Cython (the pinned one, from the test extras) on `pyx`, C to tmp_path."""
+    pytest.importorskip("Cython", reason="Cython is in the test extras (pip install '.[test]')")
+    return subprocess.run([sys.executable, "-m", "cython", "-3", pyx, "-o", str(tmp_path / "out.c")],
+                          cwd=os.path.dirname(os.path.dirname(pyx)), capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cython_checks_every_declaration_against_its_definition(tmp_path):
+    """The real sources, with seams.pxd included from _fastpath.pxd."""
+    src = os.path.join(FASTPATH, "..")
+    dst = tmp_path / "rproxy"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.c", "*.so", "*.html", "*.py", "__pycache__"))
+    with open(dst / "_fastpath.pxd", "a") as f:
+        f.write('\ninclude "fastpath/seams.pxd"\n')
+    r = cython(tmp_path, str(dst / "_fastpath.pyx"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cython_rejects_a_declaration_that_does_not_match(tmp_path):
+    """What the check above relies on: a module's .pxd declaration must match
+    the definition the .pyx includes, exactly (here: the parameter type)."""
+    pkg = tmp_path / "m"
+    (pkg / "parts").mkdir(parents=True)
+    (pkg / "parts" / "low.pxd").write_text("cdef int low_api(int x) noexcept nogil\n")
+    (pkg / "parts" / "low.pxi").write_text("cdef int low_api(long x) noexcept nogil:\n    return <int>x\n")
+    (pkg / "mod.pxd").write_text('include "parts/low.pxd"\n')
+    (pkg / "mod.pyx").write_text('include "parts/low.pxi"\n')
+    r = cython(tmp_path, str(pkg / "mod.pyx"))
+    assert r.returncode != 0 and "does not match" in r.stdout + r.stderr, r.stdout + r.stderr
+    (pkg / "parts" / "low.pxi").write_text("cdef int low_api(int x) noexcept nogil:\n    return x\n")
+    r = cython(tmp_path, str(pkg / "mod.pyx"))
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 # ---- the checker itself, on small synthetic sources ----------------------
