@@ -235,10 +235,13 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     pipelined, a busy one with room (pipeline.pxi).  A replay takes neither
     twins of the failed connection nor a pipeline."""
     cdef DConn* dc
+    cdef int wait = 0
     if x.flags & XF_RETRIED:
         return lb_pick_replay(x)
     if x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
-        return edge_lb_pick(x)      # sticky sessions (edge.pxi)
+        dc = sticky_pick(x, &wait)  # sticky sessions (edge.pxi)
+        if dc != NULL or wait:
+            return dc               # its downstream's, or wait for one of them
     dc = lb_pick(x.rule)
     if dc == NULL and (x.flags & XF_PIPE_OK):
         dc = lb_pick_pipelined(x.rule)

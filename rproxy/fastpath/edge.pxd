@@ -12,7 +12,7 @@ cdef void edge_resp_extra(W* w, RuleRt* r, Exchange* x, bint tls, uint64_t seen)
 cdef int edge_on_head(UConn* uc, Exchange* x) noexcept nogil
 cdef bint edge_on_drained(UConn* uc) noexcept nogil
 cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil
-cdef DConn* edge_lb_pick(Exchange* x) noexcept nogil
+cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil
 
 # static.pxi
 cdef void static_pump(UConn* uc) noexcept nogil

@@ -466,9 +466,10 @@ cdef bint sticky_alive(DownstreamRt* d) noexcept nogil:
 
 
 cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil:
-    """The connection for a sticky rule: the chosen downstream's, when it is
-    up (NULL with *wait = 1: wait for one of its connections).  *wait = 0:
-    no sticky choice, balance (and set the cookie on the response)."""
+    """The connection for a sticky rule (asked by balance.pxi's lb_pick_for):
+    the chosen downstream's, when it is up (NULL with *wait = 1: wait for one
+    of its connections).  *wait = 0: no sticky choice, the caller balances
+    (and the cookie is set on the response)."""
     cdef RuleRt* r = x.rule
     cdef int k
     cdef DConn* dc
@@ -491,14 +492,3 @@ cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil:
     wait[0] = 1
     return NULL
 
-
-cdef DConn* edge_lb_pick(Exchange* x) noexcept nogil:
-    """Hook in lb_pick_for for rules with `sticky`."""
-    cdef int wait = 0
-    cdef DConn* dc = sticky_pick(x, &wait)
-    if dc != NULL or wait:
-        return dc
-    dc = lb_pick(x.rule)
-    if dc == NULL and (x.flags & XF_PIPE_OK):
-        dc = lb_pick_pipelined(x.rule)
-    return dc
