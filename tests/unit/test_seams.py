@@ -11,8 +11,9 @@ areas may call.  Two checks keep them true:
 - this test: a function used from another area must be declared in its own
   area's .pxd, and a .pxd declares only functions that exist in its area.
 
-`python tests/unit/test_seams.py [-v]` prints the cross-area uses and the pairs
-of files that call each other (the cycles the layering avoids)."""
+`python tests/unit/test_seams.py [-v]` prints the cross-area uses, the pairs
+of files that call each other (the cycles the layering avoids), and the
+declaration lines a .pxd lacks, ready to paste."""
 from __future__ import annotations
 
 import os
@@ -134,6 +135,31 @@ def file_pairs_both_ways(sources: dict[str, str]) -> list[tuple[str, str]]:
     return sorted((a, b) for a, b in edges if a < b and (b, a) in edges)
 
 
+def declaration(text: str, name: str) -> str:
+    """The .pxd line for cdef function `name` defined in `text`: its
+    definition's signature on one line, without `inline` and the colon."""
+    for m in CDEF_FUNC.finditer(blank(text)):
+        if m.group(1) == name:
+            sig = re.sub(r"#[^\n]*", "", text[m.start():m.end() - 1])
+            sig = re.sub(r"\s+", " ", sig).replace("cdef inline ", "cdef ")
+            sig = re.sub(r"=[^,)]+", "=*", sig)        # a default value is declared `=*`
+            return sig.replace("( ", "(").replace(" )", ")").strip()
+    raise KeyError(name)
+
+
+def missing_declarations(sources, pxds, areas) -> dict[str, list[str]]:
+    """area -> the declaration lines its .pxd lacks (what to paste)."""
+    defined, uses = parse(sources, areas)
+    out: dict[str, list[str]] = defaultdict(list)
+    for (caller, fn) in sorted(uses):
+        area, fname = defined[fn]
+        if caller != area and fn not in declared(pxds.get(area, "")):
+            line = declaration(sources[fname], fn)
+            if line not in out[area]:
+                out[area].append(line)
+    return dict(out)
+
+
 # ---- the seams of the real sources ---------------------------------------
 
 def test_every_cross_area_use_is_declared():
@@ -228,6 +254,14 @@ def test_checker_reports_a_file_in_no_area():
         "new.pxi: in no area (add it to AREAS and to _fastpath.pyx)"]
 
 
+def test_missing_declarations_are_spelled_out():
+    src = dict(SYN, **{"low.pxi": SYN["low.pxi"].replace("cdef int low_api(int x) noexcept nogil:",
+                                                         "cdef inline int low_api(int x,\n        int y=0) noexcept nogil:  # c")})
+    assert missing_declarations(SYN, {"low": ""}, SYN_AREAS) == {"low": ["cdef int low_api(int x) noexcept nogil"]}
+    assert missing_declarations(src, {"low": ""}, SYN_AREAS) == {
+        "low": ["cdef int low_api(int x, int y=*) noexcept nogil"]}
+
+
 def test_pairs_both_ways():
     src = dict(SYN, **{"low.pxi": SYN["low.pxi"] + "cdef int back() noexcept nogil:\n    return high_api(1)\n"})
     assert file_pairs_both_ways(SYN) == []
@@ -249,3 +283,7 @@ if __name__ == "__main__":
         print(f"  {a} <-> {b}")
     for fault in check(sources, pxds, AREAS):
         print("FAULT", fault)
+    for area, lines in missing_declarations(sources, pxds, AREAS).items():
+        print(f"to add to rproxy/fastpath/{area}.pxd:")
+        for line in lines:
+            print("   ", line)
