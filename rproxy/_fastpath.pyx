@@ -22,6 +22,7 @@ cdef extern from "rp_util.h" nogil:
 # declared in _fastpath.pxd, which Cython reads first
 include "fastpath/globals.pxi"
 include "fastpath/errlog.pxi"
+include "fastpath/cfgutil.pxi"
 include "fastpath/metrics.pxi"
 include "fastpath/buffers.pxi"
 include "fastpath/bodybuf.pxi"

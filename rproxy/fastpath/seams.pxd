@@ -6,6 +6,7 @@
 # _fastpath.pxd: declared functions would be exported and lose inlining).
 # The areas, in the order _fastpath.pyx includes their .pxi files:
 include "errlog.pxd"
+include "cfgutil.pxd"
 include "metrics.pxd"
 include "buffers.pxd"
 include "bodybuf.pxd"

@@ -5,7 +5,5 @@
 # keeps this list complete; Cython checks each line against its definition).
 
 cdef int _lb_code(str name) except -1
-cdef void _copy_cstr(char* dst, size_t cap, bytes src)
-cdef char* _dup(bytes src) except NULL
 cdef AccessLog* _alog_compile(LogSink* sink, items) except NULL
 cdef void _alog_free(AccessLog* al) noexcept

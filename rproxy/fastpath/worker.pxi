@@ -17,24 +17,6 @@ cdef int _match_code(str kind) except -1:
     return codes[kind]
 
 
-cdef void _copy_cstr(char* dst, size_t cap, bytes src):
-    cdef size_t n = len(src)
-    if n >= cap:
-        n = cap - 1
-    memcpy(dst, <const char*>src, n)
-    dst[n] = 0
-
-
-cdef char* _dup(bytes src) except NULL:
-    cdef size_t n = len(src)
-    cdef char* p = <char*>malloc(n + 1)
-    if p == NULL:
-        raise MemoryError()
-    memcpy(p, <const char*>src, n)
-    p[n] = 0
-    return p
-
-
 cdef int _namelist(NameList* l, names) except -1:
     l.n = len(names)
     l.names = <char**>calloc(max(l.n, 1), sizeof(char*))

@@ -1,14 +1,15 @@
 """The hot path executes no Python: every cdef function of the loop's
 includes is declared `nogil`, which makes Cython reject any Python object
 operation in it at compile time (and the loop runs inside `with nogil:`).
-Only worker.pxi (the Python-facing edge, run at start-up) and testhook.pxi
+Only worker.pxi (the Python-facing edge, run at start-up), cfgutil.pxi (its
+helpers for every area's set-up code) and testhook.pxi
 (test and benchmark hooks) may hold the GIL."""
 import glob
 import os
 import re
 
 FASTPATH = os.path.join(os.path.dirname(__file__), "..", "..", "rproxy", "fastpath")
-EDGE = {"worker.pxi", "testhook.pxi", "defs.pxi", "globals.pxi"}
+EDGE = {"worker.pxi", "testhook.pxi", "cfgutil.pxi", "defs.pxi", "globals.pxi"}
 # Functions that take the GIL on purpose, never per request on plain HTTP:
 # the client certificate's X-SSL-* block is computed by rproxy.tls once per
 # TLS handshake that presented a certificate.

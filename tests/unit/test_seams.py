@@ -32,6 +32,7 @@ FASTPATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", 
 # _fastpath.pxd itself and define no functions.
 AREAS = {
     "errlog": ["errlog.pxi"],
+    "cfgutil": ["cfgutil.pxi"],
     "metrics": ["metrics.pxi"],
     "buffers": ["buffers.pxi"],
     "bodybuf": ["bodybuf.pxi"],
