@@ -25,3 +25,5 @@ cdef uint64_t xlog_bytes_received(Exchange* x, UConn* uc) noexcept nogil
 cdef void accesslog_flush_all() noexcept nogil
 cdef void accesslog_on_timer() noexcept nogil
 cdef void peer_from_sockaddr(Peer* p, const uint8_t* ss) noexcept nogil
+cdef AccessLog* _alog_compile(LogSink* sink, items) except NULL
+cdef void _alog_free(AccessLog* al) noexcept

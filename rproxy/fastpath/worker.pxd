@@ -5,5 +5,3 @@
 # keeps this list complete; Cython checks each line against its definition).
 
 cdef int _lb_code(str name) except -1
-cdef AccessLog* _alog_compile(LogSink* sink, items) except NULL
-cdef void _alog_free(AccessLog* al) noexcept
