@@ -114,10 +114,9 @@ def extensions():
 
     inc = find_llhttp_include()
     cinc, cdirs, clibs = find_compression_libs()
-    debug = os.environ.get("RPROXY_DEBUG") == "1"
-    macros = [("RPROXY_DEBUG", "1" if debug else "0")]
     # every state move checked against its table (fastpath/states.pxi): the
     # sanitizer build, or any build with RPROXY_CHECK_STATES=1
+    macros = []
     if SANITIZE or os.environ.get("RPROXY_CHECK_STATES") == "1":
         macros.append(("RPROXY_CHECK_STATES", "1"))
     # -O2 comes after CFLAGS on the command line (extra_compile_args are last),
@@ -135,15 +134,14 @@ def extensions():
         include_dirs=[inc, "rproxy/includes", *cinc],
         library_dirs=cdirs,
         libraries=clibs,
-        define_macros=macros,
         extra_compile_args=compile_args,
         extra_link_args=link_args,
+        define_macros=macros,
     )
     return cythonize(
         [ext],
         language_level=3,
         annotate=os.environ.get("RPROXY_ANNOTATE") == "1",
-        compile_time_env={"RPROXY_DEBUG": debug},
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

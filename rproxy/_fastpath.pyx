@@ -18,8 +18,11 @@ from rproxy.includes.linux cimport *
 cdef extern from "rp_util.h" nogil:
     void rp_elog(int fd, int level, const char* fmt, ...)
 
-include "fastpath/defs.pxi"
+# the types (fastpath/defs.pxi) and each area's seam (fastpath/<area>.pxd) are
+# declared in _fastpath.pxd, which Cython reads first
 include "fastpath/globals.pxi"
+include "fastpath/errlog.pxi"
+include "fastpath/cfgutil.pxi"
 include "fastpath/states.pxi"
 include "fastpath/metrics.pxi"
 include "fastpath/buffers.pxi"
@@ -52,4 +55,4 @@ include "fastpath/worker.pxi"
 include "fastpath/compress.pxi"
 include "fastpath/cachepolicy.pxi"
 include "fastpath/cache.pxi"
-include "fastpath/probe.pxi"
+include "fastpath/testhook.pxi"

@@ -176,10 +176,6 @@ def parse_format(text: str) -> list[Item]:
     return items
 
 
-def format_tokens(items: list[Item]) -> set[str]:
-    return {it.token for it in items if it.token is not None}
-
-
 def configure_worker(cfg) -> None:
     """Give a worker's fast path (its Worker built from `cfg`, tables set)
     its access logs and the routing of its error lines.  The outputs are the

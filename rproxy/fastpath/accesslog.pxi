@@ -191,28 +191,6 @@ cdef char g_iso[40]                     # date and time, then g_iso_tz after the
 cdef char g_iso_tz[8]
 
 
-# ---- error log routing ---------------------------------------------------------
-
-cdef inline int ds_errfd(DownstreamRt* ds) noexcept nogil:
-    """A downstream's error log: its server's (logging { error { } }), else the worker's."""
-    return ds.errfd if ds.errfd > 0 else g_errfd
-
-
-cdef inline int x_errfd(Exchange* x) noexcept nogil:
-    """Errors about a request: its vhost's error log, else its server's, else the worker's."""
-    if x.rule != NULL and x.rule.vhost.errfd > 0:
-        return x.rule.vhost.errfd
-    if x.uc != NULL and x.uc.srv != NULL and x.uc.srv.errfd > 0:
-        return x.uc.srv.errfd
-    return g_errfd
-
-
-cdef inline int uc_errfd(UConn* uc) noexcept nogil:
-    if uc.xhead != NULL:
-        return x_errfd(uc.xhead)
-    return uc.srv.errfd if uc.srv.errfd > 0 else g_errfd
-
-
 # ---- exchange hooks ------------------------------------------------------------
 
 cdef inline AccessLog* xlog_target(Exchange* x) noexcept nogil:
@@ -605,18 +583,25 @@ cdef inline uint64_t xlog_bytes_sent(Exchange* x, UConn* uc) noexcept nogil:
 
 
 cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
-    """Render the line of `x` straight into its sink's buffer."""
-    cdef LogSink* s = al.sink
+    """Render the line of `x` straight into its sink's buffer: start it
+    (alog_begin), render each compiled item of the format (alog_op), end it
+    (alog_end)."""
     cdef W w
-    cdef int i, st
-    cdef LogOp* op
-    cdef const char* p
-    cdef const char* u
-    cdef const char* proto
-    cdef const char* cipher
-    cdef uint32_t off, plen, q
+    cdef int i
     cdef int64_t rt_us = 0
-    cdef uint64_t total
+    cdef char* start = alog_begin(al, &w, &rt_us)
+    for i in range(al.nops):
+        if w.overflow:
+            break
+        alog_op(&w, &al.ops[i], x, uc, rt_us)
+    alog_end(al.sink, &w, start)
+
+
+cdef inline char* alog_begin(AccessLog* al, W* w, int64_t* rt_us) noexcept nogil:
+    """Room for a whole line in the sink, the writer set on it, the wall
+    clock read when the format (or syslog's header) needs it.  Returns where
+    the line starts."""
+    cdef LogSink* s = al.sink
     cdef timespec ts
     cdef char* start
     if s.cap - s.len < LOG_LINE_MAX + 96:
@@ -627,159 +612,214 @@ cdef void alog_line(AccessLog* al, Exchange* x, UConn* uc) noexcept nogil:
     w.overflow = 0
     if (al.needs & AN_CLOCK) or s.kind == SINK_SYSLOG:
         clock_gettime(CLOCK_REALTIME, &ts)
-        rt_us = <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
+        rt_us[0] = <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
     if s.kind == SINK_SYSLOG:
         w.p += rp_syslog_header(w.p, s.pri, ts.tv_sec, <int>g_pid)
-    for i in range(al.nops):
-        if w.overflow:
-            break
-        op = &al.ops[i]
-        if op.code == LOP_TEXT:
-            w_put(&w, op.arg, op.len)
-        elif op.code == LOP_SRC:
-            if uc.conn.peer.family == AF_UNIX:
-                w_put(&w, "unix:", 5)
-            else:
-                w_peer(&w, &uc.conn.peer, False)
-        elif op.code == LOP_US_SPORT:
-            if uc.conn.peer.family == AF_INET or uc.conn.peer.family == AF_INET6:
-                w_uint(&w, uc.conn.peer.port)
-            else:
-                w_dash(&w)
-        elif op.code == LOP_PROXY:
-            if x.log.ds != NULL:
-                w_put(&w, x.log.ds.label, strlen(x.log.ds.label))
-            else:
-                w_dash(&w)
-        elif op.code == LOP_DS_SPORT:
-            if x.log.ds != NULL and x.log.ds_sport:
-                w_uint(&w, x.log.ds_sport)
-            else:
-                w_dash(&w)
-        elif op.code == LOP_DS_ADDR:
-            if x.log.ds == NULL:
-                w_dash(&w)
-            elif x.log.ds_peer.family == AF_INET or x.log.ds_peer.family == AF_INET6:
-                w_peer(&w, &x.log.ds_peer, True)
-            else:
-                w_put(&w, x.log.ds.label, strlen(x.log.ds.label))     # unix:/path
-        elif op.code == LOP_TS:
-            w_ts_clf(&w, rt_us - (g_now_us - x.log.t_start_us))
-        elif op.code == LOP_TS_ISO:
-            w_ts_iso(&w, rt_us - (g_now_us - x.log.t_start_us))
-        elif op.code == LOP_MSEC:
-            w_ms(&w, rt_us // 1000)         # milliseconds as seconds with 3 decimals
-        elif op.code == LOP_UA or op.code == LOP_REF or op.code == LOP_HOST or op.code == LOP_US_HDR:
-            w_request_header(&w, x, uc, op.arg, op.len)
-        elif op.code == LOP_DS_HDR:
-            w_response_header(&w, x, op.slot)
-        elif op.code == LOP_METH:
-            w_esc_or_dash(&w, xreq(x, uc, x.method_sp.off, x.method_sp.len), x.method_sp.len)
-        elif op.code == LOP_URI or op.code == LOP_QUERY or op.code == LOP_REQUEST_URI:
-            u = xreq(x, uc, x.url_sp.off, x.url_sp.len) if x.url_sp.len else NULL
-            if u == NULL:
-                w_dash(&w)
-            elif op.code == LOP_REQUEST_URI:
-                w_esc(&w, u, x.url_sp.len)
-            else:
-                path_span(u, x.url_sp.len, &off, &plen)
-                if op.code == LOP_URI:
-                    w_esc_or_dash(&w, u + off, plen)
-                else:
-                    q = off + plen
-                    if q < x.url_sp.len and u[q] == c'?':
-                        q += 1
-                        plen = q
-                        while plen < x.url_sp.len and u[plen] != c'#':
-                            plen += 1
-                        w_esc_or_dash(&w, u + q, plen - q)
-                    else:
-                        w_dash(&w)
-        elif op.code == LOP_PROTO:
-            w_proto(&w, x, uc)
-        elif op.code == LOP_REQUEST:
-            p = xreq(x, uc, x.method_sp.off, x.method_sp.len)
-            if p == NULL or x.method_sp.len == 0:
-                w_dash(&w)
-            elif not x.head_end and x.log.req_copy == NULL:
-                w_request_line_as_received(&w, x, uc, p)
-            else:
-                w_esc(&w, p, x.method_sp.len)
-                u = xreq(x, uc, x.url_sp.off, x.url_sp.len) if x.url_sp.len else NULL
-                if u != NULL:
-                    w_put(&w, " ", 1)
-                    w_esc(&w, u, x.url_sp.len)
-                if x.head_end:
-                    w_put(&w, " ", 1)
-                    w_proto(&w, x, uc)
-        elif op.code == LOP_STATUS:
-            st = xlog_status(x)
-            if st:
-                w_uint(&w, <uint64_t>st)
-            else:
-                w_dash(&w)
-        elif op.code == LOP_RULE:
-            if x.rule != NULL:
-                w_put(&w, x.rule.name, strlen(x.rule.name))
-            else:
-                w_dash(&w)
-        elif op.code == LOP_CACHE:
-            if cache_status_name(x.cst) != NULL:      # (cache.pxi)
-                w_str(&w, cache_status_name(x.cst))
-            else:
-                w_dash(&w)
-        elif op.code == LOP_RATE_LIMIT:
-            if edge_limit_name(x) != NULL:
-                w_put(&w, edge_limit_name(x), strlen(edge_limit_name(x)))
-            else:
-                w_dash(&w)
-        elif op.code == LOP_VHOST:
-            if x.rule != NULL:
-                w_esc(&w, x.rule.vhost.name, <uint32_t>strlen(x.rule.vhost.name))
-            else:
-                w_dash(&w)
-        elif op.code == LOP_BYTES_SENT:
-            w_uint(&w, xlog_bytes_sent(x, uc))
-        elif op.code == LOP_BODY_BYTES_SENT:
-            total = xlog_bytes_sent(x, uc)
-            if x.log.flags & XL_ANSWERED:
-                w_uint(&w, x.log.canned_body)
-            elif x.log.flags & XL_RESP_HEAD:
-                w_uint(&w, total - x.log.body_base if total > x.log.body_base else 0)
-            elif x.flags & XF_RESP_STARTED:
-                w_uint(&w, total)           # passthrough: all of it is the downstream's
-            else:
-                w_put(&w, "0", 1)
-        elif op.code == LOP_BYTES_RECEIVED:
-            w_uint(&w, xlog_bytes_received(x, uc))
-        elif op.code == LOP_REQUEST_TIME:
-            w_ms(&w, g_now_us - x.log.t_start_us)
-        elif op.code == LOP_DS_TIME:
-            if x.log.t_ds_us:
-                w_ms(&w, g_now_us - x.log.t_ds_us)
-            else:
-                w_dash(&w)
-        elif op.code == LOP_DS_HEADER_TIME:
-            if x.log.t_ds_us and x.log.t_ds_head_us:
-                w_ms(&w, x.log.t_ds_head_us - x.log.t_ds_us)
-            else:
-                w_dash(&w)
-        elif op.code == LOP_TLS_PROTO or op.code == LOP_TLS_CIPHER:
-            if xlog_tls_facts(uc, &proto, &cipher):
-                p = proto if op.code == LOP_TLS_PROTO else cipher
-                w_esc_or_dash(&w, p, <uint32_t>strlen(p) if p != NULL else 0)
-            else:
-                w_dash(&w)
-        elif op.code == LOP_REQUEST_ID:
-            w_hex64(&w, g_reqid_prefix)
-            w_hex64(&w, x.log.seq)
+    return start
+
+
+cdef inline void alog_end(LogSink* s, W* w, char* start) noexcept nogil:
+    """Close the line ("..." where it was cut, then the newline) and count it
+    in the sink."""
     if w.overflow:
         w.end += 4
-        w_put(&w, "...", 3)
+        w_put(w, "...", 3)
     w.p[0] = c'\n'
     w.p += 1
     s.len += <uint32_t>(w.p - start)
     sink_added(s)
+
+
+cdef inline void alog_op(W* w, LogOp* op, Exchange* x, UConn* uc, int64_t rt_us) noexcept nogil:
+    """One item of the format, by kind: literal text first (the most common),
+    then addresses, times, the request, the outcome, byte counts, TLS."""
+    cdef uint8_t c = op.code
+    if c == LOP_TEXT:
+        w_put(w, op.arg, op.len)
+    elif c == LOP_SRC or c == LOP_US_SPORT or c == LOP_PROXY or c == LOP_DS_SPORT or c == LOP_DS_ADDR:
+        w_op_address(w, c, x, uc)
+    elif c == LOP_TS:
+        w_ts_clf(w, rt_us - (g_now_us - x.log.t_start_us))
+    elif c == LOP_TS_ISO:
+        w_ts_iso(w, rt_us - (g_now_us - x.log.t_start_us))
+    elif c == LOP_MSEC:
+        w_ms(w, rt_us // 1000)              # milliseconds as seconds with 3 decimals
+    elif c == LOP_UA or c == LOP_REF or c == LOP_HOST or c == LOP_US_HDR:
+        w_request_header(w, x, uc, op.arg, op.len)
+    elif c == LOP_DS_HDR:
+        w_response_header(w, x, op.slot)
+    elif c == LOP_METH:
+        w_esc_or_dash(w, xreq(x, uc, x.method_sp.off, x.method_sp.len), x.method_sp.len)
+    elif c == LOP_URI or c == LOP_QUERY or c == LOP_REQUEST_URI:
+        w_op_uri(w, c, x, uc)
+    elif c == LOP_PROTO:
+        w_proto(w, x, uc)
+    elif c == LOP_REQUEST:
+        w_op_request_line(w, x, uc)
+    elif c == LOP_STATUS or c == LOP_RULE or c == LOP_CACHE or c == LOP_RATE_LIMIT or c == LOP_VHOST:
+        w_op_outcome(w, c, x)
+    elif (c == LOP_BYTES_SENT or c == LOP_BODY_BYTES_SENT or c == LOP_BYTES_RECEIVED or c == LOP_REQUEST_TIME
+          or c == LOP_DS_TIME or c == LOP_DS_HEADER_TIME):
+        w_op_counts(w, c, x, uc)
+    elif c == LOP_TLS_PROTO or c == LOP_TLS_CIPHER:
+        w_op_tls(w, c, uc)
+    elif c == LOP_REQUEST_ID:
+        w_hex64(w, g_reqid_prefix)
+        w_hex64(w, x.log.seq)
+
+
+cdef void w_op_address(W* w, uint8_t c, Exchange* x, UConn* uc) noexcept nogil:
+    """{SRC} {US_SPORT}: the client's; {PROXY} {DS_SPORT} {DS_ADDR}: the downstream's."""
+    if c == LOP_SRC:
+        if uc.conn.peer.family == AF_UNIX:
+            w_put(w, "unix:", 5)
+        else:
+            w_peer(w, &uc.conn.peer, False)
+    elif c == LOP_US_SPORT:
+        if uc.conn.peer.family == AF_INET or uc.conn.peer.family == AF_INET6:
+            w_uint(w, uc.conn.peer.port)
+        else:
+            w_dash(w)
+    elif c == LOP_PROXY:
+        if x.log.ds != NULL:
+            w_put(w, x.log.ds.label, strlen(x.log.ds.label))
+        else:
+            w_dash(w)
+    elif c == LOP_DS_SPORT:
+        if x.log.ds != NULL and x.log.ds_sport:
+            w_uint(w, x.log.ds_sport)
+        else:
+            w_dash(w)
+    elif x.log.ds == NULL:                  # LOP_DS_ADDR
+        w_dash(w)
+    elif x.log.ds_peer.family == AF_INET or x.log.ds_peer.family == AF_INET6:
+        w_peer(w, &x.log.ds_peer, True)
+    else:
+        w_put(w, x.log.ds.label, strlen(x.log.ds.label))     # unix:/path
+
+
+cdef void w_op_uri(W* w, uint8_t c, Exchange* x, UConn* uc) noexcept nogil:
+    """{REQUEST_URI}: the target as sent; {URI}: its path; {QUERY}: its query."""
+    cdef const char* u = xreq(x, uc, x.url_sp.off, x.url_sp.len) if x.url_sp.len else NULL
+    cdef uint32_t off, plen, q
+    if u == NULL:
+        w_dash(w)
+        return
+    if c == LOP_REQUEST_URI:
+        w_esc(w, u, x.url_sp.len)
+        return
+    path_span(u, x.url_sp.len, &off, &plen)
+    if c == LOP_URI:
+        w_esc_or_dash(w, u + off, plen)
+        return
+    q = off + plen
+    if q < x.url_sp.len and u[q] == c'?':
+        q += 1
+        plen = q
+        while plen < x.url_sp.len and u[plen] != c'#':
+            plen += 1
+        w_esc_or_dash(w, u + q, plen - q)
+    else:
+        w_dash(w)
+
+
+cdef void w_op_request_line(W* w, Exchange* x, UConn* uc) noexcept nogil:
+    """{REQUEST}: method, target and protocol, or the bytes received when the
+    head never completed."""
+    cdef const char* p = xreq(x, uc, x.method_sp.off, x.method_sp.len)
+    cdef const char* u
+    if p == NULL or x.method_sp.len == 0:
+        w_dash(w)
+    elif not x.head_end and x.log.req_copy == NULL:
+        w_request_line_as_received(w, x, uc, p)
+    else:
+        w_esc(w, p, x.method_sp.len)
+        u = xreq(x, uc, x.url_sp.off, x.url_sp.len) if x.url_sp.len else NULL
+        if u != NULL:
+            w_put(w, " ", 1)
+            w_esc(w, u, x.url_sp.len)
+        if x.head_end:
+            w_put(w, " ", 1)
+            w_proto(w, x, uc)
+
+
+cdef void w_op_outcome(W* w, uint8_t c, Exchange* x) noexcept nogil:
+    """{STATUS} {RULE} {VHOST} {CACHE} {RATE_LIMIT}: what became of the request."""
+    cdef int st
+    if c == LOP_STATUS:
+        st = xlog_status(x)
+        if st:
+            w_uint(w, <uint64_t>st)
+        else:
+            w_dash(w)
+    elif c == LOP_RULE:
+        if x.rule != NULL:
+            w_put(w, x.rule.name, strlen(x.rule.name))
+        else:
+            w_dash(w)
+    elif c == LOP_CACHE:
+        if x.cst == 1:                      # CS_* (cache.pxi)
+            w_put(w, "MISS", 4)
+        elif x.cst == 2:
+            w_put(w, "HIT", 3)
+        elif x.cst == 3:
+            w_put(w, "EXPIRED", 7)
+        elif x.cst == 4:
+            w_put(w, "BYPASS", 6)
+        else:
+            w_dash(w)
+    elif c == LOP_RATE_LIMIT:
+        if edge_limit_name(x) != NULL:
+            w_put(w, edge_limit_name(x), strlen(edge_limit_name(x)))
+        else:
+            w_dash(w)
+    elif x.rule != NULL:                    # LOP_VHOST
+        w_esc(w, x.rule.vhost.name, <uint32_t>strlen(x.rule.vhost.name))
+    else:
+        w_dash(w)
+
+
+cdef void w_op_counts(W* w, uint8_t c, Exchange* x, UConn* uc) noexcept nogil:
+    """Byte counts ({BYTES_SENT} {BODY_BYTES_SENT} {BYTES_RECEIVED}) and
+    durations ({REQUEST_TIME} {DS_TIME} {DS_HEADER_TIME})."""
+    cdef uint64_t total
+    if c == LOP_BYTES_SENT:
+        w_uint(w, xlog_bytes_sent(x, uc))
+    elif c == LOP_BODY_BYTES_SENT:
+        total = xlog_bytes_sent(x, uc)
+        if x.log.flags & XL_ANSWERED:
+            w_uint(w, x.log.canned_body)
+        elif x.log.flags & XL_RESP_HEAD:
+            w_uint(w, total - x.log.body_base if total > x.log.body_base else 0)
+        elif x.flags & XF_RESP_STARTED:
+            w_uint(w, total)                # passthrough: all of it is the downstream's
+        else:
+            w_put(w, "0", 1)
+    elif c == LOP_BYTES_RECEIVED:
+        w_uint(w, xlog_bytes_received(x, uc))
+    elif c == LOP_REQUEST_TIME:
+        w_ms(w, g_now_us - x.log.t_start_us)
+    elif c == LOP_DS_TIME:
+        if x.log.t_ds_us:
+            w_ms(w, g_now_us - x.log.t_ds_us)
+        else:
+            w_dash(w)
+    elif x.log.t_ds_us and x.log.t_ds_head_us:     # LOP_DS_HEADER_TIME
+        w_ms(w, x.log.t_ds_head_us - x.log.t_ds_us)
+    else:
+        w_dash(w)
+
+
+cdef void w_op_tls(W* w, uint8_t c, UConn* uc) noexcept nogil:
+    """{TLS_PROTO} {TLS_CIPHER} of the client connection."""
+    cdef const char* proto
+    cdef const char* cipher
+    cdef const char* p
+    if xlog_tls_facts(uc, &proto, &cipher):
+        p = proto if c == LOP_TLS_PROTO else cipher
+        w_esc_or_dash(w, p, <uint32_t>strlen(p) if p != NULL else 0)
+    else:
+        w_dash(w)
 
 
 cdef void w_request_line_as_received(W* w, Exchange* x, UConn* uc, const char* p) noexcept nogil:
@@ -1005,6 +1045,60 @@ def accesslog_sink(int fd, str kind, str name, *, int buffer_size=65536, int pri
     g_sinks[g_nsinks] = s
     g_nsinks += 1
     return g_nsinks - 1
+
+
+cdef AccessLog* _alog_compile(LogSink* sink, items) except NULL:
+    """The op list of a parsed format, writing to `sink` (once, at start-up)."""
+    cdef AccessLog* al
+    cdef LogOp* op
+    cdef bytes b
+    items = list(items)
+    al = <AccessLog*>calloc(1, sizeof(AccessLog))
+    if al == NULL:
+        raise MemoryError()
+    al.sink = sink
+    al.nops = len(items)
+    al.ops = <LogOp*>calloc(max(al.nops, 1), sizeof(LogOp))
+    dshdr = [it.text for it in items if it.token == "DS_HDR"][:64]
+    al.ndshdr = len(dshdr)
+    al.dshdr = <char**>calloc(max(al.ndshdr, 1), sizeof(char*))
+    al.dshdr_len = <uint32_t*>calloc(max(al.ndshdr, 1), sizeof(uint32_t))
+    if al.ops == NULL or al.dshdr == NULL or al.dshdr_len == NULL:
+        raise MemoryError()
+    for k, name in enumerate(dshdr):
+        b = name.encode()
+        al.dshdr[k] = _dup(b)
+        al.dshdr_len[k] = len(b)
+    for i, it in enumerate(items):
+        op = &al.ops[i]
+        op.slot = -1
+        if it.token is None:
+            op.code = LOP_TEXT
+            b = it.text.encode()
+        else:
+            op.code = LOG_OPS[it.token]
+            b = {"UA": b"User-Agent", "REF": b"Referer", "HOST": b"Host"}.get(it.token, it.text.encode())
+            if it.token == "DS_HDR":
+                op.slot = dshdr.index(it.text) if it.text in dshdr else -1
+            if op.code in _REQUEST_OPS:
+                al.needs |= AN_REQUEST
+            if op.code in _CLOCK_OPS:
+                al.needs |= AN_CLOCK
+        op.arg = _dup(b)
+        op.len = len(b)
+    return al
+
+
+cdef void _alog_free(AccessLog* al) noexcept:
+    cdef int i
+    for i in range(al.nops):
+        free(al.ops[i].arg)
+    for i in range(al.ndshdr):
+        free(al.dshdr[i])
+    free(al.ops)
+    free(al.dshdr)
+    free(al.dshdr_len)
+    free(al)
 
 
 def accesslog_add(int sink, items):

@@ -234,15 +234,17 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     """An idle connection; failing that, for a request that may be
     pipelined, a busy one with room (pipeline.pxi).  A replay takes neither
     twins of the failed connection nor a pipeline."""
-    cdef DConn* dc
+    cdef DConn* dc = NULL
+    cdef int wait = 0
     if x.flags & XF_RETRIED:
         dc = lb_pick_replay(x)
-    elif x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
-        dc = edge_lb_pick(x)        # sticky sessions (edge.pxi)
     else:
-        dc = lb_pick(x.rule)
-        if dc == NULL and (x.flags & XF_PIPE_OK):
-            dc = lb_pick_pipelined(x.rule)
+        if x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
+            dc = sticky_pick(x, &wait)  # sticky sessions (edge.pxi): its downstream's, or wait for one of them
+        if dc == NULL and not wait:
+            dc = lb_pick(x.rule)
+            if dc == NULL and (x.flags & XF_PIPE_OK):
+                dc = lb_pick_pipelined(x.rule)
     if dc == NULL and x.uc.pdc != NULL:
         dc = pp_pick(x)             # the client's own private connection (proxy-protocol, pool.pxi)
     return dc

@@ -563,7 +563,7 @@ cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
     -1: failed, the client was closed."""
     cdef Exchange* x = dc.x
     cdef UConn* uc = x.uc
-    cdef Pipe* p = x.pipe
+    cdef SplicePipe* p = x.spl
     cdef Buf* b
     cdef ssize_t n
     if uc.rbb == NULL:

@@ -48,13 +48,6 @@ cdef void buf_put(Buf* b) noexcept nogil:
         free(b)
 
 
-cdef void buf_pool_clear() noexcept nogil:
-    cdef void* b = freelist_pop(&g_free_bufs)
-    while b != NULL:
-        free(b)
-        b = freelist_pop(&g_free_bufs)
-
-
 # ---- Out: pending output of one direction ----------------------------------
 
 cdef inline bint out_empty(Out* o) noexcept nogil:

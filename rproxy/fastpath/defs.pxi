@@ -255,7 +255,7 @@ cdef struct NameList:
     char** names
     uint32_t* lens
 
-cdef struct Pipe
+cdef struct SplicePipe
 cdef struct BodyBuf         # a bounded body buffer: memory, then a temp file (bodybuf.pxi)
 cdef struct AccessLog       # a compiled access log format and its output (accesslog.pxi)
 
@@ -315,7 +315,7 @@ cdef struct Exchange:
     int32_t grp[20]         # regex groups 0..9 (so, eo) of the path, for \\1..\\9 in replace-path
     DownstreamRt* failed_ds # where a replayed request failed first
     int64_t failed_at       # when (ms)
-    Pipe* pipe              # splice relay of a large body (see splice.pxi)
+    SplicePipe* spl              # splice relay of a large body (see splice.pxi)
     BodyBuf* qbb            # request body read ahead beyond the client's read buffer (bodybuf.pxi)
     uint64_t splice_left
     XLog log

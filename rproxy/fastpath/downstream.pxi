@@ -107,6 +107,7 @@ cdef void dc_connect(DConn* dc) noexcept nogil:
 
 cdef void dc_connected(DConn* dc) noexcept nogil:
     cdef DownstreamRt* ds = dc.ds
+    cdef int r
     cdef uint8_t ss[128]
     cdef socklen_t sl = 128
     cdef int err
@@ -116,7 +117,11 @@ cdef void dc_connected(DConn* dc) noexcept nogil:
             dc_failed(dc, err)
             return
     if ds.tls_ctx != NULL and dc.conn.tls == NULL:
-        tls_dc_start(dc)            # comes back here once the handshake is done
+        r = tls_dc_start(dc)        # comes back here once the handshake is done
+        if r == TLS_DONE:
+            dc_connected(dc)
+        elif r < 0:
+            dc_failed(dc, -r)
         return
     dc.fails = 0
     ds.pp_fails = 0
@@ -389,11 +394,18 @@ cdef void dc_on_event(DConn* dc, uint32_t ev) noexcept nogil:
         return                      # stale event for a socket already closed
     if dc.conn.tls != NULL:
         if dc.conn.tls.flags & TF_HANDSHAKE:
-            tls_dc_handshake(dc)
+            err = tls_dc_handshake(dc)
+            if err == TLS_DONE:
+                dc_connected(dc)
+            elif err < 0:
+                dc_failed(dc, -err)
             return
         ev = tls_translate(dc.conn.tls, ev)
     if dc.phase == R_TUNNEL:
-        tun_on_event(dc, ev)
+        if dc.conn.state == D_CONNECTING:
+            redirect_on_connect(dc, ev)     # an internal redirect's connection (redirect.pxi)
+        else:
+            tun_on_event(dc, ev)
         return
     if dc.conn.state == D_CONNECTING:
         if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):

@@ -332,6 +332,62 @@ cdef bint edge_on_drained(UConn* uc) noexcept nogil:
     return True
 
 
+# ---- https-redirect (a vhost's `https-redirect`; was in tls.pxi, which must not call up) ----
+
+cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil:
+    """https-redirect: a plain-HTTP request gets 301 to the same host and
+    target over https (the port left out when it is 443)."""
+    cdef const char* base = bdata(uc.conn.rbuf)
+    cdef const char* url = base + x.url_sp.off
+    cdef char host[256]
+    cdef uint32_t hlen = 0
+    cdef Buf* hb
+    cdef W w
+    cdef bint keep
+    if x.host_sp.len:               # the absolute-form authority, else Host (request_strict)
+        hlen = host_normalise(base + x.host_sp.off, x.host_sp.len, host, 256)
+    elif strchr(v.name, c'*') == NULL:
+        hlen = <uint32_t>strlen(v.name)      # HTTP/1.0 without Host: the vhost's own name
+        memcpy(host, v.name, hlen)
+    if hlen == 0:
+        uc_reject(uc, 400)
+        return
+    keep = uc_reject_keeps(uc)
+    hb = buf_get()
+    if hb == NULL:
+        uc_close(uc)
+        return
+    w.p = bdata(hb)
+    w.end = w.p + hb.cap
+    w.overflow = 0
+    w_str(&w, "HTTP/1.1 301 Moved Permanently\r\nServer: rproxy\r\nLocation: https://")
+    w_put(&w, host, hlen)
+    if v.https_redirect_port != 443:
+        w_put(&w, ":", 1)
+        w_uint(&w, v.https_redirect_port)
+    w_put(&w, url + x.path_off, x.url_sp.len - x.path_off)
+    if x.path_len == 0:
+        pass                        # "http://h" has no path; "https://h" + "" is still valid
+    w_str(&w, "\r\nContent-Length: 0\r\n")
+    if not keep or g_stop:
+        w_str(&w, "Connection: close\r\n")
+    w_put(&w, "\r\n", 2)
+    if w.overflow:
+        buf_put(hb)
+        uc_respond(uc, 414, False)
+        return
+    x_drop(uc)
+    if not keep or g_stop:
+        uc.conn.flags |= UF_CLOSE_AFTER
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = bdata(hb)
+    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
+    uc.conn.out.hbuf = hb
+    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
+    if uc_send(uc) == 0:
+        uc_on_drained(uc)
+
+
 # ---- sticky sessions -----------------------------------------------------------------
 
 cdef void sticky_put_cookie(W* w, RuleRt* r, DownstreamRt* d, bint tls) noexcept nogil:
@@ -410,9 +466,10 @@ cdef bint sticky_alive(DownstreamRt* d) noexcept nogil:
 
 
 cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil:
-    """The connection for a sticky rule: the chosen downstream's, when it is
-    up (NULL with *wait = 1: wait for one of its connections).  *wait = 0:
-    no sticky choice, balance (and set the cookie on the response)."""
+    """The connection for a sticky rule (asked by balance.pxi's lb_pick_for):
+    the chosen downstream's, when it is up (NULL with *wait = 1: wait for one
+    of its connections).  *wait = 0: no sticky choice, the caller balances
+    (and the cookie is set on the response)."""
     cdef RuleRt* r = x.rule
     cdef int k
     cdef DConn* dc
@@ -435,14 +492,3 @@ cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil:
     wait[0] = 1
     return NULL
 
-
-cdef DConn* edge_lb_pick(Exchange* x) noexcept nogil:
-    """Hook in lb_pick_for for rules with `sticky`."""
-    cdef int wait = 0
-    cdef DConn* dc = sticky_pick(x, &wait)
-    if dc != NULL or wait:
-        return dc
-    dc = lb_pick(x.rule)
-    if dc == NULL and (x.flags & XF_PIPE_OK):
-        dc = lb_pick_pipelined(x.rule)
-    return dc

@@ -8,7 +8,6 @@ cdef int64_t g_now = 0              # ms, CLOCK_MONOTONIC, read once per loop tu
 cdef int64_t g_now_us = 0           # the same instant in microseconds
 cdef int g_stop = 0                 # 0 running, 1 draining (graceful), 2 stop now
 cdef int g_reopen = 0               # SIGUSR1 seen: hand back to Python
-cdef int64_t g_drain_deadline = 0
 cdef uint32_t g_pid = 0
 
 # buffers

@@ -299,23 +299,6 @@ cdef void http_settings_init() noexcept nogil:
     g_resp_settings.on_message_complete = conn_on_message_complete
 
 
-# ---- addresses ---------------------------------------------------------------
-
-cdef int peer_format(Peer* p, char* out, int cap) noexcept nogil:
-    """The client's address as text (no port), for X-Forwarded-For and logs."""
-    if p.family == AF_INET:
-        if inet_ntop(AF_INET, p.addr, out, cap) != NULL:
-            return <int>strlen(out)
-    elif p.family == AF_INET6:
-        if inet_ntop(AF_INET6, p.addr, out, cap) != NULL:
-            return <int>strlen(out)
-    elif p.family == AF_UNIX:
-        memcpy(out, b"unix:", 5)
-        return 5
-    out[0] = c'-'
-    return 1
-
-
 # ---- strictness: Host, framing and header names ---------------------------------
 #
 # What a request (or a response) must look like before a byte of it is

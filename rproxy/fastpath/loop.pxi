@@ -222,6 +222,7 @@ cdef int loop_run() noexcept nogil:
     cdef int n, i, timeout
     cdef Handle* h
     cdef uint32_t e
+    cdef Timer* t
     while True:
         if g_stop == 2:
             return RUN_STOPPED
@@ -256,7 +257,10 @@ cdef int loop_run() noexcept nogil:
                 control_read()
             elif h.kind == K_REDIS:
                 redis_on_event(e)
-        timers_run()
+        t = timers_due()
+        while t != NULL:
+            timer_fire(t)
+            t = timers_due()
         run_ready()
         free_dead()
         tunnels_free_dead()
@@ -283,5 +287,5 @@ cdef void close_everything() noexcept nogil:
             timer_stop(&dc.conn.timer)   # (a private slot's, pool.pxi)
     listeners_register(0)
     probes_stop()
-    pipes_clear()
+    spl_clear()
     timer_stop(&g_worker_timer)

@@ -186,6 +186,20 @@ cdef void redirect_start(DConn* dc, uint8_t* ss, socklen_t sl) noexcept nogil:
     timer_arm(&t.conn.timer, ds.connect_timeout_ms)
 
 
+cdef void redirect_on_connect(DConn* t, uint32_t ev) noexcept nogil:
+    """An event on the redirect target's connection while it connects (the
+    tunnel relay, below this, only ever sees connected tunnels)."""
+    cdef int err = 0
+    cdef socklen_t sl = sizeof(int)
+    if t.x == NULL or not (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)):
+        return
+    getsockopt(t.conn.h.fd, SOL_SOCKET, SO_ERROR, &err, &sl)
+    if err != 0:
+        redirect_failed(t, err)
+    else:
+        redirect_connected(t)
+
+
 cdef void redirect_failed(DConn* t, int err) noexcept nogil:
     cdef Exchange* x = t.x
     rp_elog(x_errfd(x), 3, "internal redirect: connect failed: %s", strerror(err))

@@ -12,14 +12,14 @@
 # own count of what is left) is spliced.  The pipe belongs to the exchange
 # while it holds data; empty pipes return to a per-worker pool.
 
-cdef struct Pipe:
-    Pipe* next
+cdef struct SplicePipe:
+    SplicePipe* next
     int rfd
     int wfd
     uint32_t len                    # bytes in the pipe
 
-cdef FreeList g_free_pipes = FreeList(NULL, 0, 64)   # (32 churned under 50 busy clients)
-cdef int g_pipe_size = 1048576
+cdef FreeList g_spl_free = FreeList(NULL, 0, 64)   # (32 churned under 50 busy clients)
+cdef int g_spl_size = 1048576
 cdef uint64_t g_splice_min = 65536       # measured: 64 KiB bodies cost 22 % less CPU spliced than copied
 # TCP_NOTSENT_LOWAT on a client socket an unbuffered body is spliced to: the
 # kernel keeps at most this much unsent data queued for the client, so this
@@ -33,15 +33,15 @@ cdef uint64_t g_splice_min = 65536       # measured: 64 KiB bodies cost 22 % les
 cdef int g_splice_lowat = 131072
 
 
-cdef Pipe* pipe_get() noexcept nogil:
-    cdef Pipe* p = <Pipe*>freelist_pop(&g_free_pipes)
+cdef SplicePipe* spl_get() noexcept nogil:
+    cdef SplicePipe* p = <SplicePipe*>freelist_pop(&g_spl_free)
     cdef int fds[2]
     if p != NULL:
         return p
     if pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0:
         return NULL
-    fcntl(fds[1], F_SETPIPE_SZ, g_pipe_size)    # best effort: a smaller pipe still works
-    p = <Pipe*>malloc(sizeof(Pipe))
+    fcntl(fds[1], F_SETPIPE_SZ, g_spl_size)    # best effort: a smaller pipe still works
+    p = <SplicePipe*>malloc(sizeof(SplicePipe))
     if p == NULL:
         close(fds[0])
         close(fds[1])
@@ -53,20 +53,20 @@ cdef Pipe* pipe_get() noexcept nogil:
     return p
 
 
-cdef void pipe_put(Pipe* p) noexcept nogil:
-    if p.len != 0 or not freelist_push(&g_free_pipes, p):
+cdef void spl_put(SplicePipe* p) noexcept nogil:
+    if p.len != 0 or not freelist_push(&g_spl_free, p):
         close(p.rfd)                # bytes of an aborted body: never reused
         close(p.wfd)
         free(p)
 
 
-cdef void pipes_clear() noexcept nogil:
-    cdef Pipe* p = <Pipe*>freelist_pop(&g_free_pipes)
+cdef void spl_clear() noexcept nogil:
+    cdef SplicePipe* p = <SplicePipe*>freelist_pop(&g_spl_free)
     while p != NULL:
         close(p.rfd)
         close(p.wfd)
         free(p)
-        p = <Pipe*>freelist_pop(&g_free_pipes)
+        p = <SplicePipe*>freelist_pop(&g_spl_free)
 
 
 cdef bint dc_splice(DConn* dc) noexcept nogil:
@@ -76,20 +76,20 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
     cdef UConn* uc = x.uc
     cdef ssize_t n
     cdef size_t want
-    if x.pipe == NULL:
-        x.pipe = pipe_get()
-        if x.pipe == NULL:
+    if x.spl == NULL:
+        x.spl = spl_get()
+        if x.spl == NULL:
             dc.conn.flags &= ~DF_SPLICE
             return False
         x.splice_left = dc.conn.parser.content_length
         if not (x.flags & XF_RESP_BUFFER):
             setsockopt(uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
     while True:
-        while x.pipe.len:
-            n = splice(x.pipe.rfd, NULL, uc.conn.h.fd, NULL, x.pipe.len,
+        while x.spl.len:
+            n = splice(x.spl.rfd, NULL, uc.conn.h.fd, NULL, x.spl.len,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (SPLICE_F_MORE if x.splice_left else 0))
             if n > 0:
-                x.pipe.len -= <uint32_t>n
+                x.spl.len -= <uint32_t>n
                 x.log.bytes_out += <uint64_t>n
                 continue
             if n < 0 and errno == EINTR:
@@ -110,15 +110,15 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             return True
         if not (dc.conn.flags & CN_READABLE):
             return True
-        want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_pipe_size else g_pipe_size)
+        want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_spl_size else g_spl_size)
         if uc.srv.high_watermark and want > uc.srv.high_watermark:
             want = uc.srv.high_watermark
         if (x.flags & XF_RESP_BUFFER) and want > uc.srv.response_buffer_size:
             want = uc.srv.response_buffer_size     # what the pipe holds must fit the memory buffer
-        n = splice(dc.conn.h.fd, NULL, x.pipe.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+        n = splice(dc.conn.h.fd, NULL, x.spl.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
         if n > 0:
             x.splice_left -= <uint64_t>n
-            x.pipe.len += <uint32_t>n
+            x.spl.len += <uint32_t>n
             timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
         elif n == 0:
             dc_exchange_failed(dc, 502, "downstream closed the connection mid-response")

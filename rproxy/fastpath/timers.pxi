@@ -109,7 +109,9 @@ cdef int timers_next_ms() noexcept nogil:
     return <int>d
 
 
-cdef void timers_run() noexcept nogil:
+cdef Timer* timers_due() noexcept nogil:
+    """The next timer due now, taken off the heap (NULL: none).  The caller
+    (loop.pxi) fires it: the heap knows nothing of what its timers are for."""
     cdef Timer* t
     while g_heap_len > 0 and g_heap[0].key <= g_now:
         t = g_heap[0]
@@ -119,4 +121,5 @@ cdef void timers_run() noexcept nogil:
             continue
         _heap_remove(t)
         t.when = 0
-        timer_fire(t)
+        return t
+    return NULL

@@ -67,6 +67,14 @@ cdef enum:
 cdef enum:
     TLS_SCRATCH = 16384     # one TLS record of plaintext
 
+cdef enum:
+    # What a handshake step tells its caller (the TLS layer never calls up
+    # into the connection code: upstream.pxi and downstream.pxi act on it).
+    # A downstream handshake fails with -errno instead.
+    TLS_AGAIN = 0           # in progress: wait for the next event
+    TLS_DONE = 1            # complete: go on with the connection
+    TLS_FAIL = -1           # failed, logged: close the connection
+
 
 cdef struct Tls:
     void* ssl
@@ -344,9 +352,9 @@ cdef inline uint32_t tls_translate(Tls* t, uint32_t ev) noexcept nogil:
 
 
 cdef int tls_handshake_step(Conn* c) noexcept nogil:
-    """Drive a connection's TLS handshake on.  1: done (counted); 0: it waits
-    for readiness (the CN_ flag it waits on is cleared); <0: it failed, as
-    minus OpenSSL's error code."""
+    """Drive a connection's TLS handshake on (client or downstream side).
+    1: done (counted); 0: it waits for readiness (the CN_ flag it waits on
+    is cleared); <0: it failed, as minus OpenSSL's error code."""
     global c_tls_handshakes, c_tls_resumed
     cdef Tls* t = c.tls
     cdef int r = p_SSL_do_handshake(t.ssl)
@@ -377,19 +385,10 @@ cdef int tls_uc_start(UConn* uc) noexcept nogil:
     return 0 if uc.conn.tls != NULL else -1
 
 
-cdef uint32_t tls_uc_event(UConn* uc, uint32_t ev) noexcept nogil:
-    """The part of a client event TLS consumes; what is left (0: nothing)
-    goes on to the HTTP side."""
-    if uc.conn.tls.flags & TF_HANDSHAKE:
-        if ev & EPOLLERR:
-            uc_close(uc)
-        else:
-            tls_uc_handshake(uc)
-        return 0
-    return tls_translate(uc.conn.tls, ev)
-
-
-cdef void tls_uc_handshake(UConn* uc) noexcept nogil:
+cdef int tls_uc_handshake(UConn* uc) noexcept nogil:
+    """One step of a client handshake: TLS_AGAIN, TLS_DONE (the request may
+    have come with the last flight and OpenSSL may hold it already: the
+    caller reads at once) or TLS_FAIL (the caller closes)."""
     global g_tls_cur
     cdef int r
     g_tls_cur = uc                  # the SNI and verify callbacks' connection
@@ -399,12 +398,11 @@ cdef void tls_uc_handshake(UConn* uc) noexcept nogil:
         m_tls_done(uc.srv, (uc.conn.tls.flags & TF_RESUMED) != 0)
         if uc.srv.tls_hdr_fn != NULL:
             tls_client_cert_headers(uc)
-        # the request may have come with the last handshake flight, and
-        # OpenSSL may hold it already: look before waiting for an event
-        uc.conn.flags |= CN_READABLE
-        uc_read(uc)
-    elif r < 0:
-        tls_uc_failed(uc, -r)
+        return TLS_DONE
+    if r == 0:
+        return TLS_AGAIN
+    tls_uc_failed(uc, -r)
+    return TLS_FAIL
 
 
 cdef int tls_log_facts(UConn* uc, const char** proto, const char** cipher) noexcept nogil:
@@ -420,8 +418,9 @@ cdef int tls_log_facts(UConn* uc, const char** proto, const char** cipher) noexc
 
 
 cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
-    """A failed handshake costs this connection only.  Plain HTTP sent to
-    the TLS port gets a plain-text 400 saying so (as nginx does)."""
+    """A failed handshake costs this connection only (the caller closes it).
+    Plain HTTP sent to the TLS port gets a plain-text 400 saying so (as
+    nginx does)."""
     global c_tls_failed, errno
     cdef char why[256]
     cdef char where[48]
@@ -434,7 +433,6 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
                                       and (saved == 0 or saved == ECONNRESET or saved == EPIPE)):
         p_ERR_clear_error()
         rp_elog(uc_errfd(uc), 7, "client %.*s closed the connection during the TLS handshake", n, where)
-        uc_close(uc)
         return
     c_tls_failed += 1
     m_tls_failed(uc.srv)
@@ -442,7 +440,6 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
         p_ERR_clear_error()
         rp_elog(uc_errfd(uc), 6, "client %.*s sent plain HTTP to a TLS port", n, where)
         send(uc.conn.h.fd, c_plain_http_resp, strlen(c_plain_http_resp), MSG_NOSIGNAL)
-        uc_close(uc)
         return
     if reason != NULL:
         snprintf(why, 256, "%s", reason)
@@ -454,7 +451,6 @@ cdef void tls_uc_failed(UConn* uc, int e) noexcept nogil:
         errno = saved
         tls_error_text(uc.conn.tls, why, 256)
     rp_elog(uc_errfd(uc), 6, "client %.*s: TLS handshake failed: %s", n, where, why)
-    uc_close(uc)
 
 
 cdef const char* c_plain_http_resp = (
@@ -608,80 +604,27 @@ cdef void tls_put_headers(W* w, Tls* t, uint64_t mask) noexcept nogil:
         i += 3 + n
 
 
-# ---- client side: https-redirect ------------------------------------------------------
-
-cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil:
-    """https-redirect: a plain-HTTP request gets 301 to the same host and
-    target over https (the port left out when it is 443)."""
-    cdef const char* base = bdata(uc.conn.rbuf)
-    cdef const char* url = base + x.url_sp.off
-    cdef char host[256]
-    cdef uint32_t hlen = 0
-    cdef Buf* hb
-    cdef W w
-    cdef bint keep
-    if x.host_sp.len:               # the absolute-form authority, else Host (request_strict)
-        hlen = host_normalise(base + x.host_sp.off, x.host_sp.len, host, 256)
-    elif strchr(v.name, c'*') == NULL:
-        hlen = <uint32_t>strlen(v.name)      # HTTP/1.0 without Host: the vhost's own name
-        memcpy(host, v.name, hlen)
-    if hlen == 0:
-        uc_reject(uc, 400)
-        return
-    keep = uc_reject_keeps(uc)
-    hb = buf_get()
-    if hb == NULL:
-        uc_close(uc)
-        return
-    w.p = bdata(hb)
-    w.end = w.p + hb.cap
-    w.overflow = 0
-    w_str(&w, "HTTP/1.1 301 Moved Permanently\r\nServer: rproxy\r\nLocation: https://")
-    w_put(&w, host, hlen)
-    if v.https_redirect_port != 443:
-        w_put(&w, ":", 1)
-        w_uint(&w, v.https_redirect_port)
-    w_put(&w, url + x.path_off, x.url_sp.len - x.path_off)
-    if x.path_len == 0:
-        pass                        # "http://h" has no path; "https://h" + "" is still valid
-    w_str(&w, "\r\nContent-Length: 0\r\n")
-    if not keep or g_stop:
-        w_str(&w, "Connection: close\r\n")
-    w_put(&w, "\r\n", 2)
-    if w.overflow:
-        buf_put(hb)
-        uc_respond(uc, 414, False)
-        return
-    x_drop(uc)
-    if not keep or g_stop:
-        uc.conn.flags |= UF_CLOSE_AFTER
-    out_release(&uc.conn.out)
-    uc.conn.out.hptr = bdata(hb)
-    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.conn.out.hbuf = hb
-    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
-    if uc_send(uc) == 0:
-        uc_on_drained(uc)
-
-
 # ---- downstream side -----------------------------------------------------------------------
 
-cdef void tls_dc_start(DConn* dc) noexcept nogil:
-    """TCP is up: the TLS handshake comes before the connection joins its pool."""
+cdef int tls_dc_start(DConn* dc) noexcept nogil:
+    """TCP is up: the TLS handshake comes before the connection joins its
+    pool.  As tls_dc_handshake."""
     cdef DownstreamRt* ds = dc.ds
     dc.conn.tls = tls_new(ds.tls_ctx, dc.conn.h.fd, False)
     if dc.conn.tls == NULL:
-        dc_failed(dc, ENOMEM)
-        return
+        return -ENOMEM
     if ds.tls_name[0]:
         p_SSL_set_tlsext_host_name(dc.conn.tls.ssl, ds.tls_name)
     if ds.tls_session != NULL:
         p_SSL_set_session(dc.conn.tls.ssl, ds.tls_session)
     timer_arm(&dc.conn.timer, ds.connect_timeout_ms)
-    tls_dc_handshake(dc)
+    return tls_dc_handshake(dc)
 
 
-cdef void tls_dc_handshake(DConn* dc) noexcept nogil:
+cdef int tls_dc_handshake(DConn* dc) noexcept nogil:
+    """One step of a downstream handshake: TLS_AGAIN, TLS_DONE (the caller
+    goes on with dc_connected) or -errno (failed: the caller fails the
+    connection)."""
     global c_tls_failed
     cdef Tls* t = dc.conn.tls
     cdef DownstreamRt* ds = dc.ds
@@ -689,17 +632,16 @@ cdef void tls_dc_handshake(DConn* dc) noexcept nogil:
     cdef int r = tls_handshake_step(&dc.conn)
     if r == 1:
         ds.tls_err_logged = 0
-        dc_connected(dc)
-        return
+        return TLS_DONE
     if r == 0:
-        return
+        return TLS_AGAIN
     c_tls_failed += 1
     t.flags |= TF_FATAL
     tls_error_text(t, why, 256)
     if not ds.tls_err_logged:
         ds.tls_err_logged = 1       # once per outage: every reconnect would say the same
         rp_elog(ds_errfd(ds), 3, "downstream %s (%s): TLS handshake failed: %s", ds.name, ds.label, why)
-    dc_failed(dc, EPROTO)
+    return -EPROTO
 
 
 cdef void tls_dc_release(DConn* dc) noexcept nogil:

@@ -172,17 +172,7 @@ cdef inline void tun_down(DConn* t) noexcept nogil:
 
 cdef void tun_on_event(DConn* t, uint32_t ev) noexcept nogil:
     cdef Exchange* x = t.x
-    cdef int err = 0
-    cdef socklen_t sl = sizeof(int)
     if x == NULL:
-        return
-    if t.conn.state == D_CONNECTING:       # an internal redirect's connection (redirect.pxi)
-        if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
-            getsockopt(t.conn.h.fd, SOL_SOCKET, SO_ERROR, &err, &sl)
-            if err != 0:
-                redirect_failed(t, err)
-            else:
-                redirect_connected(t)
         return
     if ev & EPOLLERR:
         uc_close(x.uc)

@@ -45,7 +45,7 @@ cdef Exchange* x_new(UConn* uc) noexcept nogil:
     x.path_len = 0
     x.cut_so = -1
     x.cut_eo = -1
-    x.pipe = NULL
+    x.spl = NULL
     x.qbb = NULL
     x.splice_left = 0
     x.failed_ds = NULL
@@ -80,9 +80,9 @@ cdef void x_free(Exchange* x) noexcept nogil:
         redis_forget(x)             # limits.pxi / redis.pxi
     if x.flags & XF_PENDING:
         pend_remove(x)
-    if x.pipe != NULL:
-        pipe_put(x.pipe)
-        x.pipe = NULL
+    if x.spl != NULL:
+        spl_put(x.spl)
+        x.spl = NULL
     if x.qbb != NULL:
         bb_free(x.qbb)
         x.qbb = NULL
@@ -430,8 +430,16 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     cdef int r
     if uc.pp_wait and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
         return                      # PROXY protocol header awaited (proxyproto.pxi): nothing else yet
-    if uc.conn.tls != NULL and (uc.conn.tls.flags & (TF_HANDSHAKE | TF_RD_WANT_W | TF_WR_WANT_R)):
-        ev = tls_uc_event(uc, ev)
+    if uc.conn.tls != NULL and (uc.conn.tls.flags & TF_HANDSHAKE):
+        r = TLS_FAIL if ev & EPOLLERR else tls_uc_handshake(uc)
+        if r == TLS_FAIL:
+            uc_close(uc)
+        elif r == TLS_DONE:
+            uc.conn.flags |= CN_READABLE     # the request may be in OpenSSL already: look now
+            uc_read(uc)
+        return
+    if uc.conn.tls != NULL and (uc.conn.tls.flags & (TF_RD_WANT_W | TF_WR_WANT_R)):
+        ev = tls_translate(uc.conn.tls, ev)
         if ev == 0:
             return
     if ev & EPOLLERR:
@@ -451,7 +459,7 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
             uc_on_drained(uc)
             if uc.conn.state == U_CLOSED:
                 return
-        elif uc.xhead != NULL and uc.xhead.pipe != NULL and uc.xhead.pipe.len and uc.xhead.dc != NULL:
+        elif uc.xhead != NULL and uc.xhead.spl != NULL and uc.xhead.spl.len and uc.xhead.dc != NULL:
             dc_read(uc.xhead.dc)            # a spliced body waits in its pipe for this client
             if uc.conn.state == U_CLOSED:
                 return

@@ -17,24 +17,6 @@ cdef int _match_code(str kind) except -1:
     return codes[kind]
 
 
-cdef void _copy_cstr(char* dst, size_t cap, bytes src):
-    cdef size_t n = len(src)
-    if n >= cap:
-        n = cap - 1
-    memcpy(dst, <const char*>src, n)
-    dst[n] = 0
-
-
-cdef char* _dup(bytes src) except NULL:
-    cdef size_t n = len(src)
-    cdef char* p = <char*>malloc(n + 1)
-    if p == NULL:
-        raise MemoryError()
-    memcpy(p, <const char*>src, n)
-    p[n] = 0
-    return p
-
-
 cdef int _namelist(NameList* l, names) except -1:
     l.n = len(names)
     l.names = <char**>calloc(max(l.n, 1), sizeof(char*))
@@ -46,62 +28,6 @@ cdef int _namelist(NameList* l, names) except -1:
         l.names[i] = _dup(b)
         l.lens[i] = len(b)
     return 0
-
-
-# ---- access logs (accesslog.pxi): a parsed format compiled into ops, once
-
-cdef AccessLog* _alog_compile(LogSink* sink, items) except NULL:
-    """The op list of a parsed format, writing to `sink` (once, at start-up)."""
-    cdef AccessLog* al
-    cdef LogOp* op
-    cdef bytes b
-    items = list(items)
-    al = <AccessLog*>calloc(1, sizeof(AccessLog))
-    if al == NULL:
-        raise MemoryError()
-    al.sink = sink
-    al.nops = len(items)
-    al.ops = <LogOp*>calloc(max(al.nops, 1), sizeof(LogOp))
-    dshdr = [it.text for it in items if it.token == "DS_HDR"][:64]
-    al.ndshdr = len(dshdr)
-    al.dshdr = <char**>calloc(max(al.ndshdr, 1), sizeof(char*))
-    al.dshdr_len = <uint32_t*>calloc(max(al.ndshdr, 1), sizeof(uint32_t))
-    if al.ops == NULL or al.dshdr == NULL or al.dshdr_len == NULL:
-        raise MemoryError()
-    for k, name in enumerate(dshdr):
-        b = name.encode()
-        al.dshdr[k] = _dup(b)
-        al.dshdr_len[k] = len(b)
-    for i, it in enumerate(items):
-        op = &al.ops[i]
-        op.slot = -1
-        if it.token is None:
-            op.code = LOP_TEXT
-            b = it.text.encode()
-        else:
-            op.code = LOG_OPS[it.token]
-            b = {"UA": b"User-Agent", "REF": b"Referer", "HOST": b"Host"}.get(it.token, it.text.encode())
-            if it.token == "DS_HDR":
-                op.slot = dshdr.index(it.text) if it.text in dshdr else -1
-            if op.code in _REQUEST_OPS:
-                al.needs |= AN_REQUEST
-            if op.code in _CLOCK_OPS:
-                al.needs |= AN_CLOCK
-        op.arg = _dup(b)
-        op.len = len(b)
-    return al
-
-
-cdef void _alog_free(AccessLog* al) noexcept:
-    cdef int i
-    for i in range(al.nops):
-        free(al.ops[i].arg)
-    for i in range(al.ndshdr):
-        free(al.dshdr[i])
-    free(al.ops)
-    free(al.dshdr)
-    free(al.dshdr_len)
-    free(al)
 
 
 HEADER_POLICY = {

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import psutil
 
-from .proc import read_response
+from .proc import hold_port, read_response
 
 WORKER_TITLE = re.compile(r"^rproxy: worker (\d+) \(gen (\d+)\)$")
 
@@ -101,13 +101,10 @@ def kill_tree(pid: int) -> None:
 
 
 def privileged_free_port(low: int = 600, high: int = 1000) -> Optional[int]:
-    """A free TCP port below 1024 on 127.0.0.1 (binding one needs root)."""
+    """A free TCP port below 1024 on 127.0.0.1 (binding one needs root),
+    held as free_port() holds its ports."""
     for port in range(high, low, -1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if hold_port("127.0.0.1", port):
             return port
     return None
 

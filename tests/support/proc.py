@@ -75,11 +75,44 @@ def rproxy_command() -> list[str]:
     return [_wrapper]
 
 
+# Ports handed out by free_port(), each still held by a bound socket.
+_held: list[socket.socket] = []
+
+
+def hold_port(host: str, port: int) -> bool:
+    """Bind (host, port) with SO_REUSEADDR and keep the socket, never
+    listening (see free_port); False if the port is taken."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        return False
+    _held.append(s)
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port for a server a test starts (rproxy, a downstream, redis,
+    pebble, a metrics listener), or one where nothing must listen.
+
+    Not a guess: the kernel picks it (bind to port 0) and this process keeps
+    that socket bound -- with SO_REUSEADDR, never listening -- until it exits.
+    While a socket is bound there, no other process's bind(0) or connect()
+    is given the port, and a bind without SO_REUSEADDR fails; a server that
+    binds it WITH SO_REUSEADDR and listens (rproxy's listeners, its metrics
+    listener, nginx, redis, Go's pebble, Python's socketserver all do) takes
+    it over, and connections go to that server only (a socket that does not
+    listen accepts none; connecting while no server listens is refused).  So
+    the port passes from the test to the server with no close-then-rebind
+    window in which another test run on the machine could take it, and the
+    port can go into a config file before the server starts."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 0))
+    _held.append(s)
+    return s.getsockname()[1]
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=None) -> None:

@@ -186,9 +186,9 @@ def test_fast_path_error_lines_cannot_be_split(tmp_path):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         fp.errorlog_output(fd, 7)
-        fp.errorlog_probe(fd, 3, b"a\r\nforged [error] 1: b\x1b[31m\x7f%n%s")
+        fp.testhook_errorlog(fd, 3, b"a\r\nforged [error] 1: b\x1b[31m\x7f%n%s")
         fp.errorlog_output(fd, 0)
-        fp.errorlog_probe(fd, 3, b"filtered: error is above emerg")
+        fp.testhook_errorlog(fd, 3, b"filtered: error is above emerg")
     finally:
         os.close(fd)
     lines = path.read_text().splitlines()

@@ -1,6 +1,6 @@
 """The balancer, method by method, on synthetic downstreams (no sockets):
 deterministic sequences of the fast path's own choice function
-(probe.lb_sequence calls balance.pxi's lb_choose)."""
+(testhook.lb_sequence calls balance.pxi's lb_choose)."""
 from collections import Counter
 
 import pytest

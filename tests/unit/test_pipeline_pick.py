@@ -3,7 +3,7 @@ deterministically, over synthetic downstreams: no sockets."""
 from __future__ import annotations
 
 import rproxy.fastpath  # noqa: F401  (loads llhttp's symbols first)
-from rproxy._fastpath import probe_pipeline_pick as pick
+from rproxy._fastpath import testhook_pipeline_pick as pick
 
 
 def ds(pipeline=4, conns=(), **kw):

@@ -3,43 +3,43 @@
 # loop runs: llhttp with the cdef callbacks, request_admit (limits, Host,
 # routing) and build_request_head.
 
-cdef ServerRt g_probe_srv
-cdef VhostRt g_probe_vhost
-cdef RuleRt g_probe_rule
-cdef DownstreamRt g_probe_ds
-cdef char* g_probe_glob = "*"
-cdef uint32_t g_probe_glob_len = 1
+cdef ServerRt g_th_srv
+cdef VhostRt g_th_vhost
+cdef RuleRt g_th_rule
+cdef DownstreamRt g_th_ds
+cdef char* g_th_glob = "*"
+cdef uint32_t g_th_glob_len = 1
 
 
-cdef void probe_setup(int max_headers, int max_request_line, int max_header_size,
+cdef void testhook_setup(int max_headers, int max_request_line, int max_header_size,
                       uint64_t max_body, uint32_t hp, uint8_t underscores=US_DROP) noexcept nogil:
     http_settings_init()
-    memset(&g_probe_srv, 0, sizeof(ServerRt))
-    memset(&g_probe_vhost, 0, sizeof(VhostRt))
-    memset(&g_probe_rule, 0, sizeof(RuleRt))
-    memset(&g_probe_ds, 0, sizeof(DownstreamRt))
-    g_probe_srv.max_headers = max_headers if max_headers < HDR_CAP else HDR_CAP
-    g_probe_srv.max_request_line = max_request_line
-    g_probe_srv.max_header_size = max_header_size
-    g_probe_srv.client_max_body_size = max_body
-    g_probe_srv.port = 8080
-    g_probe_srv.underscores = underscores
-    g_probe_srv.vhosts = &g_probe_vhost
-    g_probe_srv.nvhosts = 1
-    g_probe_vhost.globs = &g_probe_glob
-    g_probe_vhost.glob_lens = &g_probe_glob_len
-    g_probe_vhost.nglobs = 1
-    g_probe_vhost.rules = &g_probe_rule
-    g_probe_vhost.nrules = 1
-    g_probe_rule.vhost = &g_probe_vhost
-    g_probe_rule.match = M_PREFIX
-    g_probe_rule.pattern = "/"
-    g_probe_rule.plen = 1
-    g_probe_rule.hp = hp
-    memcpy(g_probe_ds.label, b"downstream:80", 14)
+    memset(&g_th_srv, 0, sizeof(ServerRt))
+    memset(&g_th_vhost, 0, sizeof(VhostRt))
+    memset(&g_th_rule, 0, sizeof(RuleRt))
+    memset(&g_th_ds, 0, sizeof(DownstreamRt))
+    g_th_srv.max_headers = max_headers if max_headers < HDR_CAP else HDR_CAP
+    g_th_srv.max_request_line = max_request_line
+    g_th_srv.max_header_size = max_header_size
+    g_th_srv.client_max_body_size = max_body
+    g_th_srv.port = 8080
+    g_th_srv.underscores = underscores
+    g_th_srv.vhosts = &g_th_vhost
+    g_th_srv.nvhosts = 1
+    g_th_vhost.globs = &g_th_glob
+    g_th_vhost.glob_lens = &g_th_glob_len
+    g_th_vhost.nglobs = 1
+    g_th_vhost.rules = &g_th_rule
+    g_th_vhost.nrules = 1
+    g_th_rule.vhost = &g_th_vhost
+    g_th_rule.match = M_PREFIX
+    g_th_rule.pattern = "/"
+    g_th_rule.plen = 1
+    g_th_rule.hp = hp
+    memcpy(g_th_ds.label, b"downstream:80", 14)
 
 
-cdef int probe_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil:
+cdef int testhook_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil:
     """Parse one request head out of data.  >0: HTTP status of a rejection;
     0: head accepted and re-emitted into w; -1: incomplete."""
     cdef llhttp_errno_t err
@@ -47,7 +47,7 @@ cdef int probe_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil
     cdef RuleRt* rule
     llhttp_init(&uc.conn.parser, HTTP_REQUEST, &g_req_settings)
     uc.conn.parser.data = uc
-    uc.srv = &g_probe_srv
+    uc.srv = &g_th_srv
     uc.conn.state = U_IDLE
     uc.conn.flags = 0
     uc.conn.rpos = 0
@@ -62,16 +62,16 @@ cdef int probe_one(UConn* uc, const char* data, uint32_t n, W* w) noexcept nogil
     err = llhttp_execute(&uc.conn.parser, bdata(uc.conn.rbuf), n)
     if err == HPE_PAUSED and (uc.conn.flags & CN_HEAD_DONE):
         uc.conn.rpos = <uint32_t>(llhttp_get_error_pos(&uc.conn.parser) - bdata(uc.conn.rbuf))
-        if uc.conn.rpos - uc.mstart > g_probe_srv.max_header_size:
+        if uc.conn.rpos - uc.mstart > g_th_srv.max_header_size:
             return 431
         rule = request_admit(uc, &status)
         if rule == NULL:
             return status
         uc.xhead.rule = rule
-        build_request_head(w, uc, uc.xhead, &g_probe_ds)
+        build_request_head(w, uc, uc.xhead, &g_th_ds)
         return 0
     if err == HPE_OK:
-        if uc.xhead != NULL and uc.conn.rend - uc.mstart > g_probe_srv.max_header_size:
+        if uc.xhead != NULL and uc.conn.rend - uc.mstart > g_th_srv.max_header_size:
             return 431
         return -1
     return parse_error_status(uc, err)
@@ -86,7 +86,7 @@ def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
     cdef uint32_t hp = 0
     for k in policy:
         hp |= HEADER_POLICY[k]
-    probe_setup(max_headers, max_request_line, max_header_size, client_max_body_size, hp,
+    testhook_setup(max_headers, max_request_line, max_header_size, client_max_body_size, hp,
                 UNDERSCORES[underscores])
     cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
     cdef Buf* rb = <Buf*>malloc(sizeof(Buf) + len(data) + 1)
@@ -105,7 +105,7 @@ def parse_request(bytes data, *, int max_headers=100, int max_request_line=8192,
     w.end = w.p + 65536
     w.overflow = 0
     with nogil:
-        r = probe_one(uc, d, n, &w)
+        r = testhook_one(uc, d, n, &w)
     try:
         if r > 0:
             return ("reject", r)
@@ -128,7 +128,7 @@ def bench_parse_request(bytes data, int rounds, policy=()):
     cdef uint32_t hp = 0
     for k in policy:
         hp |= HEADER_POLICY[k]
-    probe_setup(100, 8192, 16384, 0, hp)
+    testhook_setup(100, 8192, 16384, 0, hp)
     cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
     cdef Buf* rb = <Buf*>malloc(sizeof(Buf) + len(data) + 1)
     cdef Buf* ob = <Buf*>malloc(sizeof(Buf) + 65536)
@@ -143,7 +143,7 @@ def bench_parse_request(bytes data, int rounds, policy=()):
             w.p = bdata(ob)
             w.end = w.p + 65536
             w.overflow = 0
-            if probe_one(uc, d, n, &w) == 0:
+            if testhook_one(uc, d, n, &w) == 0:
                 ok += 1
             if uc.xhead != NULL:
                 uc_x_end(uc)
@@ -166,13 +166,13 @@ def bench_parse_response(bytes data, int rounds, bint http10_client=False):
     cdef llhttp_errno_t err
     cdef const char* d = data
     cdef uint32_t n = len(data)
-    probe_setup(100, 8192, 16384, 0, 0)
+    testhook_setup(100, 8192, 16384, 0, 0)
     http_settings_init()
     rb.cap = n + 1
     memcpy(bdata(rb), d, n)
     dc.conn.rbuf = rb
     x = x_new(uc)
-    x.rule = &g_probe_rule
+    x.rule = &g_th_rule
     x.flags = XF_KEEPALIVE | XF_REQ_DONE | (XF_HTTP10 if http10_client else 0)
     dc.x = x
     with nogil:
@@ -253,7 +253,7 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
     after a 200-byte head.  `response_headers` ("Name: value\\r\\n"...) are
     the downstream's, for {DS_HDR}.  Returns the last line (for tests); the
     loop runs no Python (for pytest-benchmark)."""
-    probe_setup(100, 8192, 16384, 0, 0)
+    testhook_setup(100, 8192, 16384, 0, 0)
     cdef UConn* uc = <UConn*>calloc(1, sizeof(UConn))
     cdef DConn* dc = <DConn*>calloc(1, sizeof(DConn))
     cdef Buf* rb = <Buf*>malloc(sizeof(Buf) + len(request) + 1)
@@ -277,17 +277,17 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
     w.overflow = 0
     try:
         clock_update()
-        if probe_one(uc, request, len(request), &w) != 0:
+        if testhook_one(uc, request, len(request), &w) != 0:
             raise ValueError("the request was not accepted")
         uc.conn.peer.port = 54321
         x = uc.xhead
         x.head_end = uc.conn.rpos            # as uc_process records it
-        memcpy(g_probe_rule.name, b"api", 4)
-        memcpy(g_probe_vhost.name, b"example.com", 12)
+        memcpy(g_th_rule.name, b"api", 4)
+        memcpy(g_th_vhost.name, b"example.com", 12)
         x.status = 200
         x.flags |= XF_RESP_STARTED | XF_REQ_DONE
-        memcpy(g_probe_ds.label, b"10.0.0.2:8081", 14)
-        x.log.ds = &g_probe_ds
+        memcpy(g_th_ds.label, b"10.0.0.2:8081", 14)
+        x.log.ds = &g_th_ds
         x.log.ds_sport = 40000
         x.log.ds_peer.family = AF_INET
         x.log.ds_peer.port = 8081
@@ -340,7 +340,7 @@ def bench_accesslog(bytes request, items, int rounds, bytes response_headers=b""
         free(db)
 
 
-def errorlog_probe(int fd, int level, bytes value):
+def testhook_errorlog(int fd, int level, bytes value):
     """One fast-path error line carrying `value` as a %.*s argument, the way
     the loop logs bytes a client or downstream chose (for tests)."""
     rp_elog(fd, level, "probe: %.*s", <int>len(value), <const char*>value)
@@ -394,7 +394,7 @@ def lb_sequence(str method, list downstreams, int picks, bint hold=False, uint64
     return out
 
 
-def probe_pipeline_pick(str method, list downstreams):
+def testhook_pipeline_pick(str method, list downstreams):
     """Which busy connection lb_pick_pipelined chooses (no sockets).
 
     `downstreams`: one dict per downstream: {"pipeline": N, "rtt": ms,
@@ -479,7 +479,7 @@ def probe_pipeline_pick(str method, list downstreams):
         free(ptrs)
 
 
-def probe_strict(str what, bytes value):
+def testhook_strict(str what, bytes value):
     """The strictness checks of http.pxi on one value, for tests:
     "host" -> host_valid (bool); "te" -> te_check (0, 400 or 501);
     "authority" -> target_authority's authority (bytes), None for
@@ -499,7 +499,7 @@ def probe_strict(str what, bytes value):
     raise ValueError(what)
 
 
-def probe_bodybuf(str temp_dir, uint64_t mem_max, uint64_t file_max, list ops):
+def testhook_bodybuf(str temp_dir, uint64_t mem_max, uint64_t file_max, list ops):
     """Drive one BodyBuf (bodybuf.pxi) through `ops`: ("in", bytes) appends
     (as much as bb_room allows, as the callers do), ("out", n) takes pieces
     until n bytes came out or it is empty.  Returns (bytes out, [(op, result,

@@ -1,0 +1,13 @@
+# Area `cache` (cache.pxi, cachepolicy.pxi). The response cache and its RFC 9111 rules.
+#
+# The cdef functions of this area that OTHER areas may call (tests/unit/test_seams.py
+# keeps this list complete; Cython checks each line against its definition).
+
+# cache.pxi
+cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil
+cdef void cache_pump(UConn* uc) noexcept nogil
+cdef void cache_head_extra(W* w, Exchange* x) noexcept nogil
+cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil
+cdef void cache_tee(Exchange* x, const char* p, uint32_t n) noexcept nogil
+cdef void cache_commit(Exchange* x) noexcept nogil
+cdef void cache_free(Exchange* x) noexcept nogil
