@@ -22,3 +22,4 @@ cdef void req_buffer_body(UConn* uc) noexcept nogil
 cdef void req_buffer_failed(UConn* uc, const char* why) noexcept nogil
 cdef bint req_spill(UConn* uc) noexcept nogil
 cdef int rsp_splice_spill(DConn* dc) noexcept nogil
+cdef int rsp_hand_on(DConn* dc, UConn* uc) noexcept nogil

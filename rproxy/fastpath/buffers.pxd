@@ -15,3 +15,6 @@ cdef int out_flush(Out* o, int fd) noexcept nogil
 cdef void w_put(W* w, const char* s, size_t n) noexcept nogil
 cdef void w_str(W* w, const char* s) noexcept nogil
 cdef void w_uint(W* w, uint64_t v) noexcept nogil
+cdef void* freelist_pop(FreeList* fl) noexcept nogil
+cdef bint freelist_push(FreeList* fl, void* item) noexcept nogil
+cdef void out_advance(Out* o, size_t k) noexcept nogil

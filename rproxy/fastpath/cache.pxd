@@ -11,3 +11,8 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil
 cdef void cache_tee(Exchange* x, const char* p, uint32_t n) noexcept nogil
 cdef void cache_commit(Exchange* x) noexcept nogil
 cdef void cache_free(Exchange* x) noexcept nogil
+cdef bint cache_keeps_x(Exchange* x) noexcept nogil
+cdef void cache_on_head_built(UConn* uc, Exchange* x) noexcept nogil
+cdef void cache_req_extra(W* w, Exchange* x) noexcept nogil
+cdef void cache_on_timer(Exchange* x) noexcept nogil
+cdef bint cache_stale_answer(UConn* uc, Exchange* x, int status) noexcept nogil

@@ -17,3 +17,5 @@ cdef DConn* sticky_pick(Exchange* x, int* wait) noexcept nogil
 # static.pxi
 cdef void static_pump(UConn* uc) noexcept nogil
 cdef void static_release(Exchange* x) noexcept nogil
+cdef int sticky_from_cookie(UConn* uc, Exchange* x) noexcept nogil
+cdef int sticky_ip_pick(UConn* uc, RuleRt* r) noexcept nogil

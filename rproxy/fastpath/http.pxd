@@ -20,3 +20,5 @@ cdef void build_request_head(W* w, UConn* uc, Exchange* x, DownstreamRt* ds) noe
 cdef void build_response_head(W* w, DConn* dc, Exchange* x, bint close_client) noexcept nogil
 cdef void canned_init() noexcept nogil
 cdef Canned* canned_get(int status) noexcept nogil
+cdef void collect_connection_tokens(Tokens* t, const char* base, Header* hs, int nh) noexcept nogil
+cdef bint tokens_has(Tokens* t, const char* name, uint32_t n) noexcept nogil

@@ -7,11 +7,13 @@
 # The areas, in the order _fastpath.pyx includes their .pxi files:
 include "errlog.pxd"
 include "cfgutil.pxd"
+include "states.pxd"
 include "metrics.pxd"
 include "buffers.pxd"
 include "bodybuf.pxd"
 include "tls.pxd"
 include "timers.pxd"
+include "conn.pxd"
 include "accesslog.pxd"
 include "http.pxd"
 include "routing.pxd"

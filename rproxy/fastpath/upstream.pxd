@@ -37,3 +37,6 @@ cdef void uc_on_timer(UConn* uc) noexcept nogil
 
 # proxyproto.pxi
 cdef int pp_accept(UConn* uc) noexcept nogil
+cdef void uc_x_end(UConn* uc) noexcept nogil
+cdef int pp_send(int fd, int version, UConn* uc) noexcept nogil
+cdef void uc_x_push(UConn* uc, Exchange* x) noexcept nogil
