@@ -181,16 +181,7 @@ cdef bint acme_http_answer(UConn* uc, Exchange* x) noexcept nogil:
     w_put(&w, "\r\n", 2)
     w_put(&w, e.keyauth, e.len)
     c_acme_http_answers += 1
-    x_drop(uc)
-    if not keep or g_stop:
-        uc.conn.flags |= UF_CLOSE_AFTER
-    out_release(&uc.conn.out)
-    uc.conn.out.hptr = bdata(hb)
-    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.conn.out.hbuf = hb
-    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
-    if uc_send(uc) == 0:
-        uc_on_drained(uc)
+    uc_answer(uc, bdata(hb), <uint32_t>(w.p - bdata(hb)), hb, keep)
     return True
 
 

@@ -376,16 +376,7 @@ cdef void uc_redirect_https(UConn* uc, Exchange* x, VhostRt* v) noexcept nogil:
         buf_put(hb)
         uc_respond(uc, 414, False)
         return
-    x_drop(uc)
-    if not keep or g_stop:
-        uc.conn.flags |= UF_CLOSE_AFTER
-    out_release(&uc.conn.out)
-    uc.conn.out.hptr = bdata(hb)
-    uc.conn.out.hlen = <uint32_t>(w.p - bdata(hb))
-    uc.conn.out.hbuf = hb
-    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
-    if uc_send(uc) == 0:
-        uc_on_drained(uc)
+    uc_answer(uc, bdata(hb), <uint32_t>(w.p - bdata(hb)), hb, keep)
 
 
 # ---- sticky sessions -----------------------------------------------------------------

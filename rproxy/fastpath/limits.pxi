@@ -321,16 +321,7 @@ cdef void policy_answer(UConn* uc, Exchange* x, int status, const char* reason, 
     w.p[0] = 0
     resp = bdata(hb)
     xlog_answer(x, status, resp)
-    x_drop(uc)
-    if not keep or g_stop:
-        uc.conn.flags |= UF_CLOSE_AFTER
-    out_release(&uc.conn.out)
-    uc.conn.out.hptr = resp
-    uc.conn.out.hlen = <uint32_t>(w.p - resp)
-    uc.conn.out.hbuf = hb
-    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
-    if uc_send(uc) == 0:
-        uc_on_drained(uc)
+    uc_answer(uc, resp, <uint32_t>(w.p - resp), hb, keep)
 
 
 # ---- admission -----------------------------------------------------------------------------

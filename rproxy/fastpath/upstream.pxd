@@ -40,3 +40,4 @@ cdef int pp_accept(UConn* uc) noexcept nogil
 cdef void uc_x_end(UConn* uc) noexcept nogil
 cdef int pp_send(int fd, int version, UConn* uc) noexcept nogil
 cdef void uc_x_push(UConn* uc, Exchange* x) noexcept nogil
+cdef void uc_answer(UConn* uc, const char* resp, uint32_t len, Buf* hb, bint keep) noexcept nogil

@@ -369,6 +369,23 @@ cdef void uc_after_response(UConn* uc) noexcept nogil:
     g_depth -= 1
 
 
+cdef void uc_answer(UConn* uc, const char* resp, uint32_t len, Buf* hb, bint keep) noexcept nogil:
+    """Answer the oldest request with a whole response of rproxy's own in
+    [resp, resp + len) (hb: the buffer it is in, owned from here on; NULL for
+    static bytes).  The exchange ends now; the connection closes after the
+    response unless keep (and not stopping)."""
+    x_drop(uc)
+    if not keep or g_stop:
+        uc.conn.flags |= UF_CLOSE_AFTER
+    out_release(&uc.conn.out)
+    uc.conn.out.hptr = resp
+    uc.conn.out.hlen = len
+    uc.conn.out.hbuf = hb
+    uc_move(uc, U_CLOSING if uc.conn.flags & UF_CLOSE_AFTER else U_WAIT)
+    if uc_send(uc) == 0:
+        uc_on_drained(uc)
+
+
 cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
     """Answer with a response of the proxy's own (4xx/5xx)."""
     cdef Canned* c = canned_get(status)
@@ -380,19 +397,12 @@ cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
         return
     if not keep or g_stop:
         uc.conn.flags |= UF_CLOSE_AFTER
-    xlog_answer(x, status, c.close_resp if uc.conn.flags & UF_CLOSE_AFTER else c.keep_resp)
-    x_drop(uc)
-    out_release(&uc.conn.out)
     if uc.conn.flags & UF_CLOSE_AFTER:
-        uc.conn.out.hptr = c.close_resp
-        uc.conn.out.hlen = c.close_len
-        uc_move(uc, U_CLOSING)
+        xlog_answer(x, status, c.close_resp)
+        uc_answer(uc, c.close_resp, c.close_len, NULL, False)
     else:
-        uc.conn.out.hptr = c.keep_resp
-        uc.conn.out.hlen = c.keep_len
-        uc_move(uc, U_WAIT)
-    if uc_send(uc) == 0:
-        uc_on_drained(uc)
+        xlog_answer(x, status, c.keep_resp)
+        uc_answer(uc, c.keep_resp, c.keep_len, NULL, True)
 
 
 cdef bint uc_request_bodyless(UConn* uc) noexcept nogil:
