@@ -5,6 +5,7 @@
 # keeps this list complete; Cython checks each line against its definition).
 
 cdef struct Canned
+cdef struct Tokens
 
 cdef int header_id(const char* p, uint32_t n) noexcept nogil
 cdef bint names_has(NameList* l, const char* name, uint32_t n) noexcept nogil

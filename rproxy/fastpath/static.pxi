@@ -512,26 +512,19 @@ cdef void static_slash_redirect(UConn* uc, Exchange* x) noexcept nogil:
     edge_answer(uc, x, hb, &w, 301, keep)
 
 
-cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* rel, uint32_t rlen) noexcept nogil:
-    cdef bint keep = uc_reject_keeps(uc)
-    cdef Buf* hb
-    cdef W w
-    cdef char etag[48]
-    cdef char lm[40]
-    cdef tm t
-    cdef time_t mt = sb.st_mtime
-    cdef int elen, status = 200, rr = 0, zfd = -1, zi, zerr = 0
-    cdef uint32_t vlen = 0, lmlen
-    cdef const char* v
-    cdef const char* inm
-    cdef uint64_t size = <uint64_t>sb.st_size, start = 0, end = 0
-    cdef MimeSlot* mime = mime_lookup(rel, rlen)
-    cdef const char* coding = NULL
-    cdef bint vary = False
+cdef int sf_precompressed(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* rel, uint32_t rlen,
+                          const char** coding, bint* vary) noexcept nogil:
+    """A precompressed sibling (.br, then .gz) when the client accepts it: the
+    descriptor to send (fd, or the sibling's, fd then closed and sb the
+    sibling's); coding set to its Content-Encoding; vary when a sibling
+    exists at all (the answer depends on Accept-Encoding)."""
+    cdef uint32_t vlen = 0
+    cdef const char* v = req_header(uc, x, "accept-encoding", 15, &vlen)
+    cdef int zfd, zi, zerr = 0
     cdef stat_t zsb
     cdef char zrel[SF_PATH_MAX]
-    # a precompressed sibling (.br, then .gz) when the client accepts it
-    v = req_header(uc, x, "accept-encoding", 15, &vlen)
+    coding[0] = NULL
+    vary[0] = False
     for zi in range(2):
         if rlen + 4 >= SF_PATH_MAX or v == NULL:
             break                   # a client accepting no coding gets the file (no probe, no Vary)
@@ -542,52 +535,135 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
             memcpy(zrel + rlen, ".gz", 4)
         zfd = ofc_open(x.rule.serve_edge, zrel, rlen + 3, &zsb, &zerr)
         if zfd < 0:
-            zfd = -1
             continue
         if not S_ISREG(zsb.st_mode):
             close(zfd)
-            zfd = -1
             continue
-        vary = True
-        if zi == 0:
-            coding = "br"
-        else:
-            coding = "gzip"
-        if v != NULL and accepts(v, vlen, coding, <uint32_t>strlen(coding)):
+        vary[0] = True
+        if accepts(v, vlen, "br" if zi == 0 else "gzip", 2 if zi == 0 else 4):
+            coding[0] = "br" if zi == 0 else "gzip"
             close(fd)
-            fd = zfd
             memcpy(sb, &zsb, sizeof(stat_t))
-            size = <uint64_t>zsb.st_size
-            mt = zsb.st_mtime
-            break
-        coding = NULL
+            return zfd
         close(zfd)
-        zfd = -1
+    return fd
+
+
+cdef int sf_status(UConn* uc, Exchange* x, const char* etag, uint32_t elen, const char* lm, uint32_t lmlen,
+                   time_t mt, uint64_t size, uint64_t* start, uint64_t* end) noexcept nogil:
+    """The answer's status from the client's conditionals (RFC 9110 13.2.2:
+    If-None-Match wins over If-Modified-Since) and Range (with If-Range):
+    200, 304, 206 ([start, end]) or 416."""
+    cdef uint32_t vlen = 0
+    cdef const char* v
+    cdef const char* inm = req_header(uc, x, "if-none-match", 13, &vlen)
+    cdef int rr
+    if inm != NULL:
+        if etag_listed(inm, vlen, etag, elen):
+            return 304
+    else:
+        v = req_header(uc, x, "if-modified-since", 17, &vlen)
+        if v != NULL and sf_http_date(v, vlen) >= mt and sf_http_date(v, vlen) >= 0:
+            return 304
+    if x.method != HTTP_GET:
+        return 200
+    v = req_header(uc, x, "range", 5, &vlen)
+    if v == NULL:
+        return 200
+    rr = range_parse(v, vlen, size, start, end)
+    inm = req_header(uc, x, "if-range", 8, &vlen)
+    if inm != NULL and not ((vlen == elen and memcmp(inm, etag, elen) == 0)
+                            or (vlen == lmlen and memcmp(inm, lm, lmlen) == 0)):
+        return 200                  # the client's copy is another version: send it whole
+    if rr == 1:
+        return 206
+    if rr == 416:
+        return 416
+    return 200
+
+
+cdef uint64_t sf_write_head(W* w, int status, MimeSlot* mime, uint64_t size, uint64_t start, uint64_t end,
+                            const char* lm, uint32_t lmlen, const char* etag, uint32_t elen,
+                            const char* coding, bint vary) noexcept nogil:
+    """The answer's status line and entity fields (not yet the end of the
+    head: w_end_head adds the rule's fields); the body length to send."""
+    cdef uint64_t body = size
+    if status == 200:
+        w_status_line(w, 200, "OK")
+    elif status == 304:
+        w_status_line(w, 304, "Not Modified")
+    elif status == 206:
+        w_status_line(w, 206, "Partial Content")
+    else:
+        w_status_line(w, 416, "Range Not Satisfiable")
+    if status != 304 and status != 416:
+        w_put(w, "Content-Type: ", 14)
+        if mime != NULL:
+            w_put(w, mime.type, mime.tlen)
+        else:
+            w_put(w, "application/octet-stream", 24)
+        w_put(w, "\r\n", 2)
+    if status == 416:
+        w_put(w, "Content-Range: bytes */", 23)
+        w_uint(w, size)
+        w_put(w, "\r\nContent-Length: 0\r\n", 21)
+        body = 0
+    elif status == 206:
+        w_put(w, "Content-Range: bytes ", 21)
+        w_uint(w, start)
+        w_put(w, "-", 1)
+        w_uint(w, end)
+        w_put(w, "/", 1)
+        w_uint(w, size)
+        w_put(w, "\r\nContent-Length: ", 18)
+        w_uint(w, end - start + 1)
+        w_put(w, "\r\n", 2)
+        body = end - start + 1
+    elif status == 200:
+        w_put(w, "Content-Length: ", 16)
+        w_uint(w, size)
+        w_put(w, "\r\n", 2)
+    if status != 416:
+        w_put(w, "Last-Modified: ", 15)
+        w_put(w, lm, lmlen)
+        w_put(w, "\r\nETag: ", 8)
+        w_put(w, etag, elen)
+        w_put(w, "\r\n", 2)
+    if status == 200 or status == 206:
+        w_put(w, "Accept-Ranges: bytes\r\n", 22)
+    if coding != NULL:
+        w_put(w, "Content-Encoding: ", 18)
+        w_str(w, coding)
+        w_put(w, "\r\n", 2)
+    if vary:
+        w_put(w, "Vary: Accept-Encoding\r\n", 23)
+    return body
+
+
+cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* rel, uint32_t rlen) noexcept nogil:
+    """Answer with an open regular file: a precompressed sibling if the
+    client takes one, the conditionals and Range, the head, then the body
+    from static_pump."""
+    cdef bint keep = uc_reject_keeps(uc)
+    cdef Buf* hb
+    cdef W w
+    cdef char etag[48]
+    cdef char lm[40]
+    cdef tm t
+    cdef time_t mt
+    cdef int elen, status
+    cdef uint32_t lmlen
+    cdef uint64_t size, body, start = 0, end = 0
+    cdef const char* coding = NULL
+    cdef bint vary = False
+    fd = sf_precompressed(uc, x, fd, sb, rel, rlen, &coding, &vary)
+    mt = sb.st_mtime
+    size = <uint64_t>sb.st_size
     elen = snprintf(etag, 48, "\"%lx-%llx%s\"", <long>mt, <unsigned long long>size,
                     "" if coding == NULL else ("-br" if coding[0] == c'b' else "-gz"))
     gmtime_r(&mt, &t)
     lmlen = <uint32_t>strftime(lm, 40, "%a, %d %b %Y %H:%M:%S GMT", &t)
-    # conditionals (RFC 9110 13.2.2): If-None-Match wins over If-Modified-Since
-    inm = req_header(uc, x, "if-none-match", 13, &vlen)
-    if inm != NULL:
-        if etag_listed(inm, vlen, etag, <uint32_t>elen):
-            status = 304
-    else:
-        v = req_header(uc, x, "if-modified-since", 17, &vlen)
-        if v != NULL and sf_http_date(v, vlen) >= mt and sf_http_date(v, vlen) >= 0:
-            status = 304
-    if status == 200 and x.method == HTTP_GET:
-        v = req_header(uc, x, "range", 5, &vlen)
-        if v != NULL:
-            rr = range_parse(v, vlen, size, &start, &end)
-            inm = req_header(uc, x, "if-range", 8, &vlen)
-            if inm != NULL and not ((vlen == <uint32_t>elen and memcmp(inm, etag, elen) == 0)
-                                    or (vlen == lmlen and memcmp(inm, lm, lmlen) == 0)):
-                rr = 0                  # the client's copy is another version: send it whole
-            if rr == 1:
-                status = 206
-            elif rr == 416:
-                status = 416
+    status = sf_status(uc, x, etag, <uint32_t>elen, lm, lmlen, mt, size, &start, &end)
     hb = buf_get()
     if hb == NULL:
         close(fd)
@@ -596,64 +672,15 @@ cdef void static_file(UConn* uc, Exchange* x, int fd, stat_t* sb, const char* re
     w.p = bdata(hb)
     w.end = w.p + hb.cap
     w.overflow = 0
-    if status == 200:
-        w_status_line(&w, 200, "OK")
-    elif status == 304:
-        w_status_line(&w, 304, "Not Modified")
-    elif status == 206:
-        w_status_line(&w, 206, "Partial Content")
-    else:
-        w_status_line(&w, 416, "Range Not Satisfiable")
-    if status != 304 and status != 416:
-        w_put(&w, "Content-Type: ", 14)
-        if mime != NULL:
-            w_put(&w, mime.type, mime.tlen)
-        else:
-            w_put(&w, "application/octet-stream", 24)
-        w_put(&w, "\r\n", 2)
-    if status == 416:
-        w_put(&w, "Content-Range: bytes */", 23)
-        w_uint(&w, size)
-        w_put(&w, "\r\nContent-Length: 0\r\n", 21)
-        start = 0
-        end = 0
-        size = 0
-    elif status == 206:
-        w_put(&w, "Content-Range: bytes ", 21)
-        w_uint(&w, start)
-        w_put(&w, "-", 1)
-        w_uint(&w, end)
-        w_put(&w, "/", 1)
-        w_uint(&w, size)
-        w_put(&w, "\r\nContent-Length: ", 18)
-        w_uint(&w, end - start + 1)
-        w_put(&w, "\r\n", 2)
-        size = end - start + 1
-    elif status == 200:
-        w_put(&w, "Content-Length: ", 16)
-        w_uint(&w, size)
-        w_put(&w, "\r\n", 2)
-    if status != 416:
-        w_put(&w, "Last-Modified: ", 15)
-        w_put(&w, lm, lmlen)
-        w_put(&w, "\r\nETag: ", 8)
-        w_put(&w, etag, <uint32_t>elen)
-        w_put(&w, "\r\n", 2)
-    if status == 200 or status == 206:
-        w_put(&w, "Accept-Ranges: bytes\r\n", 22)
-    if coding != NULL:
-        w_put(&w, "Content-Encoding: ", 18)
-        w_str(&w, coding)
-        w_put(&w, "\r\n", 2)
-    if vary:
-        w_put(&w, "Vary: Accept-Encoding\r\n", 23)
+    body = sf_write_head(&w, status, mime_lookup(rel, rlen), size, start, end, lm, lmlen, etag, <uint32_t>elen,
+                         coding, vary)
     w_end_head(&w, uc, x, keep)
-    if status == 304 or status == 416 or (x.flags & XF_HEAD_REQ) or size == 0:
+    if status == 304 or status == 416 or (x.flags & XF_HEAD_REQ) or body == 0:
         close(fd)
     else:
         x.sf_fd = fd
-        x.sf_off = start
-        x.sf_left = size
+        x.sf_off = start if status == 206 else 0
+        x.sf_left = body
     edge_answer(uc, x, hb, &w, status, keep)
 
 

@@ -115,6 +115,8 @@ def test_static_files_validators_ranges_and_head(start_rproxy, port, site):
     assert get(port, "/static/a.txt", [("Range", "items=0-1")])[0] == 200
     assert get(port, "/static/a.txt", [("Range", "bytes=0-4"), ("If-Range", etag)])[0] == 206
     assert get(port, "/static/a.txt", [("Range", "bytes=0-4"), ("If-Range", '"old"')])[0] == 200
+    # another version: the whole file from its first byte, not from the range's
+    assert get(port, "/static/a.txt", [("Range", "bytes=6-"), ("If-Range", '"old"')])[:3:2] == (200, b"hello world\n")
     st, h, body = get(port, "/static/big.bin", [("Range", f"bytes={BIG - 1000}-")])
     assert st == 206 and body == payload(BIG)[-1000:]
     # a large file through sendfile, and keep-alive afterwards on the same connection
