@@ -694,6 +694,15 @@ def test_keys_zone_misses_without_the_file_system_survives_reload_and_restart(tm
         assert index_metrics(sp)["loaded"] == 1
         assert get(port, k1, host=host)[1]["X-Cache"] == "HIT"
         assert p.read_log().count("index loaded") == 1
+        # a new size: a new zone, filled by the loader
+        with open(p.conf, "w") as f:
+            f.write(kz_conf(port, ds.port, path, sp, zone="128k"))
+        p.signal(signal.SIGHUP)
+        wait_generation(p.pid, 3, 2)
+        m = wait_index(sp, lambda m: m["capacity"] == (128 * 1024 - 64) // 32 and m["loaded"] == 1,
+                       "the loader of the new zone")
+        assert m["keys"] == 2 and p.read_log().count("index loaded, 2 entries") == 1
+        assert get(port, k1, host=host)[1]["X-Cache"] == "HIT"
         assert_quiet(p)
     finally:
         p.stop()
