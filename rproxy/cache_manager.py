@@ -138,29 +138,47 @@ class KeysZone:
         return kz_stats(self.mm)
 
 
+# zones by (cache name, path, size): those of the last two configurations a
+# worker was forked for (a reload's new generation and the one it replaces,
+# whose workers may still be respawned while the new one starts)
 _zones: dict = {}
+_latest: frozenset = frozenset()
+_previous: frozenset = frozenset()
+
+
+def _key(c) -> tuple:
+    return (c.name, c.path, c.keys_zone)
 
 
 def zones_for(cfg) -> dict:
-    """The keys zones of `cfg`'s caches (in the master, before forking the
-    workers that use them): kept when a cache's path and size are the same."""
-    global _zones
+    """The keys zones of `cfg`'s caches by cache name (in the master, before
+    forking the workers that use them): kept when a cache's path and size
+    are the same."""
+    global _latest, _previous, _zones
+    keys = frozenset(_key(c) for c in getattr(cfg, "caches", ()))
+    if keys != _latest:
+        _previous, _latest = _latest, keys
+        _zones = {k: z for k, z in _zones.items() if k in _latest or k in _previous}
     out = {}
     for c in getattr(cfg, "caches", ()):
-        z = _zones.get(c.name)
-        if z is None or z.size != c.keys_zone or z.path != c.path:
-            z = KeysZone(c.name, c.path, c.keys_zone)
+        z = _zones.get(_key(c))
+        if z is None:
+            z = _zones[_key(c)] = KeysZone(c.name, c.path, c.keys_zone)
         out[c.name] = z
-    _zones = out
     return out
+
+
+def zone_of(c) -> Optional[KeysZone]:
+    """The zone of cache block `c`, if one was mapped."""
+    return _zones.get(_key(c))
 
 
 def index_stats(cfg) -> list:
     """Per cache of `cfg`: name and its index's counts (/metrics)."""
     out = []
     for c in getattr(cfg, "caches", ()):
-        z = _zones.get(c.name)
-        if z is not None and z.path == c.path:
+        z = zone_of(c)
+        if z is not None:
             out.append({"name": c.name, **z.stats()})
     return out
 
@@ -187,9 +205,9 @@ class CacheManager:
         t0 = time.monotonic()
         tidy = now >= self.tidy_at
         for c in caches:
-            z = _zones.get(c.name)
+            z = zone_of(c)
             try:
-                if z is None or z.path != c.path:
+                if z is None:
                     sweep(c.path, c.max_size, c.inactive)
                     continue
                 if z.loaded:

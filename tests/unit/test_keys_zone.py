@@ -148,3 +148,21 @@ def test_loader_fills_the_index_and_eviction_removes_files(tmp_path):
     assert not names[0x1000].exists() and names[0x1000 + 299].exists()
     removed, _ = evict(z, 0, 600, wall=1_600_000_000 + 249.5 + 600)     # unused for 10 minutes
     assert removed == 50 and len([n for n in os.listdir(tmp_path) if n.startswith("000")]) == 50 + 2
+
+
+def test_zones_are_kept_across_reloads_of_the_same_size(tmp_path):
+    from types import SimpleNamespace as NS
+
+    from rproxy.cache_manager import zones_for
+
+    def cfg(size):
+        return NS(caches=[NS(name="c", path=str(tmp_path), keys_zone=size)])
+    a = zones_for(cfg(65536))["c"]
+    assert zones_for(cfg(65536))["c"] is a                  # a reload of the same size
+    b = zones_for(cfg(131072))["c"]                          # another size: a new zone
+    assert b is not a and b.nslots == keys_for(131072)
+    assert zones_for(cfg(65536))["c"] is a                  # the previous generation's, while it lives
+    assert zones_for(cfg(131072))["c"] is b
+    zones_for(NS(caches=[]))
+    zones_for(NS(caches=[]))
+    assert zones_for(cfg(65536))["c"] is not a              # gone with both generations that used it
