@@ -12,7 +12,7 @@ import struct
 import sys
 from typing import Sequence
 
-from . import accesslog, edge, errorlog, limits
+from . import accesslog, cache_manager, edge, errorlog, limits
 from .config.model import Config, Downstream
 from .master import logfiles
 
@@ -112,6 +112,7 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
             hc = ds.health_check
             w.set_health_check(i, hc.path, hc.interval, hc.timeout, hc.rise, hc.fall)
     caches = {c.name: c for c in cfg.caches}
+    kzs = cache_manager.zones_for(cfg) if caches else {}   # the master's, inherited through fork
     owned = set()
     for si, srv in enumerate(cfg.servers):
         port = 0 if srv.addr.startswith("unix:") else srv.port
@@ -151,7 +152,9 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                 if rule.cache is not None:
                     path = caches[rule.cache].path
                     os.makedirs(path, mode=0o700, exist_ok=True)
-                    rule_set_cache(si, vi, ri, path, rule.cache_lock, rule.cache_use_stale)
+                    kz = kzs.get(rule.cache)
+                    rule_set_cache(si, vi, ri, path, rule.cache_lock, rule.cache_use_stale,
+                                   kz.mm if kz is not None else None)
                 if edge.needs_edge(rule):
                     w.set_edge(si, vi, ri, **edge.worker_args(rule))
     w.set_owned_headers(sorted(owned))

@@ -55,6 +55,9 @@ cdef extern from "<stdio.h>" nogil:
 cdef extern from "<sys/stat.h>" nogil:
     int futimens(int fd, const void* times)
 
+cdef extern from "<stdlib.h>" nogil:
+    void qsort(void* base, size_t n, size_t size, int (*cmp)(const void*, const void*) noexcept nogil)
+
 cdef enum:
     # Exchange.cst: what the cache did (X-Cache, {CACHE})
     CS_NONE = 0
@@ -98,6 +101,7 @@ cdef uint32_t CACHE_REQ_CAP = 16384     # request header lines copied for Vary a
 
 cdef struct CacheRt:
     char path[480]
+    KzHdr* kz               # the cache's keys zone (shared index), NULL: none
     uint8_t lock            # cache-lock
     uint8_t stale           # STALE_*
 
@@ -130,6 +134,8 @@ cdef struct CacheX:
     int64_t wait_until      # cache-lock: waiting ends here (ms)
     int64_t age             # the head built in hb: its Age
     Buf* hb                 # CacheHdr | key | head of a 304-merged entry
+    uint64_t store_size     # the entry being stored: file size (header + body), for the keys zone
+    int64_t store_exp       # and when it stops being fresh (unix s)
     char val[1024]
 
 cdef uint64_t g_cache_seq = 0
@@ -138,6 +144,183 @@ cdef uint64_t c_cache_stored = 0
 cdef uint64_t c_cache_misses = 0
 cdef uint64_t c_cache_revalidated = 0
 cdef uint64_t c_cache_stale = 0
+
+
+# ---- keys zone: the shared index (keys-zone) ------------------------------------------
+#
+# One anonymous shared mapping per cache, mapped by the master before it forks
+# (rproxy/cache_manager.py), so every worker and the master see one table:
+#
+#   KzHdr (64 bytes) | KzEnt[nslots] (32 bytes each)
+#
+# Open addressing without tombstones: a key lives in one of the KZ_PROBE slots
+# from hash % nslots (wrapping), and a lookup reads all of them, so clearing a
+# slot (hash = 0) is a deletion.  Words are read and written with atomic
+# loads, stores and compare-and-swap (no lock, no syscall): a store claims an
+# empty slot by CAS 0 -> hash, fills size, last use and expiry, then publishes
+# `meta` (expiry << 1 | KZ_VALID); a reader trusts a slot only with the
+# hash and the valid bit.  A race can at worst make a key look absent (one
+# more downstream request) or present (one open() that finds nothing): the
+# entry file itself, which holds its key, decides what is served.  When the
+# window is full, the least recently used entry of the window is evicted (its
+# file removed by the worker that needed the slot).
+
+cdef extern from *:
+    """
+    static inline unsigned long long rp_kz_load(unsigned long long* p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void rp_kz_store(unsigned long long* p, unsigned long long v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    static inline int rp_kz_cas(unsigned long long* p, unsigned long long expect, unsigned long long want) {
+        return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+    static inline void rp_kz_add(unsigned long long* p, unsigned long long v) {
+        __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
+    """
+    unsigned long long rp_kz_load(unsigned long long* p) nogil
+    void rp_kz_store(unsigned long long* p, unsigned long long v) nogil
+    int rp_kz_cas(unsigned long long* p, unsigned long long expect, unsigned long long want) nogil
+    void rp_kz_add(unsigned long long* p, unsigned long long v) nogil
+
+cdef enum:
+    KZ_PROBE = 8
+    KZ_VALID = 1
+
+cdef unsigned long long KZ_MAGIC = 0x5250524F58594B31ULL     # "RPROXYK1"
+
+cdef struct KzHdr:
+    unsigned long long magic
+    unsigned long long nslots
+    unsigned long long loaded       # the loader went through the directory: an unknown key is a miss
+    unsigned long long skipped      # lookups the index answered "miss" without the file system
+    unsigned long long full_evictions   # entries evicted because their window was full
+    unsigned long long r5
+    unsigned long long r6
+    unsigned long long r7
+
+cdef struct KzEnt:
+    unsigned long long hash         # 0: empty
+    unsigned long long size         # header + body bytes (the entry file's size)
+    unsigned long long used         # last use, unix milliseconds
+    unsigned long long meta         # expiry (unix seconds, >= 0) << 1 | KZ_VALID
+
+
+cdef inline KzEnt* kz_slots(KzHdr* z) noexcept nogil:
+    return <KzEnt*>(<char*>z + sizeof(KzHdr))
+
+
+cdef KzEnt* kz_find(KzHdr* z, uint64_t h) noexcept nogil:
+    """The valid slot of that key, or NULL."""
+    cdef KzEnt* t = kz_slots(z)
+    cdef uint64_t n = z.nslots, i, j = h % n
+    for i in range(KZ_PROBE):
+        if rp_kz_load(&t[j].hash) == h and (rp_kz_load(&t[j].meta) & KZ_VALID):
+            return &t[j]
+        j = j + 1 if j + 1 < n else 0
+    return NULL
+
+
+cdef void kz_clear(KzEnt* e, uint64_t h) noexcept nogil:
+    rp_kz_store(&e.meta, 0)
+    rp_kz_cas(&e.hash, h, 0)
+
+
+cdef void kz_del(KzHdr* z, uint64_t h) noexcept nogil:
+    """Every slot of that key (two stores racing may have made two)."""
+    cdef KzEnt* t = kz_slots(z)
+    cdef uint64_t n = z.nslots, i, j = h % n
+    for i in range(KZ_PROBE):
+        if rp_kz_load(&t[j].hash) == h:
+            kz_clear(&t[j], h)
+        j = j + 1 if j + 1 < n else 0
+
+
+cdef int64_t kz_now_ms() noexcept nogil:
+    """Wall clock in ms, coarse (a vDSO read, no syscall)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts)
+    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+cdef void kz_touch(KzHdr* z, uint64_t h, int64_t now) noexcept nogil:
+    cdef KzEnt* e = kz_find(z, h)
+    if e != NULL and <int64_t>rp_kz_load(&e.used) + 20 <= now:
+        rp_kz_store(&e.used, <unsigned long long>now)      # (at most every 20 ms: little line ping-pong)
+
+
+cdef uint64_t kz_put(KzHdr* z, uint64_t h, uint64_t size, int64_t used, int64_t expires,
+                     bint only_new) noexcept nogil:
+    """Insert or update a key.  Returns the hash of the entry evicted to make
+    room (its file is the caller's to remove), else 0.  only_new: the
+    loader, which never replaces what a worker stored meanwhile."""
+    cdef KzEnt* t = kz_slots(z)
+    cdef KzEnt* e = NULL
+    cdef KzEnt* lru = NULL
+    cdef uint64_t n = z.nslots, i, j, w, victim = 0
+    cdef unsigned long long meta = (<unsigned long long>(expires if expires > 0 else 0) << 1) | KZ_VALID
+    cdef int attempt
+    for attempt in range(4):
+        j = h % n
+        e = NULL
+        lru = NULL
+        for i in range(KZ_PROBE):
+            w = rp_kz_load(&t[j].hash)
+            if w == h:
+                e = &t[j]
+                break
+            if w == 0:
+                if e == NULL:
+                    e = &t[j]       # the first empty slot, unless the key is further on
+            elif lru == NULL or rp_kz_load(&t[j].used) < rp_kz_load(&lru.used):
+                lru = &t[j]
+            j = j + 1 if j + 1 < n else 0
+        if e != NULL and rp_kz_load(&e.hash) == h:
+            if only_new and (rp_kz_load(&e.meta) & KZ_VALID):
+                return 0
+        elif e != NULL:
+            if not rp_kz_cas(&e.hash, 0, h):
+                continue            # another store took it: look again
+        elif lru != NULL:
+            w = rp_kz_load(&lru.hash)
+            if w == 0 or not rp_kz_cas(&lru.hash, w, h):
+                continue
+            rp_kz_store(&lru.meta, 0)
+            rp_kz_add(&z.full_evictions, 1)
+            victim = w
+            e = lru
+        else:
+            continue
+        rp_kz_store(&e.size, size)
+        rp_kz_store(&e.used, <unsigned long long>used)
+        rp_kz_store(&e.meta, meta)
+        return victim
+    return 0
+
+
+cdef void cache_kz_stored(CacheRt* c, uint64_t h, uint64_t size, int64_t expires) noexcept nogil:
+    """An entry file went into place: into the index (a full window evicts
+    its least recently used entry, whose file goes too)."""
+    cdef uint64_t victim
+    cdef char path[512]
+    if c.kz == NULL:
+        return
+    victim = kz_put(c.kz, h, size, kz_now_ms(), expires, False)
+    if victim != 0 and victim != h:
+        cache_path(c, victim, path)
+        unlink(path)
+
+
+cdef void cache_kz_removed(CacheRt* c, uint64_t h) noexcept nogil:
+    if c.kz != NULL:
+        kz_del(c.kz, h)
+
+
+cdef int64_t kz_expiry(CacheHdr* ch) noexcept nogil:
+    """When a stored entry stops being fresh (unix s)."""
+    return ch.resp_time + ch.lifetime - entry_age(ch, ch.resp_time)
 
 
 cdef uint64_t cache_key(UConn* uc, Exchange* x, char* out, uint32_t cap, uint32_t* klen) noexcept nogil:
@@ -197,6 +380,7 @@ cdef void cache_invalidate_ref(CacheRt* c, const char* key, uint32_t klen, const
     n = plen + rl
     cache_path(c, cache_hash(k2, n), path)
     unlink(path)
+    cache_kz_removed(c, cache_hash(k2, n))
 
 
 cdef void cache_path(CacheRt* c, uint64_t h, char* out) noexcept nogil:
@@ -410,6 +594,9 @@ cdef int cache_open_entry(CacheRt* c, uint64_t h, const char* key, uint32_t klen
     cdef int fd
     cdef ssize_t n
     cdef CacheHdr* ch = <CacheHdr*>bdata(b)
+    if c.kz != NULL and kz_find(c.kz, h) == NULL and rp_kz_load(&c.kz.loaded):
+        rp_kz_add(&c.kz.skipped, 1)
+        return -1                   # the index does not know it: a miss without the file system
     cache_path(c, h, path)
     fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0:
@@ -420,6 +607,8 @@ cdef int cache_open_entry(CacheRt* c, uint64_t h, const char* key, uint32_t klen
             or sizeof(CacheHdr) + ch.key_len + ch.head_len != ch.hdr_len:
         close(fd)
         return -1                   # another key with the same hash, or not an entry: a miss
+    if c.kz != NULL:
+        kz_touch(c.kz, h, kz_now_ms())  # "last used", for the manager's inactive / LRU
     return fd
 
 
@@ -504,6 +693,8 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     cx.req_len = rl
     cx.val_len = 0
     cx.store_hash = x.ckey
+    cx.store_size = 0
+    cx.store_exp = 0
     cx.wait_until = g_now + CACHE_LOCK_MS
     x.creq_time = time(NULL)
     x.cst = CS_MISS
@@ -900,7 +1091,8 @@ cdef void cache_serve(UConn* uc, Exchange* x, int fd, Buf* b, int64_t age, uint8
         return
     if st == CS_HIT:
         c_cache_hits += 1
-        futimens(fd, NULL)          # "last used", for the manager's inactive / LRU (rproxy/cache_manager.py)
+        if (<CacheRt*>x.rule.cache).kz == NULL:
+            futimens(fd, NULL)      # "last used" without an index (the index has it: cache_open_entry)
     else:
         c_cache_stale += 1
     x.cfd = fd
@@ -1142,6 +1334,7 @@ cdef uint64_t cache_vary_gen(CacheRt* c, Exchange* x, const char* names, uint32_
     if rename(tmp, path) != 0:
         unlink(tmp)
         return 0
+    cache_kz_stored(c, x.ckey, mk.hdr_len, 0)
     return mk.gen
 
 
@@ -1175,6 +1368,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
         if x.ckey and x.status < 400:
             cache_path(c, x.ckey, path)
             unlink(path)
+            cache_kz_removed(c, x.ckey)
             for i in range(x.nresp):
                 h = &x.resp[i]
                 if x.ckey_copy != NULL and (cp_eq(base + h.name.off, h.name.len, "location")
@@ -1277,6 +1471,8 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
         return
     x.cwfd = fd
     x.cleft = ch.body_len           # body bytes still to be written
+    cx.store_size = ch.hdr_len + ch.body_len
+    cx.store_exp = kz_expiry(&ch)
     dc.conn.flags &= ~DF_SPLICE          # the body passes through here to be written
 
 
@@ -1405,6 +1601,9 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
             if left != 0 or rename(tmp, path) != 0:
                 rp_elog(x_errfd(x), 3, "cache: updating %s after a 304 failed: %s", path, strerror(errno))
                 unlink(tmp)
+            else:
+                cache_kz_stored(c, cache_hash(bdata(nb) + sizeof(CacheHdr), och.key_len),
+                                ch.hdr_len + cx.old_body, kz_expiry(&ch))
     buf_put(ob)
     # the client's response: the merged head, the body from the stale file
     cx.hb = nb
@@ -1477,6 +1676,9 @@ cdef void cache_commit(Exchange* x) noexcept nogil:
         unlink(tmp)
     else:
         c_cache_stored += 1
+        if x.cx != NULL:
+            cache_kz_stored(c, (<CacheX*>x.cx).store_hash, (<CacheX*>x.cx).store_size,
+                            (<CacheX*>x.cx).store_exp)
     cache_unlock(x)
 
 
@@ -1509,12 +1711,162 @@ cdef void cache_free(Exchange* x) noexcept nogil:
     x.ckey = 0
 
 
-def rule_set_cache(int server, int vhost, int index, str path, bint lock=False, stale=()):
-    """A rule's cache = NAME: the cache's directory, cache-lock, cache-use-stale."""
+cdef class _KzZone:
+    """Keeps a keys zone's buffer alive for the C pointers into it."""
+    cdef object buf
+    cdef unsigned char[::1] view
+
+
+cdef list g_kz_keep = []
+
+
+def _kz_addr(buf):
+    """The address of the index in `buf` (a writable buffer: the master's
+    mmap, alive as long as the caller holds it), checked."""
+    cdef unsigned char[::1] view = buf
+    cdef KzHdr* z
+    if view.shape[0] < <Py_ssize_t>sizeof(KzHdr):
+        raise ValueError("keys zone too small")
+    z = <KzHdr*>&view[0]
+    if z.magic != KZ_MAGIC or sizeof(KzHdr) + z.nslots * sizeof(KzEnt) > <size_t>view.shape[0] or z.nslots == 0:
+        raise ValueError("not a keys zone")
+    return <size_t>z
+
+
+def kz_layout():
+    """Bytes of the zone's header and of one slot, the probe window, the magic."""
+    return {"header": sizeof(KzHdr), "slot": sizeof(KzEnt), "probe": KZ_PROBE, "magic": KZ_MAGIC}
+
+
+def kz_init(buf, unsigned long long nslots):
+    """Format a zone (zeroed, as a fresh mapping is) for nslots slots."""
+    cdef unsigned char[::1] view = buf
+    cdef KzHdr* z = <KzHdr*>&view[0]
+    if nslots == 0 or sizeof(KzHdr) + nslots * sizeof(KzEnt) > <size_t>view.shape[0]:
+        raise ValueError("keys zone too small")
+    z.nslots = nslots
+    z.magic = KZ_MAGIC
+
+
+def kz_set_loaded(buf, bint done):
+    cdef KzHdr* z = <KzHdr*><size_t>_kz_addr(buf)
+    rp_kz_store(&z.loaded, 1 if done else 0)
+
+
+def kz_put_key(buf, unsigned long long h, unsigned long long size, long long used, long long expires,
+               bint only_new=False):
+    """Insert or update (the loader: only_new).  The hash of the entry
+    evicted to make room, or 0."""
+    return kz_put(<KzHdr*><size_t>_kz_addr(buf), h, size, used, expires, only_new)
+
+
+def kz_get(buf, unsigned long long h):
+    """(size, last use (ms), expiry (s)) of a key the index holds, else None."""
+    cdef KzEnt* e = kz_find(<KzHdr*><size_t>_kz_addr(buf), h)
+    if e == NULL:
+        return None
+    return e.size, <long long>e.used, <long long>(e.meta >> 1)
+
+
+def kz_del_key(buf, unsigned long long h):
+    kz_del(<KzHdr*><size_t>_kz_addr(buf), h)
+
+
+def kz_touch_key(buf, unsigned long long h, long long now):
+    kz_touch(<KzHdr*><size_t>_kz_addr(buf), h, now)
+
+
+def kz_stats(buf):
+    """keys, bytes, slots, loaded, skipped (lookups answered without the
+    file system), full_evictions."""
+    cdef KzHdr* z = <KzHdr*><size_t>_kz_addr(buf)
+    cdef KzEnt* t = kz_slots(z)
+    cdef unsigned long long i, keys = 0, nbytes = 0
+    with nogil:
+        for i in range(z.nslots):
+            if rp_kz_load(&t[i].hash) and (rp_kz_load(&t[i].meta) & KZ_VALID):
+                keys += 1
+                nbytes += t[i].size
+    return {"keys": keys, "bytes": nbytes, "slots": z.nslots, "loaded": bool(z.loaded),
+            "skipped": z.skipped, "full_evictions": z.full_evictions}
+
+
+cdef struct KzVictim:
+    unsigned long long used
+    unsigned long long size
+    unsigned long long hash
+    unsigned long long slot
+
+
+cdef int kz_cmp_used(const void* a, const void* b) noexcept nogil:
+    cdef unsigned long long x = (<KzVictim*>a).used, y = (<KzVictim*>b).used
+    return -1 if x < y else (1 if x > y else 0)
+
+
+def kz_evict(buf, long long unused_before, unsigned long long max_size):
+    """The manager's pass over the index: clear the entries last used
+    before `unused_before` (unix ms; 0: none), then, while the rest is over max_size
+    (0: no limit), the least recently used.  Returns (hashes cleared: their
+    files are the caller's to remove, bytes kept)."""
+    cdef KzHdr* z = <KzHdr*><size_t>_kz_addr(buf)
+    cdef KzEnt* t = kz_slots(z)
+    cdef unsigned long long i, h, total = 0, n = 0, k
+    cdef KzVictim* v = NULL
+    out = []
+    for i in range(z.nslots):
+        h = rp_kz_load(&t[i].hash)
+        if h == 0 or not (rp_kz_load(&t[i].meta) & KZ_VALID):
+            continue
+        if unused_before > 0 and <long long>rp_kz_load(&t[i].used) < unused_before:
+            kz_clear(&t[i], h)
+            out.append(h)
+            continue
+        total += t[i].size
+        n += 1
+    if max_size == 0 or total <= max_size or n == 0:
+        return out, total
+    v = <KzVictim*>malloc(n * sizeof(KzVictim))
+    if v == NULL:
+        raise MemoryError()
+    try:
+        k = 0
+        for i in range(z.nslots):
+            h = rp_kz_load(&t[i].hash)
+            if h == 0 or not (rp_kz_load(&t[i].meta) & KZ_VALID) or k == n:
+                continue
+            v[k].used = rp_kz_load(&t[i].used)
+            v[k].size = t[i].size
+            v[k].hash = h
+            v[k].slot = i
+            k += 1
+        qsort(v, k, sizeof(KzVictim), kz_cmp_used)
+        for i in range(k):
+            if total <= max_size:
+                break
+            if rp_kz_load(&t[v[i].slot].hash) != v[i].hash:
+                continue            # changed meanwhile
+            kz_clear(&t[v[i].slot], v[i].hash)
+            out.append(v[i].hash)
+            total -= v[i].size if v[i].size < total else total
+    finally:
+        free(v)
+    return out, total
+
+
+def rule_set_cache(int server, int vhost, int index, str path, bint lock=False, stale=(), kz=None):
+    """A rule's cache = NAME: the cache's directory, cache-lock, cache-use-stale,
+    its keys zone (the buffer the master mapped; None: no index)."""
     cdef RuleRt* r = &g_servers[server].vhosts[vhost].rules[index]
     cdef CacheRt* c = <CacheRt*>calloc(1, sizeof(CacheRt))
+    cdef _KzZone keep
     if c == NULL:
         raise MemoryError()
+    if kz is not None:
+        keep = _KzZone()
+        keep.buf = kz
+        keep.view = kz
+        c.kz = <KzHdr*><size_t>_kz_addr(kz)
+        g_kz_keep.append(keep)
     _copy_cstr(c.path, 480, path.encode())
     c.lock = lock
     c.stale = (STALE_ERROR if "error" in stale else 0) | (STALE_TIMEOUT if "timeout" in stale else 0) \

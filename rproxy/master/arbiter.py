@@ -35,7 +35,7 @@ from typing import Callable, Optional
 from .. import errorlog, limits
 from .. import worker as worker_mod
 from ..config.model import Config
-from ..cache_manager import CacheManager
+from ..cache_manager import CacheManager, zones_for
 from . import StartupError, logfiles, privileges
 from .listeners import BoundListener, bind, bind_error_message, listener_key
 
@@ -183,6 +183,7 @@ class Arbiter:
     def spawn_worker(self, cfg: Config, generation: int, index: int) -> None:
         fds = self.listener_fds(cfg, index)
         limits.zone_for(cfg)            # the rate limit zone, mapped before the fork (rproxy/limits.py)
+        zones_for(cfg)                  # the caches' keys zones, likewise (rproxy/cache_manager.py)
         metrics = self.obs.slot_for(cfg, pending=generation != self.generation)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         master_pid = os.getpid()
@@ -613,6 +614,8 @@ class Arbiter:
             deadlines.append(self.respawn_at)
         if self.obs.next_deadline() is not None:
             deadlines.append(self.obs.next_deadline())
+        if self.cache_manager.next_deadline(now) is not None:
+            deadlines.append(now)       # a cache's index is loading: in slices, between the other duties
         return max(0.0, min([now + 1.0, *deadlines]) - now)
 
     def wait(self, timeout: float) -> None:

@@ -138,7 +138,15 @@ def snapshot(cfg, zones, process: dict, certificates: list) -> dict:
     workers.sort(key=lambda w: (w["generation"], w["index"]))
     return {"version": SCHEMA_VERSION, "time": time.time(), "process": process, "workers": workers,
             "servers": servers, "rules": rules, "downstreams": downstreams, "certificates": certificates,
-            "rate_limits": _rate_limits(cfg)}
+            "rate_limits": _rate_limits(cfg), "caches": _caches(cfg)}
+
+
+def _caches(cfg) -> list:
+    """Each cache's keys zone (the shared index): keys, bytes, slots, loaded,
+    skipped (lookups answered without the file system), full_evictions."""
+    from ..cache_manager import index_stats
+
+    return index_stats(cfg)
 
 
 def _rate_limits(cfg) -> list:
@@ -275,6 +283,21 @@ def prometheus(s: dict) -> str:
              [({}, p["workers_configured"])])
     o.family("rproxy_worker_restarts_total", "counter", "Workers that died and were replaced",
              [({}, p["worker_restarts"])])
+    cs = s.get("caches", [])
+    o.family("rproxy_cache_index_keys", "gauge", "Entries in the cache's shared index (keys-zone)",
+             ((dict(cache=c["name"]), c["keys"]) for c in cs))
+    o.family("rproxy_cache_index_bytes", "gauge", "Bytes of the entries the cache's index holds (header and body)",
+             ((dict(cache=c["name"]), c["bytes"]) for c in cs))
+    o.family("rproxy_cache_index_capacity", "gauge", "Keys the cache's index can hold (keys-zone / 32 bytes)",
+             ((dict(cache=c["name"]), c["slots"]) for c in cs))
+    o.family("rproxy_cache_index_loaded", "gauge", "1 once the loader has read the cache's entry files into the "
+             "index (until then a lookup the index cannot answer asks the file system)",
+             ((dict(cache=c["name"]), int(c["loaded"])) for c in cs))
+    o.family("rproxy_cache_index_misses_total", "counter", "Lookups the index answered as a miss without opening "
+             "a file", ((dict(cache=c["name"]), c["skipped"]) for c in cs))
+    o.family("rproxy_cache_index_full_evictions_total", "counter", "Entries evicted because the index had no "
+             "free slot for a new key (the least recently used of its probe window)",
+             ((dict(cache=c["name"]), c["full_evictions"]) for c in cs))
     o.family("rproxy_generation", "gauge", "Configuration generation being served", [({}, p["generation"])])
     o.family("rproxy_reloads_total", "counter", "Reloads by result",
              [({"result": "ok"}, p["reloads"]["ok"]), ({"result": "failed"}, p["reloads"]["failed"])])

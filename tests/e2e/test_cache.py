@@ -613,3 +613,145 @@ server {{
         assert (c["HIT"], c["MISS"], c["BYPASS"], c["STALE"]) == (2, 2, 1, 0)   # (the 504 was a MISS)
     finally:
         ds.close()
+
+
+# ---- keys zone: the shared index ------------------------------------------------------
+
+def kz_conf(port, dport, path, status_port, zone="64k", workers=2, extra=""):
+    return f"""
+workers = {workers}
+cache c {{ path = "{path}"  keys-zone = {zone} {extra} }}
+status {{ addr = 127.0.0.1  port = {status_port} }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {dport}  connections = 4 }}
+    vhost "*" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c }} }}
+}}
+"""
+
+
+def index_metrics(status_port) -> dict:
+    """rproxy_cache_index_* of cache c, by name without the prefix."""
+    text = subprocess.run(["curl", "-s", f"http://127.0.0.1:{status_port}/metrics"], capture_output=True,
+                          text=True, timeout=10).stdout
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("rproxy_cache_index_") and '{cache="c"}' in line:
+            name, v = line.rsplit(" ", 1)
+            out[name[len("rproxy_cache_index_"):name.index("{")]] = float(v)
+    return out
+
+
+def wait_index(status_port, pred, what):
+    deadline = time.monotonic() + 10
+    while True:
+        m = index_metrics(status_port)
+        if m and pred(m):
+            return m
+        assert time.monotonic() < deadline, f"{what}: {m}"
+        time.sleep(0.05)
+
+
+def entry_files(path) -> list:
+    return [n for n in os.listdir(path) if len(n) == 16 and not n.startswith(".")]
+
+
+def test_keys_zone_misses_without_the_file_system_survives_reload_and_restart(tmp_path):
+    """Lookups ask the index first: a key it does not know is a miss even
+    when a valid entry file sits at its name (the file is never opened); a
+    reload keeps the index (no second load); a restart rebuilds it from the
+    files with the loader, and the loaded entries are hits."""
+    import signal
+
+    from support.master import wait_generation
+
+    ds = Downstream(handler=handler)
+    path = tmp_path / "kz"
+    port, sp = free_port(), free_port()
+    p = Rproxy(kz_conf(port, ds.port, path, sp), tmp_path, port=port, name="kz1")
+    try:
+        m = wait_index(sp, lambda m: m["loaded"] == 1, "the loader of an empty cache")
+        assert m["capacity"] == (64 * 1024 - 64) // 32 and m["keys"] == 0
+        host, k1, k2 = "kz.test", "/k1?cc=max-age=600", "/k2?cc=max-age=600"
+        assert get(port, k1, host=host)[1]["X-Cache"] == "MISS"
+        assert get(port, k1, host=host)[1]["X-Cache"] == "HIT"
+        assert get(port, k2, host=host)[1]["X-Cache"] == "MISS"
+        f2 = path / f"{fnv('http://' + host + k2):016x}"
+        saved = f2.read_bytes()
+        m = wait_index(sp, lambda m: m["keys"] == 2, "two keys")
+        assert m["bytes"] == sum((path / n).stat().st_size for n in entry_files(path))
+        get(port, k2, host=host, method="DELETE", headers={"Content-Length": "0"})    # invalidates
+        assert not f2.exists()
+        f2.write_bytes(saved)                   # a valid, fresh entry behind the index's back
+        before = index_metrics(sp)["misses_total"]
+        assert get(port, k2, host=host)[1]["X-Cache"] == "MISS"         # never opened: a file lookup would hit
+        assert seen(host, k2) == 3 and index_metrics(sp)["misses_total"] > before   # GET, DELETE, GET
+        assert get(port, k2, host=host)[1]["X-Cache"] == "HIT"          # stored again, indexed
+        # a reload of the same size keeps the index: no loader, hits at once
+        p.signal(signal.SIGHUP)
+        wait_generation(p.pid, 2, 2)
+        assert index_metrics(sp)["loaded"] == 1
+        assert get(port, k1, host=host)[1]["X-Cache"] == "HIT"
+        assert p.read_log().count("index loaded") == 1
+        # a new size: a new zone, filled by the loader
+        with open(p.conf, "w") as f:
+            f.write(kz_conf(port, ds.port, path, sp, zone="128k"))
+        p.signal(signal.SIGHUP)
+        wait_generation(p.pid, 3, 2)
+        m = wait_index(sp, lambda m: m["capacity"] == (128 * 1024 - 64) // 32 and m["loaded"] == 1,
+                       "the loader of the new zone")
+        assert m["keys"] == 2 and p.read_log().count("index loaded, 2 entries") == 1
+        assert get(port, k1, host=host)[1]["X-Cache"] == "HIT"
+        assert_quiet(p)
+    finally:
+        p.stop()
+    # a restart: the loader fills a new index from the files
+    p = Rproxy(kz_conf(port, ds.port, path, sp), tmp_path, port=port, name="kz2")
+    try:
+        m = wait_index(sp, lambda m: m["loaded"] == 1, "the loader after a restart")
+        assert m["keys"] == len(entry_files(path)) == 2
+        assert "index loaded, 2 entries" in p.read_log()
+        assert get(port, k1, host=host)[1]["X-Cache"] == "HIT"          # known to the index: loaded
+        assert get(port, k2, host=host)[1]["X-Cache"] == "HIT"
+        assert seen(host, k1) == 1
+        assert_quiet(p)
+    finally:
+        p.stop()
+        ds.close()
+
+
+def test_keys_zone_full_evicts_the_least_recently_used(tmp_path):
+    """More keys than a 64k index holds (2046): a store that finds its
+    probe window full evicts the window's least recently used entry and
+    its file; a key kept in use stays; the index and the directory agree."""
+    ds = Downstream(handler=handler)
+    path = tmp_path / "full"
+    port, sp = free_port(), free_port()
+    p = Rproxy(kz_conf(port, ds.port, path, sp, workers=1), tmp_path, port=port, name="kzfull")
+    try:
+        wait_index(sp, lambda m: m["loaded"] == 1, "the loader")
+        host, hot = "full.test", "/hot?cc=max-age=600"
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def one(t):
+            c.request("GET", t, headers={"Host": host})
+            r = c.getresponse()
+            r.read()
+            return r.headers["X-Cache"]
+        assert one(hot) == "MISS"
+        for i in range(2600):
+            assert one(f"/f{i}?cc=max-age=600") == "MISS"
+            if i % 25 == 0:
+                time.sleep(0.03)                # distinct "last used" times (ms, coarse clock)
+                assert one(hot) == "HIT"
+        c.close()
+        m = wait_index(sp, lambda m: m["full_evictions_total"] > 0, "evictions of a full index")
+        assert m["keys"] <= m["capacity"] and m["keys"] == len(entry_files(path))
+        assert m["keys"] + m["full_evictions_total"] == 2601
+        assert get(port, hot, host=host)[1]["X-Cache"] == "HIT"
+        assert get(port, "/f2599?cc=max-age=600", host=host)[1]["X-Cache"] == "HIT"
+        assert_quiet(p)
+    finally:
+        p.stop()
+        ds.close()

@@ -84,7 +84,7 @@ ACTIVE = {
     D.MAIN: "workers accept-spread daemonize rootdir user group max-nofile memtrim-sz pidfile shutdown-timeout server "
             "error-log log-level access-log-buffer access-log-flush status reload-on-change temp-dir state-dir cache "
             "rate-limit-zone rate-limit redis acme",
-    D.CACHE: "path max-size inactive",
+    D.CACHE: "path max-size keys-zone inactive",
     D.STATUS: "addr port allow",
     D.ACME: "directory email state-dir challenge ca renew-before",
     D.RATE_LIMIT: "key rate burst mode store",
