@@ -105,6 +105,8 @@ cdef enum:
     XF_BUFFERED = 0x10000         # request buffering read the whole body ahead
     XF_SENT_CONTINUE = 0x20000    # rproxy answered Expect: 100-continue itself (not forwarded)
     XF_REFUSE_CLOSE = 0x40000     # refused at admission with a framing fault: its body cannot be skipped, close
+    XF_SPL_LOWAT = 0x80000        # a buffered body spliced under TCP_NOTSENT_LOWAT (splice.pxi)
+    XF_SPL_GRACE = 0x100000       # ... and the client has left a pipe step unsent: dc.conn.timer is its grace
 
 cdef enum:
     HS_NONE = 0

@@ -21,16 +21,22 @@ cdef struct SplicePipe:
 cdef FreeList g_spl_free = FreeList(NULL, 0, 64)   # (32 churned under 50 busy clients)
 cdef int g_spl_size = 1048576
 cdef uint64_t g_splice_min = 65536       # measured: 64 KiB bodies cost 22 % less CPU spliced than copied
-# TCP_NOTSENT_LOWAT on a client socket an unbuffered body is spliced to: the
-# kernel keeps at most this much unsent data queued for the client, so this
-# worker sends the rest itself when the client's window opens (EPOLLOUT)
-# rather than queueing a whole send buffer (up to tcp_wmem's 4 MiB) that the
+# TCP_NOTSENT_LOWAT on a client socket a body is spliced to: the kernel
+# keeps at most this much unsent data queued for the client, so this worker
+# sends the rest itself when the client's window opens (EPOLLOUT) rather
+# than queueing a whole send buffer (up to tcp_wmem's 4 MiB) that the
 # client's own ACKs then transmit (on loopback: in the client's CPU time,
-# which doubled wrk's cost per 1 MiB response; README "Benchmarks").  Not
-# for buffered responses: a smaller queue makes the client look slow sooner
-# and moves the body into the memory buffer and temp file (measured: more
-# CPU than it saves).
+# which doubled wrk's cost per 1 MiB response; README "Benchmarks").
+# With response buffering (the default) a full short queue does not make
+# the client slow at once: it has g_splice_grace_ms to take the pipe's step.
+# One that does not loses the mark (the kernel's whole send buffer queues
+# the body, as without it), and once that is full too the rest of the body
+# moves into the response buffer (rsp_splice_spill), so a slow client holds
+# the downstream connection at most this much longer than before.  (Spilling
+# at once under the mark made every client 128 KiB behind look slow: 512 us
+# per 1 MiB response in the buffer and the temp file, measured.)
 cdef int g_splice_lowat = 131072
+cdef int64_t g_splice_grace_ms = 20
 
 
 cdef SplicePipe* spl_get() noexcept nogil:
@@ -82,8 +88,9 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             dc.conn.flags &= ~DF_SPLICE
             return False
         x.splice_left = dc.conn.parser.content_length
-        if not (x.flags & XF_RESP_BUFFER):
-            setsockopt(uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
+        setsockopt(uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
+        if x.flags & XF_RESP_BUFFER:
+            x.flags |= XF_SPL_LOWAT
     while True:
         while x.spl.len:
             n = splice(x.spl.rfd, NULL, uc.conn.h.fd, NULL, x.spl.len,
@@ -97,6 +104,11 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             if n < 0 and errno == EAGAIN:
                 uc.conn.flags &= ~CN_WRITABLE
                 timer_arm(&uc.conn.timer, uc_write_timeout(uc))
+                if x.flags & XF_SPL_LOWAT:
+                    if not (x.flags & XF_SPL_GRACE):
+                        x.flags |= XF_SPL_GRACE     # the client's grace starts (spl_grace_over)
+                        timer_arm(&dc.conn.timer, g_splice_grace_ms)
+                    return True
                 if x.flags & XF_RESP_BUFFER:
                     n = rsp_splice_spill(dc)    # the client is slow: buffer instead (bodybuf.pxi)
                     if n != 0:
@@ -104,6 +116,9 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
                 return True
             uc_close(uc)
             return True
+        if x.flags & XF_SPL_GRACE:
+            x.flags &= ~XF_SPL_GRACE        # it took the whole step in time
+            timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
         if x.splice_left == 0:
             dc_move_phase(dc, R_DONE)
             dc_response_done(dc)
@@ -131,3 +146,16 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
         else:
             dc_exchange_failed(dc, 502, "read failed mid-response")
             return True
+
+
+cdef void spl_grace_over(DConn* dc) noexcept nogil:
+    """A buffered body's client left a pipe step unsent for g_splice_grace_ms:
+    drop the low-water mark, so the kernel's send buffer queues what it can
+    as it would without it, and go on; once that is full too, dc_splice
+    moves the rest of the body into the response buffer."""
+    cdef Exchange* x = dc.x
+    cdef int zero = 0               # the system default (no mark)
+    x.flags &= ~(XF_SPL_GRACE | XF_SPL_LOWAT)
+    setsockopt(x.uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &zero, sizeof(int))
+    timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
+    dc_splice(dc)
