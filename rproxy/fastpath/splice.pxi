@@ -28,15 +28,18 @@ cdef uint64_t g_splice_min = 65536       # measured: 64 KiB bodies cost 22 % les
 # client's own ACKs then transmit (on loopback: in the client's CPU time,
 # which doubled wrk's cost per 1 MiB response; README "Benchmarks").
 # With response buffering (the default) a full short queue does not make
-# the client slow at once: it has g_splice_grace_ms to take the pipe's step.
-# One that does not loses the mark (the kernel's whole send buffer queues
-# the body, as without it), and once that is full too the rest of the body
-# moves into the response buffer (rsp_splice_spill), so a slow client holds
-# the downstream connection at most this much longer than before.  (Spilling
-# at once under the mark made every client 128 KiB behind look slow: 512 us
-# per 1 MiB response in the buffer and the temp file, measured.)
+# the client slow at once: its socket may stay full for g_splice_grace_ms in
+# all during one response.  Past that it loses the mark (the kernel's whole
+# send buffer queues the body, as without it), and once that is full too
+# the rest of the body moves into the response buffer (rsp_splice_spill):
+# a slow client holds the downstream connection at most that much longer
+# than before, however it paces its reads.  (Spilling at once under the mark
+# made every client 128 KiB behind look slow: 512 us per 1 MiB response in
+# the buffer and the temp file, measured.  Per blocked spell rather than in
+# all, wrk's 50 clients on one saturated core each waited 20-50 ms: a
+# client that keeps a CPU busy is not a slow client.)
 cdef int g_splice_lowat = 131072
-cdef int64_t g_splice_grace_ms = 20
+cdef int64_t g_splice_grace_ms = 100
 
 
 cdef SplicePipe* spl_get() noexcept nogil:
@@ -91,6 +94,7 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
         setsockopt(uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
         if x.flags & XF_RESP_BUFFER:
             x.flags |= XF_SPL_LOWAT
+            x.spl_grace_left = g_splice_grace_ms
     while True:
         while x.spl.len:
             n = splice(x.spl.rfd, NULL, uc.conn.h.fd, NULL, x.spl.len,
@@ -98,6 +102,8 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             if n > 0:
                 x.spl.len -= <uint32_t>n
                 x.log.bytes_out += <uint64_t>n
+                if x.flags & XF_SPL_GRACE:
+                    spl_unblocked(dc, x)
                 continue
             if n < 0 and errno == EINTR:
                 continue
@@ -106,8 +112,9 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
                 timer_arm(&uc.conn.timer, uc_write_timeout(uc))
                 if x.flags & XF_SPL_LOWAT:
                     if not (x.flags & XF_SPL_GRACE):
-                        x.flags |= XF_SPL_GRACE     # the client's grace starts (spl_grace_over)
-                        timer_arm(&dc.conn.timer, g_splice_grace_ms)
+                        x.flags |= XF_SPL_GRACE     # its grace runs (spl_grace_over)
+                        x.spl_blocked_at = g_now
+                        timer_arm(&dc.conn.timer, x.spl_grace_left if x.spl_grace_left > 0 else 1)
                     return True
                 if x.flags & XF_RESP_BUFFER:
                     n = rsp_splice_spill(dc)    # the client is slow: buffer instead (bodybuf.pxi)
@@ -116,9 +123,6 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
                 return True
             uc_close(uc)
             return True
-        if x.flags & XF_SPL_GRACE:
-            x.flags &= ~XF_SPL_GRACE        # it took the whole step in time
-            timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
         if x.splice_left == 0:
             dc_move_phase(dc, R_DONE)
             dc_response_done(dc)
@@ -148,14 +152,26 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             return True
 
 
-cdef void spl_grace_over(DConn* dc) noexcept nogil:
-    """A buffered body's client left a pipe step unsent for g_splice_grace_ms:
-    drop the low-water mark, so the kernel's send buffer queues what it can
-    as it would without it, and go on; once that is full too, dc_splice
-    moves the rest of the body into the response buffer."""
-    cdef Exchange* x = dc.x
+cdef void spl_drop_lowat(Exchange* x) noexcept nogil:
     cdef int zero = 0               # the system default (no mark)
     x.flags &= ~(XF_SPL_GRACE | XF_SPL_LOWAT)
     setsockopt(x.uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &zero, sizeof(int))
+
+
+cdef void spl_unblocked(DConn* dc, Exchange* x) noexcept nogil:
+    """The client's full socket took bytes again: charge the spell to its grace."""
+    x.flags &= ~XF_SPL_GRACE
+    x.spl_grace_left -= g_now - x.spl_blocked_at
+    timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
+    if x.spl_grace_left <= 0:
+        spl_drop_lowat(x)
+
+
+cdef void spl_grace_over(DConn* dc) noexcept nogil:
+    """A buffered body's client kept its socket full for g_splice_grace_ms:
+    drop the low-water mark, so the kernel's send buffer queues what it can
+    as it would without it, and go on; once that is full too, dc_splice
+    moves the rest of the body into the response buffer."""
+    spl_drop_lowat(dc.x)
     timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
     dc_splice(dc)
