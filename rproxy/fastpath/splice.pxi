@@ -2,8 +2,8 @@
 # downstream socket into a pipe, and from the pipe into the client socket.
 # The bytes never enter user space and move in pipe-sized (1 MiB) steps, so
 # a large body costs a handful of syscalls and no copies in the proxy (with
-# response buffering, the default, in steps of response-buffer-size: what
-# the pipe holds must fit the memory buffer if the client turns out slow).
+# response buffering, the default, too, until the client turns out slow;
+# then in steps of response-buffer-size).
 #
 # Used for a Content-Length body of at least g_splice_min bytes (64 KiB:
 # there a spliced body already costs 22 % less worker CPU than a copied one,
@@ -132,8 +132,13 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
         want = <size_t>(x.splice_left if x.splice_left < <uint64_t>g_spl_size else g_spl_size)
         if uc.srv.high_watermark and want > uc.srv.high_watermark:
             want = uc.srv.high_watermark
-        if (x.flags & XF_RESP_BUFFER) and want > uc.srv.response_buffer_size:
-            want = uc.srv.response_buffer_size     # what the pipe holds must fit the memory buffer
+        if x.flags & XF_SPL_LOWAT:
+            # what the pipe holds must fit the response buffer (memory and
+            # temp file) if the client turns out slow: rsp_splice_spill
+            if want > uc.srv.response_buffer_size + uc.srv.max_temp_file_size:
+                want = <size_t>(uc.srv.response_buffer_size + uc.srv.max_temp_file_size)
+        elif (x.flags & XF_RESP_BUFFER) and want > uc.srv.response_buffer_size:
+            want = uc.srv.response_buffer_size     # ... once it is slow, its memory buffer
         n = splice(dc.conn.h.fd, NULL, x.spl.wfd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
         if n > 0:
             x.splice_left -= <uint64_t>n
