@@ -176,7 +176,9 @@ cdef void spl_grace_over(DConn* dc) noexcept nogil:
     """A buffered body's client kept its socket full for g_splice_grace_ms:
     drop the low-water mark, so the kernel's send buffer queues what it can
     as it would without it, and go on; once that is full too, dc_splice
-    moves the rest of the body into the response buffer."""
+    moves the rest of the body into the response buffer.  (dc_read, not
+    dc_splice: once the body moved to the buffer, copying must go on here,
+    as no new readiness of the downstream may come.)"""
     spl_drop_lowat(dc.x)
     timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)
-    dc_splice(dc)
+    dc_read(dc)

@@ -137,3 +137,32 @@ def test_buffered_splice_to_a_stalled_client_frees_the_downstream(start_rproxy, 
     if buffering == "true":
         assert "error" not in p.read_log().lower()
     ds.close()
+
+
+def test_buffered_splice_to_a_client_that_reads_in_slow_sips(start_rproxy, port, tmp_path):
+    """A client that keeps reading, a little at a time with pauses, spends
+    its grace mid-body: the rest of the body switches from the pipe to the
+    response buffer while the client is between reads.  Every byte must
+    arrive in order, and the connection serve the next request."""
+    ds = Downstream()
+    tdir = tmp_path / "bodies"
+    tdir.mkdir()
+    p = start_rproxy(conf(port, ds.port, main=f'temp-dir = "{tdir}"'), port)
+    n = 4 * MIB + 7
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        body = buf[buf.index(b"\r\n\r\n") + 4:]
+        while len(body) < n:
+            d = s.recv(min(256 * KIB, n - len(body)))
+            assert d, f"connection closed after {len(body)} of {n} body bytes"
+            body += d
+            if len(body) < 2 * MIB:
+                time.sleep(0.01)            # ~0.1 s of pauses in all: past the grace
+        assert bytes(body) == payload(n)
+        assert get(s, 64 * KIB + 1) == (200, payload(64 * KIB + 1))
+    assert "error" not in p.read_log().lower()
+    ds.close()
