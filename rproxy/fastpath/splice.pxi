@@ -91,8 +91,10 @@ cdef bint dc_splice(DConn* dc) noexcept nogil:
             dc.conn.flags &= ~DF_SPLICE
             return False
         x.splice_left = dc.conn.parser.content_length
-        setsockopt(uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
-        if x.flags & XF_RESP_BUFFER:
+        if not (x.flags & XF_RESP_BUFFER):
+            setsockopt(uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
+        elif x.splice_left > <uint64_t>g_splice_lowat:     # (it cannot hold a smaller body back)
+            setsockopt(uc.conn.h.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &g_splice_lowat, sizeof(int))
             x.flags |= XF_SPL_LOWAT
             x.spl_grace_left = g_splice_grace_ms
     while True:
