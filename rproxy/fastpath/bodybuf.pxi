@@ -20,6 +20,7 @@ cdef extern from "<fcntl.h>" nogil:
         O_RDWR
         O_TMPFILE
     int open(const char* path, int flags, ...)
+    int fallocate(int fd, int mode, long long offset, long long length)
 
 cdef extern from "<stdlib.h>" nogil:
     int mkostemp(char* template, int flags)
@@ -554,13 +555,26 @@ cdef bint req_spill(UConn* uc) noexcept nogil:
     return uc.conn.rend < uc.conn.rbuf.cap
 
 
+cdef int bb_reserve(BodyBuf* bb, uint64_t n) noexcept nogil:
+    """Room for n more bytes in the temp file, taken now (fallocate), so that
+    writing them cannot run out of space halfway.  0 (also where the file
+    system cannot reserve), or -1 with bb.err set."""
+    if bb.fd < 0 and bb_open_file(bb) < 0:
+        bb.err = errno
+        return -1
+    if fallocate(bb.fd, 0, <long long>bb.fwr, <long long>n) != 0 and errno != EOPNOTSUPP:
+        bb.err = errno
+        return -1
+    return 0
+
+
 cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
     """A spliced body (splice.pxi) met a client that does not keep up: move
-    what the pipe holds into the response buffer's memory (the pipe is
-    filled in steps of at most response-buffer-size while buffering), and go
-    on copying, the parser told how much of the body is left.  1: done, copy
-    from now on; 0: not possible now (keep waiting, as without buffering);
-    -1: failed, the client was closed."""
+    what the pipe holds into the response buffer (memory, then the temp file,
+    its room reserved first: the pipe holds at most what the buffer takes),
+    and go on copying, the parser told how much of the body is left.  1:
+    done, copy from now on; 0: not possible now (keep waiting, as without
+    buffering); -1: failed, the client was closed."""
     cdef Exchange* x = dc.x
     cdef UConn* uc = x.uc
     cdef SplicePipe* p = x.spl
@@ -570,7 +584,10 @@ cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
         uc.rbb = bb_new(uc.srv.response_buffer_size, uc.srv.max_temp_file_size)
         if uc.rbb == NULL:
             return 0
-    if bb_len(uc.rbb) or uc.rbb.mem_max < p.len or not out_empty(&uc.conn.out):
+    if bb_len(uc.rbb) or bb_room(uc.rbb) < p.len or not out_empty(&uc.conn.out):
+        return 0
+    if p.len > uc.rbb.mem_max and bb_reserve(uc.rbb, p.len - uc.rbb.mem_max) < 0:
+        rsp_buffer_failed(uc, uc.rbb)       # no room: the downstream waits for the client
         return 0
     b = buf_get()
     if b == NULL:
@@ -579,9 +596,10 @@ cdef int rsp_splice_spill(DConn* dc) noexcept nogil:
         n = read(p.rfd, bdata(b), min(p.len, b.cap))
         if n < 0 and errno == EINTR:
             continue
-        if n <= 0 or bb_mem_append(uc.rbb, bdata(b), <uint32_t>n) < 0:
+        if n <= 0 or bb_append(uc.rbb, bdata(b), <uint32_t>n) != n:
             buf_put(b)
-            rp_elog(uc_errfd(uc), 3, "response buffering: taking a spliced body over failed: %s", strerror(errno))
+            rp_elog(uc_errfd(uc), 3, "response buffering: taking a spliced body over failed: %s",
+                    strerror(uc.rbb.err if uc.rbb.err else errno))
             uc_close(uc)
             return -1
         p.len -= <uint32_t>n

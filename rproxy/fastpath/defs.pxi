@@ -105,6 +105,8 @@ cdef enum:
     XF_BUFFERED = 0x10000         # request buffering read the whole body ahead
     XF_SENT_CONTINUE = 0x20000    # rproxy answered Expect: 100-continue itself (not forwarded)
     XF_REFUSE_CLOSE = 0x40000     # refused at admission with a framing fault: its body cannot be skipped, close
+    XF_SPL_LOWAT = 0x80000        # a buffered body spliced under TCP_NOTSENT_LOWAT (splice.pxi)
+    XF_SPL_GRACE = 0x100000       # ... and the client's socket is full now: dc.conn.timer ends its grace
 
 cdef enum:
     HS_NONE = 0
@@ -318,6 +320,8 @@ cdef struct Exchange:
     SplicePipe* spl              # splice relay of a large body (see splice.pxi)
     BodyBuf* qbb            # request body read ahead beyond the client's read buffer (bodybuf.pxi)
     uint64_t splice_left
+    int64_t spl_blocked_at       # g_now when the client's socket filled (XF_SPL_GRACE)
+    int64_t spl_grace_left       # ms it may still stay blocked under the mark (splice.pxi)
     XLog log
     Header req[HDR_CAP]
     Header resp[HDR_CAP]

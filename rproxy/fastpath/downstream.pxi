@@ -833,6 +833,9 @@ cdef void dc_on_timer(DConn* dc) noexcept nogil:
                                     # (an extra connection idle that long is closed: pool.pxi)
     elif st == D_ACTIVE:
         x = dc.x
+        if x.flags & XF_SPL_GRACE:
+            spl_grace_over(dc)      # a spliced body's client stayed blocked (splice.pxi)
+            return
         if not out_empty(&x.uc.conn.out):
             timer_arm(&dc.conn.timer, dc.ds.read_timeout_ms)   # the client is slow, not the downstream
             return
