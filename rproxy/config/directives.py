@@ -480,7 +480,7 @@ def t_media_types(v, ctx=None) -> tuple:
     return tuple(out)
 
 
-_STALE = ("error", "timeout", "updating")
+_STALE = ("error", "timeout", "updating", "http_500", "http_502", "http_503", "http_504")
 
 
 def t_stale(v, ctx=None) -> tuple:
@@ -490,7 +490,7 @@ def t_stale(v, ctx=None) -> tuple:
         c = s.text.strip().lower()
         if c not in _STALE:
             raise ConfigError(f"unknown cache-use-stale condition {s.text!r}", s.pos,
-                              hint="error, timeout or updating")
+                              hint="error, timeout, updating, http_500, http_502, http_503 or http_504")
         out.append(c)
     return tuple(out)
 
@@ -899,7 +899,8 @@ TABLE: tuple[Directive, ...] = (
     _d("cache-lock", RULE, "bool", False, "one request fills a missing entry; the others wait for it "
        "(up to 5 s, then go to the downstream without storing)", origin="rproxy"),
     _d("cache-use-stale", RULE, "stale list", (), "serve a stale entry on a downstream error (502/503), timeout "
-       "(504), or while another request updates it", origin="rproxy"),
+       "(504), while another request updates it (updating), or instead of the downstream's own 500/502/503/504 "
+       "(http_500...)", origin="rproxy"),
     # ---- serving and shaping at the edge (issue 20, edge.pxi / static.pxi) --
     _d("root", RULE, "path", None, "serve files from this directory (GET/HEAD; a uri-prefix maps onto it); "
        "a miss goes to the rule's downstreams when it has some", origin="rproxy"),

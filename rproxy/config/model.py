@@ -179,7 +179,7 @@ class Rule:
     compress_min_size: int = 256
     cache: Optional[str] = None          # the name of a `cache` block
     cache_lock: bool = False
-    cache_use_stale: tuple[str, ...] = ()   # error, timeout, updating
+    cache_use_stale: tuple[str, ...] = ()   # error, timeout, updating, http_500, http_502, http_503, http_504
     rate_limit: tuple[str, ...] = ()     # names of top-level rate limits
     deny: bool = False                   # path blocking: answered with deny_status
     deny_status: int = 403

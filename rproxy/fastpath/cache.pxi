@@ -88,6 +88,10 @@ cdef enum:
     STALE_ERROR = 1
     STALE_TIMEOUT = 2
     STALE_UPDATING = 4
+    STALE_HTTP_500 = 8      # the downstream's own answer with that status
+    STALE_HTTP_502 = 16
+    STALE_HTTP_503 = 32
+    STALE_HTTP_504 = 64
 
 cdef enum:
     # CacheHdr.eflags
@@ -119,7 +123,7 @@ cdef struct CacheHdr:
     int64_t age0            # its Age header
     int64_t lifetime        # freshness lifetime, seconds
     uint32_t eflags         # EF_*
-    uint32_t pad
+    uint32_t swr1           # RFC 5861 stale-while-revalidate seconds + 1 (0 = none; at most 2^31)
     uint64_t gen            # a Vary marker's generation
     int64_t stale_if_error  # RFC 5861, -1 = none
 
@@ -785,8 +789,8 @@ cdef bint cache_lookup(UConn* uc, Exchange* x, CcDirs* req) noexcept nogil:
             memcpy(cx.val + cx.val_len + 19, v, vl)
             memcpy(cx.val + cx.val_len + 19 + vl, "\r\n", 2)
             cx.val_len += 21 + vl
-    stale_ok = (c.stale & STALE_UPDATING) and not (ch.eflags & (EF_MUST_REVALIDATE | EF_NO_CACHE)) \
-        and not (x.cflags & CF_NO_LOOKUP)
+    stale_ok = ((c.stale & STALE_UPDATING) or (ch.swr1 and age - ch.lifetime < <int64_t>ch.swr1)) \
+        and not (ch.eflags & (EF_MUST_REVALIDATE | EF_NO_CACHE)) and not (x.cflags & CF_NO_LOOKUP)
     if (c.lock or stale_ok) and not (x.cflags & CF_NO_LOOKUP):
         r = cache_lock_take(c, x)
         if r == 0 and stale_ok:
@@ -1201,41 +1205,95 @@ cdef void cache_req_extra(W* w, Exchange* x) noexcept nogil:
     w_put(w, cx.val, cx.val_len)
 
 
+cdef uint8_t stale_http_bit(int status) noexcept nogil:
+    if status == 500:
+        return STALE_HTTP_500
+    if status == 502:
+        return STALE_HTTP_502
+    if status == 503:
+        return STALE_HTTP_503
+    if status == 504:
+        return STALE_HTTP_504
+    return 0
+
+
+cdef Buf* cache_stale_head(Exchange* x, int status, bint answered, int64_t* age) noexcept nogil:
+    """The stale entry's start (a Buf: CacheHdr | key | head) when
+    cache-use-stale or the entry's stale-if-error allows answering with it
+    instead of `status`: the downstream's own answer (answered: http_500...)
+    or the proxy's for a failure (error: 502/503, timeout: 504); else NULL."""
+    cdef CacheRt* c = <CacheRt*>x.rule.cache
+    cdef CacheX* cx = <CacheX*>x.cx
+    cdef Buf* b
+    cdef CacheHdr* ch
+    cdef bint ok
+    if x.cst != CS_EXPIRED or cx == NULL or cx.old_fd < 0 or (x.flags & XF_RESP_STARTED) or status < 500 \
+            or (x.cflags & CF_NO_LOOKUP):
+        return NULL
+    b = buf_get()
+    if b == NULL:
+        return NULL
+    ch = <CacheHdr*>bdata(b)
+    if pread(cx.old_fd, bdata(b), b.cap, 0) < <ssize_t>cx.old_hdr or (ch.eflags & (EF_MUST_REVALIDATE | EF_NO_CACHE)):
+        buf_put(b)
+        return NULL
+    age[0] = entry_age(ch, time(NULL))
+    if answered:
+        ok = (c.stale & stale_http_bit(status)) != 0
+    else:
+        ok = (c.stale & (STALE_TIMEOUT if status == 504 else STALE_ERROR)) != 0
+    if not ok and ch.stale_if_error >= 0 and age[0] - ch.lifetime <= ch.stale_if_error:
+        ok = not answered or stale_http_bit(status) != 0     # RFC 5861 4: 500, 502, 503, 504
+    if not ok:
+        buf_put(b)
+        return NULL
+    return b
+
+
+cdef void cache_serve_stale(UConn* uc, Exchange* x, Buf* b, int64_t age, int status) noexcept nogil:
+    cdef int fd = (<CacheX*>x.cx).old_fd
+    rp_elog(x_errfd(x), 4, "cache: downstream answer %d replaced by a stale entry (%lld s old)", status,
+            <long long>age)
+    (<CacheX*>x.cx).old_fd = -1
+    (<CacheX*>x.cx).val_len = 0
+    cache_serve(uc, x, fd, b, age, CS_STALE)
+
+
 cdef bint cache_stale_answer(UConn* uc, Exchange* x, int status) noexcept nogil:
     """uc_respond: the downstream failed (502/503) or timed out (504): answer
     with the stale entry when cache-use-stale (or the entry's
     stale-if-error) allows it."""
-    cdef CacheRt* c
-    cdef CacheX* cx = <CacheX*>x.cx
+    cdef int64_t age = 0
     cdef Buf* b
-    cdef CacheHdr* ch
-    cdef int fd
-    cdef int64_t now, age
-    cdef bint ok
-    if x.cst != CS_EXPIRED or cx == NULL or cx.old_fd < 0 or (x.flags & XF_RESP_STARTED) or status < 500 \
-            or (x.cflags & CF_NO_LOOKUP) or x.dc != NULL:
+    if x.dc != NULL:
         return False
-    c = <CacheRt*>x.rule.cache
-    b = buf_get()
+    b = cache_stale_head(x, status, False, &age)
     if b == NULL:
         return False
-    fd = cx.old_fd
-    if pread(fd, bdata(b), b.cap, 0) < <ssize_t>cx.old_hdr:
-        buf_put(b)
+    cache_serve_stale(uc, x, b, age, status)
+    return True
+
+
+cdef bint cache_stale_instead(DConn* dc, Exchange* x) noexcept nogil:
+    """The downstream answered a stale entry's request with 500/502/503/504:
+    when cache-use-stale http_5xx (or the entry's stale-if-error) allows it,
+    the client gets the stale entry instead; the downstream connection,
+    with the unread rest of its answer, is closed.  True when done so."""
+    cdef int64_t age = 0
+    cdef Buf* b
+    if x.pnext != NULL or stale_http_bit(x.status) == 0:
         return False
-    ch = <CacheHdr*>bdata(b)
-    now = time(NULL)
-    age = entry_age(ch, now)
-    ok = (status == 504 and (c.stale & STALE_TIMEOUT)) or (status != 504 and (c.stale & STALE_ERROR)) \
-        or (ch.stale_if_error >= 0 and age - ch.lifetime <= ch.stale_if_error)
-    if not ok or (ch.eflags & (EF_MUST_REVALIDATE | EF_NO_CACHE)):
-        buf_put(b)
+    b = cache_stale_head(x, x.status, True, &age)
+    if b == NULL:
         return False
-    rp_elog(x_errfd(x), 4, "cache: downstream answer %d replaced by a stale entry (%lld s old)", status,
-            <long long>age)
-    cx.old_fd = -1
-    cx.val_len = 0
-    cache_serve(uc, x, fd, b, age, CS_STALE)
+    if x.cz != NULL:
+        cz_put(<CompStream*>x.cz)   # (the compression stage had taken the 5xx)
+        x.cz = NULL
+    x.cz_flags = 0
+    dc.conn.flags |= DF_NO_REUSE
+    dc_detach(dc)
+    dc_recycle(dc)
+    cache_serve_stale(x.uc, x, b, age, x.status)
     return True
 
 
@@ -1265,6 +1323,13 @@ cdef uint32_t entry_eflags(RespFacts* f) noexcept nogil:
     if f.has_validator:
         e |= EF_VALIDATOR
     return e
+
+
+cdef uint32_t swr_plus1(RespFacts* f) noexcept nogil:
+    cdef int64_t v = f.cc.stale_while_revalidate
+    if v == CC_UNSET or v < 0:
+        return 0
+    return <uint32_t>(v + 1 if v < 2147483647 else 2147483648)
 
 
 cdef int cache_write_tmp(CacheRt* c, Exchange* x, const char* p, uint32_t n, uint64_t* seq) noexcept nogil:
@@ -1463,6 +1528,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     ch.date = f.date
     ch.age0 = f.age
     ch.stale_if_error = f.cc.stale_if_error
+    ch.swr1 = swr_plus1(&f)
     memcpy(bdata(hb), &ch, sizeof(CacheHdr))
     memcpy(bdata(hb) + sizeof(CacheHdr), key, klen)
     fd = cache_write_tmp(c, x, bdata(hb), ch.hdr_len, &x.cseq)
@@ -1576,6 +1642,7 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
     ch.lifetime = fresh_lifetime(&f, ch.resp_time)
     ch.eflags = entry_eflags(&f)
     ch.stale_if_error = f.cc.stale_if_error
+    ch.swr1 = swr_plus1(&f)
     if f.cc.flags & CC_NO_CACHE:
         ch.lifetime = 0
     memcpy(bdata(nb), &ch, sizeof(CacheHdr))
@@ -1870,7 +1937,9 @@ def rule_set_cache(int server, int vhost, int index, str path, bint lock=False, 
     _copy_cstr(c.path, 480, path.encode())
     c.lock = lock
     c.stale = (STALE_ERROR if "error" in stale else 0) | (STALE_TIMEOUT if "timeout" in stale else 0) \
-        | (STALE_UPDATING if "updating" in stale else 0)
+        | (STALE_UPDATING if "updating" in stale else 0) | (STALE_HTTP_500 if "http_500" in stale else 0) \
+        | (STALE_HTTP_502 if "http_502" in stale else 0) | (STALE_HTTP_503 if "http_503" in stale else 0) \
+        | (STALE_HTTP_504 if "http_504" in stale else 0)
     r.cache = c
 
 

@@ -748,6 +748,8 @@ cdef int dc_on_response_head(DConn* dc) noexcept nogil:
     if x.rule.comp != NULL:
         comp_on_response_head(dc, x, &close_client)
     if x.cst:
+        if cache_stale_instead(dc, x):
+            return -1               # a stale entry answers instead of the downstream's 5xx (cache.pxi)
         cache_on_response_head(dc, x)
     if close_client:
         uc.conn.flags |= UF_CLOSE_AFTER

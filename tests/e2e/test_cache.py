@@ -31,7 +31,8 @@ def handler(req, s):
     etag=V / lm=1 add a validator; a request whose If-None-Match /
     If-Modified-Since matches gets a 304 (Cache-Control: cc304, default
     max-age=60) unless no304=1; slow2=MS waits from the second request on,
-    die2=1 closes without answering from the second request on."""
+    die2=1 closes without answering from the second request on, s2=N
+    answers with status N from the second request on."""
     u = urllib.parse.urlsplit(req.target)
     q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
     key = (req.header("Host"), req.target)
@@ -46,6 +47,8 @@ def handler(req, s):
     if q.get("ms"):
         time.sleep(int(q["ms"][0]) / 1000)
     status = int(req.header("X-Status") or q.get("status", ["200"])[0])
+    if n >= 2 and q.get("s2"):
+        status = int(q["s2"][0])
     size = int(q.get("len", ["0"])[0])
     body = f"{req.method} {req.header('Host')} {req.target} #{n}\n".encode()
     body += bytes(i % 251 for i in range(size))
@@ -565,6 +568,65 @@ server {{
         assert (st, h["X-Cache"], body) == (200, "STALE", bodies[err])
         st, _, _ = get(port, err, host=host, headers={"Cache-Control": "only-if-cached"})
         assert st == 504                            # stale, and not a downstream failure: no stale answer
+    finally:
+        ds.close()
+
+
+def test_stale_instead_of_a_downstream_5xx_and_rfc5861(start_rproxy, port, tmp_path):
+    """cache-use-stale http_500 / http_503: the downstream's own answer with
+    that status is replaced by the stale entry (http_502 not listed: passed
+    on); a stored stale-if-error does the same without the directive;
+    stale-while-revalidate gives UPDATING answers while one request
+    refreshes; must-revalidate never; a downstream gone: error."""
+    ds = Downstream(handler=handler)
+    path = tmp_path / "c"
+    start_rproxy(f"""
+workers = 1
+cache c {{ path = "{path}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    downstream d {{ addr = 127.0.0.1  port = {ds.port}  max-fails = 0 }}
+    vhost "h.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c
+                                 cache-use-stale = {{ error, http_500, http_503 }} }} }}
+    vhost "n.test" {{ rule app {{ uri-prefix = "/"  downstreams = {{ d }}  cache = c }} }}
+}}
+""", port)
+    try:
+        h, n = "h.test", "n.test"
+        cases = [(h, "/a?cc=max-age=1&s2=503"), (h, "/b?cc=max-age=1&s2=502"),
+                 (h, "/f?cc=max-age=1,must-revalidate&s2=503"), (h, "/g?cc=max-age=1"),
+                 (n, "/c?cc=max-age=1,stale-if-error=60&s2=500"), (n, "/d?cc=max-age=1&s2=500"),
+                 (n, "/e?cc=max-age=1,stale-while-revalidate=30&slow2=700")]
+        first = {}
+        for host, t in cases:
+            st, hd, body = get(port, t, host=host)
+            assert (st, hd["X-Cache"]) == (200, "MISS")
+            first[t] = body
+        time.sleep(1.2)
+        st, hd, body = get(port, cases[0][1], host=h)
+        assert (st, hd["X-Cache"], body) == (200, "STALE", first[cases[0][1]])
+        assert seen(h, cases[0][1]) == 2
+        assert get(port, cases[1][1], host=h)[:2][0] == 502          # http_502 is not listed
+        assert get(port, cases[2][1], host=h)[0] == 503              # must-revalidate: never stale
+        st, hd, body = get(port, cases[4][1], host=n)                # stale-if-error=60, stored
+        assert (st, hd["X-Cache"], body) == (200, "STALE", first[cases[4][1]])
+        assert get(port, cases[5][1], host=n)[0] == 500
+        t = cases[6][1]                                              # stale-while-revalidate=30
+        res = {}
+        th = threading.Thread(target=lambda: res.setdefault("a", get(port, t, host=n)))
+        th.start()
+        deadline = time.monotonic() + 5
+        while seen(n, t) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        st, hd, body = get(port, t, host=n)
+        assert (st, hd["X-Cache"], body) == (200, "UPDATING", first[t])
+        th.join()
+        assert res["a"][1]["X-Cache"] == "EXPIRED" and res["a"][2].endswith(b"#2\n")
+        ds.close()                                                   # the downstream is gone: error
+        st, hd, body = get(port, cases[3][1], host=h)
+        assert (st, hd["X-Cache"], body) == (200, "STALE", first[cases[3][1]])
     finally:
         ds.close()
 
