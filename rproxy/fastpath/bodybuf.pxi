@@ -298,8 +298,6 @@ cdef int rsp_queue(DConn* dc, UConn* uc) noexcept nogil:
     cdef uint32_t n = dc.fend - dc.conn.fpos
     cdef int64_t k
     if not (x.flags & XF_RESP_BUFFER) or (uc.conn.out.blen == 0 and bb_len(uc.rbb) == 0):
-        if x.cwfd >= 0:
-            cache_tee(x, p, n)      # the cache stores what the client is handed (cache.pxi)
         uc.conn.out.bptr = p
         uc.conn.out.blen = n
         dc.conn.fpos = dc.fend
@@ -316,8 +314,6 @@ cdef int rsp_queue(DConn* dc, UConn* uc) noexcept nogil:
             return -1
         rsp_buffer_failed(uc, uc.rbb)
         k = 0 if k < 0 else k
-    if x.cwfd >= 0 and k > 0:
-        cache_tee(x, p, <uint32_t>k)
     dc.conn.fpos += <uint32_t>k
     return 0
 
@@ -334,8 +330,7 @@ cdef int rsp_hand_on(DConn* dc, UConn* uc) noexcept nogil:
     while True:
         if dc.fend > dc.conn.fpos and rsp_queue(dc, uc) < 0:
             return -1
-        if x.cwfd >= 0 and dc.phase == R_DONE and dc.conn.fpos == dc.fend:
-            cache_commit(x)         # in place before the client has the last byte (it may ask again at once)
+        cache_commit_when_complete(dc, x)   # (cache.pxi)
         if out_empty(&uc.conn.out):
             return 0
         r = uc_pump(uc)

@@ -21,7 +21,8 @@
 #         build_request_head cache_req_extra       validators of a stale entry
 #         dc head           cache_on_response_head  invalidate / 304 merge / start storing
 #         dc head built     cache_on_head_built    a 304 merge: the client gets the stored head
-#         dc_process        cache_tee              body bytes into the temp file
+#         resp_on_body      cache_tee              body bytes (unframed) into the temp file
+#         comp_fill         cache_tee              a compressed variant: the encoder's output
 #         dc_response_done  cache_commit           rename into place
 #         dc_response_done  cache_keeps_x          a 304 merge: the stored body follows
 #         uc_respond        cache_stale_answer     use-stale on a downstream error / timeout
@@ -98,6 +99,10 @@ cdef enum:
     EF_MUST_REVALIDATE = 1  # must-revalidate / proxy-revalidate: never served stale
     EF_NO_CACHE = 2         # no-cache: validated before every use
     EF_VALIDATOR = 4        # has ETag or Last-Modified
+    EF_ADD_LENGTH = 8       # stored without Content-Length (chunked, compressed): hits add body_len's
+
+cdef uint64_t CACHE_UNKNOWN_LEN = 0xffffffffffffffffULL    # x.cleft while storing a body of unknown length
+cdef long CACHE_BODY_LEN_AT = 24    # offset of CacheHdr.body_len in the file (8 + 3 * 4 + 2 * 2)
 
 cdef int64_t CACHE_LOCK_MS = 5000       # how long a request waits for another's lock (nginx: 5 s)
 cdef int64_t CACHE_LOCK_POLL_MS = 20
@@ -140,6 +145,8 @@ cdef struct CacheX:
     Buf* hb                 # CacheHdr | key | head of a 304-merged entry
     uint64_t store_size     # the entry being stored: file size (header + body), for the keys zone
     int64_t store_exp       # and when it stops being fresh (unix s)
+    uint8_t unk_len         # the body's length is known at its end (chunked, compressed): x.cleft counts down
+                            # from CACHE_UNKNOWN_LEN
     char val[1024]
 
 cdef uint64_t g_cache_seq = 0
@@ -699,6 +706,7 @@ cdef bint cache_on_request(UConn* uc, Exchange* x) noexcept nogil:
     cx.store_hash = x.ckey
     cx.store_size = 0
     cx.store_exp = 0
+    cx.unk_len = 0
     cx.wait_until = g_now + CACHE_LOCK_MS
     x.creq_time = time(NULL)
     x.cst = CS_MISS
@@ -1047,6 +1055,9 @@ cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st
     elif mode == 416:
         k = snprintf(num, 96, "Content-Range: bytes */%llu\r\nContent-Length: 0\r\n",
                      <unsigned long long>ch.body_len)
+        w_put(&w, num, k)
+    elif mode == 0 and (ch.eflags & EF_ADD_LENGTH):
+        k = snprintf(num, 96, "Content-Length: %llu\r\n", <unsigned long long>ch.body_len)
         w_put(&w, num, k)
     k = snprintf(num, 32, "%lld", <long long>(age if age > 0 else 0))
     w_put(&w, "Age: ", 5)
@@ -1445,9 +1456,9 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     if x.status == 304 and cx.val_len and cx.old_fd >= 0:
         cache_merge_304(dc, x)
         return
-    if x.cz != NULL or not ((p.flags & F_CONTENT_LENGTH) or x.status == 204) or (x.flags & XF_HEAD_REQ) \
-            or (x.cflags & CF_DONT_STORE):
-        return                      # compressed variants and unknown lengths: not stored
+    if x.cz != NULL or not ((p.flags & (F_CONTENT_LENGTH | F_CHUNKED)) or x.status == 204) \
+            or (x.flags & XF_HEAD_REQ) or (x.cflags & CF_DONT_STORE):
+        return                      # compressed variants and close-delimited bodies: not stored
     resp_facts(base, x.resp, x.nresp, x.status, &f)
     cc_init(&req)
     if x.cflags & CF_NO_STORE:
@@ -1524,6 +1535,8 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     ch.hdr_len = <uint32_t>(w.p - bdata(hb))
     ch.status = x.status
     ch.body_len = p.content_length if p.flags & F_CONTENT_LENGTH else 0
+    if not (p.flags & F_CONTENT_LENGTH) and x.status != 204:
+        ch.eflags |= EF_ADD_LENGTH  # chunked: the length is known at the end (cache_commit)
     ch.req_time = x.creq_time
     ch.date = f.date
     ch.age0 = f.age
@@ -1537,6 +1550,9 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
         return
     x.cwfd = fd
     x.cleft = ch.body_len           # body bytes still to be written
+    if ch.eflags & EF_ADD_LENGTH:
+        cx.unk_len = 1
+        x.cleft = CACHE_UNKNOWN_LEN
     cx.store_size = ch.hdr_len + ch.body_len
     cx.store_exp = kz_expiry(&ch)
     dc.conn.flags &= ~DF_SPLICE          # the body passes through here to be written
@@ -1730,7 +1746,14 @@ cdef void cache_commit(Exchange* x) noexcept nogil:
     cdef char tmp[512]
     cdef char path[512]
     cdef CacheRt* c = <CacheRt*>x.rule.cache
+    cdef CacheX* cx = <CacheX*>x.cx
+    cdef uint64_t blen
     cache_tmp_path(c, x.cseq, tmp)
+    if cx != NULL and cx.unk_len:
+        blen = CACHE_UNKNOWN_LEN - x.cleft      # the whole body is in: its length into the header
+        if pwrite(x.cwfd, &blen, 8, CACHE_BODY_LEN_AT) == 8:
+            x.cleft = 0
+            cx.store_size += blen
     close(x.cwfd)
     x.cwfd = -1
     if x.cleft != 0:
@@ -1749,6 +1772,14 @@ cdef void cache_commit(Exchange* x) noexcept nogil:
     cache_unlock(x)
 
 
+cdef inline void cache_commit_when_complete(DConn* dc, Exchange* x) noexcept nogil:
+    """The response is all read (and encoded): the entry goes into place
+    before the client has the last byte (it may ask again at once)."""
+    if x.cwfd >= 0 and dc.phase == R_DONE and dc.conn.fpos == dc.fend \
+            and (x.cz == NULL or (x.cz_flags & CZF_FINISHED)):
+        cache_commit(x)
+
+
 cdef void cache_free(Exchange* x) noexcept nogil:
     global c_cache_misses
     cdef char tmp[512]
@@ -1761,6 +1792,7 @@ cdef void cache_free(Exchange* x) noexcept nogil:
         x.cwfd = -1
         cache_tmp_path(<CacheRt*>x.rule.cache, x.cseq, tmp)
         unlink(tmp)                 # an unfinished entry
+        rp_elog(x_errfd(x), 5, "cache: the response ended before its body was complete; not stored")
     if x.cst == CS_MISS or x.cst == CS_EXPIRED:
         c_cache_misses += 1
     if cx != NULL:

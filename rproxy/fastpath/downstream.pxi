@@ -607,8 +607,7 @@ cdef void dc_process(DConn* dc) noexcept nogil:
         r = comp_drive(dc)          # the compression stage takes the body (compress.pxi)
         if r <= 0:
             return
-        if x.cwfd >= 0 and dc.phase == R_DONE and dc.conn.fpos == dc.fend:
-            cache_commit(x)
+        cache_commit_when_complete(dc, x)   # (cache.pxi)
         if not out_empty(&uc.conn.out) and uc_pump(uc) < 0:
             return                  # client gone: uc_close abandoned this connection
     elif rsp_hand_on(dc, uc) < 0:

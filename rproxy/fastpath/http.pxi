@@ -271,9 +271,12 @@ cdef int resp_on_header_value(llhttp_t* p, const char* at, size_t n) noexcept no
 
 
 cdef int resp_on_body(llhttp_t* p, const char* at, size_t n) noexcept nogil:
-    # Only used to strip chunk framing for HTTP/1.0 clients: the data is
-    # moved down, in place, to the forwardable end.
+    # Strips chunk framing for HTTP/1.0 clients and the compression stage:
+    # the data is moved down, in place, to the forwardable end.  An entry
+    # being stored (uncompressed) takes the body here, unframed.
     cdef DConn* dc = <DConn*>p.data
+    if dc.x != NULL and dc.x.cwfd >= 0 and dc.x.cz == NULL:
+        cache_tee(dc.x, at, <uint32_t>n)    # (cache.pxi)
     if dc.conn.flags & DF_DECHUNK:
         memmove(bdata(dc.conn.rbuf) + dc.fend, at, n)
         dc.fend += <uint32_t>n

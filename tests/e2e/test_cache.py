@@ -32,7 +32,8 @@ def handler(req, s):
     If-Modified-Since matches gets a 304 (Cache-Control: cc304, default
     max-age=60) unless no304=1; slow2=MS waits from the second request on,
     die2=1 closes without answering from the second request on, s2=N
-    answers with status N from the second request on."""
+    answers with status N from the second request on, chunked=1 sends the
+    body in two chunks (cut=1: closes after the first)."""
     u = urllib.parse.urlsplit(req.target)
     q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
     key = (req.header("Host"), req.target)
@@ -69,6 +70,16 @@ def handler(req, s):
     if q.get("cc", [""])[0]:
         head.append(f"Cache-Control: {q['cc'][0]}")
     head += q.get("h", [])
+    if q.get("chunked") and req.method != "HEAD":
+        head = [h for h in head if not h.startswith("Content-Length")] + ["Transfer-Encoding: chunked"]
+        half = len(body) // 2
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + b"%x\r\n" % half + body[:half] + b"\r\n")
+        if q.get("cut"):
+            time.sleep(0.05)
+            return False
+        time.sleep(0.02)
+        s.sendall(b"%x;ext=1\r\n" % (len(body) - half) + body[half:] + b"\r\n0\r\nX-Trailer: t\r\n\r\n")
+        return True
     s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if req.method == "HEAD" else body))
     return True
 
@@ -502,6 +513,26 @@ def fnv(key: str) -> int:
     for b in key.encode():
         h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
     return h or 1
+
+
+def test_chunked_response_stored_with_its_length(env):
+    """A chunked response is stored once complete and hit with a
+    Content-Length; one whose downstream closes mid-body is not stored."""
+    port = env["port"]
+    t = "/chunked?cc=max-age=60&chunked=1&len=70000"
+    st, h, body = get(port, t)
+    assert (st, h["X-Cache"], h["Transfer-Encoding"]) == (200, "MISS", "chunked")
+    st, h, hit = get(port, t)
+    assert (st, h["X-Cache"], h["Content-Length"], h["Transfer-Encoding"]) == (200, "HIT", str(len(body)), None)
+    assert hit == body and seen("a.test", t) == 1
+    st, h, _ = get(port, t, method="HEAD")
+    assert (h["X-Cache"], h["Content-Length"]) == ("HIT", str(len(body)))
+    cut = "/chunkcut?cc=max-age=60&chunked=1&cut=1&len=70000"
+    for i in range(2):
+        with pytest.raises(http.client.IncompleteRead):
+            get(port, cut)
+    assert seen("a.test", cut) == 2
+    assert not [n for n in os.listdir(env["path"]) if n.startswith(".tmp")]
 
 
 def test_lock_and_stale_answers(start_rproxy, port, tmp_path):
