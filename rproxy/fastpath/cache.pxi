@@ -564,12 +564,32 @@ cdef int vary_names(const char* base, Header* hs, int nh, char* out, int cap) no
     return o
 
 
+cdef const char* cz_coding_name(int coding) noexcept nogil:
+    if coding == CZ_GZIP:
+        return "gzip"
+    if coding == CZ_BR:
+        return "br"
+    if coding == CZ_ZSTD:
+        return "zstd"
+    return "identity"
+
+
+cdef inline int cache_ae(Exchange* x) noexcept nogil:
+    """The coding a rule with `compress` chose for this request (Vary:
+    Accept-Encoding is keyed by it), else -1 (keyed by the field's value)."""
+    return x.cz_coding if x.rule.comp != NULL else -1
+
+
 cdef int64_t vary_key(const char* names, uint32_t nn, uint64_t gen, const char* key, uint32_t klen,
-                      const char* lines, uint32_t ll, char* out, uint32_t cap) noexcept nogil:
+                      const char* lines, uint32_t ll, char* out, uint32_t cap, int ae) noexcept nogil:
     """A variant's key: key \\0 gen \\0 then name:value\\n per Vary name
-    (an absent field: name!\\n).  -1 when it does not fit."""
+    (an absent field: name!\\n); with ae >= 0, Accept-Encoding is keyed by
+    that coding (name=coding\\n), so br, gzip, zstd and identity are the
+    variants however the clients spell their preferences.  -1 when it does
+    not fit."""
     cdef uint32_t o, i = 0, s
     cdef int64_t r
+    cdef const char* cn
     if klen + 20 > cap:
         return -1
     memcpy(out, key, klen)
@@ -583,6 +603,17 @@ cdef int64_t vary_key(const char* names, uint32_t nn, uint64_t gen, const char* 
             return -1
         memcpy(out + o, names + s, i - s)
         o += i - s
+        if ae >= 0 and i - s == 15 and memcmp(names + s, "accept-encoding", 15) == 0:
+            cn = cz_coding_name(ae)
+            if o + strlen(cn) + 2 > cap:
+                return -1
+            out[o] = c'='
+            memcpy(out + o + 1, cn, strlen(cn))
+            o += 1 + <uint32_t>strlen(cn)
+            out[o] = c'\n'
+            o += 1
+            i += 1
+            continue
         r = req_field(lines, ll, names + s, i - s, out + o + 1, cap - o - 2)
         if r == -2:
             return -1
@@ -745,7 +776,7 @@ cdef bint cache_lookup(UConn* uc, Exchange* x, CcDirs* req) noexcept nogil:
     ch = <CacheHdr*>bdata(b)
     if fd >= 0 and ch.kind == CK_VARY:
         vk = vary_key(bdata(b) + ch.hdr_len - ch.head_len, ch.head_len, ch.gen, x.ckey_copy, x.ckey_len,
-                      x.ckey_copy + x.ckey_len, cx.req_len, vkey, 8192)
+                      x.ckey_copy + x.ckey_len, cx.req_len, vkey, 8192, cache_ae(x))
         close(fd)
         fd = -1
         if vk > 0:
@@ -1414,105 +1445,143 @@ cdef uint64_t cache_vary_gen(CacheRt* c, Exchange* x, const char* names, uint32_
     return mk.gen
 
 
-cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
-    """The final response head: remove the entry after an unsafe method's
-    success; merge a 304 into the stale entry; else start storing when
-    RFC 9111 allows."""
+cdef void cache_invalidate_after(DConn* dc, Exchange* x) noexcept nogil:
+    """An unsafe method answered below 400: its target's entry goes, and
+    those of its Location / Content-Location (RFC 9111 4.4)."""
     cdef CacheRt* c = <CacheRt*>x.rule.cache
-    cdef CacheX* cx = <CacheX*>x.cx
+    cdef const char* base = bdata(dc.conn.rbuf)
+    cdef char path[512]
+    cdef Header* h
+    cdef int i
+    if not x.ckey or x.status >= 400:
+        return
+    cache_path(c, x.ckey, path)
+    unlink(path)
+    cache_kz_removed(c, x.ckey)
+    for i in range(x.nresp):
+        h = &x.resp[i]
+        if x.ckey_copy != NULL and (cp_eq(base + h.name.off, h.name.len, "location")
+                                    or cp_eq(base + h.name.off, h.name.len, "content-location")):
+            cache_invalidate_ref(c, x.ckey_copy, x.ckey_len, base + h.value.off, h.value.len)
+
+
+cdef bint names_has_ae(const char* names, int nn) noexcept nogil:
+    """Does a Vary name list (lower case, comma-separated) name Accept-Encoding?"""
+    cdef int i = 0, s
+    while i < nn:
+        s = i
+        while i < nn and names[i] != c',':
+            i += 1
+        if i - s == 15 and memcmp(names + s, "accept-encoding", 15) == 0:
+            return True
+        i += 1
+    return False
+
+
+cdef bint cache_may_store(DConn* dc, Exchange* x, RespFacts* f, CacheHdr* ch) noexcept nogil:
+    """RFC 9111 3 for this response, and its freshness into ch (zeroed
+    first).  A compressed variant (x.cz) and a chunked body are stored with
+    the length they turn out to have; a close-delimited one is not."""
     cdef llhttp_t* p = &dc.conn.parser
     cdef const char* base = bdata(dc.conn.rbuf)
-    cdef RespFacts f
     cdef CcDirs req
-    cdef char path[512]
-    cdef char names[512]
-    cdef char vkey[8192]
-    cdef const char* key
-    cdef uint32_t klen = 0
-    cdef int64_t vk
-    cdef int nn
-    cdef uint64_t gen
-    cdef Buf* hb
-    cdef W w
-    cdef CacheHdr ch
-    cdef int i, fd
-    cdef Header* h
-    cdef NameList* strip = &x.rule.vhost.strip
-    cdef Tokens toks
-    cdef char code[4]
-    if x.cst == CS_INVALIDATE:
-        if x.ckey and x.status < 400:
-            cache_path(c, x.ckey, path)
-            unlink(path)
-            cache_kz_removed(c, x.ckey)
-            for i in range(x.nresp):
-                h = &x.resp[i]
-                if x.ckey_copy != NULL and (cp_eq(base + h.name.off, h.name.len, "location")
-                                            or cp_eq(base + h.name.off, h.name.len, "content-location")):
-                    cache_invalidate_ref(c, x.ckey_copy, x.ckey_len, base + h.value.off, h.value.len)
-        return
-    if (x.cst != CS_MISS and x.cst != CS_EXPIRED) or cx == NULL:
-        return
-    if x.status == 304 and cx.val_len and cx.old_fd >= 0:
-        cache_merge_304(dc, x)
-        return
-    if x.cz != NULL or not ((p.flags & (F_CONTENT_LENGTH | F_CHUNKED)) or x.status == 204) \
-            or (x.flags & XF_HEAD_REQ) or (x.cflags & CF_DONT_STORE):
-        return                      # compressed variants and close-delimited bodies: not stored
-    resp_facts(base, x.resp, x.nresp, x.status, &f)
+    cdef int i
+    if not ((p.flags & (F_CONTENT_LENGTH | F_CHUNKED)) or x.status == 204) or (x.flags & XF_HEAD_REQ) \
+            or (x.cflags & CF_DONT_STORE):
+        return False
+    resp_facts(base, x.resp, x.nresp, x.status, f)
     cc_init(&req)
     if x.cflags & CF_NO_STORE:
         req.flags |= CC_NO_STORE
-    if cache_storable(True, (x.cflags & CF_AUTH) != 0, &req, &f) != ST_OK:
-        return
+    if cache_storable(True, (x.cflags & CF_AUTH) != 0, &req, f) != ST_OK:
+        return False
     for i in range(x.nresp):
         if cp_eq(base + x.resp[i].name.off, x.resp[i].name.len, "set-cookie"):
-            return                  # never share one client's cookie with the others
-    memset(&ch, 0, sizeof(CacheHdr))
+            return False            # never share one client's cookie with the others
+    memset(ch, 0, sizeof(CacheHdr))
     ch.resp_time = time(NULL)
-    ch.lifetime = fresh_lifetime(&f, ch.resp_time)
-    ch.eflags = entry_eflags(&f)
+    ch.lifetime = fresh_lifetime(f, ch.resp_time)
+    ch.eflags = entry_eflags(f)
     if f.cc.flags & CC_NO_CACHE:
         ch.lifetime = 0
     if ch.lifetime <= 0 and not ((ch.eflags & EF_VALIDATOR) and ((f.cc.flags & CC_NO_CACHE)
                                  or f.cc.max_age != CC_UNSET or f.cc.s_maxage != CC_UNSET or f.expires >= 0)):
-        return                      # stale at once and nothing to validate it with (or only heuristics)
-    key = x.ckey_copy
-    klen = x.ckey_len
-    cx.store_hash = x.ckey
+        return False                # stale at once and nothing to validate it with (or only heuristics)
+    ch.status = x.status
+    ch.body_len = p.content_length if p.flags & F_CONTENT_LENGTH else 0
+    if x.cz != NULL or (not (p.flags & F_CONTENT_LENGTH) and x.status != 204):
+        ch.body_len = 0
+        ch.eflags |= EF_ADD_LENGTH  # the length is known at the end (cache_commit)
+    ch.req_time = x.creq_time
+    ch.date = f.date
+    ch.age0 = f.age
+    ch.stale_if_error = f.cc.stale_if_error
+    ch.swr1 = swr_plus1(f)
+    return True
+
+
+cdef int64_t cache_store_key(DConn* dc, Exchange* x, RespFacts* f, char* vkey, uint32_t cap,
+                             bint* ae_named) noexcept nogil:
+    """The stored entry's key: x.ckey_copy's (0), or a variant's in vkey
+    (its length) under the key's Vary marker; -1: not stored.  A response
+    a `compress` rule found eligible varies on Accept-Encoding (keyed by the
+    chosen coding) whether its Vary says so or not (ae_named: it did)."""
+    cdef const char* base = bdata(dc.conn.rbuf)
+    cdef char names[512]
+    cdef int nn = 0, i
+    cdef int ae = cache_ae(x)
+    cdef uint64_t gen
+    cdef Header* h
     if f.has_vary:
         nn = vary_names(base, x.resp, x.nresp, names, 512)
         if nn < 0:
-            return
-        if nn > 0:
-            gen = cache_vary_gen(c, x, names, <uint32_t>nn)
-            if gen == 0:
-                return
-            vk = vary_key(names, <uint32_t>nn, gen, x.ckey_copy, x.ckey_len, x.ckey_copy + x.ckey_len,
-                          cx.req_len, vkey, 8192)
-            if vk < 0:
-                return
-            key = vkey
-            klen = <uint32_t>vk
-            cx.store_hash = cache_hash(vkey, klen)
-    hb = buf_get()
-    if hb == NULL:
-        return
+            return -1
+    ae_named[0] = names_has_ae(names, nn)
+    if ae >= 0 and (x.cz_flags & CZF_VARY) and not ae_named[0]:
+        if nn + 17 > 512:
+            return -1
+        if nn:
+            names[nn] = c','
+            nn += 1
+        memcpy(names + nn, "accept-encoding", 15)
+        nn += 15
+    if ae >= 0 and x.cz == NULL and names_has_ae(names, nn):
+        for i in range(x.nresp):    # keyed by the coding chosen: a coding of the downstream's must be it
+            h = &x.resp[i]
+            if cp_eq(base + h.name.off, h.name.len, "content-encoding") \
+                    and not cp_eq(base + h.value.off, h.value.len, "identity") \
+                    and not cp_eq(base + h.value.off, h.value.len, cz_coding_name(ae)):
+                return -1
+    if nn == 0:
+        return 0
+    gen = cache_vary_gen(<CacheRt*>x.rule.cache, x, names, <uint32_t>nn)
+    if gen == 0:
+        return -1
+    return vary_key(names, <uint32_t>nn, gen, x.ckey_copy, x.ckey_len, x.ckey_copy + x.ckey_len,
+                    (<CacheX*>x.cx).req_len, vkey, cap, ae)
+
+
+cdef void cache_stored_head(W* w, DConn* dc, Exchange* x, bint ae_named) noexcept nogil:
+    """The head an entry keeps: the downstream's status line and fields but
+    hop-by-hop ones (those its Connection names too) and the vhost's
+    stripped ones; a compressed variant's as its client got it (no
+    Content-Length, its Content-Encoding, a weak ETag, Vary)."""
+    cdef const char* base = bdata(dc.conn.rbuf)
+    cdef NameList* strip = &x.rule.vhost.strip
+    cdef Tokens toks
+    cdef Header* h
+    cdef char code[4]
+    cdef int i
+    cdef bint cz = x.cz != NULL
     collect_connection_tokens(&toks, base, x.resp, x.nresp)
-    w.p = bdata(hb) + sizeof(CacheHdr) + klen
-    w.end = bdata(hb) + hb.cap
-    w.overflow = 0
-    if sizeof(CacheHdr) + klen >= hb.cap:
-        buf_put(hb)
-        return
     code[0] = <char>(48 + (x.status // 100) % 10)
     code[1] = <char>(48 + (x.status // 10) % 10)
     code[2] = <char>(48 + x.status % 10)
     code[3] = c' '
-    w_put(&w, "HTTP/1.1 ", 9)
-    w_put(&w, code, 4)
-    w_put(&w, base + x.reason_sp.off, x.reason_sp.len)
-    w_put(&w, "\r\n", 2)
+    w_put(w, "HTTP/1.1 ", 9)
+    w_put(w, code, 4)
+    w_put(w, base + x.reason_sp.off, x.reason_sp.len)
+    w_put(w, "\r\n", 2)
     for i in range(x.nresp):
         h = &x.resp[i]
         if cache_hop(base + h.name.off, h.name.len):
@@ -1521,10 +1590,69 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
             continue
         if toks.n and tokens_has(&toks, base + h.name.off, h.name.len):
             continue                # hop-by-hop by the response's Connection
-        w_put(&w, base + h.name.off, h.name.len)
-        w_put(&w, ": ", 2)
-        w_put(&w, base + h.value.off, h.value.len)
-        w_put(&w, "\r\n", 2)
+        if cz and (cp_eq(base + h.name.off, h.name.len, "content-length")
+                   or cp_eq(base + h.name.off, h.name.len, "content-encoding")):
+            continue
+        w_put(w, base + h.name.off, h.name.len)
+        w_put(w, ": ", 2)
+        if cz and cp_eq(base + h.name.off, h.name.len, "etag") and h.value.len and base[h.value.off] == c'"':
+            w_put(w, "W/", 2)       # as comp_header: other bytes than the validator's
+        w_put(w, base + h.value.off, h.value.len)
+        w_put(w, "\r\n", 2)
+    if (x.cz_flags & CZF_VARY) and not ae_named:
+        w_put(w, "Vary: Accept-Encoding\r\n", 23)
+    if cz:
+        w_put(w, "Content-Encoding: ", 18)
+        w_str(w, cz_coding_name((<CompStream*>x.cz).coding))
+        w_put(w, "\r\n", 2)
+
+
+cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
+    """The final response head: remove the entry after an unsafe method's
+    success; merge a 304 into the stale entry; else start storing when
+    RFC 9111 allows (the body follows: cache_tee, cache_commit)."""
+    cdef CacheRt* c = <CacheRt*>x.rule.cache
+    cdef CacheX* cx = <CacheX*>x.cx
+    cdef RespFacts f
+    cdef CacheHdr ch
+    cdef char vkey[8192]
+    cdef const char* key
+    cdef uint32_t klen
+    cdef int64_t vk
+    cdef bint ae_named = False
+    cdef Buf* hb
+    cdef W w
+    cdef int fd
+    if x.cst == CS_INVALIDATE:
+        cache_invalidate_after(dc, x)
+        return
+    if (x.cst != CS_MISS and x.cst != CS_EXPIRED) or cx == NULL:
+        return
+    if x.status == 304 and cx.val_len and cx.old_fd >= 0:
+        cache_merge_304(dc, x)
+        return
+    if not cache_may_store(dc, x, &f, &ch):
+        return
+    vk = cache_store_key(dc, x, &f, vkey, 8192, &ae_named)
+    if vk < 0:
+        return
+    key = x.ckey_copy
+    klen = x.ckey_len
+    cx.store_hash = x.ckey
+    if vk > 0:
+        key = vkey
+        klen = <uint32_t>vk
+        cx.store_hash = cache_hash(key, klen)
+    hb = buf_get()
+    if hb == NULL:
+        return
+    w.p = bdata(hb) + sizeof(CacheHdr) + klen
+    w.end = bdata(hb) + hb.cap
+    w.overflow = 0
+    if sizeof(CacheHdr) + klen >= hb.cap:
+        buf_put(hb)
+        return
+    cache_stored_head(&w, dc, x, ae_named)
     if w.overflow:
         buf_put(hb)
         return
@@ -1533,15 +1661,6 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     ch.key_len = klen
     ch.head_len = <uint32_t>(w.p - bdata(hb) - sizeof(CacheHdr) - klen)
     ch.hdr_len = <uint32_t>(w.p - bdata(hb))
-    ch.status = x.status
-    ch.body_len = p.content_length if p.flags & F_CONTENT_LENGTH else 0
-    if not (p.flags & F_CONTENT_LENGTH) and x.status != 204:
-        ch.eflags |= EF_ADD_LENGTH  # chunked: the length is known at the end (cache_commit)
-    ch.req_time = x.creq_time
-    ch.date = f.date
-    ch.age0 = f.age
-    ch.stale_if_error = f.cc.stale_if_error
-    ch.swr1 = swr_plus1(&f)
     memcpy(bdata(hb), &ch, sizeof(CacheHdr))
     memcpy(bdata(hb) + sizeof(CacheHdr), key, klen)
     fd = cache_write_tmp(c, x, bdata(hb), ch.hdr_len, &x.cseq)
@@ -1550,6 +1669,7 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
         return
     x.cwfd = fd
     x.cleft = ch.body_len           # body bytes still to be written
+    cx.unk_len = 0
     if ch.eflags & EF_ADD_LENGTH:
         cx.unk_len = 1
         x.cleft = CACHE_UNKNOWN_LEN
@@ -1656,7 +1776,7 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
     ch.date = f.date
     ch.age0 = f304.age
     ch.lifetime = fresh_lifetime(&f, ch.resp_time)
-    ch.eflags = entry_eflags(&f)
+    ch.eflags = entry_eflags(&f) | (och.eflags & EF_ADD_LENGTH)    # (a chunked or compressed body's length)
     ch.stale_if_error = f.cc.stale_if_error
     ch.swr1 = swr_plus1(&f)
     if f.cc.flags & CC_NO_CACHE:

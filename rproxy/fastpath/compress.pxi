@@ -526,6 +526,8 @@ cdef int comp_fill(DConn* dc, Exchange* x, UConn* uc) noexcept nogil:
         buf_put(b)
         return -1
     dc.conn.fpos = dc.fend - inl
+    if x.cwfd >= 0 and olen:
+        cache_tee(x, d + CHUNK_HDR, olen)   # a compressed variant being stored (cache.pxi)
     if rc == 0:
         x.cz_flags |= CZF_PENDING
     else:
