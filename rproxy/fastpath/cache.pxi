@@ -1485,7 +1485,6 @@ cdef bint cache_may_store(DConn* dc, Exchange* x, RespFacts* f, CacheHdr* ch) no
     cdef llhttp_t* p = &dc.conn.parser
     cdef const char* base = bdata(dc.conn.rbuf)
     cdef CcDirs req
-    cdef int i
     if not ((p.flags & (F_CONTENT_LENGTH | F_CHUNKED)) or x.status == 204) or (x.flags & XF_HEAD_REQ) \
             or (x.cflags & CF_DONT_STORE):
         return False
@@ -1495,9 +1494,6 @@ cdef bint cache_may_store(DConn* dc, Exchange* x, RespFacts* f, CacheHdr* ch) no
         req.flags |= CC_NO_STORE
     if cache_storable(True, (x.cflags & CF_AUTH) != 0, &req, f) != ST_OK:
         return False
-    for i in range(x.nresp):
-        if cp_eq(base + x.resp[i].name.off, x.resp[i].name.len, "set-cookie"):
-            return False            # never share one client's cookie with the others
     memset(ch, 0, sizeof(CacheHdr))
     ch.resp_time = time(NULL)
     ch.lifetime = fresh_lifetime(f, ch.resp_time)
@@ -1584,8 +1580,8 @@ cdef void cache_stored_head(W* w, DConn* dc, Exchange* x, bint ae_named) noexcep
     w_put(w, "\r\n", 2)
     for i in range(x.nresp):
         h = &x.resp[i]
-        if cache_hop(base + h.name.off, h.name.len):
-            continue
+        if cache_hop(base + h.name.off, h.name.len) or cp_eq(base + h.name.off, h.name.len, "set-cookie"):
+            continue                # (a cookie is its client's: never handed to the others)
         if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
         if toks.n and tokens_has(&toks, base + h.name.off, h.name.len):
@@ -1678,60 +1674,25 @@ cdef void cache_on_response_head(DConn* dc, Exchange* x) noexcept nogil:
     dc.conn.flags &= ~DF_SPLICE          # the body passes through here to be written
 
 
-cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
-    """A 304 to our validation: the stored head updated with the 304's
-    fields (RFC 9111 3.2, 4.3.4) becomes a new entry (the body copied in the
-    kernel), and the client gets the stored response with that head."""
-    global c_cache_revalidated
-    cdef CacheRt* c = <CacheRt*>x.rule.cache
-    cdef CacheX* cx = <CacheX*>x.cx
+cdef bint merge_304_head(DConn* dc, Exchange* x, const char* ohead, uint32_t olen, W* w) noexcept nogil:
+    """The stored head (ohead) updated with the 304's fields (RFC 9111 3.2):
+    the stored status line, the stored fields the 304 does not replace,
+    then the 304's (but hop-by-hop, stripped, and those a 304 never
+    updates).  False when it did not fit."""
     cdef const char* base = bdata(dc.conn.rbuf)
-    cdef Buf* ob = buf_get()
-    cdef Buf* nb
-    cdef CacheHdr* och
-    cdef CacheHdr ch
-    cdef const char* ohead
-    cdef char* nhead
-    cdef W w
-    cdef uint32_t i, e, cl
-    cdef int j, nh, fd
-    cdef bint replaced
-    cdef Header hs[HDR_CAP]
-    cdef RespFacts f
-    cdef RespFacts f304
-    cdef CcDirs req
     cdef NameList* strip = &x.rule.vhost.strip
     cdef Tokens toks
     cdef Header* h
-    cdef long long off_in, off_out
-    cdef ssize_t n
-    cdef uint64_t left
-    cdef char tmp[512]
-    cdef char path[512]
-    if ob == NULL:
-        return
-    nb = buf_get()
-    if nb == NULL:
-        buf_put(ob)
-        return
-    och = <CacheHdr*>bdata(ob)
-    if pread(cx.old_fd, bdata(ob), ob.cap, 0) < <ssize_t>cx.old_hdr or och.hdr_len != cx.old_hdr:
-        buf_put(ob)
-        buf_put(nb)
-        return
-    ohead = bdata(ob) + sizeof(CacheHdr) + och.key_len
-    w.p = bdata(nb) + sizeof(CacheHdr) + och.key_len
-    w.end = bdata(nb) + nb.cap
-    w.overflow = 0
-    nhead = w.p
-    i = 0
-    while i < och.head_len and ohead[i] != c'\n':
+    cdef uint32_t i = 0, e, cl
+    cdef int j
+    cdef bint replaced
+    while i < olen and ohead[i] != c'\n':
         i += 1
     i += 1
-    w_put(&w, ohead, i)             # the stored status line
-    while i < och.head_len:
+    w_put(w, ohead, i)              # the stored status line
+    while i < olen:
         e = i
-        while e < och.head_len and ohead[e] != c'\n':
+        while e < olen and ohead[e] != c'\n':
             e += 1
         cl = i
         while cl < e and ohead[cl] != c':':
@@ -1745,7 +1706,7 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
                     replaced = True
                     break
         if not replaced:
-            w_put(&w, ohead + i, e + 1 - i)
+            w_put(w, ohead + i, e + 1 - i)
         i = e + 1
     collect_connection_tokens(&toks, base, x.resp, x.nresp)
     for j in range(x.nresp):
@@ -1756,57 +1717,119 @@ cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
             continue
         if strip.n and names_has(strip, base + h.name.off, h.name.len):
             continue
-        w_put(&w, base + h.name.off, h.name.len)
-        w_put(&w, ": ", 2)
-        w_put(&w, base + h.value.off, h.value.len)
-        w_put(&w, "\r\n", 2)
-    if w.overflow:
-        buf_put(ob)
-        buf_put(nb)
-        rp_elog(x_errfd(x), 3, "cache: a 304 made the stored head too large; passed on")
-        return
-    nh = head_spans(nhead, 0, <uint32_t>(w.p - nhead), hs, HDR_CAP)
-    resp_facts(nhead, hs, nh, och.status, &f)
-    resp_facts(base, x.resp, x.nresp, 304, &f304)
-    memcpy(&ch, och, sizeof(CacheHdr))
-    ch.head_len = <uint32_t>(w.p - nhead)
-    ch.hdr_len = <uint32_t>(w.p - bdata(nb))
+        w_put(w, base + h.name.off, h.name.len)
+        w_put(w, ": ", 2)
+        w_put(w, base + h.value.off, h.value.len)
+        w_put(w, "\r\n", 2)
+    return not w.overflow
+
+
+cdef void merged_entry_header(DConn* dc, Exchange* x, CacheHdr* och, const char* nhead, uint32_t nlen,
+                              CacheHdr* ch, RespFacts* f) noexcept nogil:
+    """The merged entry's CacheHdr: freshness computed again from the
+    merged head (f: its facts), the Age from the 304."""
+    cdef Header hs[HDR_CAP]
+    cdef RespFacts f304
+    cdef int nh = head_spans(nhead, 0, nlen, hs, HDR_CAP)
+    resp_facts(nhead, hs, nh, och.status, f)
+    resp_facts(bdata(dc.conn.rbuf), x.resp, x.nresp, 304, &f304)
+    memcpy(ch, och, sizeof(CacheHdr))
+    ch.head_len = nlen
+    ch.hdr_len = <uint32_t>sizeof(CacheHdr) + och.key_len + nlen
     ch.req_time = x.creq_time
     ch.resp_time = time(NULL)
     ch.date = f.date
     ch.age0 = f304.age
-    ch.lifetime = fresh_lifetime(&f, ch.resp_time)
-    ch.eflags = entry_eflags(&f) | (och.eflags & EF_ADD_LENGTH)    # (a chunked or compressed body's length)
+    ch.lifetime = fresh_lifetime(f, ch.resp_time)
+    ch.eflags = entry_eflags(f) | (och.eflags & EF_ADD_LENGTH)    # (a chunked or compressed body's length)
     ch.stale_if_error = f.cc.stale_if_error
-    ch.swr1 = swr_plus1(&f)
+    ch.swr1 = swr_plus1(f)
     if f.cc.flags & CC_NO_CACHE:
         ch.lifetime = 0
+
+
+cdef void cache_store_merged(Exchange* x, Buf* nb, uint64_t h) noexcept nogil:
+    """Write the merged entry (nb: CacheHdr | key | head) with the stale
+    entry's body copied in the kernel, and rename it into place."""
+    cdef CacheRt* c = <CacheRt*>x.rule.cache
+    cdef CacheX* cx = <CacheX*>x.cx
+    cdef CacheHdr* ch = <CacheHdr*>bdata(nb)
+    cdef long long off_in, off_out
+    cdef ssize_t n
+    cdef uint64_t left
+    cdef char tmp[512]
+    cdef char path[512]
+    cdef int fd = cache_write_tmp(c, x, bdata(nb), ch.hdr_len, &x.cseq)
+    if fd < 0:
+        return
+    off_in = cx.old_hdr
+    off_out = ch.hdr_len
+    left = cx.old_body
+    while left:
+        n = copy_file_range(cx.old_fd, &off_in, fd, &off_out, left if left < 1073741824 else 1073741824, 0)
+        if n <= 0:
+            break
+        left -= <uint64_t>n
+    close(fd)
+    cache_tmp_path(c, x.cseq, tmp)
+    cache_path(c, h, path)
+    if left != 0 or rename(tmp, path) != 0:
+        rp_elog(x_errfd(x), 3, "cache: updating %s after a 304 failed: %s", path, strerror(errno))
+        unlink(tmp)
+    else:
+        cache_kz_stored(c, h, ch.hdr_len + cx.old_body, kz_expiry(ch))
+
+
+cdef void cache_merge_304(DConn* dc, Exchange* x) noexcept nogil:
+    """A 304 to our validation: the stored head updated with the 304's
+    fields (RFC 9111 3.2, 4.3.4) becomes a new entry (the body copied in the
+    kernel), and the client gets the stored response with that head.  A
+    304 with Set-Cookie goes to its client but is not stored (the stale
+    entry stays)."""
+    global c_cache_revalidated
+    cdef CacheX* cx = <CacheX*>x.cx
+    cdef const char* base = bdata(dc.conn.rbuf)
+    cdef Buf* ob = buf_get()
+    cdef Buf* nb
+    cdef CacheHdr* och
+    cdef CacheHdr ch
+    cdef W w
+    cdef RespFacts f
+    cdef CcDirs req
+    cdef int j
+    cdef bint cookie = False
+    if ob == NULL:
+        return
+    nb = buf_get()
+    if nb == NULL:
+        buf_put(ob)
+        return
+    och = <CacheHdr*>bdata(ob)
+    if pread(cx.old_fd, bdata(ob), ob.cap, 0) < <ssize_t>cx.old_hdr or och.hdr_len != cx.old_hdr:
+        buf_put(ob)
+        buf_put(nb)
+        return
+    w.p = bdata(nb) + sizeof(CacheHdr) + och.key_len
+    w.end = bdata(nb) + nb.cap
+    w.overflow = 0
+    if not merge_304_head(dc, x, bdata(ob) + sizeof(CacheHdr) + och.key_len, och.head_len, &w):
+        buf_put(ob)
+        buf_put(nb)
+        rp_elog(x_errfd(x), 3, "cache: a 304 made the stored head too large; passed on")
+        return
+    merged_entry_header(dc, x, och, bdata(nb) + sizeof(CacheHdr) + och.key_len,
+                        <uint32_t>(w.p - bdata(nb) - sizeof(CacheHdr) - och.key_len), &ch, &f)
     memcpy(bdata(nb), &ch, sizeof(CacheHdr))
     memcpy(bdata(nb) + sizeof(CacheHdr), bdata(ob) + sizeof(CacheHdr), och.key_len)
-    # the new entry: stored when the merged head still allows it
+    for j in range(x.nresp):
+        if cp_eq(base + x.resp[j].name.off, x.resp[j].name.len, "set-cookie"):
+            cookie = True           # this client's cookie: never into a shared entry
     cc_init(&req)
     if x.cflags & CF_NO_STORE:
         req.flags |= CC_NO_STORE
-    if cache_storable(True, (x.cflags & CF_AUTH) != 0, &req, &f) == ST_OK and not (x.cflags & CF_DONT_STORE):
-        fd = cache_write_tmp(c, x, bdata(nb), ch.hdr_len, &x.cseq)
-        if fd >= 0:
-            off_in = cx.old_hdr
-            off_out = ch.hdr_len
-            left = cx.old_body
-            while left:
-                n = copy_file_range(cx.old_fd, &off_in, fd, &off_out, left if left < 1073741824 else 1073741824, 0)
-                if n <= 0:
-                    break
-                left -= <uint64_t>n
-            close(fd)
-            cache_tmp_path(c, x.cseq, tmp)
-            cache_path(c, cache_hash(bdata(nb) + sizeof(CacheHdr), och.key_len), path)
-            if left != 0 or rename(tmp, path) != 0:
-                rp_elog(x_errfd(x), 3, "cache: updating %s after a 304 failed: %s", path, strerror(errno))
-                unlink(tmp)
-            else:
-                cache_kz_stored(c, cache_hash(bdata(nb) + sizeof(CacheHdr), och.key_len),
-                                ch.hdr_len + cx.old_body, kz_expiry(&ch))
+    if cache_storable(True, (x.cflags & CF_AUTH) != 0, &req, &f) == ST_OK and not (x.cflags & CF_DONT_STORE) \
+            and not cookie:
+        cache_store_merged(x, nb, cache_hash(bdata(nb) + sizeof(CacheHdr), och.key_len))
     buf_put(ob)
     # the client's response: the merged head, the body from the stale file
     cx.hb = nb

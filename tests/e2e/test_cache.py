@@ -30,7 +30,7 @@ def handler(req, s):
     request's Host, the target and how many times the downstream saw it.
     etag=V / lm=1 add a validator; a request whose If-None-Match /
     If-Modified-Since matches gets a 304 (Cache-Control: cc304, default
-    max-age=60) unless no304=1; slow2=MS waits from the second request on,
+    max-age=60, and the fields h304) unless no304=1; slow2=MS waits from the second request on,
     die2=1 closes without answering from the second request on, s2=N
     answers with status N from the second request on, chunked=1 sends the
     body in two chunks (cut=1: closes after the first)."""
@@ -62,7 +62,7 @@ def handler(req, s):
                                     or (q.get("lm") and req.header("If-Modified-Since") == LM))
     if match:
         head = ["HTTP/1.1 304 Not Modified", f"Cache-Control: {q.get('cc304', ['max-age=60'])[0]}",
-                f"X-Count: {n}"] + vals
+                f"X-Count: {n}"] + vals + q.get("h304", [])
         s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
         return True
     head = [f"HTTP/1.1 {status} X", "Content-Type: text/plain", f"Content-Length: {len(body)}", f"X-Count: {n}"]
@@ -190,7 +190,6 @@ def test_keep_alive_and_pipelined_hits(env):
     ("/nf?cc=", {}),                                # no freshness information
     ("/au?cc=max-age=60", {"Authorization": "Basic eDp5"}),
     ("/vr?cc=max-age=60&h=Vary:%20*", {}),         # never matches
-    ("/ck?cc=max-age=60&h=Set-Cookie:%20a=b", {}),
     ("/st?cc=&status=500", {}),                  # no freshness, not heuristically cacheable
     ("/rq?cc=max-age=60", {"Cache-Control": "no-store"}),
 ])
@@ -201,6 +200,24 @@ def test_not_stored(env, target, headers):
         assert body.startswith(f"GET a.test {target} #{i + 1}\n".encode())
         assert h["X-Cache"] in ("MISS", "BYPASS")
     assert seen("a.test", target) == 2
+
+
+def test_set_cookie_is_never_handed_to_another_client(env):
+    """A response with Set-Cookie is stored without it: its client gets its
+    cookie, the hits none; a 304 with Set-Cookie reaches its client and
+    leaves the stored entry as it was."""
+    port = env["port"]
+    t = "/ck?cc=max-age=60&h=Set-Cookie:%20a=b"
+    st, h, body = get(port, t)
+    assert (h["X-Cache"], h["Set-Cookie"]) == ("MISS", "a=b")
+    st, h, hit = get(port, t)
+    assert (h["X-Cache"], h["Set-Cookie"], hit) == ("HIT", None, body)
+    t = "/ck304?cc=max-age=0&etag=e1&h304=Set-Cookie:%20s=1"
+    assert get(port, t)[1]["X-Cache"] == "MISS"
+    for i in range(2):      # the 304's max-age=60 is not stored with its cookie: validated again
+        st, h, b = get(port, t)
+        assert (st, h["X-Cache"], h["Set-Cookie"]) == (200, "REVALIDATED", "s=1") and b.endswith(b"#1\n")
+        assert seen("a.test", t) == 2 + i
 
 
 def test_public_with_authorization_is_stored(env):
