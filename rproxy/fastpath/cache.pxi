@@ -1010,64 +1010,62 @@ cdef int cache_range(const char* v, uint32_t n, uint64_t size, uint64_t* start, 
     return 1
 
 
-cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st) noexcept nogil:
-    """The client's head for a stored entry (b: CacheHdr | key | head) into
-    uc.conn.out: 304 for a matching client conditional, 206 / 416 for a Range,
-    else the stored status; Age and X-Cache.  Sets the body to send."""
-    cdef CacheHdr* ch = <CacheHdr*>bdata(b)
+cdef int hit_mode(Exchange* x, CacheHdr* ch, const char* head, uint64_t* rs, uint64_t* re) noexcept nogil:
+    """How a stored 200 answers this request: 304 for a matching
+    If-None-Match (weak comparison) / If-Modified-Since, 206 ([rs, re]) or
+    416 for a single Range without If-Range, else 0 (the whole response)."""
     cdef CacheX* cx = <CacheX*>x.cx
-    cdef const char* head = bdata(b) + sizeof(CacheHdr) + ch.key_len
     cdef const char* lines = x.ckey_copy + x.ckey_len if x.ckey_copy != NULL else NULL
     cdef uint32_t ll = cx.req_len if cx != NULL else 0
-    cdef Buf* hb = buf_get()
-    cdef W w
     cdef char tmp[512]
-    cdef char num[96]
     cdef int64_t r, t
-    cdef int k, mode = 0            # 0 whole, 304, 206, 416
-    cdef uint64_t rs = 0, re = 0
-    cdef uint32_t i, e, c, vl
+    cdef int k
+    cdef uint32_t vl
     cdef const char* v
-    if hb == NULL:
-        return False
-    if lines != NULL and ch.status == 200:
-        r = req_field(lines, ll, "if-none-match", 13, tmp, 512)
+    if lines == NULL or ch.status != 200:
+        return 0
+    r = req_field(lines, ll, "if-none-match", 13, tmp, 512)
+    if r >= 0:
+        v = head_value(head, ch.head_len, "etag", &vl)
+        if v != NULL and etag_matches(tmp, <uint32_t>r, v, vl):
+            return 304
+    else:
+        r = req_field(lines, ll, "if-modified-since", 17, tmp, 512)
         if r >= 0:
-            v = head_value(head, ch.head_len, "etag", &vl)
-            if v != NULL and etag_matches(tmp, <uint32_t>r, v, vl):
-                mode = 304
-        else:
-            r = req_field(lines, ll, "if-modified-since", 17, tmp, 512)
-            if r >= 0:
-                t = http_date(tmp, <uint32_t>r)
-                v = head_value(head, ch.head_len, "last-modified", &vl)
-                if v == NULL:
-                    v = head_value(head, ch.head_len, "date", &vl)     # RFC 9110 13.1.3
-                if t >= 0 and v != NULL and http_date(v, vl) >= 0 and http_date(v, vl) <= t:
-                    mode = 304
-        if mode == 0 and req_field(lines, ll, "if-range", 8, tmp, 512) < 0:
-            r = req_field(lines, ll, "range", 5, tmp, 512)
-            if r >= 0:
-                k = cache_range(tmp, <uint32_t>r, ch.body_len, &rs, &re)
-                if k == 1:
-                    mode = 206
-                elif k == 0:
-                    mode = 416
-    w.p = bdata(hb)
-    w.end = w.p + hb.cap
-    w.overflow = 0
-    i = 0
+            t = http_date(tmp, <uint32_t>r)
+            v = head_value(head, ch.head_len, "last-modified", &vl)
+            if v == NULL:
+                v = head_value(head, ch.head_len, "date", &vl)     # RFC 9110 13.1.3
+            if t >= 0 and v != NULL and http_date(v, vl) >= 0 and http_date(v, vl) <= t:
+                return 304
+    if req_field(lines, ll, "if-range", 8, tmp, 512) >= 0:
+        return 0
+    r = req_field(lines, ll, "range", 5, tmp, 512)
+    if r < 0:
+        return 0
+    k = cache_range(tmp, <uint32_t>r, ch.body_len, rs, re)
+    return 206 if k == 1 else (416 if k == 0 else 0)
+
+
+cdef void hit_head_write(W* w, UConn* uc, Exchange* x, CacheHdr* ch, const char* head, int mode, uint64_t rs,
+                         uint64_t re, int64_t age, uint8_t st) noexcept nogil:
+    """The client's head: the stored one (its status line replaced for
+    304 / 206 / 416, which drop its Content-Length), the framing of the
+    mode, Age, X-Cache, the connection's fate."""
+    cdef uint32_t i = 0, e, c
+    cdef char num[96]
+    cdef int k
     while i < ch.head_len and head[i] != c'\n':
         i += 1
     i += 1
     if mode == 304:
-        w_str(&w, "HTTP/1.1 304 Not Modified\r\n")
+        w_str(w, "HTTP/1.1 304 Not Modified\r\n")
     elif mode == 206:
-        w_str(&w, "HTTP/1.1 206 Partial Content\r\n")
+        w_str(w, "HTTP/1.1 206 Partial Content\r\n")
     elif mode == 416:
-        w_str(&w, "HTTP/1.1 416 Range Not Satisfiable\r\n")
+        w_str(w, "HTTP/1.1 416 Range Not Satisfiable\r\n")
     else:
-        w_put(&w, head, i)
+        w_put(w, head, i)
     while i < ch.head_len:
         e = i
         while e < ch.head_len and head[e] != c'\n':
@@ -1076,31 +1074,50 @@ cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st
         while c < e and head[c] != c':':
             c += 1
         if mode == 0 or not cp_eq(head + i, c - i, "content-length"):
-            w_put(&w, head + i, e + 1 - i)
+            w_put(w, head + i, e + 1 - i)
         i = e + 1
     if mode == 206:
         k = snprintf(num, 96, "Content-Range: bytes %llu-%llu/%llu\r\nContent-Length: %llu\r\n",
                      <unsigned long long>rs, <unsigned long long>re, <unsigned long long>ch.body_len,
                      <unsigned long long>(re - rs + 1))
-        w_put(&w, num, k)
+        w_put(w, num, k)
     elif mode == 416:
         k = snprintf(num, 96, "Content-Range: bytes */%llu\r\nContent-Length: 0\r\n",
                      <unsigned long long>ch.body_len)
-        w_put(&w, num, k)
+        w_put(w, num, k)
     elif mode == 0 and (ch.eflags & EF_ADD_LENGTH):
         k = snprintf(num, 96, "Content-Length: %llu\r\n", <unsigned long long>ch.body_len)
-        w_put(&w, num, k)
+        w_put(w, num, k)
     k = snprintf(num, 32, "%lld", <long long>(age if age > 0 else 0))
-    w_put(&w, "Age: ", 5)
-    w_put(&w, num, k)
-    w_put(&w, "\r\nX-Cache: ", 11)
-    w_str(&w, cache_status_name(st))
-    w_put(&w, "\r\n", 2)
+    w_put(w, "Age: ", 5)
+    w_put(w, num, k)
+    w_put(w, "\r\nX-Cache: ", 11)
+    w_str(w, cache_status_name(st))
+    w_put(w, "\r\n", 2)
     if uc.conn.flags & UF_CLOSE_AFTER:
-        w_put(&w, "Connection: close\r\n", 19)
+        w_put(w, "Connection: close\r\n", 19)
     elif x.flags & XF_HTTP10:
-        w_put(&w, "Connection: keep-alive\r\n", 24)
-    w_put(&w, "\r\n", 2)
+        w_put(w, "Connection: keep-alive\r\n", 24)
+    w_put(w, "\r\n", 2)
+
+
+cdef bint cache_hit_head(UConn* uc, Exchange* x, Buf* b, int64_t age, uint8_t st) noexcept nogil:
+    """The client's head for a stored entry (b: CacheHdr | key | head) into
+    uc.conn.out: 304 for a matching client conditional, 206 / 416 for a Range,
+    else the stored status; Age and X-Cache.  Sets the body to send."""
+    cdef CacheHdr* ch = <CacheHdr*>bdata(b)
+    cdef const char* head = bdata(b) + sizeof(CacheHdr) + ch.key_len
+    cdef Buf* hb = buf_get()
+    cdef W w
+    cdef uint64_t rs = 0, re = 0
+    cdef int mode
+    if hb == NULL:
+        return False
+    mode = hit_mode(x, ch, head, &rs, &re)
+    w.p = bdata(hb)
+    w.end = w.p + hb.cap
+    w.overflow = 0
+    hit_head_write(&w, uc, x, ch, head, mode, rs, re, age, st)
     if w.overflow:
         buf_put(hb)
         return False

@@ -125,6 +125,42 @@ def get(port, target, host="a.test", method="GET", headers=None):
     return r.status, r.headers, data
 
 
+def recv_all(s, bufsize=65536, slow_first=0):
+    """Everything until the proxy closes; the first slow_first bytes read
+    in small steps with pauses (a slow client)."""
+    raw = b""
+    while True:
+        d = s.recv(bufsize)
+        if not d:
+            return raw
+        raw += d
+        if len(raw) < slow_first:
+            time.sleep(0.002)
+
+
+def wait_for(pred, what="", timeout=5.0, step=0.02):
+    """Poll pred() until it returns something true (returned); fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        assert time.monotonic() < deadline, what
+        time.sleep(step)
+
+
+def updating_while_refreshing(port, host, t):
+    """One request refreshes a stale entry (the downstream is slow); another
+    meanwhile: (the refresher's response, the other's)."""
+    res = {}
+    th = threading.Thread(target=lambda: res.setdefault("a", get(port, t, host=host)))
+    th.start()
+    wait_for(lambda: seen(host, t) >= 2, "the refresh reached the downstream")
+    other = get(port, t, host=host)
+    th.join()
+    return res["a"], other
+
+
 def seen(host, target):
     with LOCK:
         return SEEN[(host, target)]
@@ -173,12 +209,7 @@ def test_keep_alive_and_pipelined_hits(env):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall((f"GET {t} HTTP/1.1\r\nHost: a.test\r\n\r\n" * 3
                    + f"GET {t} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").encode())
-        raw = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            raw += d
+        raw = recv_all(s)
     assert raw.count(b"X-Cache: HIT") == 4 and raw.count(b"#1\n") == 4
     assert seen("a.test", t) == 1
 
@@ -301,14 +332,7 @@ def slow_get(port, target, host):
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        raw = b""
-        while True:
-            d = s.recv(16384)
-            if not d:
-                break
-            raw += d
-            if len(raw) < 1 << 20:
-                time.sleep(0.002)
+        raw = recv_all(s, 16384, slow_first=1 << 20)
     head, body = raw.split(b"\r\n\r\n", 1)
     return head, body
 
@@ -363,10 +387,8 @@ server {{
         assert get(port, "/one?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "HIT"   # used again
         time.sleep(1.1)
         get(port, "/three?cc=max-age=600&len=100000", host="m.test")
-        deadline = time.monotonic() + 5
-        while sum(p.stat().st_size for p in path.iterdir()) > 250 * 1024:
-            assert time.monotonic() < deadline, "the manager did not bring the cache under max-size"
-            time.sleep(0.2)
+        wait_for(lambda: sum(p.stat().st_size for p in path.iterdir()) <= 250 * 1024,
+                 "the manager did not bring the cache under max-size", step=0.2)
         assert get(port, "/two?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "MISS"   # the LRU one
         assert get(port, "/one?cc=max-age=600&len=100000", host="m.test")[1]["X-Cache"] == "HIT"
     finally:
@@ -396,10 +418,7 @@ server {{
         get(port, t, host="l.test")
         get(port, t, host="l.test", headers={"Cache-Control": "no-store"})
         get(port, t, host="l.test", method="POST", headers={"Content-Length": "0"})
-        deadline = time.monotonic() + 5
-        while len(log.read_text().splitlines() if log.exists() else []) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 4, "access log lines", step=0.1)
         assert [ln.split()[-1] for ln in log.read_text().splitlines()] == ["MISS", "HIT", "BYPASS", "-"]
     finally:
         ds.close()
@@ -599,17 +618,9 @@ server {{
         err, slow, upd = "/err?cc=max-age=1&die2=1", "/tmo?cc=max-age=1&slow2=3000", "/upd?cc=max-age=1&slow2=700"
         bodies = {t2: get(port, t2, host=host)[2] for t2 in (err, slow, upd)}
         time.sleep(1.2)
-        res = {}
-        th = threading.Thread(target=lambda: res.setdefault("a", get(port, upd, host=host)))
-        th.start()
-        deadline = time.monotonic() + 5
-        while seen(host, upd) < 2:                  # the refresh reached the downstream
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        st, h, body = get(port, upd, host=host)
+        refresh, (st, h, body) = updating_while_refreshing(port, host, upd)
         assert (st, h["X-Cache"], body) == (200, "UPDATING", bodies[upd])
-        th.join()
-        assert res["a"][1]["X-Cache"] == "EXPIRED" and res["a"][2].endswith(b"#2\n")
+        assert refresh[1]["X-Cache"] == "EXPIRED" and refresh[2].endswith(b"#2\n")
         st, h, body = get(port, slow, host=host)    # the downstream times out (read-timeout): 504
         assert (st, h["X-Cache"], body) == (200, "STALE", bodies[slow])
         st, h, body = get(port, err, host=host)     # the downstream closes without answering: 502
@@ -661,17 +672,9 @@ server {{
         assert (st, hd["X-Cache"], body) == (200, "STALE", first[cases[4][1]])
         assert get(port, cases[5][1], host=n)[0] == 500
         t = cases[6][1]                                              # stale-while-revalidate=30
-        res = {}
-        th = threading.Thread(target=lambda: res.setdefault("a", get(port, t, host=n)))
-        th.start()
-        deadline = time.monotonic() + 5
-        while seen(n, t) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        st, hd, body = get(port, t, host=n)
+        refresh, (st, hd, body) = updating_while_refreshing(port, n, t)
         assert (st, hd["X-Cache"], body) == (200, "UPDATING", first[t])
-        th.join()
-        assert res["a"][1]["X-Cache"] == "EXPIRED" and res["a"][2].endswith(b"#2\n")
+        assert refresh[1]["X-Cache"] == "EXPIRED" and refresh[2].endswith(b"#2\n")
         ds.close()                                                   # the downstream is gone: error
         st, hd, body = get(port, cases[3][1], host=h)
         assert (st, hd["X-Cache"], body) == (200, "STALE", first[cases[3][1]])
@@ -715,10 +718,7 @@ server {{
                     assert labels["rule"] == '"app"' and labels["cache"] == '"c"'
                     out[labels["result"].strip('"')] = float(line.rsplit(" ", 1)[1])
             return out
-        deadline = time.monotonic() + 5
-        while counts().get("HIT") != 2:
-            assert time.monotonic() < deadline, counts()
-            time.sleep(0.1)
+        wait_for(lambda: counts().get("HIT") == 2, "two hits in the metrics", step=0.1)
         c = counts()
         assert (c["HIT"], c["MISS"], c["BYPASS"], c["STALE"]) == (2, 2, 1, 0)   # (the 504 was a MISS)
     finally:
@@ -754,13 +754,8 @@ def index_metrics(status_port) -> dict:
 
 
 def wait_index(status_port, pred, what):
-    deadline = time.monotonic() + 10
-    while True:
-        m = index_metrics(status_port)
-        if m and pred(m):
-            return m
-        assert time.monotonic() < deadline, f"{what}: {m}"
-        time.sleep(0.05)
+    return wait_for(lambda: (lambda m: m if m and pred(m) else None)(index_metrics(status_port)), what,
+                    timeout=10, step=0.05)
 
 
 def entry_files(path) -> list:
