@@ -16,3 +16,5 @@ cdef void cache_on_head_built(UConn* uc, Exchange* x) noexcept nogil
 cdef void cache_req_extra(W* w, Exchange* x) noexcept nogil
 cdef void cache_on_timer(Exchange* x) noexcept nogil
 cdef bint cache_stale_answer(UConn* uc, Exchange* x, int status) noexcept nogil
+cdef bint cache_stale_instead(DConn* dc, Exchange* x) noexcept nogil
+cdef void cache_commit_when_complete(DConn* dc, Exchange* x) noexcept nogil

@@ -1345,10 +1345,7 @@ cdef bint cache_stale_instead(DConn* dc, Exchange* x) noexcept nogil:
     b = cache_stale_head(x, x.status, True, &age)
     if b == NULL:
         return False
-    if x.cz != NULL:
-        cz_put(<CompStream*>x.cz)   # (the compression stage had taken the 5xx)
-        x.cz = NULL
-    x.cz_flags = 0
+    comp_free(x)                    # (the compression stage had taken the 5xx)
     dc.conn.flags |= DF_NO_REUSE
     dc_detach(dc)
     dc_recycle(dc)
@@ -1932,7 +1929,7 @@ cdef void cache_commit(Exchange* x) noexcept nogil:
     cache_unlock(x)
 
 
-cdef inline void cache_commit_when_complete(DConn* dc, Exchange* x) noexcept nogil:
+cdef void cache_commit_when_complete(DConn* dc, Exchange* x) noexcept nogil:
     """The response is all read (and encoded): the entry goes into place
     before the client has the last byte (it may ask again at once)."""
     if x.cwfd >= 0 and dc.phase == R_DONE and dc.conn.fpos == dc.fend \

@@ -88,8 +88,10 @@ cache main {{
     for name in ("'path'", "'cache' in", "'max-size'", "'keys-zone'", "'inactive'", "'cache-lock'",
                  "'cache-use-stale'"):
         assert name not in names
+    rule = loads(conf("cache-use-stale = { http_500, HTTP_503, http_502, http_504 }")).servers[0].vhosts[0].rules[0]
+    assert rule.cache_use_stale == ("http_500", "http_503", "http_502", "http_504")      # nginx's names
     with pytest.raises(ConfigErrors) as e:
-        loads(conf("cache-use-stale = { http_500 }"))
+        loads(conf("cache-use-stale = { http_404 }"))
     assert "unknown cache-use-stale condition" in str(e.value)
     with pytest.raises(ConfigErrors) as e:
         loads(conf("cache = nope"))
