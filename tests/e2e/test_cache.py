@@ -569,6 +569,8 @@ def test_chunked_response_stored_with_its_length(env):
             get(port, cut)
     assert seen("a.test", cut) == 2
     assert not [n for n in os.listdir(env["path"]) if n.startswith(".tmp")]
+    wait_for(lambda: "the response ended before its body was complete; not stored" in env["p"].read_log(),
+             "the discarded entry is logged")
 
 
 def test_lock_and_stale_answers(start_rproxy, port, tmp_path):
