@@ -1905,15 +1905,17 @@ cdef void cache_commit(Exchange* x) noexcept nogil:
     cdef CacheRt* c = <CacheRt*>x.rule.cache
     cdef CacheX* cx = <CacheX*>x.cx
     cdef uint64_t blen
+    cdef bint whole = x.cz == NULL or (x.cz_flags & CZF_FINISHED) != 0     # (an encoder's end is out)
     cache_tmp_path(c, x.cseq, tmp)
-    if cx != NULL and cx.unk_len:
+    if cx != NULL and cx.unk_len and whole:
         blen = CACHE_UNKNOWN_LEN - x.cleft      # the whole body is in: its length into the header
         if pwrite(x.cwfd, &blen, 8, CACHE_BODY_LEN_AT) == 8:
             x.cleft = 0
             cx.store_size += blen
     close(x.cwfd)
     x.cwfd = -1
-    if x.cleft != 0:
+    if x.cleft != 0 or not whole:
+        rp_elog(x_errfd(x), 5, "cache: the response ended before its body was complete; not stored")
         unlink(tmp)
         cache_unlock(x)
         return
