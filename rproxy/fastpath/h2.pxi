@@ -104,6 +104,7 @@ cdef struct H2Sess:
     uint8_t in_send
     uint8_t dead
     uint8_t goaway          # GOAWAY sent: close once the streams in flight are done
+    uint8_t idle            # the timer runs the keepalive-timeout (no stream open), else the read-timeout
     int64_t ctl_t0          # control frame flood: the current second
     uint32_t ctl_n
     int64_t rst_t0          # rapid reset: the current second
@@ -242,6 +243,7 @@ cdef int h2_start(UConn* uc) noexcept nogil:
     uc.h2 = s
     uc_move(uc, U_H2)
     c_h2_conns += 1
+    s.idle = 1
     timer_arm(&uc.conn.timer, srv.keepalive_timeout_ms)
     return 0
 
@@ -493,12 +495,12 @@ cdef void h2_send(H2Sess* s) noexcept nogil:
             s.pend_len -= k
         if filled == 0:
             buf_put(hb)
-            h2_run_wakes(s)         # the data sources may have made room
+            if s.whead == NULL:
+                break               # nothing to send, nobody to wake
+            h2_run_wakes(s)         # the data sources made room: their connections may have more
             if s.dead or uc.conn.state != U_H2:
                 s.in_send = 0
                 return
-            if s.whead == NULL and not nghttp2_session_want_write(s.ng):
-                break
             continue
         uc.conn.out.hptr = bdata(hb)
         uc.conn.out.hlen = filled
@@ -518,8 +520,12 @@ cdef void h2_send(H2Sess* s) noexcept nogil:
             uc_close(uc)            # draining: the last stream is done
             return
         timer_arm(&uc.conn.timer, uc.srv.keepalive_timeout_ms)    # idle: keepalive-timeout, then GOAWAY
-    else:
-        timer_stop(&uc.conn.timer)
+        s.idle = 1
+    elif s.idle or uc.conn.timer.when == 0:
+        # streams open: their connections have their own timers; this one
+        # only catches a request head never completed (h2_on_timer)
+        timer_arm(&uc.conn.timer, uc.srv.read_timeout_ms)
+        s.idle = 0
 
 
 cdef void h2_flush_dirty() noexcept nogil:
@@ -546,6 +552,8 @@ cdef void h2_on_timer(UConn* uc) noexcept nogil:
                 uc.srv.send_timeout_ms)
         uc_close(uc)
         return
+    cdef H2Stream* st = s.streams
+    cdef int32_t sid = 0
     if s.nstreams == 0:
         # idle for keepalive-timeout: say so, then close
         nghttp2_submit_goaway(s.ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s.ng),
@@ -554,6 +562,19 @@ cdef void h2_on_timer(UConn* uc) noexcept nogil:
         h2_send(s)
         if uc.conn.state == U_H2:
             uc_close(uc)
+        return
+    while st != NULL:
+        if st.vuc == NULL and not (st.flags & (SF_RSP_HEAD | SF_CLOSED)):
+            sid = st.id             # its HEADERS never completed
+        st = st.next
+    if sid:
+        h2_log(s, 5, "request head not completed in read-timeout", sid, "closing")
+        nghttp2_session_terminate_session(s.ng, NGHTTP2_PROTOCOL_ERROR)
+        h2_send(s)
+        if uc.conn.state == U_H2:
+            uc_close(uc)
+        return
+    timer_arm(&uc.conn.timer, uc.srv.read_timeout_ms)
 
 
 cdef void h2_drain(UConn* uc) noexcept nogil:

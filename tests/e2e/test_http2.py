@@ -8,12 +8,14 @@ graceful stop.  Every proxy is checked at teardown to hold no client,
 exchange or buffer (conftest)."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import signal
 import socket
 import ssl
+import threading
 import time
 
 import h2.config
@@ -24,7 +26,7 @@ import hpack
 import pytest
 from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
 
-from support.downstream import payload
+from support.downstream import Downstream, payload
 from support.master import wait_until
 
 
@@ -520,3 +522,85 @@ def test_sigquit_goaway_lets_streams_in_flight_finish(start_rproxy, port, downst
     assert ended == set(sids) and set(status.values()) == {"200"}
     assert all(body[sid] == b"/hold/quit" for sid in sids)
     wait_until(lambda: p.poll() is not None, 10, "the master to exit")
+
+
+# ---- the HTTP/1.1 features, through streams -----------------------------------------------------
+
+def features_handler(req, s):
+    path = req.target.split("?")[0]
+    if path.startswith("/gz/"):
+        body = b"hello h2 " * 3000
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    elif path.startswith("/c/"):
+        with COUNT_LOCK:
+            COUNT[0] += 1
+            n = COUNT[0]
+        body = b"cached"
+        s.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nX-Count: %d\r\nContent-Length: %d\r\n\r\n"
+                  % (n, len(body)) + body)
+    elif path == "/trailers":
+        s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n"
+                  b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n")
+    else:
+        return Downstream.default_handler(req, s)
+    return True
+
+
+COUNT = [0]
+COUNT_LOCK = threading.Lock()
+
+
+def test_static_cache_compression_trailers_and_expect_over_h2(start_rproxy, port, tmp_path):
+    ds = Downstream(handler=features_handler)
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "f.bin").write_bytes(payload(150000))
+    log = tmp_path / "access.log"
+    conf = f"""
+workers = 1
+cache main {{ path = "{tmp_path / 'cache'}" }}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    http2 = true
+    downstream d {{ addr = 127.0.0.1  port = {ds.port}  connections = 2 }}
+    vhost "*" {{
+        logging {{ request {{ enabled = true  output = "file:{log}"  format = "{{PROTO}} {{STATUS}} {{URI}} {{CACHE}}" }} }}
+        rule files {{ uri-prefix = "/static/"  root = "{www}" }}
+        rule gz {{ uri-prefix = "/gz/"  downstreams = {{ d }}  compress = {{ gzip }} }}
+        rule c {{ uri-prefix = "/c/"  downstreams = {{ d }}  cache = main }}
+        rule all {{ uri-prefix = "/"  downstreams = {{ d }} }}
+    }}
+}}
+"""
+    try:
+        start_rproxy(conf, port)
+        c = H2Client(port)
+        # a static file (read into buffers: no sendfile on a stream)
+        r = c.response(c.request("/static/f.bin"))
+        assert r["status"] == 200 and r["body"] == payload(150000)
+        # compression
+        r = c.response(c.request("/gz/a", headers=[("accept-encoding", "gzip")]))
+        assert dict(r["headers"]).get("content-encoding") == "gzip"
+        assert gzip.decompress(r["body"]) == b"hello h2 " * 3000
+        # the cache: the second answer is the stored one
+        first = c.response(c.request("/c/x"))
+        second = c.response(c.request("/c/x"))
+        assert first["body"] == second["body"] == b"cached"
+        assert dict(first["headers"])["x-count"] == dict(second["headers"])["x-count"] == "1"
+        # response trailers
+        r = c.response(c.request("/trailers", headers=[("te", "trailers")]))
+        assert r["body"] == b"hello world" and r["trailers"] == [("x-checksum", "abc")]
+        # Expect: 100-continue: the interim answer comes before the body is sent
+        body = payload(30000)
+        sid = c.request("/echo", method="POST", headers=[("content-length", str(len(body))),
+                                                          ("expect", "100-continue")], end=False)
+        c.wait(lambda: 100 in c.st(sid)["informational"], 5, "100 Continue")
+        c.send_body(sid, body)
+        assert json.loads(c.response(sid)["body"])["length"] == len(body)
+        c.close()
+        wait_until(lambda: log.exists() and log.read_text().count("HTTP/2.0") >= 6, 5, "the access log")
+        text = log.read_text()
+        assert "HTTP/2.0 200 /c/x HIT" in text and "HTTP/2.0 200 /static/f.bin" in text
+    finally:
+        ds.close()
