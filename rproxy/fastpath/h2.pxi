@@ -40,6 +40,8 @@ cdef enum:
     SF_TRAILERS = 0x400     # the request's trailers are being received
     SF_QUEUED = 0x800       # on the session's wake list
     SF_RSP_TRAILERS = 0x1000  # the response has trailers (sent after the last DATA)
+    SF_RST_AFTER = 0x2000   # the rest of the request is not wanted: RST_STREAM NO_ERROR once the response is out
+    SF_EOF_SENT = 0x4000    # the response's END_STREAM went out
 
 cdef enum:
     W_IN = 1                # request bytes (or its end) arrived
@@ -773,6 +775,7 @@ cdef int h2_request_head_done(H2Sess* s, H2Stream* st, bint end) noexcept nogil:
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
     st.vuc = v
     c_h2_streams += 1
+    m_h2_stream(s.uc.srv)
     h2_wake(st, W_IN)
     return 0
 
@@ -865,6 +868,16 @@ cdef int h2_on_stream_close(nghttp2_session* ng, int32_t sid, uint32_t error_cod
 
 cdef int h2_on_frame_send(nghttp2_session* ng, const nghttp2_frame* frame, void* ud) noexcept nogil:
     cdef H2Sess* s = <H2Sess*>ud
+    cdef H2Stream* st
+    if (frame.hd.flags & NGHTTP2_FLAG_END_STREAM) and frame.hd.stream_id \
+            and (frame.hd.type == NGHTTP2_DATA or frame.hd.type == NGHTTP2_HEADERS):
+        st = h2_stream_of(s, frame.hd.stream_id)
+        if st != NULL:
+            st.flags |= SF_EOF_SENT
+        if st != NULL and (st.flags & SF_RST_AFTER) and not (st.flags & SF_IN_EOF):
+            st.flags &= ~SF_RST_AFTER
+            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st.id, NGHTTP2_NO_ERROR)   # RFC 9113 8.1
+        return 0
     if frame.hd.type == NGHTTP2_GOAWAY and frame.goaway.error_code != NGHTTP2_NO_ERROR:
         h2_log(s, 4, "GOAWAY sent", frame.goaway.last_stream_id, nghttp2_http2_strerror(frame.goaway.error_code))
     elif frame.hd.type == NGHTTP2_RST_STREAM and frame.rst_stream.error_code != NGHTTP2_NO_ERROR \
@@ -1001,7 +1014,10 @@ cdef void h2_vuc_closed(UConn* uc) noexcept nogil:
     if not (st.flags & SF_RSP_DONE):
         nghttp2_submit_rst_stream(s.ng, NGHTTP2_FLAG_NONE, st.id, NGHTTP2_INTERNAL_ERROR)
     elif not (st.flags & SF_IN_EOF):
-        nghttp2_submit_rst_stream(s.ng, NGHTTP2_FLAG_NONE, st.id, NGHTTP2_NO_ERROR)
+        if st.flags & SF_EOF_SENT:
+            nghttp2_submit_rst_stream(s.ng, NGHTTP2_FLAG_NONE, st.id, NGHTTP2_NO_ERROR)
+        else:
+            st.flags |= SF_RST_AFTER    # after the response's last frame (h2_on_frame_send), not ahead of it
     if st.unconsumed:
         nghttp2_session_consume(s.ng, st.id, st.unconsumed)
         st.unconsumed = 0

@@ -24,7 +24,8 @@ import h2.events
 import h2.settings
 import hpack
 import pytest
-from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame,
+                              SettingsFrame)
 
 from support.downstream import Downstream, payload
 from support.master import wait_until
@@ -604,3 +605,42 @@ server {{
         assert "HTTP/2.0 200 /c/x HIT" in text and "HTTP/2.0 200 /static/f.bin" in text
     finally:
         ds.close()
+
+
+def test_streams_beyond_max_concurrent_are_refused(start_rproxy, port, downstream):
+    start_rproxy(h2c_conf(port, downstream.port, extra="http2-max-concurrent-streams = 5"), port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    enc, dec = hpack.Encoder(), hpack.Decoder()
+    out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize()
+    for sid in range(1, 13, 2):                 # six streams, one more than allowed
+        block = enc.encode([(":method", "GET"), (":path", "/hold/cc"), (":scheme", "http"), (":authority", "x")])
+        out += HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+    s.sendall(out)
+    resets, ended = {}, set()
+    for f in read_frames(s, timeout=5):
+        if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+            s.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
+        elif isinstance(f, RstStreamFrame):
+            resets[f.stream_id] = f.error_code
+            downstream.release("cc")
+        elif isinstance(f, HeadersFrame):
+            dec.decode(f.data)
+        if "END_STREAM" in f.flags:
+            ended.add(f.stream_id)
+        if len(ended) == 5:
+            break
+    s.close()
+    assert resets == {11: 7}                     # REFUSED_STREAM: the client may retry it
+    assert ended == {1, 3, 5, 7, 9}
+
+
+def test_early_answer_then_the_rest_of_the_request_is_refused(start_rproxy, port, downstream):
+    start_rproxy(h2c_conf(port, downstream.port, extra="client-max-body-size = 1k"), port)
+    c = H2Client(port)
+    sid = c.request("/up", method="POST", headers=[("content-length", "100000")], end=False)
+    c.wait(lambda: c.st(sid)["ended"] or c.st(sid)["reset"] is not None, 5, "the 413")
+    assert c.st(sid)["status"] == 413                   # the whole answer first,
+    c.wait(lambda: c.st(sid)["reset"] is not None, 5, "RST_STREAM")
+    assert c.st(sid)["reset"] == 0                      # then NO_ERROR: the body is not wanted
+    assert c.response(c.request("/next"))["status"] == 200
+    c.close()
