@@ -79,6 +79,7 @@ cdef struct H2Stream:
     uint32_t iq_limit
     uint32_t oq_limit
     uint32_t unconsumed     # DATA bytes received whose window was not given back yet
+    uint32_t head_left      # request head bytes still in iq (they open no window)
     uint32_t hsize          # request head bytes so far (max-header-size)
     Buf* sc                 # scratch: request header lines (front), pseudo values (back); then response fields
     uint32_t sc_len
@@ -119,8 +120,6 @@ cdef nghttp2_session_callbacks* g_h2_cbs = NULL
 cdef H2Sess* g_h2_dirty = NULL
 cdef llhttp_settings_t g_h2_rsp_settings
 cdef const char* H2_PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-cdef uint64_t c_h2_conns = 0        # HTTP/2 connections started
-cdef uint64_t c_h2_streams = 0      # streams served
 
 
 # ---- byte queues ---------------------------------------------------------------------------
@@ -203,7 +202,6 @@ cdef void h2_init_callbacks() noexcept nogil:
 cdef int h2_start(UConn* uc) noexcept nogil:
     """Make a client connection an HTTP/2 connection: its session, our
     SETTINGS.  0, or -1 (out of memory: the caller closes)."""
-    global c_h2_conns
     cdef H2Sess* s
     cdef nghttp2_option* opt
     cdef nghttp2_settings_entry iv[3]
@@ -244,7 +242,6 @@ cdef int h2_start(UConn* uc) noexcept nogil:
     nghttp2_session_set_local_window_size(s.ng, NGHTTP2_FLAG_NONE, 0, <int32_t>(win if win < 0x7fffffff else 0x7fffffff))
     uc.h2 = s
     uc_move(uc, U_H2)
-    c_h2_conns += 1
     s.idle = 1
     timer_arm(&uc.conn.timer, srv.keepalive_timeout_ms)
     return 0
@@ -732,7 +729,6 @@ cdef void h2_answer(H2Sess* s, H2Stream* st, const char* status) noexcept nogil:
 cdef int h2_request_head_done(H2Sess* s, H2Stream* st, bint end) noexcept nogil:
     """The request's HEADERS are complete: its HTTP/1.1 head goes to a new
     virtual connection."""
-    global c_h2_streams
     cdef char* b = bdata(st.sc)
     cdef uint32_t lim = st.iq_limit
     cdef int r = 0
@@ -766,6 +762,7 @@ cdef int h2_request_head_done(H2Sess* s, H2Stream* st, bint end) noexcept nogil:
     r |= bq_append(&st.iq, "\r\n", 2, lim)
     buf_put(st.sc)
     st.sc = NULL
+    st.head_left = st.iq.len
     if r != 0:
         h2_log(s, 4, "bad request", st.id, "request head too large: 431")
         h2_answer(s, st, "431")
@@ -774,7 +771,6 @@ cdef int h2_request_head_done(H2Sess* s, H2Stream* st, bint end) noexcept nogil:
     if v == NULL:
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
     st.vuc = v
-    c_h2_streams += 1
     m_h2_stream(s.uc.srv)
     h2_wake(st, W_IN)
     return 0
@@ -923,7 +919,7 @@ cdef ssize_t h2_vread(UConn* uc, uint32_t room) noexcept nogil:
     window opens by what was taken."""
     global errno
     cdef H2Stream* st = <H2Stream*>uc.h2
-    cdef uint32_t n, give
+    cdef uint32_t n, give, body
     if st == NULL:
         return 0
     n = st.iq.len if st.iq.len < room else room
@@ -937,8 +933,15 @@ cdef ssize_t h2_vread(UConn* uc, uint32_t room) noexcept nogil:
     uc.conn.rend += n
     if st.iq.len == 0 and not (st.flags & SF_IN_EOF):
         uc.conn.flags &= ~CN_READABLE
-    if st.unconsumed and not st.s.dead:
-        give = st.unconsumed if (st.iq.len == 0 or n > st.unconsumed) else n
+    body = n
+    if st.head_left:
+        give = n if n < st.head_left else st.head_left
+        st.head_left -= give
+        body -= give
+    if st.unconsumed and not st.s.dead and (body or st.iq.len == 0):
+        # the window opens by the body bytes taken (chunk framing counted
+        # as body: a few bytes per DATA frame), all of it once iq is empty
+        give = st.unconsumed if (st.iq.len == 0 or body > st.unconsumed) else body
         st.unconsumed -= give
         nghttp2_session_consume(st.s.ng, st.id, give)
         h2_dirty(st.s)
@@ -1183,7 +1186,3 @@ cdef ssize_t h2_data_read(nghttp2_session* ng, int32_t sid, uint8_t* buf, size_t
         return NGHTTP2_ERR_DEFERRED
     return n
 
-
-def h2_counters():
-    """HTTP/2 connections started and streams served by this worker (tests)."""
-    return {"connections": c_h2_conns, "streams": c_h2_streams}
