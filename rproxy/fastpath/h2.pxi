@@ -456,6 +456,11 @@ cdef void h2_send(H2Sess* s) noexcept nogil:
     cdef int r
     if s.in_send or s.dead:
         return
+    if g_stop and not s.goaway:
+        # stopping (a connection that became HTTP/2 after drain_start): say so
+        s.goaway = 1
+        nghttp2_submit_goaway(s.ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s.ng),
+                              NGHTTP2_NO_ERROR, NULL, 0)
     s.in_send = 1
     while True:
         if not out_empty(&uc.conn.out):
