@@ -299,12 +299,14 @@ def test_tls_alpn_h2_by_default_then_http11_and_http2_off(start_rproxy, port, do
     log = tmp_path / "access.log"
     p = start_rproxy(tls_conf(port, downstream.port, test_pki,
                               log=f'logging {{ request {{ enabled = true  output = "file:{log}"  '
-                                  'format = "{PROTO} {STATUS} {URI} {TLS_PROTO}" } }'), port)
+                                  'format = "{PROTO} {STATUS} {URI} {TLS_PROTO} {US_SPORT}" } }'), port)
     c = H2Client(port, tls_ctx=client_ctx(test_pki, ["h2", "http/1.1"]))
     assert c.sock.selected_alpn_protocol() == "h2"
     r = c.response(c.request("/tls", authority="localhost"))
     assert r["status"] == 200 and r["body"] == b"/tls"
     assert downstream.requests[-1].header("X-Forwarded-Proto") == "https"
+    assert c.response(c.request("/tls2", authority="localhost"))["status"] == 200
+    sport = c.sock.getsockname()[1]
     c.close()
     # a client offering only http/1.1 gets it
     s = client_ctx(test_pki, ["http/1.1"]).wrap_socket(socket.create_connection(("127.0.0.1", port)),
@@ -316,6 +318,9 @@ def test_tls_alpn_h2_by_default_then_http11_and_http2_off(start_rproxy, port, do
     wait_until(lambda: "HTTP/2.0 200 /tls TLSv1.3" in log.read_text() if log.exists() else False, 5,
                "the h2 access log line")
     assert "HTTP/1.1 200 /one" in log.read_text()
+    wait_until(lambda: "/tls2" in log.read_text(), 5, "the second h2 line")
+    # the streams of one connection carry its client port
+    assert {ln.split()[-1] for ln in log.read_text().splitlines() if ln.startswith("HTTP/2.0")} == {str(sport)}
     p.stop()
     # http2 = false: h2 is not offered, http/1.1 is chosen
     port2 = port
