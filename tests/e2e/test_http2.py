@@ -372,13 +372,18 @@ def test_flow_control_window_zero_pauses_then_resumes(start_rproxy, port, downst
 
 
 def test_client_reset_mid_response_and_the_connection_goes_on(start_rproxy, port, downstream):
-    start_rproxy(h2c_conf(port, downstream.port), port)
+    # (with response buffering the downstream would be read to its end and kept: no buffering here)
+    start_rproxy(h2c_conf(port, downstream.port, extra="response-buffering = false"), port)
     c = H2Client(port)
     c.auto_ack = False
+    wait_until(lambda: downstream.connections >= 2, 5, "the pool")
+    before = downstream.connections
     sid = c.request("/bytes/3000000")
     c.wait(lambda: len(c.st(sid)["body"]) > 0, 5, "the first bytes")
     c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
     c.flush()
+    # the downstream connection was mid-body: closed, not reused (the pool opens a fresh one)
+    wait_until(lambda: downstream.connections > before, 5, "a fresh downstream connection")
     c.auto_ack = True
     c.conn.acknowledge_received_data(len(c.st(sid)["body"]), sid)
     for i in range(3):
