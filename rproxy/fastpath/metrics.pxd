@@ -17,3 +17,4 @@ cdef void m_pend_timeout(Exchange* x) noexcept nogil
 cdef void m_pend_rejected(Exchange* x) noexcept nogil
 cdef void m_on_timer() noexcept nogil
 cdef void m_start() noexcept nogil
+cdef void m_h2_stream(ServerRt* srv) noexcept nogil

@@ -32,7 +32,7 @@ cdef enum:
     SC_TLS_FULL = 1
     SC_TLS_RESUMED = 2
     SC_TLS_FAILED = 3
-    SC_H2_STREAMS = 4       # reserved: HTTP/2 does not exist yet
+    SC_H2_STREAMS = 4       # HTTP/2 streams served (h2.pxi)
     SC_WORDS = 5
     # per server, gauges
     SG_OPEN = 0
@@ -146,6 +146,11 @@ cdef inline void m_accepted(ServerRt* srv) noexcept nogil:
 cdef inline void m_conn_open(ServerRt* srv) noexcept nogil:
     if g_m_on and srv != NULL and srv.mg != NULL:
         srv.mg[SG_OPEN] += 1
+
+
+cdef inline void m_h2_stream(ServerRt* srv) noexcept nogil:
+    if g_m_on and srv != NULL and srv.mc != NULL:
+        srv.mc[SC_H2_STREAMS] += 1
 
 
 cdef inline void m_conn_closed(ServerRt* srv) noexcept nogil:

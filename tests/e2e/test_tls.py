@@ -143,7 +143,7 @@ def proxy(start_rproxy, downstream, port, test_pki):
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_handshake_and_request_on_tls12_and_tls13(proxy, test_pki, version):
     ctx = client_context(test_pki, version=version)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(["http/1.1"])          # (h2 is chosen when offered: tests/e2e/test_http2.py)
     with connect(proxy.port, ctx) as s:
         assert s.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
         assert s.selected_alpn_protocol() == "http/1.1"
@@ -155,11 +155,12 @@ def test_handshake_and_request_on_tls12_and_tls13(proxy, test_pki, version):
         assert (status, body) == (200, payload(100))
 
 
-def test_curl_over_https(proxy, test_pki):
-    out = subprocess.run(["curl", "-sS", "--cacert", test_pki["ca"].crt, "-w", "\n%{http_code} %{http_version}",
+@pytest.mark.parametrize("flag,version", [("--http1.1", "1.1"), ("--http2", "2")])
+def test_curl_over_https(proxy, test_pki, flag, version):
+    out = subprocess.run(["curl", "-sS", flag, "--cacert", test_pki["ca"].crt, "-w", "\n%{http_code} %{http_version}",
                           f"https://localhost:{proxy.port}/hello"], capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "/hello\n200 1.1"
+    assert out.stdout == f"/hello\n200 {version}"
 
 
 @pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
