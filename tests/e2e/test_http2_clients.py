@@ -201,6 +201,10 @@ def run(cmd, tmp: Path, timeout: float = 30.0, **kw) -> subprocess.CompletedProc
     except subprocess.TimeoutExpired:
         stop_process(p, signal.SIGKILL)
         raise AssertionError(f"{cmd[0]} did not finish within {timeout} s: {' '.join(map(str, cmd))}")
+    try:
+        os.killpg(p.pid, signal.SIGKILL)      # helpers left in its group (Chromium's crash handler)
+    except (ProcessLookupError, PermissionError):
+        pass
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
