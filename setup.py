@@ -109,11 +109,26 @@ def find_compression_libs():
             [f[2:] for f in libs if f.startswith("-l")])
 
 
+def find_nghttp2():
+    """libnghttp2's include dirs, library dirs and libraries (the HTTP/2
+    client side, rproxy/fastpath/h2.pxi), from pkg-config; a message naming
+    the package when it is missing."""
+    if shutil.which("pkg-config") is None or subprocess.run(["pkg-config", "--exists", "libnghttp2"]).returncode != 0:
+        sys.exit("rproxy build: libnghttp2 not found by pkg-config (module libnghttp2): HTTP/2 needs it.\n"
+                 "  Debian/Ubuntu: apt-get install libnghttp2-dev   (Fedora/RHEL: libnghttp2-devel)")
+    cflags = pkg_config("--cflags", ["libnghttp2"])
+    libs = pkg_config("--libs", ["libnghttp2"])
+    return ([f[2:] for f in cflags if f.startswith("-I")],
+            [f[2:] for f in libs if f.startswith("-L")],
+            [f[2:] for f in libs if f.startswith("-l")])
+
+
 def extensions():
     from Cython.Build import cythonize
 
     inc = find_llhttp_include()
     cinc, cdirs, clibs = find_compression_libs()
+    hinc, hdirs, hlibs = find_nghttp2()
     # every state move checked against its table (fastpath/states.pxi): the
     # sanitizer build, or any build with RPROXY_CHECK_STATES=1
     macros = []
@@ -131,9 +146,9 @@ def extensions():
     ext = Extension(
         "rproxy._fastpath",
         sources=["rproxy/_fastpath.pyx"],
-        include_dirs=[inc, "rproxy/includes", *cinc],
-        library_dirs=cdirs,
-        libraries=clibs,
+        include_dirs=[inc, "rproxy/includes", *cinc, *hinc],
+        library_dirs=[*cdirs, *hdirs],
+        libraries=[*clibs, *hlibs],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=macros,

@@ -14,6 +14,7 @@ from libc.signal cimport SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2
 
 from rproxy.includes.llhttp cimport *
 from rproxy.includes.linux cimport *
+from rproxy.includes.nghttp2 cimport *
 
 cdef extern from "rp_util.h" nogil:
     void rp_elog(int fd, int level, const char* fmt, ...)
@@ -35,6 +36,7 @@ include "fastpath/http.pxi"
 include "fastpath/routing.pxi"
 include "fastpath/balance.pxi"
 include "fastpath/upstream.pxi"
+include "fastpath/h2.pxi"
 include "fastpath/limits.pxi"
 include "fastpath/proxyproto.pxi"
 include "fastpath/redis.pxi"

@@ -125,7 +125,11 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                      client_body_buffer_size=srv.client_body_buffer_size,
                      response_buffer_size=srv.response_buffer_size, max_temp_file_size=srv.max_temp_file_size,
                      client_body_timeout=srv.client_body_timeout or srv.read_timeout,
-                     send_timeout=srv.send_timeout or srv.write_timeout)
+                     send_timeout=srv.send_timeout or srv.write_timeout,
+                     http2=srv.http2 if srv.http2 is not None else bool(srv.ssl and srv.ssl.enabled),
+                     http2_max_streams=srv.http2_max_concurrent_streams,
+                     http2_max_resets=srv.http2_max_resets_per_second,
+                     http2_max_ctl=srv.http2_max_control_frames_per_second)
         w.set_underscores(si, srv.underscores_in_headers)
         for vi, vh in enumerate(srv.vhosts):
             globs = [vh.name, *vh.aliases]

@@ -743,6 +743,15 @@ TABLE: tuple[Directive, ...] = (
        origin="rproxy"),
     _d("max-header-size", SERVER, "size", 16384, "largest request head (431 beyond)", lo=256, hi=16 * 1024 ** 2,
        origin="rproxy"),
+    _d("http2", SERVER, "bool", None, "HTTP/2 toward clients: ALPN h2 on a TLS server (default on), prior "
+       "knowledge (h2c) on a plain one (default off); streams go to downstreams as HTTP/1.1", origin="rproxy"),
+    _d("http2-max-concurrent-streams", SERVER, "int", 100, "HTTP/2 streams a client may have open at once "
+       "(SETTINGS; more are refused)", lo=1, hi=10000, origin="rproxy"),
+    _d("http2-max-resets-per-second", SERVER, "int", 100, "HTTP/2 streams a client may reset per second "
+       "before GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487)", lo=1, hi=100000, origin="rproxy"),
+    _d("http2-max-control-frames-per-second", SERVER, "int", 500, "HTTP/2 SETTINGS, PING, PRIORITY and "
+       "empty DATA frames a client may send per second before GOAWAY ENHANCE_YOUR_CALM", lo=1, hi=1000000,
+       origin="rproxy"),
     _d("max-headers", SERVER, "int", 100, "most request header fields (431 beyond; at most 128)", lo=1, hi=128,
        origin="rproxy"),
     _d("client-max-body-size", SERVER, "size", 0, "largest request body (413 beyond; 0 = unlimited)", lo=0,

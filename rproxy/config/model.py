@@ -238,6 +238,10 @@ class Server:
     max_request_line: int = 8192
     max_header_size: int = 16384
     max_headers: int = 100
+    http2: Optional[bool] = None         # None: on for TLS servers, off for plain ones
+    http2_max_concurrent_streams: int = 100
+    http2_max_resets_per_second: int = 100
+    http2_max_control_frames_per_second: int = 500
     client_max_body_size: int = 0        # 0 = unlimited
     underscores_in_headers: str = "drop"  # drop | allow | reject (request header names with '_')
     buffer_size: int = 32768

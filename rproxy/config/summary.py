@@ -55,6 +55,10 @@ def _server_lines(srv: Server, mixed: bool) -> list[str]:
     out.append(f"  limits: request line {format_size(srv.max_request_line)}, head "
                f"{format_size(srv.max_header_size)}, {srv.max_headers} headers, body {body}, "
                f"buffer {format_size(srv.buffer_size)}")
+    if srv.http2 if srv.http2 is not None else bool(tls):
+        out.append(f"  HTTP/2: {'ALPN h2' if tls else 'h2c prior knowledge'}; "
+                   f"{srv.http2_max_concurrent_streams} streams, {srv.http2_max_resets_per_second} resets/s, "
+                   f"{srv.http2_max_control_frames_per_second} control frames/s per connection")
     if srv.underscores_in_headers != "drop":
         out.append(f"  request header names with '_': {srv.underscores_in_headers}")
     for ds in srv.downstreams:

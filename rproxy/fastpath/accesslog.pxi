@@ -839,6 +839,9 @@ cdef void w_proto(W* w, Exchange* x, UConn* uc) noexcept nogil:
     if not x.head_end:
         w_dash(w)
         return
+    if uc.conn.flags & CN_VIRTUAL:
+        w_put(w, b"HTTP/2.0", 8)        # a stream of an HTTP/2 connection (h2.pxi)
+        return
     memcpy(v, b"HTTP/1.1", 8)
     v[5] = <char>(48 + uc.conn.parser.http_major % 10)
     v[7] = <char>(48 + uc.conn.parser.http_minor % 10)

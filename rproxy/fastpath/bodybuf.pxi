@@ -354,7 +354,7 @@ cdef void rsp_absorb(UConn* uc) noexcept nogil:
     dc = x.dc
     if dc.x != x or not out_borrows(&uc.conn.out, dc) or bb_len(uc.rbb) != 0:
         return
-    if uc.conn.tls != NULL and (uc.conn.tls.flags & TF_WPEND):
+    if uc.conn.tls != NULL and (uc.conn.tls.flags & TF_WPEND) and not (uc.conn.flags & CN_VIRTUAL):
         return                      # OpenSSL holds that pointer until the record is out
     if uc.rbb == NULL:
         uc.rbb = bb_new(uc.srv.response_buffer_size, uc.srv.max_temp_file_size)

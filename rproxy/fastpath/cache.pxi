@@ -1116,7 +1116,7 @@ cdef void cache_pump(UConn* uc) noexcept nogil:
                 return              # socket full (EPOLLOUT resumes: uc_on_drained), or the client is gone
         if x.cleft == 0:
             break
-        if uc.conn.tls == NULL:
+        if uc.conn.tls == NULL and not (uc.conn.flags & CN_VIRTUAL):    # (an HTTP/2 stream has no socket)
             off = <long>x.coff
             n = sendfile(uc.conn.h.fd, x.cfd, &off, x.cleft if x.cleft < 1048576 else 1048576)
             if n > 0:

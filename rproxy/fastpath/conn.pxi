@@ -9,7 +9,11 @@ cdef int conn_send(Conn* c, uint32_t* moved) noexcept nogil:
     full (CN_WRITABLE cleared: wait for EPOLLOUT); -1: the peer is gone
     (errno set).  *moved: the bytes written, for the caller's accounting."""
     cdef uint32_t before = c.out.hlen + c.out.blen
-    cdef int r = conn_flush(&c.out, c.h.fd, c.tls)
+    cdef int r
+    if c.flags & CN_VIRTUAL:
+        r = h2_vsend(<UConn*>c)     # an HTTP/2 stream: the response goes to nghttp2 (h2.pxi)
+    else:
+        r = conn_flush(&c.out, c.h.fd, c.tls)
     moved[0] = before - (c.out.hlen + c.out.blen)
     if r > 0:
         c.flags &= ~CN_WRITABLE
@@ -23,6 +27,8 @@ cdef ssize_t conn_read(Conn* c, uint32_t room, bint raw) noexcept nogil:
     plain read without a FIN, EOF, an error).  raw: read past TLS (a
     lingering close discards the bytes)."""
     cdef ssize_t n
+    if c.flags & CN_VIRTUAL:
+        return h2_vread(<UConn*>c, room)    # an HTTP/2 stream: its request bytes (h2.pxi)
     while True:
         if raw or c.tls == NULL:
             n = recv(c.h.fd, bdata(c.rbuf) + c.rend, room, 0)

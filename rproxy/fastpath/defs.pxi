@@ -41,7 +41,8 @@ cdef enum:
     U_LINGER = 7        # response sent, write side shut: discard input until EOF
     U_BUFFER = 8        # head routed; reading the whole body before taking a downstream (bodybuf.pxi)
     U_CLOSED = 9        # closed; freed at the end of the loop turn (events of this turn may still name it)
-    U_NSTATES = 10
+    U_H2 = 10           # an HTTP/2 connection: its streams are virtual client connections (h2.pxi)
+    U_NSTATES = 11
 
 cdef enum:
     # downstream (backend) connection states
@@ -74,6 +75,7 @@ cdef enum:
     UF_IN_LIST = 0x80
     UF_READY = 0x200        # queued to continue at the end of the loop turn
     UF_SERVED = 0x400       # at least one response went out on this connection
+    CN_VIRTUAL = 0x8000     # an HTTP/2 stream's connection: no socket, its bytes are the stream's (h2.pxi)
 
 cdef enum:
     # Conn.flags of a downstream connection (DConn), above the shared bits
@@ -379,6 +381,7 @@ cdef struct UConn:
     Exchange* xtail         # the newest: its request is the one being parsed
     BodyBuf* rbb            # response bytes the client has not taken yet (bodybuf.pxi)
     uint32_t mstart         # the current message head starts here
+    void* h2   # HTTP/2 session or stream (h2.pxi), NULL = HTTP/1.1
     uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
     DConn* pdc              # its private downstream connections (pool.pxi), linked by DConn.onext
     Peer pp_dst             # the destination a PROXY header in named (family 0: none)
@@ -543,6 +546,10 @@ cdef struct ServerRt:
     int tls_verify_depth
     void* tls_hdr_fn        # PyObject*: client certificate -> X-SSL-* header block (NULL: none wanted)
     void* pp                # PPServer* (proxyproto.pxi): PROXY protocol expected; NULL = no
+    uint8_t http2           # HTTP/2: ALPN h2 (TLS) or prior knowledge (plain) (h2.pxi)
+    uint32_t h2_max_streams         # http2-max-concurrent-streams
+    uint32_t h2_max_resets          # http2-max-resets-per-second
+    uint32_t h2_max_ctl             # http2-max-control-frames-per-second
 cdef struct Listener:
     Handle h
     ServerRt* srv

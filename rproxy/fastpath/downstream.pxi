@@ -688,7 +688,8 @@ cdef void dc_response_framing(DConn* dc, Exchange* x, UConn* uc, llhttp_t* p) no
     elif (p.flags & F_CONTENT_LENGTH) and p.content_length >= g_splice_min and g_splice_min \
             and (not (x.flags & XF_RESP_BUFFER) or uc.srv.response_buffer_size >= 4096) \
             and not (x.flags & XF_HEAD_REQ) and x.status >= 200 and x.status != 204 and x.status != 304 \
-            and dc.conn.tls == NULL and uc.conn.tls == NULL:     # TLS bytes must pass through OpenSSL
+            and dc.conn.tls == NULL and uc.conn.tls == NULL \
+            and not (uc.conn.flags & CN_VIRTUAL):      # TLS bytes must pass through OpenSSL, h2 through nghttp2
         dc.conn.flags |= DF_SPLICE
 
 

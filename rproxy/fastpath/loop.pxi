@@ -129,7 +129,9 @@ cdef void drain_start(int64_t timeout_ms) noexcept nogil:
             g_listeners[i].h.fd = -1
     while uc != NULL:
         nx = uc.next
-        if uc.conn.state == U_IDLE and (uc.conn.flags & UF_SERVED) and (uc.conn.rbuf == NULL or uc.conn.rpos == uc.conn.rend) \
+        if uc.conn.state == U_H2:
+            h2_drain(uc)            # GOAWAY; its streams in flight finish (h2.pxi)
+        elif uc.conn.state == U_IDLE and (uc.conn.flags & UF_SERVED) and (uc.conn.rbuf == NULL or uc.conn.rpos == uc.conn.rend) \
                 and out_empty(&uc.conn.out):
             uc_close(uc)
         else:
@@ -262,6 +264,8 @@ cdef int loop_run() noexcept nogil:
             timer_fire(t)
             t = timers_due()
         run_ready()
+        if g_h2_dirty != NULL:
+            h2_flush_dirty()        # HTTP/2 output the turn produced, one write per connection (h2.pxi)
         free_dead()
         tunnels_free_dead()
 

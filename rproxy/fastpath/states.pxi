@@ -19,7 +19,7 @@ cdef extern from *:
     const int RPROXY_CHECK_STATES
 
 cdef enum:
-    CLIENT_NMOVES = 42
+    CLIENT_NMOVES = 44
     DOWNSTREAM_NMOVES = 9
     RESPONSE_NMOVES = 6
 
@@ -28,8 +28,10 @@ cdef enum:
 # is kept (idle) or closed.  Any state before the response may answer with a
 # response of rproxy's own (-> U_WAIT, or U_CLOSING to close after it); a
 # request replayed after a failed attempt waits for a downstream again
-# (-> U_PENDING) or is sent again at once (-> U_BODY).
-cdef uint8_t CLIENT_MOVES[84]
+# (-> U_PENDING) or is sent again at once (-> U_BODY).  An HTTP/2
+# connection leaves these states for good (U_H2): each of its streams is a
+# virtual connection of its own that moves through them (h2.pxi).
+cdef uint8_t CLIENT_MOVES[88]
 CLIENT_MOVES[:] = [
     U_IDLE, U_HEAD,
     U_IDLE, U_WAIT,
@@ -73,6 +75,8 @@ CLIENT_MOVES[:] = [
     U_CLOSING, U_LINGER,
     U_CLOSING, U_CLOSED,
     U_LINGER, U_CLOSED,
+    U_IDLE, U_H2,           # ALPN h2 after the handshake, or the h2c preface (h2.pxi)
+    U_H2, U_CLOSED,
 ]
 
 # A downstream connection of a pool (or a tunnel's own, born D_DOWN).
@@ -105,7 +109,7 @@ RESPONSE_MOVES[:] = [
 
 cdef const char* CLIENT_STATE_NAMES[U_NSTATES]
 CLIENT_STATE_NAMES[:] = [b"idle", b"head", b"pending", b"body", b"wait", b"closing", b"tunnel", b"linger", b"buffer",
-                         b"closed"]
+                         b"closed", b"h2"]
 cdef const char* DOWNSTREAM_STATE_NAMES[D_NSTATES]
 DOWNSTREAM_STATE_NAMES[:] = [b"down", b"connecting", b"idle", b"active"]
 cdef const char* RESPONSE_PHASE_NAMES[R_NPHASES]

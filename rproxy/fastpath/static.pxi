@@ -703,7 +703,7 @@ cdef void static_pump(UConn* uc) noexcept nogil:
             uc_on_drained(uc)
             return
         want = SF_CHUNK if x.sf_left > SF_CHUNK else <size_t>x.sf_left
-        if uc.conn.tls == NULL:
+        if uc.conn.tls == NULL and not (uc.conn.flags & CN_VIRTUAL):    # (an HTTP/2 stream has no socket)
             off = <long>x.sf_off
             n = sendfile(uc.conn.h.fd, x.sf_fd, &off, want)
             if n > 0:

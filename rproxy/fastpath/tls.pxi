@@ -50,6 +50,7 @@ cdef enum:
     TF_FATAL = 0x10         # a TLS error happened: no close_notify (OpenSSL forbids SSL_shutdown then)
     TF_SHUT = 0x20          # close_notify sent
     TF_RESUMED = 0x40       # the handshake resumed a session
+    TF_ALPN_H2 = 0x80       # ALPN chose h2: HTTP/2 after the handshake (h2.pxi)
 
 cdef enum:
     # bits of RuleRt.xssl: which X-SSL-* headers a rule sends (bits 8.. are
@@ -528,13 +529,27 @@ cdef int tls_verify_cb(int ok, void* xctx) noexcept nogil:
 
 cdef int tls_alpn_cb(void* ssl, const unsigned char** out, unsigned char* outlen,
                      const unsigned char* inp, unsigned int inlen, void* arg) noexcept nogil:
-    """ALPN: http/1.1 (or http/1.0); a client offering neither (h2 only)
-    gets no_application_protocol, as RFC 7301 asks."""
+    """ALPN: h2 when offered and the server has http2 on (h2.pxi), else
+    http/1.1 (or http/1.0); a client offering none of them gets
+    no_application_protocol, as RFC 7301 asks.  ACME's acme-tls/1 first."""
     cdef unsigned int i = 0, n
     cdef int http10 = -1
     cdef int acme = acme_alpn(ssl, out, outlen, inp, inlen)
+    cdef UConn* uc = <UConn*>g_tls_cur
     if acme >= 0:
         return acme
+    if uc != NULL and uc.srv.http2 and uc.conn.tls != NULL:
+        while i < inlen:
+            n = inp[i]
+            if i + 1 + n > inlen:
+                break
+            if n == 2 and inp[i + 1] == c'h' and inp[i + 2] == c'2':
+                out[0] = inp + i + 1
+                outlen[0] = 2
+                uc.conn.tls.flags |= TF_ALPN_H2
+                return SSL_TLSEXT_ERR_OK
+            i += 1 + n
+        i = 0
     while i < inlen:
         n = inp[i]
         if i + 1 + n > inlen:

@@ -261,6 +261,10 @@ cdef void uc_close(UConn* uc) noexcept nogil:
         x_drop(uc)                  # every exchange it owns
     if uc.pdc != NULL:
         pp_release(uc)              # its private downstream connections close with it (pool.pxi)
+    if uc.conn.flags & CN_VIRTUAL:
+        h2_vuc_closed(uc)           # an HTTP/2 stream's connection: the stream learns it (h2.pxi)
+    elif uc.h2 != NULL:
+        h2_free(uc)                 # an HTTP/2 connection: its streams close with it
     conn_release(&uc.conn)
     rsp_release(uc)
     if uc.conn.flags & UF_IN_LIST:
@@ -272,7 +276,7 @@ cdef void uc_close(UConn* uc) noexcept nogil:
             uc.next.prev = uc.prev
         g_nuconns -= 1
         m_conn_closed(uc.srv)
-    uc.conn.flags &= UF_READY        # still on the ready list: run_ready skips it
+    uc.conn.flags &= UF_READY | CN_VIRTUAL   # still on the ready list: run_ready skips it
     uc_move(uc, U_CLOSED)
     uc.next = g_dead
     g_dead = uc
@@ -282,6 +286,9 @@ cdef void uc_close_gracefully(UConn* uc) noexcept nogil:
     """Close after the last response.  If the client may still be sending
     (an unread body, pipelined bytes), shut our side and discard its input for
     a moment first, so a reset does not destroy the response in flight."""
+    if uc.conn.flags & CN_VIRTUAL:
+        uc_close(uc)                # an HTTP/2 stream: its response is with nghttp2 already
+        return
     if (uc.conn.rend > uc.conn.rpos or uc.xhead != NULL) and not (uc.conn.flags & CN_RDHUP):
         x_drop(uc)
         conn_shut_wr(uc.conn.h.fd, uc.conn.tls)
@@ -392,7 +399,8 @@ cdef void uc_respond(UConn* uc, int status, bint keep) noexcept nogil:
     cdef Exchange* x = uc.xhead
     if x != NULL and x.cx != NULL and cache_stale_answer(uc, x, status):
         return                      # cache-use-stale: a stale entry instead (cache.pxi)
-    if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.conn.tls != NULL and (uc.conn.tls.flags & TF_WPEND)):
+    if (x != NULL and (x.flags & XF_RESP_STARTED)) or (uc.conn.tls != NULL and (uc.conn.tls.flags & TF_WPEND)
+                                                       and not (uc.conn.flags & CN_VIRTUAL)):
         uc_close(uc)                # half a response is out: only closing is honest
         return
     if not keep or g_stop:
@@ -446,12 +454,25 @@ cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
             uc_close(uc)
         elif r == TLS_DONE:
             uc.conn.flags |= CN_READABLE     # the request may be in OpenSSL already: look now
+            if uc.conn.tls.flags & TF_ALPN_H2:
+                h2_begin(uc)        # ALPN chose h2 (h2.pxi)
+                return
             uc_read(uc)
         return
     if uc.conn.tls != NULL and (uc.conn.tls.flags & (TF_RD_WANT_W | TF_WR_WANT_R)):
         ev = tls_translate(uc.conn.tls, ev)
         if ev == 0:
             return
+    if uc.conn.state == U_H2:
+        h2_on_event(uc, ev)         # an HTTP/2 connection (h2.pxi)
+        return
+    uc_on_ready(uc, ev)
+
+
+cdef void uc_on_ready(UConn* uc, uint32_t ev) noexcept nogil:
+    """A client connection's readiness, past PROXY protocol and TLS (an
+    HTTP/2 stream's connection is woken here by h2.pxi)."""
+    cdef int r
     if ev & EPOLLERR:
         uc_close(uc)
         return
@@ -633,6 +654,9 @@ cdef void uc_process(UConn* uc) noexcept nogil:
                     uc_respond(uc, 431, False)
                 return
             if st == U_IDLE:
+                if uc.srv.http2 and uc.conn.rpos == 0 and uc.conn.tls == NULL \
+                        and not (uc.conn.flags & (UF_SERVED | CN_VIRTUAL)) and h2_preface(uc):
+                    return          # h2c prior knowledge, or a part of its preface (h2.pxi)
                 timer_arm(&uc.conn.timer, uc.srv.read_timeout_ms)
             base = bdata(uc.conn.rbuf)
             err = llhttp_execute(&uc.conn.parser, base + uc.conn.rpos, uc.conn.rend - uc.conn.rpos)
@@ -856,6 +880,9 @@ cdef void x_attach(Exchange* x, DConn* dc) noexcept nogil:
     dc.conn.out.hbuf = hb
     uc.conn.fpos = x.head_end            # the client's own head is not forwarded (a replay
                                     # re-sends the body that follows it)
+    if x.rule.passthrough and (uc.conn.flags & CN_VIRTUAL):
+        h2_refuse(uc, "a passthrough rule (raw tunnel) cannot serve an HTTP/2 stream")
+        return
     if x.rule.passthrough:
         # RProxy's passthrough: after the head, bytes flow raw both ways
         x.flags |= XF_RESP_STARTED
@@ -928,6 +955,9 @@ cdef void uc_forward_body(UConn* uc) noexcept nogil:
 
 cdef void uc_on_timer(UConn* uc) noexcept nogil:
     cdef uint8_t st = uc.conn.state
+    if st == U_H2:
+        h2_on_timer(uc)             # an HTTP/2 connection: idle or stalled (h2.pxi)
+        return
     if not out_empty(&uc.conn.out) or (uc.xhead != NULL and uc.xhead.cfd >= 0 and uc.xhead.dc == NULL) \
             or (uc.xhead != NULL and uc.xhead.sf_fd >= 0):      # a cache hit (cache.pxi) or a static file (static.pxi)
         rp_elog(uc_errfd(uc), 5, "client took no response bytes for %lld ms (send-timeout): closing",

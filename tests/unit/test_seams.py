@@ -45,6 +45,7 @@ AREAS = {
     "routing": ["routing.pxi"],
     "balance": ["balance.pxi"],
     "upstream": ["upstream.pxi", "proxyproto.pxi"],
+    "h2": ["h2.pxi"],
     "limits": ["limits.pxi", "redis.pxi"],
     "downstream": ["downstream.pxi", "pipeline.pxi", "redirect.pxi", "splice.pxi"],
     "pool": ["pool.pxi"],

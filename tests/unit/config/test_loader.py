@@ -96,7 +96,8 @@ ACTIVE = {
               "max-request-line max-header-size max-headers client-max-body-size buffer-size "
               "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl client-body-buffer-size "
               "response-buffer-size max-temp-file-size client-body-timeout send-timeout request-buffering "
-              "response-buffering",
+              "response-buffering http2 http2-max-concurrent-streams http2-max-resets-per-second "
+              "http2-max-control-frames-per-second",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
                   "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name "
                   "max-connections proxy-protocol",
