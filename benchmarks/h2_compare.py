@@ -23,7 +23,9 @@ per request than nginx).  Memory per idle h2 connection, measured first
 connections (ALPN h2) each complete the SETTINGS exchange (preface and
 SETTINGS sent, the server's SETTINGS received and acknowledged, our SETTINGS'
 ACK received) and stay open; the worker's Rss and Pss (/proc/PID/smaps_rollup)
-growth over N is the figure.  Absolute numbers move on a shared machine: the
+growth over N is the figure.  Before them, and kept open meanwhile, N TLS
+connections with ALPN http/1.1 after the handshake alone give what TLS costs
+without h2.  Absolute numbers move on a shared machine: the
 ratios from one run are the result.  Every process started is stopped by pid;
 every load is bounded (h2load -D, timeouts).  JSON goes to benchmarks/results/.
 """
@@ -125,11 +127,15 @@ def frame(ftype: int, flags: int = 0, payload: bytes = b"", stream: int = 0) -> 
     return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
 
 
-def h2_idle_connection(port: int, ctx: ssl.SSLContext, timeout: float = 10.0) -> ssl.SSLSocket:
-    """A TLS connection with ALPN h2 that has completed the SETTINGS exchange."""
+def idle_connection(port: int, ctx: ssl.SSLContext, alpn: str, timeout: float = 10.0) -> ssl.SSLSocket:
+    """A TLS connection with ALPN h2 that has completed the SETTINGS exchange
+    (alpn "h2"), or one with ALPN http/1.1 that has only completed the
+    handshake (the reference: what TLS alone costs)."""
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=timeout))
-    if s.selected_alpn_protocol() != "h2":
-        raise RuntimeError(f"127.0.0.1:{port} chose ALPN {s.selected_alpn_protocol()!r}, not h2")
+    if s.selected_alpn_protocol() != alpn:
+        raise RuntimeError(f"127.0.0.1:{port} chose ALPN {s.selected_alpn_protocol()!r}, not {alpn}")
+    if alpn != "h2":
+        return s
     s.sendall(PREFACE + frame(4))                  # our SETTINGS: none, defaults
     buf, theirs, acked = b"", False, False
     while not (theirs and acked):
@@ -151,22 +157,20 @@ def h2_idle_connection(port: int, ctx: ssl.SSLContext, timeout: float = 10.0) ->
     return s
 
 
-def measure_idle(port: int, pids: list, n: int) -> dict:
+def measure_idle(port: int, pids: list, n: int, alpn: str, keep: list) -> dict:
+    """The worker's memory growth over n idle connections, which stay open
+    in `keep` (closing them would leave freed memory in the worker's
+    allocator for the next batch to reuse)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["h2"])
+    ctx.set_alpn_protocols([alpn])
     time.sleep(0.5)
     before = memory_kb(pids)
-    socks = []
-    try:
-        for _ in range(n):
-            socks.append(h2_idle_connection(port, ctx))
-        time.sleep(1.0)
-        after = memory_kb(pids)
-    finally:
-        for s in socks:
-            s.close()
+    for _ in range(n):
+        keep.append(idle_connection(port, ctx, alpn))
+    time.sleep(1.0)
+    after = memory_kb(pids)
     return {"connections": n, "rss_before_kb": before["Rss"], "rss_after_kb": after["Rss"],
             "pss_before_kb": before["Pss"], "pss_after_kb": after["Pss"],
             "rss_bytes_per_conn": round((after["Rss"] - before["Rss"]) * 1024 / n),
@@ -262,8 +266,8 @@ def main() -> int:
             sys.exit(f"h2_compare: {tool} not found (Debian: nghttp2-client, nginx-light, util-linux, openssl)")
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < args.mem_conns + 64:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.mem_conns + 64), hard))
+    if soft < 2 * args.mem_conns + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * args.mem_conns + 64), hard))
     tmp = tempfile.mkdtemp(prefix="h2-bench-")
     os.chmod(tmp, 0o755)             # nginx workers run as nobody when started by root
     www = os.path.join(tmp, "www")
@@ -309,7 +313,14 @@ def main() -> int:
                 raise RuntimeError(f"{name}: the first h2 requests failed:\n{run.stdout}{run.stderr}")
         if args.mem_conns > 0:
             for name, port in ports.items():
-                results["memory"][name] = measure_idle(port, workers[name], args.mem_conns)
+                keep = []
+                try:           # TLS alone first, then h2 on top, all open until both are measured
+                    for alpn in ("http/1.1", "h2"):
+                        results["memory"].setdefault(name, {})[alpn] = measure_idle(
+                            port, workers[name], args.mem_conns, alpn, keep)
+                finally:
+                    for sock in keep:
+                        sock.close()
         for name, port in ports.items():       # warm-up: handshakes, pools, allocators
             h2load(port, 8, 16, 1)
         order = list(ports)
@@ -347,11 +358,13 @@ def main() -> int:
             print(f"| {sc} | {label if name == 'rproxy' else name} | {d['rps_median']:,.0f} | "
                   f"{d['us_per_req']:.1f} | {eff} | {d['failed'] + d['errored']} |")
     if results["memory"]:
-        print("\n| idle h2 connections | server | Rss bytes/conn | Pss bytes/conn | Pss anon bytes/conn |")
+        print("\n| idle TLS connections | server | Rss bytes/conn | Pss bytes/conn | Pss anon bytes/conn |")
         print("|---|---|---:|---:|---:|")
-        for name, m in results["memory"].items():
-            print(f"| {m['connections']} | {label if name == 'rproxy' else name} | {m['rss_bytes_per_conn']:,} | "
-                  f"{m['pss_bytes_per_conn']:,} | {m['pss_anon_bytes_per_conn']:,} |")
+        for alpn, what in (("http/1.1", "http/1.1, handshake only"), ("h2", "h2, after SETTINGS")):
+            for name, by in results["memory"].items():
+                m = by[alpn]
+                print(f"| {m['connections']} {what} | {label if name == 'rproxy' else name} | "
+                      f"{m['rss_bytes_per_conn']:,} | {m['pss_bytes_per_conn']:,} | {m['pss_anon_bytes_per_conn']:,} |")
     out = args.out or os.path.join(RESULTS, datetime.datetime.now().strftime("%Y-%m-%d-%H%M") + "-h2-compare.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
