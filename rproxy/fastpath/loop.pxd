@@ -13,3 +13,4 @@ cdef void close_everything() noexcept nogil
 
 # control.pxi
 cdef void resolve_request(DownstreamRt* ds) noexcept nogil
+cdef void run_ready() noexcept nogil

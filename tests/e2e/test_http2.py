@@ -24,7 +24,7 @@ import hpack
 import pytest
 from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
 
-from support.downstream import Downstream, payload
+from support.downstream import payload
 from support.master import wait_until
 
 
