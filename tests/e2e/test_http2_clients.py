@@ -208,18 +208,8 @@ def run(cmd, tmp: Path, timeout: float = 30.0, **kw) -> subprocess.CompletedProc
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
-def rproxy_speaks_h2() -> bool:
-    """The installed rproxy has the `http2` server directive, active."""
-    from rproxy.config.directives import lookup
-
-    d = lookup("server", "http2", False)
-    return d is not None and d.active
-
-
 @pytest.fixture(scope="module", params=TARGETS)
 def target(request, tmp_path_factory, test_pki):
-    if request.param == "rproxy" and not rproxy_speaks_h2():
-        pytest.skip("the installed rproxy has no active `http2` server directive (issue 16 not built in)")
     tmp = tmp_path_factory.mktemp(f"h2-{request.param}")
     ds = Downstream(handler=handler)
     t = Target(request.param, tmp, test_pki, ds)
