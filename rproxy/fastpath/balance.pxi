@@ -245,7 +245,7 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
             dc = lb_pick(x.rule)
             if dc == NULL and (x.flags & XF_PIPE_OK):
                 dc = lb_pick_pipelined(x.rule)
-    if dc == NULL and x.uc.pdc != NULL:
+    if dc == NULL and x.uc.pp != NULL:
         dc = pp_pick(x)             # the client's own private connection (proxy-protocol, pool.pxi)
     return dc
 
