@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from support.confs import one_rule
 from support.downstream import Downstream, payload
 from support.proc import read_response, request
 from support.stats import worker_stats
@@ -30,19 +31,9 @@ MIB = 1024 * 1024
 RCVBUF = 64 * KIB
 
 
-def conf(port, ds_port, tmp, *, server="", ds="", rule="", workers=1, main=""):
-    return f"""
-workers = {workers}
-temp-dir = "{tmp}"
-{main}
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    {server}
-    downstream d {{ addr = 127.0.0.1  port = {ds_port}  connections = 1  {ds} }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ d }}  {rule} }} }}
-}}
-"""
+def conf(port, ds_port, tmp, *, main="", **kw):
+    """One rule to downstream `d`, with temp-dir = tmp."""
+    return one_rule(port, ds_port, main=f'temp-dir = "{tmp}"\n{main}', **kw)
 
 
 @pytest.fixture

@@ -18,24 +18,15 @@ import time
 
 import pytest
 
+from support.confs import one_rule
 from support.downstream import Downstream, payload
 
 KIB = 1024
 MIB = 1024 * 1024
 
 
-def conf(port, ds_port, rule="", main="", server="", ds=""):
-    return f"""
-workers = 1
-{main}
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    {server}
-    downstream d {{ addr = 127.0.0.1  port = {ds_port}  connections = 1  {ds} }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ d }}  {rule} }} }}
-}}
-"""
+def conf(port, ds_port, rule="", **kw):
+    return one_rule(port, ds_port, rule=rule, **kw)
 
 
 def pipe_fds(proxy) -> int:
