@@ -238,6 +238,9 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     cdef int wait = 0
     if x.flags & XF_RETRIED:
         dc = lb_pick_replay(x)
+        if dc != NULL and dc.ds != x.failed_ds and x.rule.serve_edge != NULL \
+                and x.rule.serve_edge.sticky == STICKY_COOKIE:
+            x.sticky_set = 1        # moved off the downstream its cookie named: the response names the new one
     else:
         if x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
             dc = sticky_pick(x, &wait)  # sticky sessions (edge.pxi): its downstream's, or wait for one of them

@@ -21,7 +21,7 @@ import pytest
 
 from support.confs import one_rule
 from support.downstream import Downstream, payload
-from support.proc import read_response, request
+from support.proc import open_fds, read_response, request
 from support.stats import worker_stats
 
 KIB = 1024
@@ -46,17 +46,7 @@ def tdir(tmp_path):
 
 def temp_fds(proxy, tmp) -> int:
     """Temp files the workers hold open under tmp."""
-    n = 0
-    for w in proxy.workers():
-        d = f"/proc/{w.pid}/fd"
-        for fd in os.listdir(d):
-            try:
-                target = os.readlink(f"{d}/{fd}")
-            except OSError:
-                continue
-            if target.startswith(str(tmp) + "/"):
-                n += 1
-    return n
+    return sum(t.startswith(str(tmp) + "/") for w in proxy.workers() for t in open_fds(w.pid))
 
 
 def wait_for(cond, timeout=5.0):

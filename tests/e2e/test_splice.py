@@ -12,7 +12,6 @@ it must not hold the downstream connection.
 """
 from __future__ import annotations
 
-import os
 import socket
 import time
 
@@ -20,6 +19,7 @@ import pytest
 
 from support.confs import one_rule
 from support.downstream import Downstream, payload
+from support.proc import open_fds
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -30,15 +30,7 @@ def conf(port, ds_port, rule="", **kw):
 
 
 def pipe_fds(proxy) -> int:
-    n = 0
-    for w in proxy.workers():
-        for fd in os.listdir(f"/proc/{w.pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{w.pid}/fd/{fd}").startswith("pipe:"):
-                    n += 1
-            except OSError:
-                pass
-    return n
+    return sum(t.startswith("pipe:") for w in proxy.workers() for t in open_fds(w.pid))
 
 
 def get(s, n, stall=0.0, during=None) -> tuple:
