@@ -344,7 +344,8 @@ def test_twenty_slow_readers_do_not_block_a_normal_get(start_rproxy, port, tdir,
 
 def test_pool_grows_to_max_connections_and_shrinks_back(start_rproxy, port, tdir):
     ds = Downstream()
-    start_rproxy(conf(port, ds.port, tdir, ds="connections = 1  max-connections = 3"), port)
+    # idle-timeout: how long an extra connection stays idle (5 s at most, 1 s here)
+    start_rproxy(conf(port, ds.port, tdir, ds="connections = 1  max-connections = 3  idle-timeout = 1s"), port)
     socks = []
     for i in range(4):
         s = socket.create_connection(("127.0.0.1", port), timeout=20)
@@ -359,7 +360,7 @@ def test_pool_grows_to_max_connections_and_shrinks_back(start_rproxy, port, tdir
         assert read_response(s)[0] == 200
         s.close()
     assert len(ds.requests) == 4
-    # extras idle for 5 s are closed: back to `connections`
+    # extras idle for idle-timeout are closed: back to `connections`
     assert wait_for(lambda: ds.open_connections == 1, timeout=10), ds.open_connections
     assert request(port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
     ds.close()
