@@ -141,13 +141,12 @@ export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
 #    normal build, minutes of compiling) to run the README's commands;
 #  - test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded:
 #    asserts on worker RSS, which ASan's shadow memory and quarantine make
-#    meaningless, and takes ~100 s under ASan (the rest of the suite ~210 s
-#    on a busy 2-core machine);
+#    meaningless;
 #  - test_pools.py::test_downstream_closing_idle_connections_never_shows_a_502:
-#    ~20 s of idle-timeout cycles under ASan (the stage has a time budget);
+#    ~9 s of idle-timeout cycles under ASan (the stage has a time budget);
 #    the pool's close/reconnect paths run in test_pool_lifecycle.py too;
 #  - test_slow_clients.py: the slow-headers attack ([H]) and the starvation
-#    control without buffering: ~16 s each of slowhttptest under ASan; the
+#    control without buffering: ~11 s each of slowhttptest under ASan; the
 #    slow-body ([B]) and slow-read ([X]) runs, which go through request and
 #    response buffering, stay.
 status=0
