@@ -35,8 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from memory_footprint import (children, free_port, nginx_conf, rproxy_command,  # noqa: E402
-                              rproxy_conf, stop, wait_port)
+from _util import children, free_port, wait_port  # noqa: E402
+from memory_footprint import nginx_conf, rproxy_command, rproxy_conf, stop  # noqa: E402
 
 SCENARIOS = {
     # name: (wrk connections, extra wrk args)

@@ -20,33 +20,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _util import free_port, wait_port  # noqa: E402
+
 VERSION = "0.4.5"
 GROUPS_JS = """import tests from '%s/tests/index.mjs'
 const out = {}
 for (const s of tests) for (const t of s.tests) out[t.id] = {suite: s.id, kind: t.kind || 'required'}
 console.log(JSON.stringify(out))
 """
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int) -> None:
-    import socket
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def main() -> int:
@@ -82,8 +67,8 @@ server {{
     p = subprocess.Popen([rproxy if os.path.exists(rproxy) else "rproxy", "-c", conf], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     try:
-        wait_port(origin)
-        wait_port(proxy)
+        wait_port(origin, 30.0)
+        wait_port(proxy, 30.0)
         out = subprocess.run(["npm", "run", "--silent", "cli", f"--base=http://127.0.0.1:{proxy}"], cwd=pkg,
                              capture_output=True, text=True, timeout=600, check=True).stdout
         results = json.loads(out)

@@ -50,6 +50,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _util import free_port, wait_port  # noqa: E402
+
 BASELINE = os.path.join(HERE, "baseline", "instructions.json")
 LOOP_FN = "__pyx_f_6rproxy_9_fastpath_loop_run"
 WORKLOADS = {"small": 2000, "1k": 2000, "chunked": 1000, "tls": 1000}
@@ -167,23 +171,6 @@ def workload(name: str, n: int, port: int, tls_port: int) -> None:
 
 # ---- the outer run ------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
-
-
 def totals(path: str) -> int:
     with open(path) as f:
         for line in f:
@@ -265,7 +252,7 @@ server {{
     try:
         be = subprocess.Popen([nginx, "-e", f"{wd}/backend.err", "-p", wd, "-c", f"{wd}/backend.conf"])
         procs.append(be)
-        wait_port(be_port)
+        wait_port(be_port, 60.0)
         h = subprocess.Popen([valgrind, "--tool=callgrind", "--collect-atstart=no", f"--toggle-collect={LOOP_FN}",
                               f"--callgrind-out-file={wd}/cg.%p", "--log-file=" + f"{wd}/valgrind.log",
                               sys.executable, "-P", os.path.abspath(__file__), "--inner", wd],
@@ -281,7 +268,7 @@ server {{
             if not line or line[0] != "built":
                 raise RuntimeError(f"worker did not build: {line}")
             pid = int(line[1])
-            wait_port(port)
+            wait_port(port, 60.0)        # a worker under callgrind starts slowly
             t0 = time.monotonic()
             if name == "idle":
                 time.sleep(idle_s)

@@ -23,31 +23,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _util import children, free_port, wait_port  # noqa: E402
+
 SIZES = {"1k": 1024, "64k": 65536, "256k": 262144, "1m": 1048576}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def backend_conf(wd: str, port: int) -> str:
@@ -73,14 +59,6 @@ http {{ access_log off; tcp_nodelay on; keepalive_timeout 300s; keepalive_reques
       proxy_buffer_size 16k; proxy_buffers 8 16k; proxy_busy_buffers_size 32k;
       proxy_max_temp_file_size 0; }} }} }}
 """
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def cpu_ticks(pid: int) -> int:

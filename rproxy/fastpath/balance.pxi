@@ -238,6 +238,9 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
     cdef int wait = 0
     if x.flags & XF_RETRIED:
         dc = lb_pick_replay(x)
+        if dc != NULL and dc.ds != x.failed_ds and x.rule.serve_edge != NULL \
+                and x.rule.serve_edge.sticky == STICKY_COOKIE:
+            x.sticky_set = 1        # moved off the downstream its cookie named: the response names the new one
     else:
         if x.rule.serve_edge != NULL and x.rule.serve_edge.sticky:
             dc = sticky_pick(x, &wait)  # sticky sessions (edge.pxi): its downstream's, or wait for one of them
@@ -245,7 +248,7 @@ cdef DConn* lb_pick_for(Exchange* x) noexcept nogil:
             dc = lb_pick(x.rule)
             if dc == NULL and (x.flags & XF_PIPE_OK):
                 dc = lb_pick_pipelined(x.rule)
-    if dc == NULL and x.uc.pdc != NULL:
+    if dc == NULL and x.uc.pp != NULL:
         dc = pp_pick(x)             # the client's own private connection (proxy-protocol, pool.pxi)
     return dc
 

@@ -73,6 +73,7 @@ cdef enum:
     # Conn.flags of a client connection (UConn), above the shared bits
     UF_CLOSE_AFTER = 0x40   # close once the current response is out
     UF_IN_LIST = 0x80
+    UF_PP_WAIT = 0x100      # a PROXY protocol header is still expected (proxyproto.pxi)
     UF_READY = 0x200        # queued to continue at the end of the loop turn
     UF_SERVED = 0x400       # at least one response went out on this connection
     CN_VIRTUAL = 0x8000     # an HTTP/2 stream's connection: no socket, its bytes are the stream's (h2.pxi)
@@ -223,12 +224,13 @@ cdef struct Out:
     # Pending output of one direction: a head segment (owned buffer or static
     # bytes) followed by a body segment (borrowed from the producer's read
     # buffer, or owned once the producer has been let go).
+    # (the two lengths last: no padding after each, 8 bytes less per connection)
     const char* hptr
-    uint32_t hlen
     Buf* hbuf
     const char* bptr
-    uint32_t blen
     Buf* bbuf
+    uint32_t hlen
+    uint32_t blen
 
 cdef struct Timer:
     int64_t when            # wanted deadline, ms; 0 = disarmed
@@ -286,6 +288,7 @@ cdef struct XLog:
     char* resp_copy         # {DS_HDR} values, copied at the response head
 
 cdef struct Tls                 # TLS state of a connection (tls.pxi)
+cdef struct PPClient            # PROXY protocol state of a client connection (proxyproto.pxi)
 cdef struct EdgeRule            # static files, redirects, header rules, sticky (edge.pxi)
 
 cdef struct Exchange:
@@ -381,10 +384,8 @@ cdef struct UConn:
     Exchange* xtail         # the newest: its request is the one being parsed
     BodyBuf* rbb            # response bytes the client has not taken yet (bodybuf.pxi)
     uint32_t mstart         # the current message head starts here
-    void* h2   # HTTP/2 session or stream (h2.pxi), NULL = HTTP/1.1
-    uint8_t pp_wait         # a PROXY protocol header is still expected (proxyproto.pxi)
-    DConn* pdc              # its private downstream connections (pool.pxi), linked by DConn.onext
-    Peer pp_dst             # the destination a PROXY header in named (family 0: none)
+    void* h2                # HTTP/2 session or stream (h2.pxi), NULL = HTTP/1.1
+    PPClient* pp            # PROXY protocol state (proxyproto.pxi), allocated only when needed; NULL = none
 
 cdef struct DConn:
     Conn conn

@@ -911,7 +911,11 @@ cdef UConn* h2_vuc_new(H2Sess* s, H2Stream* st) noexcept nogil:
     uc.conn.parser.data = uc
     timer_init(&uc.conn.timer, TK_UCONN, uc)
     uc.conn.peer = p.conn.peer
-    uc.pp_dst = p.pp_dst
+    if p.pp != NULL and p.pp.dst.family != 0:      # what a PROXY header in named (proxyproto.pxi)
+        if pp_client(uc) == NULL:
+            free(uc)
+            return NULL
+        uc.pp.dst = p.pp.dst
     uc.conn.tls = p.conn.tls        # borrowed (X-SSL-*, SNI/421, https): never freed through this one
     uc.h2 = st
     llhttp_init(&st.rp, HTTP_RESPONSE, &g_h2_rsp_settings)

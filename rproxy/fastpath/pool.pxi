@@ -70,7 +70,7 @@ cdef void pool_grow(RuleRt* r) noexcept nogil:
 # that client's request needs one (the request waits in the pending queue
 # meanwhile, under max-pending and pending-timeout as any other), the header
 # goes first (before TLS), and the connection then carries only that
-# client's requests (DConn.owner; UConn.pdc lists them).  It is never on its
+# client's requests (DConn.owner; UConn.pp.pdc lists them).  It is never on its
 # downstream's idle list: between requests it waits for its own client, and
 # it closes when the client closes, when it stays idle past idle-timeout, or
 # when a request of another client waits for a slot and none is free (an
@@ -103,7 +103,7 @@ cdef bint pp_may_open(DownstreamRt* d) noexcept nogil:
 cdef DConn* pp_pick(Exchange* x) noexcept nogil:
     """The client's own idle connection to one of the rule's downstreams,
     checked alive, or NULL (lb_pick_for)."""
-    cdef DConn* dc = x.uc.pdc
+    cdef DConn* dc = x.uc.pp.pdc if x.uc.pp != NULL else NULL
     cdef DConn* nx
     cdef DownstreamRt* d
     while dc != NULL:
@@ -123,7 +123,7 @@ cdef DConn* pp_pick(Exchange* x) noexcept nogil:
 cdef bint pp_opening(Exchange* x) noexcept nogil:
     """The client has a connection on its way to one of the rule's
     downstreams: it will serve this request (pend_serve) once connected."""
-    cdef DConn* dc = x.uc.pdc
+    cdef DConn* dc = x.uc.pp.pdc if x.uc.pp != NULL else NULL
     while dc != NULL:
         if dc.conn.state == D_CONNECTING and pp_in_rule(x.rule, dc.ds):
             return True
@@ -202,6 +202,7 @@ cdef void pp_grow(Exchange* x) noexcept nogil:
     cdef RuleRt* r = x.rule
     cdef DownstreamRt* d = NULL
     cdef DConn* dc
+    cdef PPClient* p
     cdef int i, k = -1
     if r == NULL:
         return
@@ -221,12 +222,15 @@ cdef void pp_grow(Exchange* x) noexcept nogil:
         if i < 0:
             return                  # every slot busy: a freed one serves the queue (pp_slot_timer)
         d = r.dss[i]
+    p = pp_client(x.uc)
+    if p == NULL:
+        return                      # out of memory: the request waits (pending-timeout)
     dc = pp_slot(d)
     if dc == NULL:
         return
     dc.owner = x.uc
-    dc.onext = x.uc.pdc
-    x.uc.pdc = dc
+    dc.onext = p.pdc
+    p.pdc = dc
     dc.fails = 0
     if rp_elog_wants(ds_errfd(d), 7):
         rp_elog(ds_errfd(d), 7, "downstream %s (%s): opening a private connection for a client",
@@ -238,7 +242,7 @@ cdef void pp_unlink(DConn* dc) noexcept nogil:
     """The connection stops being its client's (closed, or its socket went
     to a tunnel): the slot is free, and a timer run hands it to a waiting
     request (pp_slot_timer), outside whatever closed it."""
-    cdef DConn** pp = &dc.owner.pdc
+    cdef DConn** pp = &dc.owner.pp.pdc
     while pp[0] != NULL and pp[0] != dc:
         pp = &pp[0].onext
     if pp[0] == dc:
@@ -250,16 +254,18 @@ cdef void pp_unlink(DConn* dc) noexcept nogil:
 
 cdef void pp_release(UConn* uc) noexcept nogil:
     """The client closes: so do its private connections (uc_close, after
-    its exchange was dropped)."""
+    its exchange was dropped), and its PROXY protocol state is freed."""
     cdef DConn* dc
-    while uc.pdc != NULL:
-        dc = uc.pdc
+    while uc.pp.pdc != NULL:
+        dc = uc.pp.pdc
         if dc.x != NULL:
             dc_abandon(dc)
         else:
             dc_teardown(dc)
-        if uc.pdc == dc:            # (teardown unlinks it; never loop on one that did not)
+        if uc.pp.pdc == dc:         # (teardown unlinks it; never loop on one that did not)
             pp_unlink(dc)
+    free(uc.pp)
+    uc.pp = NULL
 
 
 cdef void pp_failed(DConn* dc, int err) noexcept nogil:

@@ -29,9 +29,39 @@ cdef struct PPServer:
     int nfrom
     AccessRt* nets              # proxy-protocol-from, as access entries (allow = 1)
 
+cdef struct PPClient:
+    # What PROXY protocol keeps of one client connection (UConn.pp), behind
+    # one pointer allocated only when a connection needs it (pp_client: a
+    # PROXY header in named a destination, or a private downstream
+    # connection is opened for it) and freed when it closes (pp_release), so
+    # that an idle keep-alive connection of any other kind pays 8 bytes.
+    DConn* pdc                  # its private downstream connections (pool.pxi), linked by DConn.onext
+    Peer dst                    # the destination a PROXY header in named (family 0: none)
+
 cdef const char* PP_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 cdef enum:
     PP_MAX = 536                # the spec's largest header worth buffering (v2 with TLVs)
+
+
+cdef PPClient* pp_client(UConn* uc) noexcept nogil:
+    """The connection's PROXY protocol state, allocated on first use; NULL
+    when out of memory."""
+    if uc.pp == NULL:
+        uc.pp = <PPClient*>calloc(1, sizeof(PPClient))
+    return uc.pp
+
+
+cdef int pp_set_dst(UConn* uc, int fam, const uint8_t* addr, uint16_t port) noexcept nogil:
+    """Keep the destination a PROXY header in named, for a PROXY header out:
+    0, or -1 when out of memory."""
+    cdef PPClient* p = pp_client(uc)
+    if p == NULL:
+        return -1
+    memset(p.dst.addr, 0, 16)
+    memcpy(p.dst.addr, addr, 4 if fam == AF_INET else 16)
+    p.dst.family = <uint8_t>fam
+    p.dst.port = port
+    return 0
 
 
 cdef int pp_accept(UConn* uc) noexcept nogil:
@@ -45,7 +75,7 @@ cdef int pp_accept(UConn* uc) noexcept nogil:
         a = edge_addr(&uc.conn.peer, &fam)
         for i in range(pp.nfrom):
             if edge_net_match(&pp.nets[i], a, fam):
-                uc.pp_wait = 1
+                uc.conn.flags |= UF_PP_WAIT
                 return 0
     n = peer_format(&uc.conn.peer, where, 48)
     rp_elog(uc_errfd(uc), 4, "client %.*s: not in proxy-protocol-from: connection closed", n, where)
@@ -76,12 +106,13 @@ cdef int pp_v1_port(const char* tok, uint32_t n, uint16_t* out) noexcept nogil:
 
 
 cdef int pp_parse_v1(UConn* uc, const char* b, int n, int* used) noexcept nogil:
-    """1: incomplete, 0: parsed (*used bytes), -1: malformed."""
+    """1: incomplete, 0: parsed (*used bytes), -1: malformed, -2: out of memory."""
     cdef int end = -1, i, nt = 0, fam
     cdef const char* tok[6]
     cdef uint32_t tl[6]
     cdef uint8_t addr[16]
-    cdef uint16_t port = 0
+    cdef uint8_t daddr[16]
+    cdef uint16_t port = 0, dport = 0
     for i in range(n - 1):
         if b[i] == c'\r' and b[i + 1] == c'\n':
             end = i
@@ -107,15 +138,12 @@ cdef int pp_parse_v1(UConn* uc, const char* b, int n, int* used) noexcept nogil:
     if nt != 6 or tl[1] != 4 or (memcmp(tok[1], b"TCP4", 4) != 0 and memcmp(tok[1], b"TCP6", 4) != 0):
         return -1
     fam = AF_INET if tok[1][3] == c'4' else AF_INET6
-    if pp_v1_addr(tok[3], tl[3], fam, addr) != 0 or pp_v1_port(tok[5], tl[5], &port) != 0:
-        return -1                        # the destination: kept for a PROXY header out
-    memset(uc.pp_dst.addr, 0, 16)
-    memcpy(uc.pp_dst.addr, addr, 4 if fam == AF_INET else 16)
-    uc.pp_dst.family = fam
-    uc.pp_dst.port = port
-    if pp_v1_addr(tok[2], tl[2], fam, addr) != 0 or pp_v1_port(tok[4], tl[4], &port) != 0:
-        uc.pp_dst.family = 0
+    if pp_v1_addr(tok[3], tl[3], fam, daddr) != 0 or pp_v1_port(tok[5], tl[5], &dport) != 0:
         return -1
+    if pp_v1_addr(tok[2], tl[2], fam, addr) != 0 or pp_v1_port(tok[4], tl[4], &port) != 0:
+        return -1
+    if pp_set_dst(uc, fam, daddr, dport) != 0:
+        return -2                        # the destination: kept for a PROXY header out
     memset(uc.conn.peer.addr, 0, 16)
     memcpy(uc.conn.peer.addr, addr, 4 if fam == AF_INET else 16)
     uc.conn.peer.family = fam
@@ -124,6 +152,7 @@ cdef int pp_parse_v1(UConn* uc, const char* b, int n, int* used) noexcept nogil:
 
 
 cdef int pp_parse_v2(UConn* uc, const uint8_t* b, int n, int* used) noexcept nogil:
+    """As pp_parse_v1."""
     cdef int total, fam
     if n < 16:
         return 1
@@ -141,17 +170,14 @@ cdef int pp_parse_v2(UConn* uc, const uint8_t* b, int n, int* used) noexcept nog
         memcpy(uc.conn.peer.addr, b + 16, 4)
         uc.conn.peer.family = AF_INET
         uc.conn.peer.port = <uint16_t>((<int>b[24] << 8) | b[25])
-        memset(uc.pp_dst.addr, 0, 16)
-        memcpy(uc.pp_dst.addr, b + 20, 4)
-        uc.pp_dst.family = AF_INET
-        uc.pp_dst.port = <uint16_t>((<int>b[26] << 8) | b[27])
+        if pp_set_dst(uc, AF_INET, b + 20, <uint16_t>((<int>b[26] << 8) | b[27])) != 0:
+            return -2
     elif fam == 2 and total >= 16 + 36:
         memcpy(uc.conn.peer.addr, b + 16, 16)
         uc.conn.peer.family = AF_INET6
         uc.conn.peer.port = <uint16_t>((<int>b[48] << 8) | b[49])
-        memcpy(uc.pp_dst.addr, b + 32, 16)
-        uc.pp_dst.family = AF_INET6
-        uc.pp_dst.port = <uint16_t>((<int>b[50] << 8) | b[51])
+        if pp_set_dst(uc, AF_INET6, b + 32, <uint16_t>((<int>b[50] << 8) | b[51])) != 0:
+            return -2
     elif fam == 1 or fam == 2:
         return -1                        # too short for its family
     return 0                             # UNSPEC / unix: keep the real peer
@@ -191,12 +217,14 @@ cdef int pp_read(UConn* uc) noexcept nogil:
             return 1
     if rc == 0 and recv(uc.conn.h.fd, b, <size_t>used, 0) != used:
         rc = -1
+    if rc == -2:
+        why = "out of memory for its PROXY protocol header"
     if rc < 0:
         k = peer_format(&uc.conn.peer, where, 48)
         rp_elog(uc_errfd(uc), 4, "client %.*s: %s: connection closed", k, where, why)
         uc_close(uc)
         return -1
-    uc.pp_wait = 0
+    uc.conn.flags &= ~UF_PP_WAIT
     return 0
 
 
@@ -248,8 +276,8 @@ cdef int pp_out_header(int version, UConn* uc, char* out) noexcept nogil:
     memset(&dst, 0, sizeof(Peer))
     if uc != NULL and (uc.conn.peer.family == AF_INET or uc.conn.peer.family == AF_INET6):
         src = uc.conn.peer
-        if uc.pp_dst.family != 0:
-            dst = uc.pp_dst
+        if uc.pp != NULL and uc.pp.dst.family != 0:
+            dst = uc.pp.dst
         elif getsockname(uc.conn.h.fd, <sockaddr*>ss, &sl) == 0:
             peer_from_sockaddr(&dst, ss)
     if (src.family == AF_INET or src.family == AF_INET6) and (dst.family == AF_INET or dst.family == AF_INET6):

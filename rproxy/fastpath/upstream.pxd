@@ -39,6 +39,7 @@ cdef void uc_on_timer(UConn* uc) noexcept nogil
 cdef int pp_accept(UConn* uc) noexcept nogil
 cdef void uc_x_end(UConn* uc) noexcept nogil
 cdef int pp_send(int fd, int version, UConn* uc) noexcept nogil
+cdef PPClient* pp_client(UConn* uc) noexcept nogil
 cdef void uc_x_push(UConn* uc, Exchange* x) noexcept nogil
 cdef void uc_answer(UConn* uc, const char* resp, uint32_t len, Buf* hb, bint keep) noexcept nogil
 cdef void uc_on_ready(UConn* uc, uint32_t ev) noexcept nogil

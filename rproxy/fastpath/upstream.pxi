@@ -259,7 +259,7 @@ cdef void uc_close(UConn* uc) noexcept nogil:
         return
     while uc.xhead != NULL:
         x_drop(uc)                  # every exchange it owns
-    if uc.pdc != NULL:
+    if uc.pp != NULL:
         pp_release(uc)              # its private downstream connections close with it (pool.pxi)
     if uc.conn.flags & CN_VIRTUAL:
         h2_vuc_closed(uc)           # an HTTP/2 stream's connection: the stream learns it (h2.pxi)
@@ -446,7 +446,7 @@ cdef bint uc_reject_keeps(UConn* uc) noexcept nogil:
 
 cdef void uc_on_event(UConn* uc, uint32_t ev) noexcept nogil:
     cdef int r
-    if uc.pp_wait and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
+    if (uc.conn.flags & UF_PP_WAIT) and (not (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) or pp_read(uc) != 0):
         return                      # PROXY protocol header awaited (proxyproto.pxi): nothing else yet
     if uc.conn.tls != NULL and (uc.conn.tls.flags & TF_HANDSHAKE):
         r = TLS_FAIL if ev & EPOLLERR else tls_uc_handshake(uc)

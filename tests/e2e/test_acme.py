@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -72,14 +73,23 @@ def served_cert(port: int, name: str):
     return der, cert.issuer == cert.subject
 
 
-def wait_issued(port, name, timeout=30.0):
-    """Until every worker serves the CA's certificate (each worker's watcher
-    swaps on its own poll: 8 handshakes in a row must agree)."""
+def swapped(proxy, name, times=1) -> bool:
+    """Every worker's watcher logged `times` certificate swaps for `name`
+    (each swaps on its own poll; the loop applies the swap right after)."""
+    pids = [int(m) for m in re.findall(r"\[info\] (\d+): acme: %s: new certificate in use" % re.escape(name),
+                                       proxy.read_log())]
+    return all(pids.count(w.pid) >= times for w in proxy.workers())
+
+
+def wait_issued(proxy, port, name, timeout=30.0):
+    """Until every worker serves the CA's certificate: each worker logged
+    its swap, and 8 handshakes in a row agree."""
     def settled():
+        if not swapped(proxy, name):
+            return False
         seen = {served_cert(port, name) for _ in range(8)}
         return len(seen) == 1 and not next(iter(seen))[1]
     pb.wait_for(settled, timeout, f"a CA certificate for {name} in every worker")
-    time.sleep(1.5)             # > the watchers' 1 s poll: a worker the handshakes missed has swapped too
 
 
 def curl_verify(ca, tmp_path, port, name) -> str:
@@ -97,7 +107,7 @@ def test_tls_alpn_issuance_verifies_and_restart_reuses_state(ca, ports, tmp_path
     text = conf(ca, ports, state, downstream.port)
     p = start_rproxy(text, ports[1])
     # at once: a self-signed certificate for the names, so the listener works before issuance
-    wait_issued(ports[1], "app.test")
+    wait_issued(p, ports[1], "app.test")
     assert curl_verify(ca, tmp_path, ports[1], "app.test") == "/hello"
     assert curl_verify(ca, tmp_path, ports[1], "www.app.test") == "/hello"
     log = p.read_log()
@@ -121,7 +131,7 @@ def test_http01_issuance_exempt_from_https_redirect(ca, ports, tmp_path, start_r
     state = tmp_path / "state"
     p = start_rproxy(conf(ca, ports, state, downstream.port, challenge="http-01",
                           plain_vhost_extra=f"https-redirect = true https-redirect-port = {ports[1]}"), ports[1])
-    wait_issued(ports[1], "app.test")
+    wait_issued(p, ports[1], "app.test")
     assert curl_verify(ca, tmp_path, ports[1], "www.app.test") == "/hello"
     log = p.read_log()
     assert "http-01 challenge for app.test published" in log
@@ -145,8 +155,8 @@ def test_http01_issuance_exempt_from_https_redirect(ca, ports, tmp_path, start_r
 
 def test_tls_alpn_without_pending_challenge_is_refused(ca, ports, tmp_path, start_rproxy, downstream):
     state = tmp_path / "state"
-    start_rproxy(conf(ca, ports, state, downstream.port), ports[1])
-    wait_issued(ports[1], "app.test")
+    p = start_rproxy(conf(ca, ports, state, downstream.port), ports[1])
+    wait_issued(p, ports[1], "app.test")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -207,16 +217,17 @@ class Load:
 def test_forced_renewal_under_load_drops_nothing(ca, ports, tmp_path, start_rproxy, downstream):
     state = tmp_path / "state"
     p = start_rproxy(conf(ca, ports, state, downstream.port), ports[1])
-    wait_issued(ports[1], "app.test")
+    wait_issued(p, ports[1], "app.test")
     before, _ = served_cert(ports[1], "app.test")
     with Load(ports) as load:
         time.sleep(0.5)
         r = subprocess.run(rproxy_command() + ["certs", "-c", p.conf, "renew", "www.app.test"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-        pb.wait_for(lambda: all(served_cert(ports[1], "app.test")[0] != before for _ in range(8)), 30,
+        pb.wait_for(lambda: swapped(p, "app.test", 2) and all(served_cert(ports[1], "app.test")[0] != before
+                                                             for _ in range(8)), 30,
                     "the renewed certificate in every worker")
-        time.sleep(1.5)
+        time.sleep(0.5)             # load through the swapped contexts
     assert load.failed == []
     assert load.ok > 100
     assert curl_verify(ca, tmp_path, ports[1], "app.test") == "/hello"
@@ -239,7 +250,7 @@ def test_ca_down_at_start_then_back(ca, ports, tmp_path, start_rproxy, downstrea
         c.close()
     finally:
         ca.start()
-    wait_issued(ports[1], "app.test", timeout=40)
+    wait_issued(p, ports[1], "app.test", timeout=40)
     assert curl_verify(ca, tmp_path, ports[1], "app.test") == "/hello"
 
 
@@ -311,7 +322,7 @@ def test_check_mode_reports_and_refuses_unwritable_state_dir(ca, ports, tmp_path
 def test_failed_renewal_keeps_the_issued_certificate(ca, ports, tmp_path, start_rproxy, downstream):
     state = tmp_path / "state"
     p = start_rproxy(conf(ca, ports, state, downstream.port, names=("keep.test",)), ports[1])
-    wait_issued(ports[1], "keep.test")
+    wait_issued(p, ports[1], "keep.test")
     issued, _ = served_cert(ports[1], "keep.test")
     # the name now points elsewhere: the forced renewal fails validation
     req = urllib.request.Request(f"http://127.0.0.1:{ca.chall_mgmt}/add-a", method="POST",

@@ -1,9 +1,11 @@
 """Backpressure: memory per exchange stays bounded whatever the peers do.
 
-At the same time, through one worker: a client reads a 100 MiB response at
-1 MiB/s, and a downstream reads a 100 MiB upload at 1 MiB/s.  The proxy reads
-a producer again only once its consumer took the previous bytes, so its
-memory must stay flat; the worker's RSS is sampled all along (psutil).
+At the same time, through one worker: a client reads a 32 MiB response at
+4 MiB/s, and a downstream reads a 32 MiB upload at 4 MiB/s (each producer
+is far faster: loopback).  The proxy reads a producer again only once its
+consumer took the previous bytes, so its memory must stay flat: the worker's
+RSS, sampled all along (psutil), grows by less than a quarter of what went
+through each way.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import psutil
 from support.downstream import Downstream
 
 MIB = 1024 * 1024
-TOTAL = 100 * MIB
-RATE = 1 * MIB                 # bytes per second, both slow peers
+TOTAL = 32 * MIB               # 4x RSS_BOUND: memory that followed the bytes would show
+RATE = 4 * MIB                 # bytes per second, both slow peers
 STEP = 64 * 1024
 RSS_BOUND = 8 * MIB            # growth of the worker's RSS over its start
 
@@ -28,7 +30,7 @@ def pattern(i: int) -> bytes:
 
 
 def slow_handler(req, s):
-    """/big: a chunked 100 MiB response, written as fast as the socket takes
+    """/big: a chunked TOTAL-byte response, written as fast as the socket takes
     it.  /upload: the body read at RATE, then its digest."""
     if req.target == "/big":
         s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")

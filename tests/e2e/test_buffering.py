@@ -19,8 +19,9 @@ import time
 
 import pytest
 
+from support.confs import one_rule
 from support.downstream import Downstream, payload
-from support.proc import read_response, request
+from support.proc import open_fds, read_response, request
 from support.stats import worker_stats
 
 KIB = 1024
@@ -30,19 +31,9 @@ MIB = 1024 * 1024
 RCVBUF = 64 * KIB
 
 
-def conf(port, ds_port, tmp, *, server="", ds="", rule="", workers=1, main=""):
-    return f"""
-workers = {workers}
-temp-dir = "{tmp}"
-{main}
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    {server}
-    downstream d {{ addr = 127.0.0.1  port = {ds_port}  connections = 1  {ds} }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ d }}  {rule} }} }}
-}}
-"""
+def conf(port, ds_port, tmp, *, main="", **kw):
+    """One rule to downstream `d`, with temp-dir = tmp."""
+    return one_rule(port, ds_port, main=f'temp-dir = "{tmp}"\n{main}', **kw)
 
 
 @pytest.fixture
@@ -55,17 +46,7 @@ def tdir(tmp_path):
 
 def temp_fds(proxy, tmp) -> int:
     """Temp files the workers hold open under tmp."""
-    n = 0
-    for w in proxy.workers():
-        d = f"/proc/{w.pid}/fd"
-        for fd in os.listdir(d):
-            try:
-                target = os.readlink(f"{d}/{fd}")
-            except OSError:
-                continue
-            if target.startswith(str(tmp) + "/"):
-                n += 1
-    return n
+    return sum(t.startswith(str(tmp) + "/") for w in proxy.workers() for t in open_fds(w.pid))
 
 
 def wait_for(cond, timeout=5.0):
@@ -363,7 +344,8 @@ def test_twenty_slow_readers_do_not_block_a_normal_get(start_rproxy, port, tdir,
 
 def test_pool_grows_to_max_connections_and_shrinks_back(start_rproxy, port, tdir):
     ds = Downstream()
-    start_rproxy(conf(port, ds.port, tdir, ds="connections = 1  max-connections = 3"), port)
+    # idle-timeout: how long an extra connection stays idle (5 s at most, 1 s here)
+    start_rproxy(conf(port, ds.port, tdir, ds="connections = 1  max-connections = 3  idle-timeout = 1s"), port)
     socks = []
     for i in range(4):
         s = socket.create_connection(("127.0.0.1", port), timeout=20)
@@ -378,7 +360,7 @@ def test_pool_grows_to_max_connections_and_shrinks_back(start_rproxy, port, tdir
         assert read_response(s)[0] == 200
         s.close()
     assert len(ds.requests) == 4
-    # extras idle for 5 s are closed: back to `connections`
+    # extras idle for idle-timeout are closed: back to `connections`
     assert wait_for(lambda: ds.open_connections == 1, timeout=10), ds.open_connections
     assert request(port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")[0] == 200
     ds.close()

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from support.downstream import Downstream, payload
-from support.proc import free_port, read_response, rproxy_command
+from support.proc import free_port, open_fds, read_response, rproxy_command
 
 BIG = 3 * 1024 * 1024 + 17
 
@@ -271,7 +271,7 @@ def test_open_file_cache_bounded_and_revalidated(start_rproxy, port, tmp_path):
     os.unlink(root / "f298.txt")
     time.sleep(0.6)
     assert get(port, "/s/f298.txt")[0] == 404
-    held = [os.readlink(f"/proc/{worker.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{worker.pid}/fd")]
+    held = open_fds(worker.pid)
     assert not any(t.endswith("f298.txt") or "(deleted)" in t for t in held), held
 
 

@@ -7,8 +7,8 @@ the normal build survives is a report that fails the run.
 from __future__ import annotations
 
 import socket
-import threading
 
+from support.downstream import serve_raw
 from support.proc import lines_of, read_response
 
 FMT = "{STATUS}|{UA}|{REF}|{US_HDR}:'X-Abcdefgh'|{HOST}|{REQUEST}"
@@ -32,20 +32,9 @@ class _SwallowingDownstream:
     after the trailers), then closes without answering."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
         self.got: list[bytes] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+        self.sock = serve_raw(self._one, backlog=8)
+        self.port = self.sock.getsockname()[1]
 
     def _one(self, c):
         data = b""
@@ -59,7 +48,6 @@ class _SwallowingDownstream:
         except OSError:
             pass
         self.got.append(data)
-        c.close()
 
     def close(self):
         self.sock.close()

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from support.confs import one_downstream
-from support.downstream import _response, payload
+from support.downstream import _response, payload, serve_raw
 from support.proc import read_response, request
 
 SMUGGLE = [
@@ -224,39 +224,22 @@ def test_chunk_extensions_and_trailers_are_forwarded(start_rproxy, port):
 def raw_downstream(script):
     """A downstream that, per connection, reads one request head (and the
     Content-Length body) then runs script(conn, head) and closes."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(16)
     heads = []
-
-    def run():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=one, args=(c,), daemon=True).start()
 
     def one(c):
         buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    d = c.recv(4096)
-                    if not d:
-                        return
-                    buf += d
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                heads.append(head)
-                if not script(c, head):
+        while True:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(4096)
+                if not d:
                     return
-        except OSError:
-            return
-        finally:
-            c.close()
+                buf += d
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            heads.append(head)
+            if not script(c, head):
+                return
 
-    threading.Thread(target=run, daemon=True).start()
-    return ls, heads
+    return serve_raw(one), heads
 
 
 @pytest.mark.parametrize("garbage", [

@@ -32,6 +32,7 @@ from support.master import (KeepAliveClient, LostRequest, exited, fd_target, kil
                             live_children, privileged_free_port, proc_limits, title, wait_generation,
                             wait_log, wait_until, workers_by_generation)
 from support.proc import free_port, read_response, request, rproxy_command, wait_port
+from support.stats import worker_stats
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -91,6 +92,12 @@ def test_worker_count_and_titles(start_rproxy, downstream, port):
 def test_killed_worker_is_replaced(start_rproxy, downstream, port):
     p = start_rproxy(conf(port, downstream.port, workers=2), port)
     before = wait_generation(p.pid, 1, 2)
+    # Titled is not yet ready: a worker titles itself before it builds its
+    # tables and reports ready, and one killed in between is rightly logged
+    # as "failed at start-up" (a slow start, e.g. under ASan, widened that
+    # window).  A worker answering SIGUSR2 runs its loop, so it reported
+    # ready before (the signal waits in its signalfd until then).
+    worker_stats(p, timeout=30)
     victim = before[1]
     victim.send_signal(signal.SIGKILL)
     after = wait_until(lambda: (lambda g: g if len(g) == 2 and g[1].pid != victim.pid else None)(

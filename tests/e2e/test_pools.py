@@ -18,18 +18,18 @@ def conf(port, ds_ports, connections=2, workers=1, lb="roundrobin"):
 
 
 def test_downstream_closing_idle_connections_never_shows_a_502(start_rproxy, port):
-    """The downstream closes keep-alive connections 0.5 s after their last
+    """The downstream closes keep-alive connections 0.2 s after their last
     response; the proxy's pool keeps them longer.  Requests spaced around
     that instant (the race window) and back-to-back ones all succeed: a
     connection found closed is never handed out, and one that dies under a
     request is replayed on another."""
-    ds = Downstream(idle_timeout=0.5)
+    ds = Downstream(idle_timeout=0.2)
     try:
         p = start_rproxy(conf(port, [ds.port], connections=2), port)
         rnd = random.Random(7)
         statuses = []
         for i in range(40):
-            time.sleep(rnd.uniform(0.4, 0.7))
+            time.sleep(rnd.uniform(0.15, 0.28))
             statuses.append(request(p.port, b"GET /spaced%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)[0])
         c = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
         for i in range(1000):

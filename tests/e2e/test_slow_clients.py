@@ -1,8 +1,8 @@
 """slowhttptest against the shipped configuration's shape (2 workers, one
 downstream with 8 connections, defaults for everything else): 1,000 slow
-connections of each kind (-B slow body, -X slow read, -H slowloris) for 15 s
-each, while a probe client keeps sending normal requests, one new connection
-every 0.25 s.  Every probe must be answered 200.  The issue asks for "within
+connections of each kind (-B slow body, -X slow read, -H slowloris; opened
+at 200 a second) for 10 s each, while a probe client keeps sending normal
+requests, one new connection every 0.25 s.  Every probe must be answered 200.  The issue asks for "within
 1 s"; on this shared 2-core machine (five agents building and testing at
 once) the probe's bound is 3 s, and nothing else is timed.
 
@@ -24,7 +24,7 @@ from support.proc import read_response
 
 pytestmark = pytest.mark.skipif(shutil.which("slowhttptest") is None, reason="slowhttptest is not installed")
 
-RUN_SECONDS = 15
+RUN_SECONDS = 10               # all 1,000 are open after 5 s: 5 s of probes under the full pile-up
 PROBE_TIMEOUT = 3.0
 MIB = 1024 * 1024
 

@@ -12,42 +12,25 @@ it must not hold the downstream connection.
 """
 from __future__ import annotations
 
-import os
 import socket
 import time
 
 import pytest
 
+from support.confs import one_rule
 from support.downstream import Downstream, payload
+from support.proc import open_fds
 
 KIB = 1024
 MIB = 1024 * 1024
 
 
-def conf(port, ds_port, rule="", main="", server="", ds=""):
-    return f"""
-workers = 1
-{main}
-server {{
-    addr = 127.0.0.1
-    port = {port}
-    {server}
-    downstream d {{ addr = 127.0.0.1  port = {ds_port}  connections = 1  {ds} }}
-    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ d }}  {rule} }} }}
-}}
-"""
+def conf(port, ds_port, rule="", **kw):
+    return one_rule(port, ds_port, rule=rule, **kw)
 
 
 def pipe_fds(proxy) -> int:
-    n = 0
-    for w in proxy.workers():
-        for fd in os.listdir(f"/proc/{w.pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{w.pid}/fd/{fd}").startswith("pipe:"):
-                    n += 1
-            except OSError:
-                pass
-    return n
+    return sum(t.startswith("pipe:") for w in proxy.workers() for t in open_fds(w.pid))
 
 
 def get(s, n, stall=0.0, during=None) -> tuple:

@@ -8,12 +8,11 @@ a recording downstream."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
 
-from support.downstream import Downstream
+from support.downstream import Downstream, serve_raw
 from support.proc import Rproxy, free_port, read_response, request
 from support.stats import assert_quiet
 
@@ -330,35 +329,17 @@ def test_underscores_reject_answers_400_with_a_log_line(start_rproxy, downstream
 
 def raw_downstream(answer: bytes):
     """A downstream that answers every request head with `answer`, then closes."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(16)
-
-    def run():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=one, args=(c,), daemon=True).start()
-
     def one(c):
         buf = b""
-        try:
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(4096)
-                if not d:
-                    return
-                buf += d
-            c.sendall(answer)
-            time.sleep(0.2)
-        except OSError:
-            pass
-        finally:
-            c.close()
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(4096)
+            if not d:
+                return
+            buf += d
+        c.sendall(answer)
+        time.sleep(0.2)
 
-    threading.Thread(target=run, daemon=True).start()
-    return ls
+    return serve_raw(one)
 
 
 BAD_RESPONSES = [

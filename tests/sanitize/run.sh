@@ -141,19 +141,14 @@ export RPROXY_TEST_SANITIZER_ENV RPROXY_SANITIZER_REPORTS
 #    normal build, minutes of compiling) to run the README's commands;
 #  - test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded:
 #    asserts on worker RSS, which ASan's shadow memory and quarantine make
-#    meaningless, and takes ~100 s under ASan (the rest of the suite ~210 s
-#    on a busy 2-core machine);
+#    meaningless;
 #  - test_pools.py::test_downstream_closing_idle_connections_never_shows_a_502:
-#    ~20 s of idle-timeout cycles under ASan (the stage has a time budget);
+#    ~9 s of idle-timeout cycles under ASan (the stage has a time budget);
 #    the pool's close/reconnect paths run in test_pool_lifecycle.py too;
 #  - test_slow_clients.py: the slow-headers attack ([H]) and the starvation
-#    control without buffering: ~16 s each of slowhttptest under ASan; the
+#    control without buffering: ~11 s each of slowhttptest under ASan; the
 #    slow-body ([B]) and slow-read ([X]) runs, which go through request and
-#    response buffering, stay;
-#  - test_master.py::test_killed_worker_is_replaced: races worker start-up,
-#    which ASan makes slower: it can SIGKILL a worker that is titled but has
-#    not reported ready yet, and the master then rightly logs "failed at
-#    start-up" instead of the "died" the test expects (seen once in four runs).
+#    response buffering, stay.
 status=0
 e2e=0
 if [ $MODE = fuzz ]; then
@@ -166,7 +161,6 @@ else
         --ignore=tests/e2e/test_packaging.py --ignore=tests/e2e/test_first_contact.py \
         --ignore=tests/e2e/test_http_cache_conformance.py \
         --deselect=tests/e2e/test_backpressure.py::test_slow_client_and_slow_downstream_keep_memory_bounded \
-        --deselect=tests/e2e/test_master.py::test_killed_worker_is_replaced \
         --deselect=tests/e2e/test_pools.py::test_downstream_closing_idle_connections_never_shows_a_502 \
         --deselect="tests/e2e/test_slow_clients.py::test_normal_requests_keep_being_answered_under_slowhttptest[H]" \
         --deselect=tests/e2e/test_slow_clients.py::test_without_buffering_and_growth_slow_bodies_starve_the_probe \

@@ -41,3 +41,19 @@ server {{
     vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ {names} }}{method} }} }}
 }}
 """
+
+
+def one_rule(port, ds_port, *, rule="", server="", ds="", main="", workers=1):
+    """A 2.x server: downstream `d` (one connection) on 127.0.0.1:ds_port
+    behind one catch-all rule, with room for directives at each level."""
+    return f"""
+workers = {workers}
+{main}
+server {{
+    addr = 127.0.0.1
+    port = {port}
+    {server}
+    downstream d {{ addr = 127.0.0.1  port = {ds_port}  connections = 1  {ds} }}
+    vhost "*" {{ rule all {{ uri-prefix = "/"  downstreams = {{ d }}  {rule} }} }}
+}}
+"""

@@ -178,6 +178,35 @@ def payload(n: int) -> bytes:
 Handler = Callable[[Request, socket.socket], bool]
 
 
+def serve_raw(handle: Callable[[socket.socket], None], backlog: int = 16) -> socket.socket:
+    """A bare listener on 127.0.0.1 (a free port) for tests that script a
+    downstream byte by byte: each connection goes to handle(conn) in a
+    thread of its own and is closed when handle returns (OSError from it
+    ends that connection only).  Closing the returned socket stops it."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(backlog)
+
+    def one(c: socket.socket) -> None:
+        try:
+            handle(c)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def run() -> None:
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=one, args=(c,), daemon=True).start()
+
+    threading.Thread(target=run, daemon=True).start()
+    return ls
+
+
 @dataclass
 class Downstream:
     handler: Optional[Handler] = None

@@ -115,6 +115,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     return s.getsockname()[1]
 
 
+def open_fds(pid: int) -> list[str]:
+    """What process `pid` holds open now: the targets of /proc/PID/fd
+    ("/path", "/path (deleted)", "socket:[N]", "pipe:[N]"...).  An fd closed
+    between the listing and its readlink is left out: it is not held."""
+    d = f"/proc/{pid}/fd"
+    out = []
+    for fd in os.listdir(d):
+        try:
+            out.append(os.readlink(f"{d}/{fd}"))
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, proc=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
