@@ -416,8 +416,13 @@ def test_deb_install_run_upgrade_remove_purge(deb, downstream, tmp_path):
         assert proc.cmdline()[0] == f"rproxy: master -c {CONF}", proc.cmdline()
         status = Path(f"/proc/{master.pid}/status").read_text()
         assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+        # the title is set once a listener is bound, before TLS loading and
+        # the module preload: the workers come a moment later
+        deadline = time.monotonic() + 15
+        while not proc.children() and time.monotonic() < deadline and master.poll() is None:
+            time.sleep(0.05)
         workers = proc.children()
-        assert workers
+        assert workers, logtext()
 
         status_code, body = get(port, "/packaged/hello")
         assert (status_code, body) == (200, b"/packaged/hello"), logtext()
