@@ -129,7 +129,8 @@ def build(cfg: Config, listener_fds: Sequence[tuple[int, int]], metrics=None, *,
                      http2=srv.http2 if srv.http2 is not None else bool(srv.ssl and srv.ssl.enabled),
                      http2_max_streams=srv.http2_max_concurrent_streams,
                      http2_max_resets=srv.http2_max_resets_per_second,
-                     http2_max_ctl=srv.http2_max_control_frames_per_second)
+                     http2_max_ctl=srv.http2_max_control_frames_per_second,
+                     http2_max_cont=srv.http2_max_continuations)
         w.set_underscores(si, srv.underscores_in_headers)
         for vi, vh in enumerate(srv.vhosts):
             globs = [vh.name, *vh.aliases]

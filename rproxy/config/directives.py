@@ -752,6 +752,8 @@ TABLE: tuple[Directive, ...] = (
     _d("http2-max-control-frames-per-second", SERVER, "int", 500, "HTTP/2 SETTINGS, PING, PRIORITY and "
        "empty DATA frames a client may send per second before GOAWAY ENHANCE_YOUR_CALM", lo=1, hi=1000000,
        origin="rproxy"),
+    _d("http2-max-continuations", SERVER, "int", 8, "HTTP/2 CONTINUATION frames one header block may have before "
+       "the connection is closed (CONTINUATION flood, CVE-2024-27316)", lo=1, hi=10000, origin="rproxy"),
     _d("max-headers", SERVER, "int", 100, "most request header fields (431 beyond; at most 128)", lo=1, hi=128,
        origin="rproxy"),
     _d("client-max-body-size", SERVER, "size", 0, "largest request body (413 beyond; 0 = unlimited)", lo=0,

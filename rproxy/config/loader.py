@@ -308,6 +308,7 @@ class _Normaliser:
             http2=opt(b, "http2"), http2_max_concurrent_streams=opt(b, "http2-max-concurrent-streams"),
             http2_max_resets_per_second=opt(b, "http2-max-resets-per-second"),
             http2_max_control_frames_per_second=opt(b, "http2-max-control-frames-per-second"),
+            http2_max_continuations=opt(b, "http2-max-continuations"),
             buffer_size=opt(b, "buffer-size"), underscores_in_headers=opt(b, "underscores-in-headers"),
             ssl=ssl, logging=logging,
             client_body_buffer_size=opt(b, "client-body-buffer-size"),

@@ -242,6 +242,7 @@ class Server:
     http2_max_concurrent_streams: int = 100
     http2_max_resets_per_second: int = 100
     http2_max_control_frames_per_second: int = 500
+    http2_max_continuations: int = 8
     client_max_body_size: int = 0        # 0 = unlimited
     underscores_in_headers: str = "drop"  # drop | allow | reject (request header names with '_')
     buffer_size: int = 32768

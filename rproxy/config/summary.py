@@ -58,7 +58,8 @@ def _server_lines(srv: Server, mixed: bool) -> list[str]:
     if srv.http2 if srv.http2 is not None else bool(tls):
         out.append(f"  HTTP/2: {'ALPN h2' if tls else 'h2c prior knowledge'}; "
                    f"{srv.http2_max_concurrent_streams} streams, {srv.http2_max_resets_per_second} resets/s, "
-                   f"{srv.http2_max_control_frames_per_second} control frames/s per connection")
+                   f"{srv.http2_max_control_frames_per_second} control frames/s per connection, "
+                   f"{srv.http2_max_continuations} CONTINUATION frames per header block")
     if srv.underscores_in_headers != "drop":
         out.append(f"  request header names with '_': {srv.underscores_in_headers}")
     for ds in srv.downstreams:

@@ -551,6 +551,7 @@ cdef struct ServerRt:
     uint32_t h2_max_streams         # http2-max-concurrent-streams
     uint32_t h2_max_resets          # http2-max-resets-per-second
     uint32_t h2_max_ctl             # http2-max-control-frames-per-second
+    uint32_t h2_max_cont            # http2-max-continuations
 cdef struct Listener:
     Handle h
     ServerRt* srv

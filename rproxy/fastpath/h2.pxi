@@ -223,7 +223,7 @@ cdef int h2_start(UConn* uc) noexcept nogil:
     # rapid reset (CVE-2023-44487): counted per second in h2_on_frame_recv (GOAWAY
     # ENHANCE_YOUR_CALM); nghttp2's own token bucket, twice as loose, stays as a backstop
     nghttp2_option_set_stream_reset_rate_limit(opt, 2 * <uint64_t>srv.h2_max_resets, 2 * <uint64_t>srv.h2_max_resets)
-    nghttp2_option_set_max_continuations(opt, 8)          # CONTINUATION flood (CVE-2024-27316)
+    nghttp2_option_set_max_continuations(opt, srv.h2_max_cont)   # CONTINUATION flood (CVE-2024-27316)
     rc = nghttp2_session_server_new2(&s.ng, g_h2_cbs, s, opt)
     nghttp2_option_del(opt)
     if rc != 0:

@@ -195,12 +195,13 @@ cdef class Worker:
                    tunnel_timeout=3600.0, int high_watermark=0, client_body_buffer_size=16384,
                    response_buffer_size=65536, max_temp_file_size=1024 ** 3, client_body_timeout=None,
                    send_timeout=None, bint http2=False, int http2_max_streams=100, int http2_max_resets=100,
-                   int http2_max_ctl=500):
+                   int http2_max_ctl=500, int http2_max_cont=8):
         cdef ServerRt* s = &g_servers[index]
         s.http2 = http2
         s.h2_max_streams = http2_max_streams
         s.h2_max_resets = http2_max_resets
         s.h2_max_ctl = http2_max_ctl
+        s.h2_max_cont = http2_max_cont
         s.index = index
         s.port = port
         s.tls = tls

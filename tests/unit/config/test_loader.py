@@ -97,7 +97,7 @@ ACTIVE = {
               "underscores-in-headers lb-method rewrite headers downstream vhost logging ssl client-body-buffer-size "
               "response-buffer-size max-temp-file-size client-body-timeout send-timeout request-buffering "
               "response-buffering http2 http2-max-concurrent-streams http2-max-resets-per-second "
-              "http2-max-control-frames-per-second",
+              "http2-max-control-frames-per-second http2-max-continuations",
     D.DOWNSTREAM: "addr port enabled connections high-watermark read-timeout write-timeout connect-timeout retry "
                   "idle-timeout max-requests max-age weight max-fails fail-timeout pipeline health-check ssl tls tls-name "
                   "max-connections proxy-protocol",
@@ -489,10 +489,11 @@ def test_underscores_in_headers_is_a_server_setting_only():
 def test_http2_directives_defaults_and_limits():
     srv = load_text("server { port = 8080  downstream { addr = 127.0.0.1  port = 9000 } }").servers[0]
     assert (srv.http2, srv.http2_max_concurrent_streams, srv.http2_max_resets_per_second,
-            srv.http2_max_control_frames_per_second) == (None, 100, 100, 500)    # None: on with TLS only
+            srv.http2_max_control_frames_per_second, srv.http2_max_continuations) \
+        == (None, 100, 100, 500, 8)    # None: on with TLS only
     srv = load_text("server { port = 8080  http2 = yes  http2-max-concurrent-streams = 32 "
-                    "downstream { addr = 127.0.0.1  port = 9000 } }").servers[0]
-    assert (srv.http2, srv.http2_max_concurrent_streams) == (True, 32)
+                    "http2-max-continuations = 2  downstream { addr = 127.0.0.1  port = 9000 } }").servers[0]
+    assert (srv.http2, srv.http2_max_concurrent_streams, srv.http2_max_continuations) == (True, 32, 2)
     with pytest.raises(ConfigErrors, match="http2-max-concurrent-streams"):
         load_text("server { port = 8080  http2-max-concurrent-streams = 0 "
                   "downstream { addr = 127.0.0.1  port = 9000 } }")
