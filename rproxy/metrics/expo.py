@@ -277,6 +277,8 @@ def prometheus(s: dict) -> str:
              ((dict(server=x["server"]), x["accepted"]) for x in sv))
     o.family("rproxy_listener_tls_handshakes_total", "counter", "Client TLS handshakes by result",
              ((dict(server=x["server"], result=r), n) for x in sv for r, n in x["tls_handshakes"].items()))
+    o.family("rproxy_listener_http2_streams_total", "counter", "HTTP/2 streams clients opened",
+             ((dict(server=x["server"]), x["http2_streams"]) for x in sv))
     o.family("rproxy_workers", "gauge", "Worker processes of the serving generation that are running",
              [({}, p["workers"])])
     o.family("rproxy_workers_configured", "gauge", "Worker processes the configuration asks for",
