@@ -54,36 +54,8 @@ PROXY_CPU, LOAD_CPU = "0", "1"
 SCENARIOS = {"c8-m16": (8, 16), "c100-m1": (100, 1)}
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def children(pid: int) -> list:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parts = f.read().rsplit(")", 1)[1].split()
-                if int(parts[1]) == pid:
-                    out.append(int(d))
-            except OSError:
-                pass
-    return out
+sys.path.insert(0, HERE)
+from _util import children, free_port, wait_port  # noqa: E402
 
 
 def cpu_seconds(pids) -> float:
