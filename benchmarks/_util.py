@@ -4,8 +4,12 @@ also as `python -P`, so each puts this directory on sys.path itself)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -41,3 +45,32 @@ def children(pid: int) -> list[int]:
         if ppid == pid:
             out.append(int(entry))
     return sorted(out)
+
+
+def cpu_seconds(pids) -> float:
+    """utime + stime of these processes (from /proc), in seconds; a process
+    gone meanwhile counts nothing."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            total += int(parts[11]) + int(parts[12])
+        except OSError:
+            pass
+    return total / TICK
+
+
+def stop(procs) -> None:
+    """SIGTERM to each process still running, then wait; kill what does not
+    end within 10 s."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

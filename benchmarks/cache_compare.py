@@ -33,48 +33,30 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import zlib
 
-TICK = os.sysconf("SC_CLK_TCK")
 SCENARIOS = {"gzip64k": "/data.json", "hit1k": "/f1k", "hit1m": "/f1m"}
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _util import free_port, wait_port  # noqa: E402
+from _util import children, cpu_seconds, free_port, stop, wait_port  # noqa: E402
 
 
 def workers_of(pid, must=None):
     """The child processes of pid (those whose command line has `must`)."""
     out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    for c in children(pid):
         try:
-            with open(f"/proc/{d}/stat") as f:
-                parts = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{d}/cmdline", "rb") as f:
+            with open(f"/proc/{c}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if int(parts[1]) == pid and (must is None or must in cmd):
-            out.append(int(d))
+        if must is None or must in cmd:
+            out.append(c)
     return out
-
-
-def cpu_seconds(pids) -> float:
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                parts = f.read().rsplit(")", 1)[1].split()
-            total += int(parts[11]) + int(parts[12])
-        except OSError:
-            pass
-    return total / TICK
 
 
 def wrk(url, seconds, conns, headers=()):
@@ -210,13 +192,7 @@ def main() -> int:
                     r["cpu"] += cpu
                     r["rps"].append(rps)
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs.values())
         shutil.rmtree(tmp, ignore_errors=True)
     results["setup"]["load_after"] = os.getloadavg()[0]
     print("| scenario | server | req/s (median) | us/req (CPU) | cpuEff | req/s ratio |")

@@ -38,7 +38,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import ssl
 import struct
@@ -49,22 +48,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-TICK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU, LOAD_CPU = "0", "1"
 SCENARIOS = {"c8-m16": (8, 16), "c100-m1": (100, 1)}
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 sys.path.insert(0, HERE)
-from _util import children, free_port, wait_port  # noqa: E402
-
-
-def cpu_seconds(pids) -> float:
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        total += int(parts[11]) + int(parts[12])
-    return total / TICK
+from _util import children, cpu_seconds, free_port, stop, wait_port  # noqa: E402
 
 
 def memory_kb(pids) -> dict:
@@ -205,18 +194,6 @@ server {{
 def rproxy_command() -> str:
     local = os.path.join(os.path.dirname(sys.executable), "rproxy")
     return local if os.path.exists(local) else (shutil.which("rproxy") or "rproxy")
-
-
-def stop(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def main() -> int:

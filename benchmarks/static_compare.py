@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,21 +25,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _util import children, free_port, wait_port  # noqa: E402
+from _util import children, cpu_seconds, free_port, stop, wait_port  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids) -> float:
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                parts = f.read().rsplit(")", 1)[1].split()
-            total += int(parts[11]) + int(parts[12])
-        except OSError:
-            pass
-    return total / TICK
 
 
 def wrk(url, seconds, conns):
@@ -106,13 +92,7 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
                     r["cpu"] += cpu
                     r["rps"].append(rps)
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs.values())
         shutil.rmtree(tmp, ignore_errors=True)
     print("| file | server | req/s (median) | us/req (CPU) | cpuEff |")
     print("|---|---|---|---|---|")
