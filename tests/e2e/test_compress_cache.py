@@ -10,12 +10,10 @@ import http.client
 import random
 import threading
 import urllib.parse
-import zlib
 
-import brotli
 import pytest
-import zstandard
 
+from support.codings import decode
 from support.downstream import Downstream
 from support.proc import Rproxy, free_port
 from support.stats import assert_quiet
@@ -48,17 +46,6 @@ def handler(req, s):
     head.append(f"Content-Length: {len(BODY)}")
     s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if req.method == "HEAD" else BODY))
     return True
-
-
-def decode(coding, data):
-    if coding == "gzip":
-        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
-    if coding == "br":
-        return brotli.decompress(data)
-    if coding == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    assert coding is None
-    return data
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import brotli
 import pytest
 import zstandard
 
+from support.codings import decode
 from support.downstream import Downstream
 from support.proc import Rproxy, free_port, read_until_close
 from support.stats import assert_quiet
@@ -108,17 +109,6 @@ def proxy(tmp_path_factory):
     finally:
         p.stop()
         ds.close()
-
-
-def decode(coding, data):
-    if coding == "gzip":
-        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
-    if coding == "br":
-        return brotli.decompress(data)
-    if coding == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    assert coding is None
-    return data
 
 
 def get(port, target, ae=None, method="GET", headers=None):

@@ -155,6 +155,16 @@ class H2Client:
         self.wait(lambda: self.st(sid)["ended"] or self.st(sid)["reset"] is not None, timeout, f"stream {sid}")
         return self.st(sid)
 
+    def expect_goaway(self, code, timeout=5.0):
+        """Send what is queued (the peer may close first), then the connection
+        must end with a GOAWAY carrying `code`."""
+        try:
+            self.flush()
+        except OSError:
+            pass
+        self.wait_closed(timeout)
+        assert self.terminated is not None and self.terminated.error_code == code, self.terminated
+
     def wait_closed(self, timeout=5.0):
         deadline = time.monotonic() + timeout
         while not self.closed and time.monotonic() < deadline:
@@ -400,12 +410,7 @@ def test_rapid_reset_flood_gets_goaway_enhance_your_calm(start_rproxy, port, dow
     for _ in range(300):
         sid = c.request("/rr", flush=False)
         c.conn.reset_stream(sid)
-    try:
-        c.flush()
-    except OSError:
-        pass
-    c.wait_closed(5)
-    assert c.terminated is not None and c.terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    c.expect_goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
     assert "GOAWAY sent" in p.read_log()
     # another client is not concerned
     assert other.response(other.request("/other"))["status"] == 200
@@ -418,12 +423,7 @@ def test_control_frame_flood_gets_goaway(start_rproxy, port, downstream):
     c = H2Client(port)
     for i in range(400):
         c.conn.ping(i.to_bytes(8, "big"))
-    try:
-        c.flush()
-    except OSError:
-        pass
-    c.wait_closed(5)
-    assert c.terminated is not None and c.terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    c.expect_goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
     assert "control frames in a second" in p.read_log()
     assert get(port, "/still")["status"] == 200
     c.close()
